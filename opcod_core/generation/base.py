@@ -1,0 +1,40 @@
+"""The generation protocol every backend implements.
+
+Prompts go in as token ids (the caller renders chat templates), so the trainer knows the exact
+tokens of every rollout and can score them under other contexts without re-tokenising text:
+that is what makes the teacher's logits line up with the tutee's rollout token for token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1                      # samples per prompt
+    temperature: float = 1.0        # 0 means greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()      # generation of a sample ends after the first stop string
+    seed: int | None = None         # same seed + same weights + same prompts -> same samples
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]            # sampled tokens, stop string included, no EOS/pad
+    text: str                       # decoded token_ids
+    logprobs: list[float]           # log p(sampled token) under the sampling distribution (temperature applied)
+    finish_reason: str = "length"   # "stop" (stop string), "eos", or "length"
+    meta: dict = field(default_factory=dict)
+
+
+class GenerationBackend(Protocol):
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
+        """Returns, for each prompt, ``params.n`` completions."""
+        ...
+
+    def sync_weights(self, model) -> None:
+        """Make the backend serve the weights of ``model`` (no-op when it shares the module)."""
+        ...

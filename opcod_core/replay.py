@@ -1,0 +1,107 @@
+"""Replay: what would the self-teacher have said with different feedback?
+
+Given a stored exchange (the tutee's rollout tokens, the chosen sibling s, the feedback used) and
+either edited feedback text or another tutor checkpoint (whose feedback is generated afresh with
+the run's tutor template and anchoring check), recompute with the tutee's current weights:
+
+* the per-token divergence between the student context and the self-teacher context, before (the
+  stored feedback) and after (the new feedback), over exactly the rollout's tokens;
+* the teacher's answer distribution over the choice labels before and after: the probability of
+  each label as the next token after the teacher context followed by the rollout's own reasoning
+  up to its last "Answer:" (or a bare "Answer:" when the rollout never states one), renormalised
+  over the labels. Numeric questions have no distribution (None).
+
+Nothing is trained and nothing stored is changed: a replay is a measurement.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from opcod_core.anchoring import classify_feedback, render_tutor_messages
+from opcod_core.controls import ReplayRequest
+from opcod_core.generation.base import SamplingParams
+from opcod_core.prompts import compose_teacher_inputs, format_choices, rollout_messages, teacher_messages
+
+
+def _answer_distribution(tutee, teacher_prefix: list[int], exchange: dict) -> dict[str, float] | None:
+    labels = exchange.get("labels") or []
+    if not labels:
+        return None
+    text = exchange["rollout_text"]
+    cut = text.rfind("Answer:")
+    lead = text[: cut + len("Answer:")] if cut >= 0 else "Answer:"
+    prefix = teacher_prefix + tutee.encode(lead)
+    probs = tutee.next_token_distribution(prefix, [tutee.encode(" " + lab) for lab in labels])
+    return dict(zip(labels, probs, strict=True))
+
+
+def replay(tutee, exchange: dict, new_feedback: str | None, loss_cfg, context_mode: str) -> dict:
+    """Divergence and answer distribution with the stored feedback vs ``new_feedback``."""
+    q, labels, choices = exchange["question"], exchange.get("labels") or [], exchange.get("choices") or []
+    answer_type = "mcq" if labels else "numeric"
+    student_prefix = tutee.render(rollout_messages(q, labels, choices, answer_type))
+    rollout = list(exchange["token_ids"])
+
+    def side(feedback):
+        s, f, used = compose_teacher_inputs(context_mode, exchange.get("s_text"), feedback)
+        prefix = tutee.render(teacher_messages(q, labels, choices, answer_type, solution=s, feedback=f))
+        div = tutee.divergence_between([student_prefix], [prefix], [rollout], loss_cfg)[0]
+        return {"feedback": f, "context_used": used, "divergence": div,
+                "answer_distribution": _answer_distribution(tutee, prefix, exchange),
+                "mean_divergence": sum(div) / max(len(div), 1)}
+
+    before, after = side(exchange.get("feedback_used")), side(new_feedback)
+    return {"tokens": exchange.get("tokens"), "before": before, "after": after,
+            "effect": [a - b for a, b in zip(after["divergence"], before["divergence"], strict=True)]}
+
+
+def feedback_from_checkpoint(tutor, checkpoint_dir, exchange: dict, template, tutor_cfg, seed: int) -> dict:
+    """Generate feedback on the exchange's rollout from ``tutor`` with weights from a checkpoint."""
+    from pathlib import Path
+
+    other = copy.copy(tutor)
+    other.model = copy.deepcopy(tutor.model)
+    other.backend = copy.copy(tutor.backend)
+    other.backend.model = other.model
+    other.optimizer = None
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in sorted((Path(checkpoint_dir) / "model").glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    if not state:
+        raise FileNotFoundError(f"tutor_checkpoint: no model weights under {checkpoint_dir}")
+    other.model.load_state_dict(state, strict=False)
+    if getattr(other.model.config, "tie_word_embeddings", False):
+        other.model.tie_weights()
+    labels, choices = exchange.get("labels") or [], exchange.get("choices") or []
+    messages, prefill = render_tutor_messages(template, exchange["question"], format_choices(labels, choices),
+                                              exchange["rollout_text"],
+                                              gold=exchange.get("gold") if template.show_gold else None)
+    prompt = other.render(messages, prefill=prefill)
+    params = SamplingParams(n=1, temperature=tutor_cfg.temperature, max_new_tokens=tutor_cfg.max_new_tokens,
+                            stop=tuple(template.stop), seed=seed)
+    raw = prefill + other.sample([prompt], params)[0][0].text
+    v = classify_feedback(raw, exchange["question"], gold=exchange.get("gold"), choices=choices, labels=labels)
+    return {"raw": raw, "category": v.category, "concept": v.concept, "sanitised": v.sanitised}
+
+
+def replay_exchange(trainer, rq: ReplayRequest) -> dict:
+    """A replay request served between steps by a running trainer; returns a ``replay`` event."""
+    ex = rq.exchange
+    try:
+        tutee = trainer.students[ex["tutee"]]
+        generated = None
+        feedback = rq.feedback
+        if rq.tutor_checkpoint:
+            generated = feedback_from_checkpoint(trainer.students[ex["tutor"]], rq.tutor_checkpoint, ex,
+                                                 trainer.template, trainer.config.tutor, trainer.config.seed)
+            if feedback is None:
+                feedback = generated["sanitised"]
+        result = replay(tutee, ex, feedback, trainer.config.loss, trainer.config.context_mode)
+        result["generated_feedback"] = generated
+        return {"type": "replay", "id": rq.id, "exchange_key": ex.get("key"), "status": "done", "result": result}
+    except Exception as exc:  # a bad replay must not kill the run; the error is reported
+        return {"type": "replay", "id": rq.id, "exchange_key": ex.get("key"), "status": "failed",
+                "error": f"{type(exc).__name__}: {exc}"}

@@ -1,0 +1,222 @@
+"""One OPCoD training step for a (tutee T, tutor U) pair: DESIGN section 2, "One step", 1-8.
+
+1. the prompts of this step come from the trainer (a seeded stream over both domains' train splits);
+2. T samples n rollouts per prompt; 3. each is verified against the gold answer;
+4. for rollout k the correct sibling s is drawn uniformly from T's *other* correct rollouts of the
+   same prompt with ``random.Random(f"{seed}-s-{global_step}-{prompt}-{k}")`` (None when there is
+   none) — the paper leaves this choice open;
+5. when U is gated in (and the mode allows the prompt's domain) U writes anchored feedback on every
+   rollout; only ``kept`` feedback is used, sanitised (in manual approval mode a human decides);
+6. the self-teacher context is (question, s, f) for T's own weights; 7. the loss is the per-token
+   divergence over y's tokens, averaged over tokens then over the rollouts that have a teacher
+   context (rollouts with neither s nor f have teacher = student: skipped and counted);
+8. one optimizer step on T (``StudentRuntime.distill_step``).
+
+Also computed here, before the update so that every number describes the same weights: the
+divergence with s only (the feedback-effect heatmap) and the break-rate sample.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from opcod_core.anchoring import classify_feedback, render_tutor_messages
+from opcod_core.controls import ApprovalRequest
+from opcod_core.data.answers import is_correct
+from opcod_core.data.types import Item
+from opcod_core.gating import GateRecord, tutor_allowed
+from opcod_core.generation.base import SamplingParams
+from opcod_core.prompts import compose_teacher_inputs, format_choices, rollout_messages, teacher_messages
+from opcod_core.student import DistillExample
+
+
+def derive_seed(seed: int, global_step: int, purpose: str) -> int:
+    """A sampling seed that is a pure function of its position: what makes resume exact."""
+    return random.Random(f"{seed}-{global_step}-{purpose}").randrange(2**31)
+
+
+@dataclass
+class StepContext:
+    config: object            # RunConfig
+    round: int
+    direction: int
+    step: int                 # index within the direction, 0-based
+    global_step: int
+    tutee: object             # StudentRuntime
+    tutor: object             # StudentRuntime
+    tutor_gate: GateRecord | None
+    items: list[Item]
+    controls: object
+    template: object          # TutorTemplate
+
+    @property
+    def position(self) -> dict:
+        return {"round": self.round, "direction": self.direction, "step": self.step,
+                "global_step": self.global_step, "tutee": self.tutee.name, "tutor": self.tutor.name}
+
+
+@dataclass
+class Row:
+    """One rollout and everything decided about it."""
+
+    item: Item
+    p: int
+    k: int
+    prompt_ids: list[int]
+    token_ids: list[int]
+    text: str
+    answer: str | None
+    correct: bool
+    s_index: int | None = None
+    s_text: str | None = None
+    feedback: dict = field(default_factory=dict)
+    used: str = "none"
+    example: DistillExample | None = None
+    s_only_div: list[float] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"p{self.p}-y{self.k}"
+
+
+def sample_rollouts(ctx: StepContext) -> tuple[list[Row], float, int]:
+    cfg = ctx.config
+    t0 = time.perf_counter()
+    prompts = [ctx.tutee.render(rollout_messages(it.question, list(it.labels), list(it.choices), it.answer_type))
+               for it in ctx.items]
+    params = SamplingParams(n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                            max_new_tokens=cfg.rollout.max_new_tokens, stop=tuple(cfg.rollout.stop),
+                            seed=derive_seed(cfg.seed, ctx.global_step, "rollout"))
+    outs = ctx.tutee.sample(prompts, params)
+    rows: list[Row] = []
+    n_tokens = 0
+    for p, (item, prompt, comps) in enumerate(zip(ctx.items, prompts, outs, strict=True)):
+        for k, c in enumerate(comps):
+            answer, correct = is_correct(item, c.text)
+            rows.append(Row(item, p, k, prompt, list(c.token_ids), c.text, answer, bool(correct)))
+            n_tokens += len(c.token_ids)
+    return rows, time.perf_counter() - t0, n_tokens
+
+
+def choose_siblings(ctx: StepContext, rows: list[Row]) -> None:
+    by_prompt: dict[int, list[Row]] = {}
+    for r in rows:
+        by_prompt.setdefault(r.p, []).append(r)
+    for group in by_prompt.values():
+        for r in group:
+            others = [o for o in group if o.k != r.k and o.correct]
+            if others:
+                pick = random.Random(f"{ctx.config.seed}-s-{ctx.global_step}-{r.p}-{r.k}").choice(others)
+                r.s_index, r.s_text = pick.k, pick.text
+
+
+def tutor_feedback(ctx: StepContext, rows: list[Row]) -> float:
+    """Fills ``row.feedback`` for rows the tutor may comment on; returns the time spent."""
+    cfg = ctx.config
+    gate = ctx.tutor_gate
+    if cfg.context_mode == "s" or gate is None or gate.decision != "tutor":
+        return 0.0
+    targets = [r for r in rows if tutor_allowed(gate, r.item.domain)]
+    if not targets:
+        return 0.0
+    t0 = time.perf_counter()
+    prompts, prefill = [], ctx.template.prefill
+    for r in targets:
+        messages, prefill = render_tutor_messages(
+            ctx.template, r.item.question, format_choices(list(r.item.labels), list(r.item.choices)), r.text,
+            gold=r.item.gold if ctx.template.show_gold else None)
+        prompts.append(ctx.tutor.render(messages, prefill=prefill))
+    params = SamplingParams(n=1, temperature=cfg.tutor.temperature, max_new_tokens=cfg.tutor.max_new_tokens,
+                            stop=tuple(cfg.tutor.stop), seed=derive_seed(cfg.seed, ctx.global_step, "tutor"))
+    outs = ctx.tutor.sample(prompts, params)
+    for r, comps in zip(targets, outs, strict=True):
+        raw = prefill + comps[0].text
+        v = classify_feedback(raw, r.item.question, gold=r.item.gold, choices=list(r.item.choices),
+                              labels=list(r.item.labels))
+        r.feedback = {"raw": raw, "concept": v.concept, "category": v.category, "sanitised": v.sanitised,
+                      "redactions": [x.__dict__ for x in v.redactions], "used": v.sanitised,
+                      "source": "model", "approval": None}
+    _apply_manual_approval(ctx, targets)
+    return time.perf_counter() - t0
+
+
+def _apply_manual_approval(ctx: StepContext, rows: list[Row]) -> None:
+    cfg = ctx.config
+    if cfg.tutor.approval != "manual" and cfg.gating.mode != "manual":
+        return
+    kept = [r for r in rows if r.feedback.get("category") == "kept"]
+    if not kept:
+        return
+    pending = [ApprovalRequest(exchange_id=exchange_key(ctx, r), exchange=exchange_event(ctx, r, None, None))
+               for r in kept]
+    decisions = ctx.controls.decide(pending, cfg.tutor.approval_timeout_s, cfg.tutor.approval_default)
+    for r, req in zip(kept, pending, strict=True):
+        kind, text = decisions.get(req.exchange_id, (cfg.tutor.approval_default, None))
+        r.feedback["approval"] = kind
+        if kind == "reject":
+            r.feedback["used"] = None
+        elif kind == "edit" and text:
+            r.feedback["used"], r.feedback["source"] = text, "human"
+
+
+def build_examples(ctx: StepContext, rows: list[Row]) -> None:
+    for r in rows:
+        it = r.item
+        s, f, used = compose_teacher_inputs(ctx.config.context_mode, r.s_text, r.feedback.get("used"))
+        r.used = used
+        teacher_prefix = None
+        if used != "none":
+            teacher_prefix = ctx.tutee.render(teacher_messages(it.question, list(it.labels), list(it.choices),
+                                                               it.answer_type, solution=s, feedback=f))
+        s_only = None
+        if used == "s+f":
+            s_only = ctx.tutee.render(teacher_messages(it.question, list(it.labels), list(it.choices),
+                                                       it.answer_type, solution=s, feedback=None))
+        r.example = DistillExample(r.prompt_ids, r.token_ids, teacher_prefix, s_only)
+
+
+def s_only_divergence(ctx: StepContext, rows: list[Row]) -> None:
+    """Divergence with s only, for the feedback-effect heatmap (with s+f minus with s only)."""
+    with_s = [r for r in rows if r.used == "s+f"]
+    if with_s:
+        divs = ctx.tutee.divergence_between([r.example.student_prefix for r in with_s],
+                                            [r.example.s_only_prefix for r in with_s],
+                                            [r.token_ids for r in with_s], ctx.config.loss)
+        for r, d in zip(with_s, divs, strict=True):
+            r.s_only_div = d
+
+
+def exchange_key(ctx: StepContext, r: Row) -> str:
+    return f"r{ctx.round}-d{ctx.direction}-s{ctx.step}-{r.key}"
+
+
+def exchange_event(ctx: StepContext, r: Row, result, teacher_context: str | None) -> dict:
+    """The exchange as the headless contract and the database store it."""
+    fb = r.feedback
+    it = r.item
+    n = len(r.token_ids)
+    divergence = result.divergence if result else [0.0] * n
+    if r.used == "s+f":
+        div_s = r.s_only_div
+    elif r.used == "s":
+        div_s = divergence
+    else:
+        div_s = [0.0] * n
+    return {
+        "type": "exchange", "key": exchange_key(ctx, r), **ctx.position,
+        "domain": it.domain, "prompt_id": it.id, "question": it.question,
+        "choices": list(it.choices), "labels": list(it.labels), "gold": it.gold,
+        "prompt_index": r.p, "rollout_index": r.k,
+        "rollout_text": r.text, "token_ids": r.token_ids, "answer": r.answer, "correct": r.correct,
+        "s_index": r.s_index, "s_text": r.s_text,
+        "feedback_raw": fb.get("raw"), "concept": fb.get("concept"), "category": fb.get("category"),
+        "feedback_sanitised": fb.get("sanitised"), "redactions": fb.get("redactions", []),
+        "feedback_used": fb.get("used") if r.used in ("s+f", "f") else None,
+        "feedback_source": fb.get("source"), "approval": fb.get("approval"),
+        "context_used": r.used, "skipped": r.used == "none", "teacher_context": teacher_context,
+        "tokens": ctx.tutee.token_strings(r.token_ids), "divergence": divergence,
+        "divergence_s_only": div_s, "student_logprob": result.student_logprob if result else None,
+        "loss": result.loss if result else 0.0,
+    }

@@ -1,0 +1,403 @@
+"""The OPCoD trainer: rounds, directions, steps, evaluation, checkpoints and controls.
+
+The maths (DESIGN section 2). Students π¹, π²; domains A, B. For round r = 1..R:
+
+* Gate: avg@k accuracy sⁱ_d of each student on the validation split of each domain;
+  s*_d = maxᵢ sⁱ_d; cognizance gap Δᵢ = Σ_d (s*_d − sⁱ_d) / s*_d; student i may tutor iff Δᵢ ≤ τ.
+* Direction 1 (π¹ tutee, π² tutor) for K steps, then direction 2 (roles swapped) for K steps.
+  Only the tutee's weights change.
+* One step (``opcod_core.step``): on-policy rollouts y ~ π_T(·|x); correct sibling s; anchored
+  feedback f from the tutor; self-teacher context c = (x, s, f) under stop-gradient;
+  L = mean over rollouts with a teacher context of (1/|y|) Σ_t D(π_T(·|x, y<t) ‖ sg π_T(·|c, y<t)),
+  D = generalized JSD_β (default β = 0.5), forward KL or reverse KL (``opcod_core.losses``).
+* Evaluation: test-split avg@k before training, after every round (the last is the final score).
+  A student Pareto-improves when no domain falls below its initial score and one rises.
+
+Choices the paper leaves open, made here (and configurable where it matters):
+* Data order: one stream over the union of both domains' train splits, shuffled per epoch with
+  ``Random(f"{seed}-data-{epoch}")``; step g takes prompts [g·B, (g+1)·B) of the stream, whatever the
+  direction, so the two tutees see different prompts.
+* The correct sibling s: uniform over the tutee's *other* correct rollouts of the same prompt.
+* The loss averages over rollouts that have a teacher context (skipped ones are counted in
+  ``train/skipped``, not in the denominator); tokens of a rollout are averaged first (1/|y|).
+* Optimizer: AdamW per student (state kept across rounds), gradient clipping at ``max_grad_norm``;
+  learning rate, batch size and token limits are config values (the paper does not give them).
+* Gate evaluation uses ``gating.val_k`` samples on at most ``gating.val_max_items`` validation
+  questions per domain (the first ones of the seeded split).
+* Human run-level overrides (force/mute a tutor, change τ or the gating mode) recompute this
+  round's gate decisions from the scores already measured, from the next step on.
+* Human-edited feedback (an exchange override) becomes an extra training exchange for that tutee
+  at its next step, with the stored rollout and s and the edited f, marked ``source: human``.
+* ``grpo`` and ``one_way`` baselines: see ``opcod_core.baselines``.
+
+Exact resume: the run is a fixed list of tasks (initial eval; per round: gate, the 2K steps, eval).
+A checkpoint stores the next task index and the few pieces of state that are not a pure function of
+(seed, position) — weights, optimizer states, gate records, evaluations, pending human exchanges —
+so an interrupted run resumed from its last checkpoint replays exactly what an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from opcod_core import baselines, breakrate, checkpoint
+from opcod_core.build import build_students, tutor_template
+from opcod_core.config import RunConfig
+from opcod_core.controls import Controls, NullControls
+from opcod_core.data import load_dataset
+from opcod_core.data.spec import DataSpec
+from opcod_core.data.types import Item, SplitDataset
+from opcod_core.evaluation import evaluate
+from opcod_core.gating import GateRecord, decide_gates
+from opcod_core.observer import NullObserver, Observer
+from opcod_core.replay import replay_exchange
+from opcod_core.step import (Row, StepContext, build_examples, choose_siblings, derive_seed, exchange_event,
+                             exchange_key, s_only_divergence, sample_rollouts, tutor_feedback)
+from opcod_core.student import DistillExample
+
+
+@dataclass
+class RunResult:
+    status: str               # finished | paused | cancelled
+    summary: dict | None
+
+
+def data_spec(config: RunConfig) -> DataSpec:
+    d = config.data
+    return DataSpec(source=d.source, path=d.path, domains=tuple(d.domains), level=d.level,
+                    mmlu_groups=d.mmlu_groups, hf_name=d.hf_name, hf_config=d.hf_config, hf_split=d.hf_split,
+                    fractions=tuple(d.fractions), split_seed=d.split_seed,
+                    max_items_per_domain=d.max_items_per_domain)
+
+
+def pareto_improved(initial: dict[str, float], final: dict[str, float]) -> bool:
+    return all(final[d] >= initial[d] for d in initial) and any(final[d] > initial[d] for d in initial)
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, out_dir: str | Path, observer: Observer | None = None,
+                 controls: Controls | None = None, cache_dir: str | Path | None = None,
+                 aliases: dict[str, str] | None = None, data: SplitDataset | None = None,
+                 progress: Callable[[dict], None] | None = None, students: dict | None = None) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.observer = observer or NullObserver()
+        self.controls = controls or NullControls()
+        self.progress = progress
+        self.template = tutor_template(config)
+        self.data = data or load_dataset(data_spec(config))
+        for d in config.data.domains:
+            if d not in self.data.domains:
+                raise ValueError(f"data.domains: '{d}' not in the dataset (has {self.data.domains})")
+        self.students = students or build_students(
+            config, self.data, Path(cache_dir) if cache_dir else None, aliases,
+            progress=(lambda label, i, n, loss: progress({"phase": label, "i": i, "n": n, "loss": loss}))
+            if progress else None)
+        self.names = [s.name for s in config.students]
+        if config.algorithm == "one_way":
+            baselines.check_same_tokenizer(*self.students.values())
+        self.train_stream = sorted((it for d in config.data.domains for it in self.data.get(d, "train")),
+                                   key=lambda it: it.id)
+        self.items_by_id = {it.id: it for it in self.train_stream}
+        self.tasks = self._task_list()
+        # mutable run state (what a checkpoint stores)
+        self.next_task = 0
+        self.gates: dict[str, dict] = {}
+        self.round_scores: dict[str, dict[str, float]] = {}
+        self.tau = config.gating.tau
+        self.mode = config.gating.mode
+        self.forced: dict[str, str] = {}
+        self.evals: dict[str, dict[str, dict[str, float]]] = {}   # round -> student -> domain -> acc
+        self.pending_human: dict[str, list[dict]] = {n: [] for n in self.names}
+        self.events_written = 0
+
+    # --- the fixed task list ---------------------------------------------------------------------
+    def _task_list(self) -> list[tuple]:
+        K = self.config.schedule.steps_per_direction
+        tasks: list[tuple] = [("eval", 0)]
+        for r in range(1, self.config.schedule.rounds + 1):
+            tasks.append(("gate", r))
+            tasks += [("step", r, d, k) for d in (1, 2) for k in range(K)]
+            tasks.append(("eval", r))
+        return tasks
+
+    def global_step(self, r: int, d: int, k: int) -> int:
+        K = self.config.schedule.steps_per_direction
+        return (r - 1) * 2 * K + (d - 1) * K + k
+
+    # --- events ----------------------------------------------------------------------------------
+    def emit(self, event: dict) -> None:
+        self.events_written += 1
+        self.observer.on_event(event)
+
+    # --- data ----------------------------------------------------------------------------------------
+    def batch_for(self, g: int) -> list[Item]:
+        B, N = self.config.rollout.batch_prompts, len(self.train_stream)
+        out = []
+        for pos in range(g * B, (g + 1) * B):
+            epoch, idx = divmod(pos, N)
+            order = list(range(N))
+            random.Random(f"{self.config.seed}-data-{epoch}").shuffle(order)
+            out.append(self.train_stream[order[idx]])
+        return out
+
+    def eval_items(self, domain: str, split: str) -> list[Item]:
+        items = self.data.get(domain, split)
+        cap = self.config.gating.val_max_items if split == "validation" else self.config.eval.max_items
+        return items[:cap] if cap else items
+
+    # --- tasks --------------------------------------------------------------------------------------
+    def _evaluate_all(self, split: str, k: int, seed_tag: str) -> dict[str, dict[str, float]]:
+        cfg = self.config
+        max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
+        scores: dict[str, dict[str, float]] = {}
+        for si, name in enumerate(self.names):
+            scores[name] = {}
+            for di, d in enumerate(cfg.data.domains):
+                seed = random.Random(f"{cfg.seed}-{seed_tag}-{si}-{di}").randrange(2**31)
+                res = evaluate(self.students[name], self.eval_items(d, split), k, cfg.eval.temperature,
+                               max_new, seed)
+                scores[name][d] = res.accuracy
+        return scores
+
+    def task_eval(self, r: int) -> None:
+        scores = self._evaluate_all("test", self.config.eval.k, f"eval-{r}")
+        self.evals[str(r)] = scores
+        for name, per in scores.items():
+            for d, acc in per.items():
+                self.emit({"type": "eval", "round": r, "student": name, "split": "test", "domain": d,
+                           "k": self.config.eval.k, "accuracy": acc,
+                           "n_items": len(self.eval_items(d, "test"))})
+
+    def task_gate(self, r: int) -> None:
+        self.round_scores = self._evaluate_all("validation", self.config.gating.val_k, f"gate-{r}")
+        self._decide(r)
+
+    def _decide(self, r: int, source_note: str | None = None) -> None:
+        strong = {s.name: s.strong_domain for s in self.config.students}
+        records = decide_gates(r, self.round_scores, self.tau, self.mode, strong, forced=self.forced or None)
+        self.gates = {}
+        for name in self.names:
+            rec = records[name]
+            self.gates[name] = rec.to_dict()
+            self.emit({"type": "gate", **rec.to_dict(), "split": "validation", "k": self.config.gating.val_k,
+                       **({"note": source_note} if source_note else {})})
+
+    def gate_record(self, name: str) -> GateRecord | None:
+        d = self.gates.get(name)
+        if d is None:
+            return None
+        return GateRecord(**{**d, "allowed_domains": tuple(d["allowed_domains"]) if d.get("allowed_domains")
+                             else None})
+
+    # --- controls ---------------------------------------------------------------------------------------
+    def _apply_controls(self, r: int, d: int, k: int) -> str:
+        g = self.global_step(r, d, k)
+        batch = self.controls.poll({"round": r, "direction": d, "step": k, "global_step": g})
+        regate = False
+        for ov in batch.run_overrides:
+            if ov.kind == "force_tutor":
+                self.forced[ov.student] = "tutor"
+            elif ov.kind == "mute_tutor":
+                self.forced[ov.student] = "silent"
+            elif ov.kind == "clear_tutor":
+                self.forced.pop(ov.student, None)
+            elif ov.kind == "set_tau":
+                self.tau = float(ov.value)
+            elif ov.kind == "set_mode":
+                self.mode = str(ov.value)
+            regate = True
+            self.emit({"type": "override", "id": ov.id, "kind": ov.kind, "student": ov.student,
+                       "value": ov.value, "author": ov.author, "applied_at_step": g, "round": r})
+        if regate and self.round_scores:
+            self._decide(r, source_note="override")
+        for ov in batch.exchange_overrides:
+            ex = ov.exchange
+            if ov.kind == "edit" and ov.text:
+                self.pending_human.setdefault(ex["tutee"], []).append({**ex, "feedback_used": ov.text,
+                                                                       "override_id": ov.id})
+            self.emit({"type": "override", "id": ov.id, "kind": ov.kind, "exchange_key": ex.get("key"),
+                       "text": ov.text, "author": ov.author, "applied_at_step": g, "round": r,
+                       "tutee": ex.get("tutee")})
+        for rq in batch.replays:
+            self.emit(replay_exchange(self, rq))
+        return batch.action
+
+    # --- one step -------------------------------------------------------------------------------------
+    def task_step(self, r: int, d: int, k: int) -> None:
+        cfg = self.config
+        tutee_name, tutor_name = (self.names[0], self.names[1]) if d == 1 else (self.names[1], self.names[0])
+        g = self.global_step(r, d, k)
+        ctx = StepContext(cfg, r, d, k, g, self.students[tutee_name], self.students[tutor_name],
+                          self.gate_record(tutor_name), self.batch_for(g), self.controls, self.template)
+        t0 = time.perf_counter()
+        rows, t_rollout, n_tokens = sample_rollouts(ctx)
+        t_feedback = 0.0
+        breaks: list[dict] = []
+        if cfg.algorithm == "grpo":
+            advantages = baselines.grpo_advantages(rows)
+            t1 = time.perf_counter()
+            out = ctx.tutee.policy_gradient_step([r_.prompt_ids for r_ in rows], [r_.token_ids for r_ in rows],
+                                                 advantages)
+            human: list[tuple[dict, DistillExample]] = []
+        else:
+            if cfg.algorithm == "one_way":
+                baselines.one_way_examples(rows)
+            else:
+                choose_siblings(ctx, rows)
+                t_feedback = tutor_feedback(ctx, rows)
+                build_examples(ctx, rows)
+                s_only_divergence(ctx, rows)
+                breaks = breakrate.break_samples(ctx, rows, lambda row: exchange_key(ctx, row))
+            human = self._human_examples(ctx)
+            t1 = time.perf_counter()
+            out = ctx.tutee.distill_step([r_.example for r_ in rows] + [e for _, e in human], cfg.loss,
+                                         teacher=ctx.tutor if cfg.algorithm == "one_way" else None)
+        t_train = time.perf_counter() - t1
+        for row, res in zip(rows, out.results[:len(rows)], strict=True):
+            tc = ctx.tutee.decode(row.example.teacher_prefix) if row.example and row.example.teacher_prefix else None
+            self.emit(exchange_event(ctx, row, res, tc))
+        for (ex, example), res in zip(human, out.results[len(rows):], strict=True):
+            self.emit(self._human_event(ctx, ex, example, res))
+        for b in breaks:
+            self.emit(b)
+        self.emit({"type": "step", **ctx.position, "loss": out.loss,
+                   "metrics": self._metrics(ctx, rows, out, breaks, t_rollout, t_feedback, t_train,
+                                            time.perf_counter() - t0, n_tokens)})
+
+    def _human_examples(self, ctx: StepContext) -> list[tuple[dict, DistillExample]]:
+        from opcod_core.prompts import teacher_messages
+
+        pending, self.pending_human[ctx.tutee.name] = self.pending_human.get(ctx.tutee.name, []), []
+        out = []
+        for ex in pending:
+            item = self.items_by_id.get(ex["prompt_id"]) or Item(
+                ex["prompt_id"], ex["domain"], ex["question"], tuple(ex["choices"]), tuple(ex["labels"]), ex["gold"])
+            from opcod_core.prompts import rollout_messages
+            sp = ctx.tutee.render(rollout_messages(item.question, list(item.labels), list(item.choices),
+                                                   item.answer_type))
+            tp = ctx.tutee.render(teacher_messages(item.question, list(item.labels), list(item.choices),
+                                                   item.answer_type, solution=ex.get("s_text"),
+                                                   feedback=ex["feedback_used"]))
+            out.append((ex, DistillExample(sp, list(ex["token_ids"]), tp, None)))
+        return out
+
+    def _human_event(self, ctx, ex: dict, example: DistillExample, res) -> dict:
+        keep = {k: ex[k] for k in ("domain", "prompt_id", "question", "choices", "labels", "gold", "rollout_text",
+                                   "token_ids", "answer", "correct", "s_index", "s_text", "tokens")}
+        return {"type": "exchange", "key": f"{exchange_key_prefix(ctx)}-human-{ex['override_id']}",
+                **ctx.position, **keep, "feedback_raw": None, "concept": ex.get("concept"), "category": "kept",
+                "feedback_sanitised": ex["feedback_used"], "redactions": [], "feedback_used": ex["feedback_used"],
+                "feedback_source": "human", "approval": "edit", "origin_key": ex.get("key"),
+                "override_id": ex["override_id"], "context_used": "s+f" if ex.get("s_text") else "f",
+                "skipped": False, "teacher_context": ctx.tutee.decode(example.teacher_prefix),
+                "divergence": res.divergence, "divergence_s_only": None, "student_logprob": res.student_logprob,
+                "loss": res.loss, "prompt_index": ex.get("prompt_index"), "rollout_index": ex.get("rollout_index")}
+
+    def _metrics(self, ctx, rows: list[Row], out, breaks, t_rollout, t_feedback, t_train, t_step, n_tokens) -> dict:
+        cats: dict[str, int] = {}
+        for r in rows:
+            c = r.feedback.get("category")
+            if c:
+                cats[c] = cats.get(c, 0) + 1
+        n_fb = sum(cats.values())
+        used: dict[str, int] = {}
+        for r in rows:
+            used[r.used] = used.get(r.used, 0) + 1
+        gate = ctx.tutor_gate
+        m = {"loss/" + self.config.loss.divergence: out.loss,
+             "rollout/accuracy": sum(r.correct for r in rows) / max(len(rows), 1),
+             "rollout/tokens": float(n_tokens),
+             "anchoring/feedback": float(n_fb),
+             "anchoring/kept_rate": (cats.get("kept", 0) / n_fb) if n_fb else 0.0,
+             **{f"anchoring/{c}": float(v) for c, v in cats.items()},
+             **{f"context/{u}": float(v) for u, v in used.items()},
+             "gate/tutor_on": 1.0 if gate is not None and gate.decision == "tutor" else 0.0,
+             "gate/delta": gate.delta if gate is not None else 0.0,
+             "time/rollout": t_rollout, "time/feedback": t_feedback, "time/train": t_train, "time/step": t_step,
+             "throughput/rollout_tokens_per_s": n_tokens / t_rollout if t_rollout > 0 else 0.0,
+             **out.metrics}
+        if breaks:
+            m["break/samples"] = float(len(breaks))
+            m["break/rate"] = sum(b["broken"] for b in breaks) / len(breaks)
+        return m
+
+    # --- checkpoints -----------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"next_task": self.next_task, "gates": self.gates, "round_scores": self.round_scores,
+                "tau": self.tau, "mode": self.mode, "forced": self.forced, "evals": self.evals,
+                "pending_human": self.pending_human, "events_written": self.events_written}
+
+    def save_checkpoint(self, permanent: bool = False) -> None:
+        task = self.tasks[self.next_task - 1] if self.next_task else ("start",)
+        tag = f"task-{self.next_task:06d}"
+        path = checkpoint.save_checkpoint(self.out_dir, tag, self.students, self._state(),
+                                          keep=self.config.keep_checkpoints, permanent=permanent)
+        self.emit({"type": "checkpoint", "tag": tag, "path": str(path), "next_task": self.next_task,
+                   "after": list(task), "events_before": self.events_written, "permanent": permanent})
+
+    def restore(self) -> bool:
+        path = checkpoint.latest_checkpoint(self.out_dir)
+        if path is None:
+            return False
+        st = checkpoint.load_state(path)
+        for name, rt in self.students.items():
+            rt.load(path / name)
+        self.next_task = st["next_task"]
+        self.gates, self.round_scores = st["gates"], st["round_scores"]
+        self.tau, self.mode, self.forced = st["tau"], st["mode"], st["forced"]
+        self.evals, self.pending_human = st["evals"], st["pending_human"]
+        # events_written counts the checkpoint event itself (it was emitted right after saving)
+        self.events_written = st["events_written"] + 1
+        return True
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> RunResult:
+        if resume and self.restore():
+            self.emit({"type": "resume", "next_task": self.next_task})
+        else:
+            self.emit({"type": "run_start", "config": self.config.to_dict(), "students": self.names,
+                       "domains": list(self.config.data.domains), "tasks": len(self.tasks),
+                       "steps": 2 * self.config.schedule.rounds * self.config.schedule.steps_per_direction})
+        while self.next_task < len(self.tasks):
+            task = self.tasks[self.next_task]
+            if task[0] == "step":
+                action = self._apply_controls(*task[1:])
+                if action in ("pause", "cancel"):
+                    self.save_checkpoint()
+                    self.emit({"type": "finish", "status": "paused" if action == "pause" else "cancelled"})
+                    return RunResult("paused" if action == "pause" else "cancelled", None)
+                self.task_step(*task[1:])
+            elif task[0] == "gate":
+                self.task_gate(task[1])
+            else:
+                self.task_eval(task[1])
+            self.next_task += 1
+            if self.progress:
+                self.progress({"phase": "train", "task": task, "done": self.next_task, "total": len(self.tasks)})
+            is_step = task[0] == "step"
+            g = self.global_step(*task[1:]) + 1 if is_step else None
+            if not is_step or g % self.config.checkpoint_every == 0:
+                self.save_checkpoint(permanent=task[0] == "eval")
+        summary = self.summary()
+        self.emit({"type": "finish", "status": "finished", "summary": summary})
+        return RunResult("finished", summary)
+
+    def summary(self) -> dict:
+        final_round = str(self.config.schedule.rounds)
+        students = {}
+        for name in self.names:
+            init, fin = self.evals["0"][name], self.evals[final_round][name]
+            students[name] = {"initial": init, "final": fin, "pareto_improved": pareto_improved(init, fin),
+                              "change": {d: fin[d] - init[d] for d in init}}
+        return {"students": students, "domains": list(self.config.data.domains),
+                "rounds": self.config.schedule.rounds, "algorithm": self.config.algorithm,
+                "gating": self.config.gating.mode, "evals": self.evals}
+
+
+def exchange_key_prefix(ctx: StepContext) -> str:
+    return f"r{ctx.round}-d{ctx.direction}-s{ctx.step}"
