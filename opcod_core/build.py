@@ -20,9 +20,10 @@ from typing import Callable
 import torch
 
 from opcod_core import models
-from opcod_core.anchoring import TutorTemplate
+from opcod_core.anchoring import TutorTemplate, render_tutor_messages
 from opcod_core.config import RunConfig, StudentConfig
-from opcod_core.data.builtin import builtin_corpus
+from opcod_core.data.builtin import builtin_corpus, builtin_items
+from opcod_core.prompts import format_choices, rollout_messages, teacher_messages
 from opcod_core.data.types import SplitDataset
 from opcod_core.generation.hf import HFBackend
 from opcod_core.student import StudentRuntime
@@ -43,17 +44,37 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _tiny(ref: str, seed: int):
+def tiny_corpus(template: TutorTemplate) -> list[str]:
+    """The built-in questions plus every prompt text the run will show a tiny model (rollout,
+    self-teacher and tutor prompts), so that the BPE vocabulary covers the templates too and the
+    prompts stay short."""
+    texts = list(builtin_corpus())
+    for item in builtin_items():
+        labels, choices = list(item.labels), list(item.choices)
+        msgs = rollout_messages(item.question, labels, choices, item.answer_type)
+        msgs += teacher_messages(item.question, labels, choices, item.answer_type,
+                                 solution=f"{item.meta.get('fact', '')} Answer: {item.gold}",
+                                 feedback=f"Concept: {item.meta.get('concept', '')}. Recall it.")
+        tutor_msgs, prefill = render_tutor_messages(template, item.question, format_choices(labels, choices),
+                                                    f"Answer: {item.gold}")
+        texts += [m["content"] for m in msgs + tutor_msgs] + [prefill + f"{item.meta.get('concept', '')}</concept>"]
+    return texts
+
+
+TINY_SIZE = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256}
+
+
+def _tiny(ref: str, seed: int, template: TutorTemplate):
     arch = ref.split(":", 1)[1] or "llama"
-    tok = models.build_tiny_tokenizer(builtin_corpus(), vocab_size=512)
-    model = models.build_tiny_model(tok, arch=arch, seed=seed)
+    tok = models.build_tiny_tokenizer(tiny_corpus(template), vocab_size=2048)
+    model = models.build_tiny_model(tok, arch=arch, seed=seed, **TINY_SIZE)
     return model, tok
 
 
 def load_base(st: StudentConfig, index: int, config: RunConfig, aliases: dict[str, str]):
     ref = aliases.get(st.model, st.model)
     if ref.startswith("tiny:"):
-        return _tiny(ref, seed=config.seed * 7 + index)
+        return _tiny(ref, seed=config.seed * 7 + index, template=tutor_template(config))
     return models.load_causal_lm(ref, device="cpu", dtype=config.dtype)
 
 

@@ -226,10 +226,18 @@ def build_tiny_model(tokenizer, arch: str = "llama", hidden: int = 64, layers: i
 
 def save_model(model, tokenizer, path: str | Path) -> Path:
     """``save_pretrained`` model and tokenizer into ``path`` (reload with :func:`load_causal_lm`)."""
+    from transformers.utils import logging as hf_logging
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one bar per checkpoint would drown the run's own progress
+    try:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return path
 
 

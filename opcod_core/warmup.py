@@ -3,9 +3,9 @@
 ``warmup_sft_steps`` steps of supervised training on the train split of the student's warm-up
 domains (default: its strong domain) before round 1. Each batch mixes two formats:
 
-* answer format (3 of 4 examples): rollout prompt -> "<worked line> Answer: X" + EOS, where the
+* answer format (1 of 2 examples): rollout prompt -> "<worked line> Answer: X" + EOS, where the
   worked line is the item's fact when the dataset provides one (``meta["fact"]``), else nothing;
-* tutor format (1 of 4): tutor prompt with the prefilled "<concept>" -> "term</concept> hint" +
+* tutor format (1 of 2): tutor prompt with the prefilled "<concept>" -> "term</concept> hint" +
   stop string, where the term is the item's concept (``meta["concept"]``) and the hint never
   states the answer.
 
@@ -50,7 +50,7 @@ def warm_up(student, items: list[Item], steps: int, lr: float, template: TutorTe
         prompts, targets = [], []
         for j in range(batch_size):
             item = rng.choice(items)
-            tutor_text = tutor_target(item, stop) if j % 4 == 3 else None
+            tutor_text = tutor_target(item, stop) if j % 2 == 1 else None
             if tutor_text is not None:
                 attempt = rng.choice([answer_target(item), f"Answer: {rng.choice(item.labels)}"])
                 messages, prefill = render_tutor_messages(

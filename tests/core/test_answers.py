@@ -3,6 +3,8 @@
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opcod_core.data.answers import extract_choice, extract_number, is_correct
 from opcod_core.data.types import Item
@@ -170,3 +172,13 @@ def test_is_correct_numeric_tolerances():
     assert is_correct(item, "Answer: 0.001", abs_tol=0.01)[1]
     assert is_correct(_num("100"), "Answer: 104", rel_tol=0.05)[1]
     assert not is_correct(_num("100"), "Answer: 104")[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list("ABCDEabcde()[]{}:.,-*x^10 23\n") + ["Answer", "answer is", " or ", "\u2212",
+                                                                               "\u00d710\u207b\u00b3"]),
+                max_size=30).map("".join))
+def test_extraction_never_raises(text):
+    assert extract_choice(text) in (None, "A", "B", "C", "D")
+    got = extract_number(text)
+    assert got is None or math.isfinite(got)

@@ -1,0 +1,182 @@
+"""The trainer end to end on the tiny preset: real tiny models, real data, no mocks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from opcod_core.config import preset
+from opcod_core.controls import ControlBatch, ExchangeOverride, ReplayRequest, RunOverride, ScriptedControls
+from opcod_core.observer import CollectingObserver
+from opcod_core.trainer import Trainer
+
+pytestmark = pytest.mark.slow
+
+
+def small(**over):
+    base = {"schedule": {"rounds": 2, "steps_per_direction": 2}}
+    return preset("tiny", {**base, **over})
+
+
+def run(cfg, tmp_path, cache, controls=None, resume=False, out="out"):
+    obs = CollectingObserver()
+    tr = Trainer(cfg, tmp_path / out, observer=obs, controls=controls, cache_dir=cache)
+    res = tr.run(resume=resume)
+    return tr, obs, res
+
+
+def test_tiny_run_exercises_every_path(tiny_run):
+    obs, summary = tiny_run
+    ex = obs.of_type("exchange")
+    assert {e["round"] for e in ex} == {1, 2}
+    assert {e["direction"] for e in ex} == {1, 2}
+    assert {e["correct"] for e in ex} == {True, False}
+    cats = {e["category"] for e in ex}
+    assert "kept" in cats and cats & {"no_match", "no_concept_tag", "empty", "all_generic"}
+    assert {"s+f", "s", "none"} <= {e["context_used"] for e in ex}
+    decisions = {g["decision"] for g in obs.of_type("gate")}
+    assert decisions == {"tutor", "silent"}
+    for e in ex:
+        assert len(e["tokens"]) == len(e["divergence"]) == len(e["token_ids"]) == len(e["divergence_s_only"])
+        if e["skipped"]:
+            assert e["loss"] == 0.0 and all(d == 0.0 for d in e["divergence"])
+        if e["feedback_used"] is not None:
+            assert e["category"] == "kept" and "<concept>" not in e["feedback_used"]
+            assert e["feedback_used"] in e["teacher_context"]
+        if e["s_index"] is not None:
+            assert e["s_index"] != e["rollout_index"]
+    evals = obs.of_type("eval")
+    assert {e["round"] for e in evals} == {0, 1, 2}
+    for name, s in summary["students"].items():
+        assert set(s["initial"]) == {"chemistry", "physics"}
+        assert isinstance(s["pareto_improved"], bool)
+    steps = obs.of_type("step")
+    assert len(steps) == 2 * 2 * 3
+    assert all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
+
+
+def test_only_the_tutee_changes(tmp_path, tiny_cache):
+    cfg = small(schedule={"rounds": 1, "steps_per_direction": 1})
+    tr = Trainer(cfg, tmp_path / "o", cache_dir=tiny_cache)
+    tr.task_eval(0)
+    tr.task_gate(1)
+    tutee, tutor = tr.students["chem"], tr.students["phys"]
+    before_tutor = {k: v.clone() for k, v in tutor.model.state_dict().items()}
+    before_tutee = {k: v.clone() for k, v in tutee.model.state_dict().items()}
+    tr.task_step(1, 1, 0)
+    assert all(torch.equal(before_tutor[k], v) for k, v in tutor.model.state_dict().items())
+    assert any(not torch.equal(before_tutee[k], v) for k, v in tutee.model.state_dict().items())
+
+
+def _comparable(events):
+    return [e for e in events if e["type"] in ("gate", "exchange", "step", "eval", "break")]
+
+
+def _strip_times(e):
+    if e["type"] == "step":
+        return {**e, "metrics": {k: v for k, v in e["metrics"].items()
+                                 if not k.startswith(("time/", "throughput/"))}}
+    return e
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, tiny_cache):
+    cfg = small()
+    _, full_obs, full = run(cfg, tmp_path, tiny_cache, out="full")
+    # pause in the middle of direction 1 of round 2 (global step 5 of 8), then resume
+    pause = ScriptedControls({5: ControlBatch(action="pause")})
+    _, obs1, res1 = run(cfg, tmp_path, tiny_cache, controls=pause, out="cut")
+    assert res1.status == "paused"
+    _, obs2, res2 = run(cfg, tmp_path, tiny_cache, resume=True, out="cut")
+    assert res2.status == "finished"
+    assert res2.summary == full.summary
+    joined = [_strip_times(e) for e in _comparable(obs1.events + obs2.events)]
+    assert joined == [_strip_times(e) for e in _comparable(full_obs.events)]
+
+
+def test_baselines_run_as_modes(tmp_path, tiny_cache):
+    for algorithm in ("grpo", "one_way"):
+        cfg = small(algorithm=algorithm, schedule={"rounds": 1, "steps_per_direction": 1},
+                    students=[{"model": "tiny:llama"}, {"model": "tiny:llama"}])
+        _, obs, res = run(cfg, tmp_path, tiny_cache, out=algorithm)
+        assert res.status == "finished"
+        ex = obs.of_type("exchange")
+        assert ex and all(e["feedback_raw"] is None for e in ex)
+        assert all(s["loss"] == s["loss"] for s in obs.of_type("step"))
+
+
+def test_run_level_override_mutes_tutor_from_next_step(tmp_path, tiny_cache):
+    cfg = small(schedule={"rounds": 1, "steps_per_direction": 2}, gating={"mode": "always"})
+    ctl = ScriptedControls({1: ControlBatch(run_overrides=[RunOverride("ov1", "mute_tutor", student="phys")])})
+    _, obs, _ = run(cfg, tmp_path, tiny_cache, controls=ctl)
+    human_gates = [g for g in obs.of_type("gate") if g["source"] == "human"]
+    assert human_gates and human_gates[0]["student"] == "phys" and human_gates[0]["decision"] == "silent"
+    ex = obs.of_type("exchange")
+    assert any(e["feedback_raw"] for e in ex if e["global_step"] == 0)
+    assert all(e["feedback_raw"] is None for e in ex if e["global_step"] == 1)
+    applied = [o for o in obs.of_type("override") if o["id"] == "ov1"]
+    assert applied[0]["applied_at_step"] == 1
+
+
+def test_edited_feedback_becomes_a_human_exchange_at_the_next_step(tmp_path, tiny_cache):
+    cfg = small(schedule={"rounds": 1, "steps_per_direction": 2})
+    first = CollectingObserver()
+    tr = Trainer(cfg, tmp_path / "a", observer=first, cache_dir=tiny_cache)
+    tr.task_eval(0)
+    tr.task_gate(1)
+    tr.task_step(1, 1, 0)
+    target = first.of_type("exchange")[0]
+    tr.controls = ScriptedControls({1: ControlBatch(exchange_overrides=[
+        ExchangeOverride("e1", "edit", target, text="Think about the element sodium.")])})
+    tr._apply_controls(1, 1, 1)
+    tr.task_step(1, 1, 1)
+    human = [e for e in first.of_type("exchange") if e.get("feedback_source") == "human"]
+    assert len(human) == 1
+    h = human[0]
+    assert h["origin_key"] == target["key"] and h["global_step"] == 1 and h["tutee"] == target["tutee"]
+    assert "Think about the element sodium." in h["teacher_context"]
+    assert len(h["divergence"]) == len(target["token_ids"]) and h["loss"] > 0
+
+
+def test_manual_approval_asks_and_applies_decisions(tmp_path, tiny_cache):
+    cfg = small(schedule={"rounds": 1, "steps_per_direction": 2}, gating={"mode": "always"},
+                tutor={"approval": "manual"})
+    ctl = ScriptedControls(approver=lambda req: ("reject", None))
+    _, obs, _ = run(cfg, tmp_path, tiny_cache, controls=ctl)
+    assert ctl.asked, "kept feedback must wait for a decision"
+    rejected = [e for e in obs.of_type("exchange") if e["approval"] == "reject"]
+    assert rejected and all(e["feedback_used"] is None for e in rejected)
+
+
+def test_replay_recomputes_divergence_with_edited_feedback(tmp_path, tiny_cache):
+    cfg = small(schedule={"rounds": 1, "steps_per_direction": 2}, gating={"mode": "always"})
+    obs = CollectingObserver()
+    tr = Trainer(cfg, tmp_path / "r", observer=obs, cache_dir=tiny_cache)
+    tr.task_eval(0)
+    tr.task_gate(1)
+    tr.task_step(1, 1, 0)
+    ex = obs.of_type("exchange")[0]
+    tr.controls = ScriptedControls({1: ControlBatch(replays=[ReplayRequest("rp1", ex, feedback="Consider the periodic table.")])})
+    tr._apply_controls(1, 1, 1)
+    rep = obs.of_type("replay")[0]
+    assert rep["status"] == "done", rep
+    res = rep["result"]
+    assert len(res["before"]["divergence"]) == len(res["after"]["divergence"]) == len(ex["token_ids"])
+    dist = res["after"]["answer_distribution"]
+    assert set(dist) == set(ex["labels"]) and abs(sum(dist.values()) - 1) < 1e-5
+    assert res["after"]["feedback"] == "Consider the periodic table."
+
+
+def test_cli_train_writes_the_headless_contract(tmp_path, tiny_cache):
+    from opcod_core.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(["train", "--preset", "tiny", "--out", str(out), "--cache-dir", str(tiny_cache), "--quiet",
+               "--set", "schedule.steps_per_direction=1"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["students"]) == {"chem", "phys"}
+    types = {json.loads(line)["type"] for line in (out / "events.jsonl").read_text().splitlines()}
+    assert {"gate", "exchange", "step", "eval", "checkpoint", "finish"} <= types
+    assert main(["train", "--preset", "tiny", "--out", str(out), "--quiet", "--set", "rollout.n=0"]) == 2
