@@ -51,6 +51,15 @@ class StepOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def gather_token_logprobs(logits_BTV: torch.Tensor, rollouts: list[list[int]]) -> torch.Tensor:
+    """log p(y_t) for each rollout token (0 beyond a rollout's end), differentiable."""
+    ids_BT = torch.zeros(logits_BTV.shape[:2], dtype=torch.long, device=logits_BTV.device)
+    for i, r in enumerate(rollouts):
+        ids_BT[i, : len(r)] = torch.tensor(r, dtype=torch.long, device=logits_BTV.device)
+    logp_BTV = torch.log_softmax(logits_BTV.float(), dim=-1)
+    return logp_BTV.gather(-1, ids_BT.unsqueeze(-1)).squeeze(-1)
+
+
 class StudentRuntime:
     def __init__(self, name: str, model, tokenizer, backend, optim: OptimConfig, device: str = "cpu",
                  micro_batch: int = 8) -> None:
@@ -143,11 +152,7 @@ class StudentRuntime:
             loss = (seq_B * weights_B).sum() / n_trained
             loss.backward()
             total += float(loss.detach())
-            logp_BT = torch.log_softmax(s_BTV.detach().float(), dim=-1)
-            ids_BT = torch.zeros(mask_BT.shape, dtype=torch.long, device=s_BTV.device)
-            for i, r in enumerate(rollouts):
-                ids_BT[i, : len(r)] = torch.tensor(r, device=s_BTV.device)
-            tok_lp_BT = logp_BT.gather(-1, ids_BT.unsqueeze(-1)).squeeze(-1)
+            tok_lp_BT = gather_token_logprobs(s_BTV.detach(), rollouts)
             for i, e in enumerate(chunk):
                 n = len(e.rollout)
                 results[id(e)] = ExampleResult(divergence=div_BT[i, :n].detach().tolist(), divergence_s_only=None,
@@ -183,11 +188,7 @@ class StudentRuntime:
             pre, ys = prefixes[start:start + self.micro_batch], rollouts[start:start + self.micro_batch]
             adv_B = torch.tensor(advantages[start:start + self.micro_batch], device=self.device)
             s_BTV, mask_BT = self._logits(pre, ys)
-            logp_BTV = torch.log_softmax(s_BTV.float(), dim=-1)
-            ids_BT = torch.zeros(mask_BT.shape, dtype=torch.long, device=s_BTV.device)
-            for i, r in enumerate(ys):
-                ids_BT[i, : len(r)] = torch.tensor(r, device=s_BTV.device)
-            tok_lp_BT = logp_BTV.gather(-1, ids_BT.unsqueeze(-1)).squeeze(-1) * mask_BT
+            tok_lp_BT = gather_token_logprobs(s_BTV, ys) * mask_BT
             seq_lp_B = tok_lp_BT.sum(1) / mask_BT.sum(1).clamp(min=1)
             loss = -(adv_B * seq_lp_B).sum() / max(n, 1)
             loss.backward()
@@ -207,11 +208,9 @@ class StudentRuntime:
         out: list[list[float]] = []
         for start in range(0, len(rollouts), self.micro_batch):
             pre, ys = prefixes[start:start + self.micro_batch], rollouts[start:start + self.micro_batch]
-            s_BTV, mask_BT = self._logits(pre, ys)
-            logp_BTV = torch.log_softmax(s_BTV.float(), dim=-1)
-            for i, r in enumerate(ys):
-                idx = torch.tensor(r, device=s_BTV.device)
-                out.append(logp_BTV[i, torch.arange(len(r)), idx].tolist())
+            s_BTV, _ = self._logits(pre, ys)
+            tok_lp_BT = gather_token_logprobs(s_BTV, ys)
+            out += [tok_lp_BT[i, : len(r)].tolist() for i, r in enumerate(ys)]
         return out
 
     def sft_step(self, prompts: list[list[int]], targets: list[list[int]], lr: float | None = None) -> float:
@@ -222,11 +221,7 @@ class StudentRuntime:
                 g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         s_BTV, mask_BT = self._logits(prompts, targets)
-        logp_BTV = torch.log_softmax(s_BTV.float(), dim=-1)
-        ids_BT = torch.zeros(mask_BT.shape, dtype=torch.long, device=s_BTV.device)
-        for i, r in enumerate(targets):
-            ids_BT[i, : len(r)] = torch.tensor(r, device=s_BTV.device)
-        nll_BT = -logp_BTV.gather(-1, ids_BT.unsqueeze(-1)).squeeze(-1) * mask_BT
+        nll_BT = -gather_token_logprobs(s_BTV, targets) * mask_BT
         loss = (nll_BT.sum(1) / mask_BT.sum(1).clamp(min=1)).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.max_grad_norm)
