@@ -27,6 +27,18 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0, description="How often a worker refreshes its heartbeat.")
     stale_after_s: float = Field(30.0, gt=0, description="A run whose heartbeat is older is taken over.")
     max_body_bytes: int = Field(1 << 20, gt=0, description="Requests with a larger body are refused (413).")
+    cache_dir: Path | None = Field(None, description="Model and warm-up cache; default <data_dir>/cache.")
+    approval_poll_s: float = Field(0.5, gt=0, description="How often a worker waiting for approvals polls.")
+    poll_s: float = Field(1.0, gt=0, description="How often an idle worker looks for queued runs and replays.")
+
+    @property
+    def runs_dir(self) -> Path:
+        """Run outputs (checkpoints, events.jsonl): <data_dir>/runs/<run id>."""
+        return (self.data_dir / "runs").resolve()
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return (self.cache_dir or self.data_dir / "cache").resolve()
 
     @model_validator(mode="after")
     def _default_database_url(self) -> "Settings":

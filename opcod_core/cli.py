@@ -151,7 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_presets)
 
     for ep in entry_points(group="opcod.commands"):
-        ep.load()(sub)
+        try:
+            register = ep.load()
+        except ImportError as err:  # a plugin whose dependencies are missing must not break `opcod train`
+            print(f"opcod: command '{ep.name}' unavailable: {err}", file=sys.stderr)
+            continue
+        register(sub)
     return ap
 
 
