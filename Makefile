@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/tiny-demo
 
-.PHONY: run test venv clean
+.PHONY: run test venv system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+system-deps:
+	./scripts/system_deps.sh
+
 run: $(STAMP)
 	$(BIN)/opcod train --preset tiny --out $(RUN_DIR) --resume
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 clean:
