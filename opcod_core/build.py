@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from opcod_core import models
+from opcod_core.assets import resolve_local_model
 from opcod_core.anchoring import TutorTemplate, render_tutor_messages
 from opcod_core.config import RunConfig, StudentConfig
 from opcod_core.data.builtin import builtin_corpus, builtin_items
@@ -71,8 +72,10 @@ def _tiny(ref: str, seed: int, template: TutorTemplate):
     return model, tok
 
 
-def load_base(st: StudentConfig, index: int, config: RunConfig, aliases: dict[str, str]):
+def load_base(st: StudentConfig, index: int, config: RunConfig, aliases: dict[str, str],
+              cache_dir: Path | None = None):
     ref = aliases.get(st.model, st.model)
+    ref = resolve_local_model(ref, cache_dir) or ref
     if ref.startswith("tiny:"):
         return _tiny(ref, seed=config.seed * 7 + index, template=tutor_template(config))
     return models.load_causal_lm(ref, device="cpu", dtype=config.dtype)
@@ -107,7 +110,7 @@ def build_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None
             model, tok = models.load_causal_lm(str(cached), device="cpu", dtype=config.dtype)
             needs_warmup = False
         else:
-            model, tok = load_base(st, index, config, aliases)
+            model, tok = load_base(st, index, config, aliases, cache_dir)
             needs_warmup = st.warmup_sft_steps > 0
         rt = StudentRuntime(st.name, model, tok, make_backend(config, model, tok, device), config.optim,
                             device=device)
