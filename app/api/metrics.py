@@ -1,0 +1,31 @@
+"""/api/v1 gates, evals and metric series of a run."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.api.deps import get_db
+from app.schemas import EvalOut, GateOut, MetricsOut
+from app.services import SessionFactory, metrics
+
+router = APIRouter(tags=["metrics"])
+Db = Annotated[SessionFactory, Depends(get_db)]
+
+
+@router.get("/runs/{run_id}/gates", response_model=list[GateOut], summary="Gate records by round")
+def gates(run_id: int, db: Db, round: int | None = Query(None, ge=0, le=2**31 - 1)) -> list[GateOut]:
+    return metrics.gates(db, run_id, round)
+
+
+@router.get("/runs/{run_id}/evals", response_model=list[EvalOut], summary="Evaluation results (round 0 = before training)")
+def evals(run_id: int, db: Db, split: str | None = Query(None, max_length=16)) -> list[EvalOut]:
+    return metrics.evals(db, run_id, split)
+
+
+@router.get("/runs/{run_id}/metrics", response_model=MetricsOut,
+            summary="Metric series: ?keys=loss/jsd,gate/delta (comma-separated or repeated; none: all)")
+def metric_series(run_id: int, db: Db, keys: list[str] | None = Query(None, max_length=50),
+                  since_step: int | None = Query(None, ge=-1, le=2**31 - 1)) -> MetricsOut:
+    return metrics.metrics(db, run_id, metrics.parse_keys(keys), since_step)

@@ -1,0 +1,60 @@
+"""/api/v1 streams: the run's SSE event stream and the JSONL export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import get_db
+from app.errors import Invalid
+from app.services import SessionFactory, events, export
+
+router = APIRouter(tags=["streams"])
+Db = Annotated[SessionFactory, Depends(get_db)]
+
+
+@router.get("/runs/{run_id}/events", response_class=EventSourceResponse,
+            summary="Server-sent events: every row a worker writes, then `end` when the run is final",
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def run_events(run_id: int, request: Request, db: Db,
+                     last_event_id: int | None = Query(None, ge=0, description="Resume after this event id."),
+                     last_event_id_header: str | None = Header(None, alias="Last-Event-ID")):
+    after = last_event_id or 0
+    if last_event_id_header is not None and last_event_id_header.strip():
+        try:
+            after = max(after, int(last_event_id_header))
+        except ValueError:
+            raise Invalid.field("Last-Event-ID", "must be an event id (an integer)") from None
+    await run_in_threadpool(events.check_run, db, run_id)
+    poll_s = request.app.state.sse_poll_s
+
+    async def stream():
+        last = after
+        while True:
+            batch, status = await run_in_threadpool(events.events_after, db, run_id, last)
+            for e in batch:
+                last = e["id"]
+                yield {"event": e["type"], "id": str(e["id"]), "data": json.dumps(e)}
+            if len(batch) == events.BATCH:
+                continue
+            if not batch:
+                if events.is_final(status):
+                    yield {"event": "end", "data": json.dumps({"run_id": run_id, "status": status})}
+                    return
+                await asyncio.sleep(poll_s)
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+@router.get("/runs/{run_id}/export", summary="All exchanges of a run as JSON Lines (streamed, oldest first)",
+            response_class=StreamingResponse, responses={200: {"content": {"application/x-ndjson": {}}}})
+def export_run(run_id: int, db: Db, format: Literal["jsonl"] = "jsonl") -> StreamingResponse:
+    export.check_run(db, run_id)
+    return StreamingResponse(export.jsonl(db, run_id), media_type="application/x-ndjson",
+                             headers={"Content-Disposition": f'attachment; filename="run-{run_id}-exchanges.jsonl"'})

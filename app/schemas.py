@@ -1,0 +1,356 @@
+"""Request and response models of the REST API (``/api/v1``); they are the OpenAPI schema at ``/docs``.
+
+Requests forbid unknown fields (a typo is a 422 naming the field, never silently ignored). Responses
+are built from ORM rows (``from_attributes``). Run configs are not modelled twice: a run-create body is
+either a full ``opcod_core.config.RunConfig`` or ``{"preset", "overrides"}``, validated by the core's
+own model so the field paths and ranges are the core's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.models import APPROVAL_STATUSES, OVERRIDE_STATUSES, REPLAY_STATUSES, RUN_STATUSES
+
+RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
+
+MAX_TEXT = 20_000
+AUTHOR = Field("api", min_length=1, max_length=200, description="Who asked (stored in the audit record).")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        """No NUL characters anywhere (PostgreSQL text cannot hold them)."""
+        _check_nul(data)
+        return data
+
+
+def _check_nul(value: Any) -> None:
+    """Iterative (no input can exhaust the stack): NUL characters and nesting deeper than 32 levels."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > 32:
+            raise ValueError("nested deeper than 32 levels")
+        if isinstance(v, str):
+            if "\x00" in v:
+                raise ValueError("text may not contain NUL characters")
+        elif isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in (*v.keys(), *v.values()))
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- runs --------------------------------------------------------------------------------------------
+
+class RunCreateFromPreset(_Request):
+    """One of the two shapes of ``POST /runs`` (the other is a full run config, ``RunConfig``)."""
+
+    preset: str = Field(description="Preset name (see GET /presets).", examples=["tiny"])
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Nested overrides of the preset's "
+                                      "config, e.g. {\"schedule\": {\"rounds\": 1}}.")
+    name: str | None = Field(None, min_length=1, max_length=120, description="Run name (default: the preset's).")
+
+
+RUN_CREATE_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {
+            "schema": {"oneOf": [
+                {"$ref": "#/components/schemas/RunCreateFromPreset"},
+                {"type": "object", "description": "A full run config (opcod_core.config.RunConfig); "
+                 "see GET /presets for complete examples.", "required": ["students"],
+                 "additionalProperties": True},
+            ]},
+            "examples": {
+                "preset": {"value": {"preset": "tiny", "overrides": {"schedule": {"rounds": 1}}}},
+            },
+        }},
+    }
+}
+
+
+class StudentOut(_Out):
+    position: int
+    name: str
+    model_ref: str
+    strong_domain: str | None
+    tokenizer: str | None
+
+
+class GateOut(_Out):
+    id: int
+    round: int
+    student: str
+    scores: dict[str, Any]
+    best: dict[str, Any]
+    delta: float
+    tau: float
+    mode: str
+    decision: str
+    source: str
+    allowed_domains: list[Any] | None
+    reason: str
+    split: str | None
+    k: int | None
+    note: str | None
+    created_at: datetime
+
+
+class Progress(BaseModel):
+    round: int | None = None
+    direction: int | None = None
+    step: int | None = None
+    global_step: int | None = None
+    tasks_done: int = 0
+    tasks_total: int | None = None
+    fraction: float = Field(0.0, description="tasks_done / tasks_total (0..1).")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Anything else the worker reported.")
+
+
+class RunOut(_Out):
+    id: int
+    name: str
+    preset: str | None
+    status: RunStatus
+    requested_action: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    worker_id: int | None
+    heartbeat_at: datetime | None
+    error: str | None
+    parent_run_id: int | None
+    fork_checkpoint: str | None
+    progress: Progress
+
+
+class RunDetail(RunOut):
+    config: dict[str, Any]
+    out_dir: str | None
+    summary: dict[str, Any] | None
+    students: list[StudentOut]
+    gates: list[GateOut]
+    latest_metrics: dict[str, float] = Field(description="The newest value of every metric key.")
+    latest_step: int | None = Field(None, description="Global step of the newest step row.")
+    counts: dict[str, int] = Field(default_factory=dict, description="Exchanges, steps, pending overrides, "
+                                   "pending approvals.")
+
+
+class RunPage(BaseModel):
+    items: list[RunOut]
+    next_cursor: str | None
+
+
+class ForkRequest(_Request):
+    checkpoint_id: int | None = Field(None, ge=1, le=2**31 - 1, description="A checkpoint of the parent run (GET "
+                                      "/runs/{id}/checkpoints); default: its latest.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Config overrides for the fork "
+                                      "(students cannot change).")
+    name: str | None = Field(None, min_length=1, max_length=120)
+
+
+class CheckpointOut(_Out):
+    id: int
+    tag: str
+    path: str
+    next_task: int
+    round: int | None
+    permanent: bool
+    created_at: datetime
+
+
+# --- exchanges ---------------------------------------------------------------------------------------
+
+class ExchangeItem(_Out):
+    id: int
+    run_id: int
+    key: str
+    round: int
+    direction: int
+    global_step: int
+    tutee: str
+    tutor: str
+    domain: str
+    correct: bool
+    category: str | None
+    human_edited: bool
+    origin_exchange_id: int | None
+    override_id: int | None
+    context_used: str
+    skipped: bool
+    loss: float | None
+    created_at: datetime
+
+
+class ExchangePage(BaseModel):
+    items: list[ExchangeItem]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page; null at the end.")
+
+
+class PromptOut(_Out):
+    id: int
+    item_key: str
+    domain: str
+    split: str | None
+    answer_type: str
+    question: str
+    choices: list[Any]
+    labels: list[Any]
+    gold: str
+
+
+class RolloutOut(_Out):
+    id: int
+    student: str
+    prompt_index: int | None
+    rollout_index: int | None
+    text: str
+    token_ids: list[int]
+    answer: str | None
+    correct: bool
+
+
+class FeedbackOut(_Out):
+    id: int
+    tutor: str
+    raw: str | None
+    concept: str | None
+    category: str | None
+    sanitised: str | None
+    redactions: list[Any]
+    used_text: str | None
+    source: str
+    approval: str | None
+
+
+class OverrideOut(_Out):
+    id: int
+    run_id: int
+    exchange_id: int | None
+    kind: str
+    payload: dict[str, Any]
+    author: str
+    status: Literal[OVERRIDE_STATUSES]  # type: ignore[valid-type]
+    created_at: datetime
+    applied_at: datetime | None
+    applied_at_step: int | None
+
+
+class ReplayOut(_Out):
+    id: int
+    run_id: int
+    exchange_id: int
+    inputs: dict[str, Any]
+    status: Literal[REPLAY_STATUSES]  # type: ignore[valid-type]
+    result: dict[str, Any] | None
+    error: str | None
+    worker_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ExchangeDetail(ExchangeItem):
+    step_id: int
+    s_index: int | None
+    s_text: str | None
+    teacher_context: str | None
+    tokens: list[Any] | None
+    student_logprob: list[float] | None
+    divergence: list[float] | None
+    divergence_s_only: list[float] | None
+    prompt: PromptOut
+    rollout: RolloutOut
+    feedback: FeedbackOut | None
+    gate: GateOut | None = Field(description="The newest gate record of the tutor for this round.")
+    overrides: list[OverrideOut] = Field(description="Exchange-level overrides of this exchange (audit).")
+    provenance: OverrideOut | None = Field(None, description="For a human-edited exchange: the override that made it.")
+    derived_exchange_ids: list[int] = Field(description="Human-edited exchanges made from this one.")
+    replays: list[ReplayOut]
+
+
+# --- overrides, approvals, replays -------------------------------------------------------------------
+
+class ExchangeOverrideIn(_Request):
+    kind: Literal["edit", "reject", "approve"]
+    text: str | None = Field(None, max_length=MAX_TEXT, description="The edited feedback (required for 'edit').")
+    author: str = AUTHOR
+
+
+class RunOverrideIn(_Request):
+    kind: Literal["force_tutor", "mute_tutor", "clear_tutor", "set_tau", "set_mode"]
+    student: str | None = Field(None, max_length=100, description="force_tutor / mute_tutor / clear_tutor: "
+                                "a student name of the run.")
+    value: float | str | None = Field(None, description="set_tau: a number; set_mode: a gating mode.")
+    author: str = AUTHOR
+
+
+class ApprovalOut(_Out):
+    id: int
+    run_id: int
+    exchange_key: str
+    payload: dict[str, Any]
+    status: Literal[APPROVAL_STATUSES]  # type: ignore[valid-type]
+    text: str | None
+    decided_by: str | None
+    created_at: datetime
+    decided_at: datetime | None
+    deadline: datetime | None
+
+
+class ApprovalDecisionIn(_Request):
+    decision: Literal["approve", "reject", "edit"]
+    text: str | None = Field(None, max_length=MAX_TEXT, description="The edited feedback (required for 'edit').")
+    author: str = AUTHOR
+
+
+class ReplayIn(_Request):
+    feedback_text: str | None = Field(None, max_length=MAX_TEXT, description="Edited feedback to replay with "
+                                      "(null: the teacher without feedback, unless tutor_checkpoint is set).")
+    feedback: str | None = Field(None, max_length=MAX_TEXT, description="Alias of feedback_text.")
+    tutor_checkpoint: int | str | None = Field(None, description="A checkpoint of the run (id or tag) whose "
+                                               "tutor writes fresh feedback.")
+
+    @field_validator("tutor_checkpoint")
+    @classmethod
+    def _ckpt(cls, v):
+        if isinstance(v, str) and not (0 < len(v) <= 64):
+            raise ValueError("a checkpoint tag has 1 to 64 characters")
+        return v
+
+
+# --- metrics -----------------------------------------------------------------------------------------
+
+class EvalOut(_Out):
+    id: int
+    round: int
+    student: str
+    domain: str
+    split: str
+    k: int
+    accuracy: float
+    n_items: int
+    created_at: datetime
+
+
+class MetricsOut(BaseModel):
+    keys: list[str]
+    series: dict[str, list[tuple[int, float]]] = Field(description="key -> [[global_step, value], ...]")
+
+
+class PresetOut(BaseModel):
+    name: str
+    config: dict[str, Any]

@@ -1,0 +1,284 @@
+"""Runs: create (full config or preset + overrides), list, read, pause/resume/cancel, fork.
+
+State changes follow docs/database-contract.md exactly. Every change is a *conditional* UPDATE on the
+status the service saw (``WHERE id = ? AND status = ?``), retried on a lost race, because a worker may
+claim or finish the run between our read and our write: a queued run that a worker has just claimed
+must get ``requested_action`` instead of having its status overwritten under the worker's feet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+
+from app.db import session_scope
+from app.errors import Conflict, Invalid, NotFound
+from app.models import Approval, Checkpoint, GateRecord, Override, Replay, Run, Step, Student
+from app.schemas import (
+    CheckpointOut,
+    ForkRequest,
+    GateOut,
+    PresetOut,
+    Progress,
+    RunCreateFromPreset,
+    RunDetail,
+    RunOut,
+    RunPage,
+    StudentOut,
+)
+from app.services import SessionFactory, add_event, check_storable, decode_cursor, encode_cursor, get_run, id_fits
+from app.services import MAX_INT_ID
+from app.types import utcnow
+from opcod_core.config import RunConfig, preset, preset_names
+
+_RETRIES = 5
+_PROGRESS_KEYS = ("round", "direction", "step", "global_step")
+
+
+# --- config validation -------------------------------------------------------------------------------
+
+def config_from_body(body: Any) -> RunConfig:
+    """A validated ``RunConfig`` from a ``POST /runs`` body (full config, or preset + overrides)."""
+    if not isinstance(body, dict):
+        raise Invalid.field("(body)", "expected a JSON object: a full run config or {\"preset\", \"overrides\"}")
+    if "preset" in body and "students" not in body:
+        # errors name config paths (``rollout.n``), as for a full config: overrides mirror the config
+        check_storable({k: v for k, v in body.items() if k != "overrides"})
+        check_storable(body.get("overrides"))
+        try:
+            req = RunCreateFromPreset.model_validate(body)
+        except ValidationError as err:
+            raise Invalid.from_validation_error(err, message="invalid request") from None
+        if req.preset not in preset_names():
+            raise Invalid.field("preset", f"unknown preset '{req.preset}' (known: {', '.join(preset_names())})")
+        overrides = dict(req.overrides)
+        if req.name is not None:
+            overrides["name"] = req.name
+        try:
+            return preset(req.preset, overrides)
+        except ValidationError as err:
+            raise Invalid.from_validation_error(err) from None
+        except (TypeError, ValueError) as err:
+            raise Invalid.field("overrides", str(err)) from None
+    check_storable(body)
+    try:
+        return RunConfig.model_validate(body)
+    except ValidationError as err:
+        raise Invalid.from_validation_error(err) from None
+
+
+def total_tasks(cfg: RunConfig) -> int:
+    """1 initial evaluation + per round: the gate, 2K steps, the round's evaluation (the contract)."""
+    return 1 + cfg.schedule.rounds * (2 * cfg.schedule.steps_per_direction + 2)
+
+
+def _new_run(session, cfg: RunConfig, runs_dir: Path | None, **extra) -> Run:
+    run = Run(name=cfg.name, preset=cfg.preset, config=cfg.to_dict(), status="queued",
+              total_tasks=total_tasks(cfg), next_task=0, **extra)
+    run.students = [Student(position=i, name=st.name, model_ref=st.model, strong_domain=st.strong_domain)
+                    for i, st in enumerate(cfg.students)]
+    session.add(run)
+    session.flush()
+    if runs_dir is not None:
+        run.out_dir = str(Path(runs_dir) / str(run.id))
+    add_event(session, run.id, "status", None, {"status": "queued"})
+    return run
+
+
+# --- read models ---------------------------------------------------------------------------------------
+
+def _progress(run: Run) -> Progress:
+    p = dict(run.progress or {})
+    done, total = run.next_task or 0, run.total_tasks
+    known = {k: p.pop(k) for k in _PROGRESS_KEYS if k in p}
+    fraction = 1.0 if run.status == "finished" else (min(done / total, 1.0) if total else 0.0)
+    return Progress(**{k: v for k, v in known.items() if isinstance(v, int)}, tasks_done=done,
+                    tasks_total=total, fraction=fraction, extra=p)
+
+
+def run_out(run: Run) -> RunOut:
+    return RunOut.model_validate({**_columns(run), "progress": _progress(run)})
+
+
+def _columns(run: Run) -> dict[str, Any]:
+    return {c: getattr(run, c) for c in RunOut.model_fields if c != "progress"}
+
+
+def _detail(session, run: Run) -> RunDetail:
+    gates = session.scalars(select(GateRecord).where(GateRecord.run_id == run.id).order_by(GateRecord.id)).all()
+    last = session.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.global_step.desc()).limit(1)).first()
+    latest: dict[str, float] = {}
+    if last is not None:
+        latest = {k: float(v) for k, v in (last.metrics or {}).items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if last.loss is not None:
+            latest.setdefault("loss", float(last.loss))
+
+    def count(model, *where) -> int:
+        return session.scalar(select(func.count()).select_from(model).where(model.run_id == run.id, *where)) or 0
+
+    counts = {"pending_overrides": count(Override, Override.status == "pending"),
+              "pending_approvals": count(Approval, Approval.status == "pending"),
+              "open_replays": count(Replay, Replay.status.in_(("queued", "running")))}
+    return RunDetail.model_validate({
+        **_columns(run), "progress": _progress(run), "config": run.config, "out_dir": run.out_dir,
+        "summary": run.summary, "students": [StudentOut.model_validate(s) for s in run.students],
+        "gates": [GateOut.model_validate(g) for g in gates], "latest_metrics": latest,
+        "latest_step": last.global_step if last is not None else None, "counts": counts})
+
+
+# --- use cases -----------------------------------------------------------------------------------------
+
+def create_run(db: SessionFactory, body: Any, runs_dir: Path | None = None) -> RunDetail:
+    cfg = config_from_body(body)
+    with session_scope(db) as s:
+        run = _new_run(s, cfg, runs_dir)
+        return _detail(s, run)
+
+
+def list_runs(db: SessionFactory, status: str | None = None, cursor: str | None = None,
+              limit: int = 50) -> RunPage:
+    before = decode_cursor(cursor)
+    with session_scope(db) as s:
+        q = select(Run).order_by(Run.id.desc()).limit(limit + 1)
+        if status is not None:
+            q = q.where(Run.status == status)
+        if before is not None and before <= MAX_INT_ID:  # above it, every run id is smaller
+            q = q.where(Run.id < before)
+        rows = list(s.scalars(q))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return RunPage(items=[run_out(r) for r in rows],
+                       next_cursor=encode_cursor(rows[-1].id) if more and rows else None)
+
+
+def get_run_detail(db: SessionFactory, run_id: int) -> RunDetail:
+    with session_scope(db) as s:
+        return _detail(s, get_run(s, run_id))
+
+
+def _transition(db: SessionFactory, run_id: int, decide) -> RunDetail:
+    """Apply ``decide(run) -> (values | None, event | None)`` as a conditional update on the run's
+    (status, requested_action) as read; retried when a worker changed the run in between."""
+    for _ in range(_RETRIES):
+        with session_scope(db) as s:
+            run = get_run(s, run_id)
+            values, event = decide(run)
+            if values is None:  # nothing to change (idempotent repeat)
+                return _detail(s, run)
+            res = s.execute(update(Run).where(Run.id == run_id, Run.status == run.status,
+                                              Run.requested_action.is_(None) if run.requested_action is None
+                                              else Run.requested_action == run.requested_action)
+                            .values(**values, updated_at=utcnow())
+                            .execution_options(synchronize_session=False))
+            if res.rowcount != 1:
+                s.rollback()
+                continue
+            if event is not None:
+                add_event(s, run_id, *event)
+            s.flush()
+            s.refresh(run)
+            return _detail(s, run)
+    raise Conflict(f"run {run_id} kept changing while we tried to update it; try again")
+
+
+def _final(run: Run, verb: str) -> Conflict:
+    return Conflict(f"run {run.id} is {run.status}: it cannot be {verb}")
+
+
+def pause_run(db: SessionFactory, run_id: int) -> RunDetail:
+    def decide(run: Run):
+        if run.status == "queued":
+            return {"status": "paused", "requested_action": None}, ("status", None, {"status": "paused"})
+        if run.status == "running":
+            if run.requested_action == "pause":
+                return None, None
+            if run.requested_action == "cancel":
+                raise Conflict(f"run {run.id} is being cancelled")
+            return {"requested_action": "pause"}, ("request", None, {"requested_action": "pause"})
+        if run.status == "paused":
+            return None, None
+        raise _final(run, "paused")
+    return _transition(db, run_id, decide)
+
+
+def resume_run(db: SessionFactory, run_id: int) -> RunDetail:
+    def decide(run: Run):
+        if run.status == "paused":
+            return {"status": "queued", "requested_action": None}, ("status", None, {"status": "queued"})
+        if run.status == "running":
+            if run.requested_action == "pause":  # the pause was not taken yet: withdraw it
+                return {"requested_action": None}, ("request", None, {"requested_action": None})
+            if run.requested_action == "cancel":
+                raise Conflict(f"run {run.id} is being cancelled")
+            return None, None
+        if run.status == "queued":
+            return None, None
+        raise _final(run, "resumed")
+    return _transition(db, run_id, decide)
+
+
+def cancel_run(db: SessionFactory, run_id: int) -> RunDetail:
+    def decide(run: Run):
+        if run.status in ("queued", "paused"):
+            return ({"status": "cancelled", "requested_action": None, "worker_id": None, "finished_at": utcnow()},
+                    ("status", None, {"status": "cancelled"}))
+        if run.status == "running":
+            if run.requested_action == "cancel":
+                return None, None
+            return {"requested_action": "cancel"}, ("request", None, {"requested_action": "cancel"})
+        if run.status == "cancelled":
+            return None, None
+        raise _final(run, "cancelled")
+    return _transition(db, run_id, decide)
+
+
+def list_checkpoints(db: SessionFactory, run_id: int) -> list[CheckpointOut]:
+    with session_scope(db) as s:
+        get_run(s, run_id)
+        rows = s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.id.desc()))
+        return [CheckpointOut.model_validate(c) for c in rows]
+
+
+def fork_run(db: SessionFactory, run_id: int, req: ForkRequest, runs_dir: Path | None = None) -> RunDetail:
+    """A new queued run that starts from one of the parent's checkpoints with config overrides.
+
+    The fork records ``parent_run_id`` and ``fork_checkpoint`` (the checkpoint directory); the worker
+    that claims it starts from that checkpoint instead of from scratch. Students cannot change (the
+    checkpoint holds their weights)."""
+    with session_scope(db) as s:
+        parent = get_run(s, run_id)
+        q = select(Checkpoint).where(Checkpoint.run_id == run_id)
+        if req.checkpoint_id is not None:
+            ckpt = s.scalars(q.where(Checkpoint.id == req.checkpoint_id)).first() if id_fits(
+                Checkpoint, req.checkpoint_id) else None
+            if ckpt is None:
+                raise NotFound(f"checkpoint {req.checkpoint_id} of run {run_id} not found")
+        else:
+            ckpt = s.scalars(q.order_by(Checkpoint.id.desc()).limit(1)).first()
+            if ckpt is None:
+                raise Conflict(f"run {run_id} has no checkpoint to fork from yet")
+        try:
+            base = RunConfig.model_validate(parent.config)
+        except ValidationError as err:  # a stored config that no longer validates (older version)
+            raise Conflict(f"run {run_id}'s stored config is no longer valid: {err.errors()[0]['msg']}") from None
+        check_storable(req.overrides, "overrides")
+        overrides = dict(req.overrides)
+        overrides["name"] = req.name or overrides.get("name") or f"{parent.name} (fork of #{run_id})"[:120]
+        try:
+            cfg = base.replace(overrides)
+        except ValidationError as err:
+            raise Invalid.from_validation_error(err, prefix=("overrides",)) from None
+        except (TypeError, ValueError) as err:
+            raise Invalid.field("overrides", str(err)) from None
+        if [(st.name, st.model) for st in cfg.students] != [(st.name, st.model) for st in base.students]:
+            raise Invalid.field("overrides.students", "a fork keeps the parent's students (names and models)")
+        run = _new_run(s, cfg, runs_dir, parent_run_id=parent.id, fork_checkpoint=ckpt.path)
+        return _detail(s, run)
+
+
+def presets() -> list[PresetOut]:
+    return [PresetOut(name=n, config=preset(n).to_dict()) for n in preset_names()]

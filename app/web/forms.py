@@ -1,0 +1,191 @@
+"""The launch form: which config fields it shows, how form values become a run config, and how a
+validation error's field path finds its way back to the field that caused it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, get_args
+
+import yaml
+from pydantic import ValidationError
+
+from opcod_core.config import (
+    DataConfig,
+    GatingConfig,
+    LossConfig,
+    RunConfig,
+    TutorConfig,
+    preset,
+    preset_names,
+)
+
+
+def _choices(model, field: str) -> tuple[str, ...]:
+    return tuple(get_args(model.model_fields[field].annotation))
+
+
+@dataclass(frozen=True)
+class Field:
+    path: str  # dotted config path, also the form control's name
+    label: str
+    kind: str = "text"  # text | int | float | select
+    options: tuple[str, ...] = ()
+    optional: bool = False  # empty means "not set" (None)
+    help: str = ""
+    group: str = ""
+
+    @property
+    def id(self) -> str:
+        return "f-" + self.path.replace(".", "-")
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("name", "Run name", group="Run", help="Shown in lists and charts."),
+    Field("algorithm", "Algorithm", "select", _choices(RunConfig, "algorithm"), group="Run",
+          help="OPCoD, the GRPO baseline, or one-way distillation from a frozen peer."),
+    Field("seed", "Seed", "int", group="Run", help="Data order, sampling and the choice of s."),
+    Field("backend", "Generation backend", "select", _choices(RunConfig, "backend"), group="Run"),
+    Field("students.0.name", "Student 1 name", group="Students"),
+    Field("students.0.model", "Student 1 model", group="Students",
+          help="HF id, local directory, or tiny:llama / tiny:qwen2."),
+    Field("students.0.strong_domain", "Student 1 strong domain", optional=True, group="Students"),
+    Field("students.1.name", "Student 2 name", group="Students"),
+    Field("students.1.model", "Student 2 model", group="Students"),
+    Field("students.1.strong_domain", "Student 2 strong domain", optional=True, group="Students"),
+    Field("data.source", "Dataset", "select", _choices(DataConfig, "source"), group="Data"),
+    Field("data.path", "Dataset path", optional=True, group="Data",
+          help="Needed for file-based datasets (sciknoweval, jsonl, csv)."),
+    Field("data.domains.0", "Domain A", group="Data"),
+    Field("data.domains.1", "Domain B", group="Data"),
+    Field("schedule.rounds", "Rounds R", "int", group="Schedule"),
+    Field("schedule.steps_per_direction", "Steps per direction K", "int", group="Schedule"),
+    Field("rollout.n", "Rollouts per prompt n", "int", group="Schedule"),
+    Field("rollout.batch_prompts", "Prompts per step B", "int", group="Schedule"),
+    Field("gating.mode", "Gating mode", "select", _choices(GatingConfig, "mode"), group="Tutoring"),
+    Field("gating.tau", "Threshold τ", "float", group="Tutoring",
+          help="A student may tutor when its cognizance gap Δ ≤ τ."),
+    Field("context_mode", "Teacher context", "select", _choices(RunConfig, "context_mode"), group="Tutoring"),
+    Field("tutor.approval", "Feedback approval", "select", _choices(TutorConfig, "approval"), group="Tutoring",
+          help="manual: kept feedback waits for a human in the approvals queue."),
+    Field("loss.divergence", "Divergence", "select", _choices(LossConfig, "divergence"), group="Training"),
+    Field("optim.lr", "Learning rate", "float", group="Training"),
+)
+FIELD_BY_PATH = {f.path: f for f in FIELDS}
+GROUPS = tuple(dict.fromkeys(f.group for f in FIELDS))
+
+
+def get_path(d: Any, path: str) -> Any:
+    cur = d
+    for p in path.split("."):
+        if isinstance(cur, dict):
+            cur = cur.get(p)
+        elif isinstance(cur, (list, tuple)) and p.isdigit() and int(p) < len(cur):
+            cur = cur[int(p)]
+        else:
+            return None
+    return cur
+
+
+def set_path(d: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    cur: Any = d
+    for i, p in enumerate(parts[:-1]):
+        nxt_is_index = parts[i + 1].isdigit()
+        if isinstance(cur, list):
+            idx = int(p)
+            while len(cur) <= idx:
+                cur.append({} if not nxt_is_index else [])
+            cur = cur[idx]
+        else:
+            if not isinstance(cur.get(p), (dict, list)):
+                cur[p] = [] if nxt_is_index else {}
+            cur = cur[p]
+    last = parts[-1]
+    if isinstance(cur, list):
+        idx = int(last)
+        while len(cur) <= idx:
+            cur.append(None)
+        cur[idx] = value
+    else:
+        cur[last] = value
+
+
+def form_values(config: dict[str, Any]) -> dict[str, str]:
+    """The form's initial values from a config dict (strings, as the browser sends them back)."""
+    out = {}
+    for f in FIELDS:
+        v = get_path(config, f.path)
+        out[f.path] = "" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+    return out
+
+
+def config_text(config: dict[str, Any], fmt: str = "yaml") -> str:
+    if fmt == "json":
+        return json.dumps(config, indent=2)
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+
+
+@dataclass
+class LaunchResult:
+    config: RunConfig | None
+    errors: dict[str, list[str]]  # field path -> messages ("" = the whole form, "config_text" = editor)
+
+
+def _errors_from_validation(err: ValidationError, fields_known: bool) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        msg = e["msg"].removeprefix("Value error, ")
+        path = ".".join(loc)
+        key = ""
+        if fields_known:
+            # the longest form field that is the error's path or a prefix of it (or that it prefixes)
+            for i in range(len(loc), 0, -1):
+                cand = ".".join(loc[:i])
+                if cand in FIELD_BY_PATH:
+                    key = cand
+                    break
+            else:
+                for f in FIELDS:
+                    if path and f.path.startswith(path + "."):
+                        key = f.path
+                        break
+        if not key:
+            key = "config_text" if not fields_known else ""
+            msg = f"{path}: {msg}" if path else msg
+        out.setdefault(key, []).append(msg)
+    return out
+
+
+def build_config(form: dict[str, str]) -> LaunchResult:
+    """A validated RunConfig from the launch form, or the errors keyed by the field that caused them."""
+    preset_name = form.get("preset") or "tiny"
+    if preset_name not in preset_names():
+        return LaunchResult(None, {"preset": [f"unknown preset '{preset_name}'"]})
+    if form.get("use_advanced"):
+        text = form.get("config_text") or ""
+        try:
+            data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            return LaunchResult(None, {"config_text": [f"not valid YAML or JSON: {str(exc).splitlines()[0]}"]})
+        if not isinstance(data, dict):
+            return LaunchResult(None, {"config_text": ["the config must be a mapping (YAML) or an object (JSON)"]})
+        try:
+            return LaunchResult(RunConfig.model_validate(data), {})
+        except ValidationError as err:
+            return LaunchResult(None, _errors_from_validation(err, fields_known=False))
+    base = preset(preset_name).to_dict()
+    for f in FIELDS:
+        if f.path not in form:
+            continue
+        raw = form[f.path].strip()
+        if raw == "" and f.optional:
+            value: Any = None
+        else:
+            value = raw  # pydantic parses numbers from strings and reports the field on failure
+        set_path(base, f.path, value)
+    try:
+        return LaunchResult(RunConfig.model_validate(base), {})
+    except ValidationError as err:
+        return LaunchResult(None, _errors_from_validation(err, fields_known=True))

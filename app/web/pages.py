@@ -1,0 +1,386 @@
+"""HTML pages of the dashboard. Routes parse, call one service, render (full page or one block).
+
+Reads go through ``app.services.views`` (display-shaped read models); writes go through the same
+services as the REST API (runs, overrides, approvals, replays), so the browser and a script are held
+to the same rules. Domain errors become HTML error pages (or inline errors inside the form that caused
+them), never JSON: this router's routes render their own errors (``HtmlRoute``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from app.errors import Conflict, DomainError, Invalid, NotFound
+from app.schemas import ApprovalDecisionIn, ExchangeOverrideIn, ForkRequest, ReplayIn, RunOverrideIn
+from app.services import SessionFactory, approvals, overrides, replays, runs, views
+from app.services.overrides import GATING_MODES
+from app.web import forms
+from app.web.templating import is_htmx, render, templates
+
+AUTHOR = "dashboard"
+
+
+class HtmlRoute(APIRoute):
+    """Renders domain errors and bad path/query parameters as an HTML error page."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except DomainError as exc:
+                return error_page(request, exc.status_code, exc.message)
+            except RequestValidationError as exc:
+                where = {str(e.get("loc", ("",))[0]) for e in exc.errors()}
+                status = 404 if where == {"path"} else 422
+                msg = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}"
+                                for e in exc.errors())
+                return error_page(request, status, "page not found" if status == 404 else msg)
+
+        return route
+
+
+router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    return render(request, "error.html", {"status": status, "message": message}, block="content",
+                  status_code=status)
+
+
+def db_of(request: Request) -> SessionFactory:
+    return request.app.state.db
+
+
+def see_other(request: Request, url: str) -> Response:
+    """After a successful form post: a 303 for plain browsers, ``HX-Redirect`` for htmx."""
+    if is_htmx(request):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
+
+
+async def form_dict(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _opt_int(raw: str | None, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        v = int(raw)
+    except ValueError:
+        raise Invalid.field(name, "must be an integer") from None
+    if not 0 <= v < 2**63:
+        raise Invalid.field(name, "out of range")
+    return v
+
+
+def _opt_bool(raw: str | None, name: str) -> bool | None:
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise Invalid.field(name, "must be true or false")
+
+
+# --- runs list -------------------------------------------------------------------------------------------
+
+@router.get("/", name="runs")
+def runs_page(request: Request, before: str | None = None):
+    data = views.runs_list(db_of(request), before=_opt_int(before, "before"))
+    active = any(r["status"] in ("queued", "running", "paused") for r in data["items"])
+    return render(request, "runs.html", {"data": data, "active": active}, swappable=("runs_table",))
+
+
+# --- launch -------------------------------------------------------------------------------------------------
+
+def _launch_ctx(preset_name: str, values: dict[str, str], errors: dict[str, list[str]],
+                config_text: str, use_advanced: bool) -> dict[str, Any]:
+    return {"presets": forms.preset_names(), "preset": preset_name, "fields": forms.FIELDS,
+            "groups": forms.GROUPS, "values": values, "errors": errors, "config_text": config_text,
+            "use_advanced": use_advanced}
+
+
+@router.get("/runs/new", name="launch")
+def launch_page(request: Request, preset: str = "tiny"):
+    if preset not in forms.preset_names():
+        raise Invalid.field("preset", f"unknown preset '{preset}'")
+    cfg = forms.preset(preset).to_dict()
+    ctx = _launch_ctx(preset, forms.form_values(cfg), {}, forms.config_text(cfg), False)
+    return render(request, "launch.html", ctx, swappable=("launch_form",))
+
+
+@router.post("/runs/new")
+async def launch_submit(request: Request):
+    form = await form_dict(request)
+    preset_name = form.get("preset") or "tiny"
+    result = forms.build_config(form)
+    errors = result.errors
+    if result.config is not None:
+        try:
+            detail = await run_in_threadpool(runs.create_run, db_of(request), result.config.to_dict(),
+                                             request.app.state.settings.runs_dir)
+        except Invalid as exc:
+            errors = {}
+            for f in exc.fields or [{"path": "", "message": exc.message}]:
+                key = f["path"] if f["path"] in forms.FIELD_BY_PATH else ""
+                errors.setdefault(key, []).append(f["message"] if key else f"{f['path']}: {f['message']}")
+        else:
+            return see_other(request, f"/runs/{detail.id}")
+    values = {f.path: form.get(f.path, "") for f in forms.FIELDS}
+    if preset_name not in forms.preset_names():
+        preset_name = "tiny"
+    ctx = _launch_ctx(preset_name, values, errors, form.get("config_text", ""), bool(form.get("use_advanced")))
+    return render(request, "launch.html", ctx, block="launch_form", status_code=422) if is_htmx(request) \
+        else render(request, "launch.html", ctx, status_code=422)
+
+
+# --- one run --------------------------------------------------------------------------------------------------
+
+RUN_BLOCKS = ("run_status", "feed", "gates", "pareto", "overrides", "breaks")
+
+
+def _run_ctx(request: Request, run_id: int, **extra) -> dict[str, Any]:
+    page = views.run_page(db_of(request), run_id)
+    return {"p": page, "run": page["run"], "gating_modes": GATING_MODES, "last_event_id": page["last_event_id"],
+            "override_errors": {}, "override_values": {}, **extra}
+
+
+@router.get("/runs/{run_id}", name="run")
+def run_page(request: Request, run_id: int):
+    return render(request, "run.html", _run_ctx(request, run_id), swappable=RUN_BLOCKS)
+
+
+@router.get("/runs/{run_id}/charts.json", name="run_charts")
+def run_charts(request: Request, run_id: int):
+    return JSONResponse(views.chart_data(db_of(request), run_id))
+
+
+def _control(action: Callable[[SessionFactory, int], Any]):
+    async def handler(request: Request, run_id: int):
+        error = None
+        try:
+            await run_in_threadpool(action, db_of(request), run_id)
+        except Conflict as exc:
+            error = exc.message
+        if not is_htmx(request) and error is None:
+            return RedirectResponse(f"/runs/{run_id}", status_code=303)
+        ctx = await run_in_threadpool(_run_ctx, request, run_id, control_error=error)
+        return render(request, "run.html", ctx, block="run_status", status_code=409 if error else 200)
+    return handler
+
+
+router.add_api_route("/runs/{run_id}/pause", _control(runs.pause_run), methods=["POST"])
+router.add_api_route("/runs/{run_id}/resume", _control(runs.resume_run), methods=["POST"])
+router.add_api_route("/runs/{run_id}/cancel", _control(runs.cancel_run), methods=["POST"])
+
+
+@router.post("/runs/{run_id}/overrides")
+async def run_override(request: Request, run_id: int):
+    form = await form_dict(request)
+    kind = form.get("kind", "")
+    errors: dict[str, str] = {}
+    req = None
+    if kind not in ("force_tutor", "mute_tutor", "clear_tutor", "set_tau", "set_mode"):
+        errors["kind"] = "choose what to change"
+    else:
+        student = form.get("student") or None if kind in ("force_tutor", "mute_tutor", "clear_tutor") else None
+        value: Any = None
+        if kind == "set_tau":
+            try:
+                value = float(form.get("tau", ""))
+            except ValueError:
+                errors["tau"] = "τ must be a number"
+        elif kind == "set_mode":
+            value = form.get("mode") or None
+        if not errors:
+            req = RunOverrideIn(kind=kind, student=student, value=value, author=AUTHOR)
+    status = 200
+    if req is not None:
+        try:
+            await run_in_threadpool(overrides.create_run_override, db_of(request), run_id, req)
+        except (Invalid, Conflict) as exc:
+            for f in exc.fields or [{"path": "", "message": exc.message}]:
+                key = {"value": "tau" if kind == "set_tau" else "mode"}.get(f["path"], f["path"])
+                errors[key] = f["message"]
+            if not exc.fields:
+                errors[""] = exc.message
+    if errors:
+        status = 422
+    elif not is_htmx(request):
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+    ctx = await run_in_threadpool(_run_ctx, request, run_id, override_errors=errors,
+                                  override_values=form if errors else {})
+    return render(request, "run.html", ctx, block="overrides", status_code=status)
+
+
+@router.post("/runs/{run_id}/fork")
+async def run_fork(request: Request, run_id: int):
+    form = await form_dict(request)
+    ckpt = _opt_int(form.get("checkpoint_id"), "checkpoint_id")
+    name = (form.get("name") or "").strip() or None
+    detail = await run_in_threadpool(runs.fork_run, db_of(request), run_id,
+                                     ForkRequest(checkpoint_id=ckpt, name=name),
+                                     request.app.state.settings.runs_dir)
+    return see_other(request, f"/runs/{detail.id}")
+
+
+# --- exchanges table -------------------------------------------------------------------------------------
+
+def _filters(request: Request) -> views.ExchangeFilters:
+    q = request.query_params
+    domain = q.get("domain") or None
+    category = q.get("category") or None
+    if category is not None and category not in (*views.CATEGORIES, "none"):
+        raise Invalid.field("category", f"one of {list(views.CATEGORIES)} or none")
+    direction = _opt_int(q.get("direction"), "direction")
+    if direction is not None and direction not in (1, 2):
+        raise Invalid.field("direction", "1 or 2")
+    return views.ExchangeFilters(domain=domain, round=_opt_int(q.get("round"), "round"), direction=direction,
+                                 correct=_opt_bool(q.get("correct"), "correct"), category=category,
+                                 human_edited=_opt_bool(q.get("human_edited"), "human_edited"))
+
+
+@router.get("/runs/{run_id}/exchanges", name="exchanges")
+def exchanges_page(request: Request, run_id: int, before: str | None = None, after: str | None = None):
+    f = _filters(request)
+    after_id = _opt_int(after, "after")
+    page = views.exchanges_page(db_of(request), run_id, f, before=_opt_int(before, "before"), after=after_id)
+    ctx = {"page": page, "filters": f, "filter_query": f.query_items(), "live": not f.active() and before is None,
+           "categories": views.CATEGORIES, "run": page["run"]}
+    if is_htmx(request) and after_id is not None:
+        return render(request, "exchanges.html", ctx, block="new_rows")
+    if is_htmx(request) and request.headers.get("HX-Target") == "more-rows":
+        return render(request, "exchanges.html", {**ctx, "fragment_rows": True}, block="more_rows")
+    return render(request, "exchanges.html", ctx, swappable=("table", "more_rows"))
+
+
+# --- one exchange --------------------------------------------------------------------------------------------
+
+EXCHANGE_BLOCKS = ("override_panel", "replays")
+
+
+def _exchange_ctx(request: Request, exchange_id: int, **extra) -> dict[str, Any]:
+    d = views.exchange_detail(db_of(request), exchange_id)
+    return {"d": d, "ex": d["exchange"], "run": d["run"], "override_error": None, "override_text": None,
+            "replay_error": None, **extra}
+
+
+@router.get("/exchanges/{exchange_id}", name="exchange")
+def exchange_page(request: Request, exchange_id: int):
+    return render(request, "exchange.html", _exchange_ctx(request, exchange_id), swappable=EXCHANGE_BLOCKS)
+
+
+@router.post("/exchanges/{exchange_id}/override")
+async def exchange_override(request: Request, exchange_id: int):
+    form = await form_dict(request)
+    action = form.get("action", "")
+    text = form.get("text")
+    error = None
+    if action not in ("edit", "reject", "approve"):
+        error = "choose edit, reject or approve"
+    else:
+        try:
+            req = ExchangeOverrideIn(kind=action, text=text if action == "edit" else None, author=AUTHOR)
+            await run_in_threadpool(overrides.create_exchange_override, db_of(request), exchange_id, req)
+        except (Invalid, Conflict) as exc:
+            error = exc.fields[0]["message"] if exc.fields else exc.message
+        except ValueError as exc:  # pydantic: text too long
+            error = str(exc).splitlines()[-1]
+    if error is None and not is_htmx(request):
+        return RedirectResponse(f"/exchanges/{exchange_id}#override", status_code=303)
+    ctx = await run_in_threadpool(_exchange_ctx, request, exchange_id, override_error=error,
+                                  override_text=text if error else None)
+    return render(request, "exchange.html", ctx, block="override_panel", status_code=422 if error else 200)
+
+
+@router.post("/exchanges/{exchange_id}/replay")
+async def exchange_replay(request: Request, exchange_id: int):
+    form = await form_dict(request)
+    feedback = form.get("feedback")
+    ckpt_raw = form.get("tutor_checkpoint") or None
+    error = None
+    rp = None
+    try:
+        ckpt: int | str | None = int(ckpt_raw) if ckpt_raw and ckpt_raw.isdigit() else ckpt_raw
+        if feedback is not None and not feedback.strip():
+            feedback = None
+        rp = await run_in_threadpool(replays.create_replay, db_of(request), exchange_id,
+                                     ReplayIn(feedback_text=feedback, tutor_checkpoint=ckpt))
+    except (Invalid, Conflict) as exc:
+        error = exc.fields[0]["message"] if exc.fields else exc.message
+    except ValueError as exc:
+        error = str(exc).splitlines()[-1]
+    if error is None and not is_htmx(request):
+        return RedirectResponse(f"/exchanges/{exchange_id}#replay-{rp.id}", status_code=303)
+    ctx = await run_in_threadpool(_exchange_ctx, request, exchange_id, replay_error=error)
+    return render(request, "exchange.html", ctx, block="replays", status_code=422 if error else 202)
+
+
+@router.get("/exchanges/{exchange_id}/replays/{replay_id}", name="replay")
+def replay_fragment(request: Request, exchange_id: int, replay_id: int):
+    r = views.replay_view(db_of(request), exchange_id, replay_id)
+    return templates.TemplateResponse(request, "partials/replay.html", {"request": request, "r": r,
+                                                                         "exchange_id": exchange_id})
+
+
+# --- approvals ---------------------------------------------------------------------------------------------
+
+@router.get("/runs/{run_id}/approvals", name="approvals")
+def approvals_page(request: Request, run_id: int):
+    data = views.approvals_queue(db_of(request), run_id)
+    return render(request, "approvals.html", {"data": data, "run": data["run"], "errors": {}},
+                  swappable=("queue",))
+
+
+@router.post("/approvals/{approval_id}")
+async def approval_decide(request: Request, approval_id: int):
+    form = await form_dict(request)
+    decision = form.get("decision", "")
+    run_id = _opt_int(form.get("run_id"), "run_id")
+    error = None
+    out = None
+    if decision not in ("approve", "reject", "edit"):
+        error = "choose approve, edit or reject"
+    else:
+        try:
+            req = ApprovalDecisionIn(decision=decision, text=form.get("text") if decision == "edit" else None,
+                                     author=AUTHOR)
+            out = await run_in_threadpool(approvals.decide, db_of(request), approval_id, req)
+            run_id = out.run_id
+        except (Invalid, Conflict) as exc:
+            error = exc.fields[0]["message"] if exc.fields else exc.message
+        except ValueError as exc:
+            error = str(exc).splitlines()[-1]
+    if run_id is None:
+        raise NotFound(f"approval {approval_id} not found")
+    if error is None and not is_htmx(request):
+        return RedirectResponse(f"/runs/{run_id}/approvals", status_code=303)
+    data = await run_in_threadpool(views.approvals_queue, db_of(request), run_id)
+    errors = {}
+    if error:  # next to the item when it is still waiting, else at the top of the queue
+        errors[approval_id if any(a["id"] == approval_id for a in data["pending"]) else 0] = error
+    return render(request, "approvals.html", {"data": data, "run": data["run"], "errors": errors},
+                  block="queue", status_code=422 if error else 200)
+
+
+# --- compare -------------------------------------------------------------------------------------------------
+
+@router.get("/compare", name="compare")
+def compare_page(request: Request, runs: str | None = None):
+    picks = ",".join(request.query_params.getlist("pick"))
+    ids = views.parse_run_ids(",".join(x for x in (runs, picks) if x))
+    recent = views.runs_list(db_of(request), limit=30)["items"]
+    data = views.compare_data(db_of(request), ids) if ids else None
+    return render(request, "compare.html", {"data": data, "ids": ids, "recent": recent})

@@ -1,0 +1,243 @@
+"""``opcod_core.controls.Controls`` on top of the database: what humans asked for, handed to the trainer.
+
+The trainer calls ``poll(position)`` at every step boundary. One short transaction reads
+``run.requested_action`` (pause/cancel written by the web side), the run's ``pending`` overrides and
+its ``queued`` replays (claimed here: ``queued`` -> ``running``), and returns them as a
+``ControlBatch``. Overrides are not marked applied here: the trainer reports each application as an
+``override`` event, and the recorder marks the row ``applied`` (with ``applied_at_step``) in the same
+transaction as the step it took effect in, so a crash before that step is recorded leaves it pending
+and it is handed over again. Overrides the trainer cannot apply (an unknown student, a bad value, an
+exchange of another run) are marked ``rejected`` instead of reaching the trainer.
+
+A worker shutting down (SIGTERM/SIGINT) makes ``poll`` answer ``pause``; the loop then re-queues the
+run (``progress.paused_by = "shutdown"``). A human's pause or cancel wins over that.
+
+Manual approval (``decide``): one ``approval`` row per kept feedback (get-or-create by exchange key,
+so a step redone after a crash finds the decisions already made), then poll every
+``approval_poll_s`` until every row is decided or its deadline passes (then ``timed_out`` and the
+config's default action). The wait uses the worker's stop event, so a shutdown interrupts it at
+once, and so does a human's pause or cancel: the step is abandoned (``StopRequested``) and redone on
+resume, with the same approval rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import session_scope
+from app.models import Approval, Event, Exchange, Feedback, Override, Prompt, Replay, Rollout, Run, Step
+from app.types import utcnow
+from app.worker.claim import RunLost, fence
+from app.worker.recorder import json_safe
+from opcod_core.controls import (ApprovalRequest, ControlBatch, Decision, ExchangeOverride, ReplayRequest,
+                                 RunOverride)
+from opcod_core.gating import GATE_MODES
+
+log = logging.getLogger(__name__)
+
+RUN_OVERRIDE_KINDS = ("force_tutor", "mute_tutor", "clear_tutor", "set_tau", "set_mode")
+EXCHANGE_OVERRIDE_KINDS = ("edit", "reject", "approve")
+APPROVAL_DECISIONS: dict[str, str] = {"approved": "approve", "rejected": "reject", "edited": "edit"}
+
+
+class StopRequested(Exception):
+    """The trainer must leave the step it is in (it waits for manual approvals) without finishing it:
+    the worker is shutting down (``action`` None) or a human asked to pause or cancel the run. The
+    step is redone from the last checkpoint when the run resumes, with the approval rows as decided."""
+
+    def __init__(self, reason: str, action: str | None = None) -> None:
+        super().__init__(reason)
+        self.action = action
+
+
+def exchange_payload(s: Session, exchange_id: int) -> dict | None:
+    """A stored exchange rebuilt as the trainer's exchange event dict (what overrides and replays need)."""
+    row = s.execute(
+        select(Exchange, Rollout, Prompt, Step.step)
+        .join(Rollout, Rollout.id == Exchange.rollout_id)
+        .join(Prompt, Prompt.id == Rollout.prompt_id)
+        .join(Step, Step.id == Exchange.step_id)
+        .where(Exchange.id == exchange_id)).first()
+    if row is None:
+        return None
+    x, r, p, step_index = row
+    fb = s.get(Feedback, x.feedback_id) if x.feedback_id is not None else None
+    return {
+        "type": "exchange", "key": x.key, "round": x.round, "direction": x.direction, "step": step_index,
+        "global_step": x.global_step, "tutee": x.tutee, "tutor": x.tutor, "prompt_id": p.item_key,
+        "domain": x.domain, "question": p.question, "choices": list(p.choices or []), "labels": list(p.labels or []),
+        "gold": p.gold, "rollout_text": r.text, "token_ids": list(r.token_ids), "answer": r.answer,
+        "correct": bool(r.correct), "s_index": x.s_index, "s_text": x.s_text, "tokens": x.tokens,
+        "concept": fb.concept if fb else None, "category": x.category,
+        "feedback_used": fb.used_text if fb else None, "prompt_index": r.prompt_index,
+        "rollout_index": r.rollout_index,
+    }
+
+
+def resolve_tutor_checkpoint(value: str | None, out_dir: Path, tutor: str) -> str | None:
+    """A replay's ``tutor_checkpoint``: a student checkpoint directory, or a checkpoint tag of this run
+    (``task-000007``), or a run checkpoint directory (the tutor's sub-directory is used)."""
+    if not value:
+        return None
+    p = Path(value)
+    for cand in (p, out_dir / "checkpoints" / value):
+        if (cand / "model").is_dir():
+            return str(cand)
+        if (cand / tutor / "model").is_dir():
+            return str(cand / tutor)
+    return value  # let the core report what is missing
+
+
+class DBControls:
+    def __init__(self, factory: sessionmaker[Session], run_id: int, worker_id: int, *, students: list[str],
+                 out_dir: Path, stop: threading.Event, lost: threading.Event | None = None,
+                 approval_poll_s: float = 0.5) -> None:
+        self.factory = factory
+        self.run_id = run_id
+        self.worker_id = worker_id
+        self.students = list(students)
+        self.out_dir = Path(out_dir)
+        self.stop = stop
+        self.lost = lost or threading.Event()
+        self.approval_poll_s = approval_poll_s
+        self.shutdown = False          # True when the last poll paused because the worker is stopping
+        self.last_action: str = "continue"
+
+    # --- between steps ------------------------------------------------------------------------------
+    def poll(self, position: dict) -> ControlBatch:
+        if self.lost.is_set():
+            raise RunLost(self.run_id)
+        batch = ControlBatch()
+        with session_scope(self.factory) as s:
+            fence(s, self.run_id, self.worker_id)
+            run = s.get(Run, self.run_id)
+            requested = run.requested_action
+            for ov in s.scalars(select(Override).where(Override.run_id == self.run_id, Override.status == "pending")
+                                .order_by(Override.id)):
+                item = self._override(s, ov)
+                if item is None:
+                    ov.status = "rejected"
+                    s.add(Event(run_id=self.run_id, type="override_rejected", ref_id=ov.id,
+                                payload={"kind": ov.kind, "reason": "not applicable to this run"}))
+                elif isinstance(item, RunOverride):
+                    batch.run_overrides.append(item)
+                else:
+                    batch.exchange_overrides.append(item)
+            for rp in s.scalars(select(Replay).where(Replay.run_id == self.run_id, Replay.status == "queued")
+                                .order_by(Replay.id)):
+                ex = exchange_payload(s, rp.exchange_id)
+                claimed = s.execute(update(Replay).where(Replay.id == rp.id, Replay.status == "queued")
+                                    .values(status="running", worker_id=self.worker_id, started_at=utcnow())
+                                    .execution_options(synchronize_session=False)).rowcount == 1
+                if not claimed:
+                    continue
+                if ex is None:
+                    rp.status, rp.error, rp.finished_at = "failed", "exchange not found", utcnow()
+                    continue
+                inputs = rp.inputs or {}
+                batch.replays.append(ReplayRequest(
+                    str(rp.id), ex, feedback=inputs.get("feedback"),
+                    tutor_checkpoint=resolve_tutor_checkpoint(inputs.get("tutor_checkpoint"), self.out_dir,
+                                                              ex["tutor"])))
+        if requested in ("pause", "cancel"):
+            batch.action = requested
+        elif self.stop.is_set():
+            batch.action = "pause"
+            self.shutdown = True
+        self.last_action = batch.action
+        return batch
+
+    def _override(self, s: Session, ov: Override) -> RunOverride | ExchangeOverride | None:
+        payload = ov.payload or {}
+        if ov.exchange_id is None:
+            if ov.kind not in RUN_OVERRIDE_KINDS:
+                return None
+            if ov.kind in ("force_tutor", "mute_tutor", "clear_tutor"):
+                student = payload.get("student")
+                if student not in self.students:
+                    return None
+                return RunOverride(str(ov.id), ov.kind, student=student, author=ov.author)
+            value = payload.get("value")
+            if ov.kind == "set_tau":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10:
+                    return None
+                return RunOverride(str(ov.id), ov.kind, value=float(value), author=ov.author)
+            if value not in GATE_MODES:
+                return None
+            return RunOverride(str(ov.id), ov.kind, value=value, author=ov.author)
+        if ov.kind not in EXCHANGE_OVERRIDE_KINDS:
+            return None
+        ex = exchange_payload(s, ov.exchange_id)
+        if ex is None or s.get(Exchange, ov.exchange_id).run_id != self.run_id:
+            return None
+        text = payload.get("text")
+        if ov.kind == "edit" and not (isinstance(text, str) and text.strip()):
+            return None
+        return ExchangeOverride(str(ov.id), ov.kind, ex, text=text if ov.kind == "edit" else None, author=ov.author)
+
+    # --- manual approval ---------------------------------------------------------------------------------
+    def decide(self, pending: list[ApprovalRequest], timeout_s: float,
+               default: Literal["approve", "reject"]) -> dict[str, Decision]:
+        if not pending:
+            return {}
+        keys = [p.exchange_id for p in pending]
+        deadline = utcnow() + timedelta(seconds=timeout_s)
+        with session_scope(self.factory) as s:
+            fence(s, self.run_id, self.worker_id)
+            existing = set(s.scalars(select(Approval.exchange_key).where(
+                Approval.run_id == self.run_id, Approval.exchange_key.in_(keys))))
+            new = [Approval(run_id=self.run_id, exchange_key=p.exchange_id, payload=json_safe(p.exchange),
+                            status="pending", deadline=deadline) for p in pending if p.exchange_id not in existing]
+            s.add_all(new)
+            s.flush()
+            for a in new:
+                s.add(Event(run_id=self.run_id, type="approval", ref_id=a.id,
+                            payload={"key": a.exchange_key, "status": "pending", "deadline": deadline.isoformat()}))
+        while True:
+            if self.lost.is_set():
+                raise RunLost(self.run_id)
+            now = utcnow()
+            with session_scope(self.factory) as s:
+                requested = s.scalar(select(Run.requested_action).where(Run.id == self.run_id))
+                if requested in ("pause", "cancel"):
+                    raise StopRequested(f"{requested} requested while waiting for approvals", action=requested)
+                rows = list(s.scalars(select(Approval).where(Approval.run_id == self.run_id,
+                                                             Approval.exchange_key.in_(keys))))
+                waiting = [a for a in rows if a.status == "pending"]
+                expired = [a for a in waiting if a.deadline is None or a.deadline <= now]
+                if expired:
+                    fence(s, self.run_id, self.worker_id)
+                    for a in expired:
+                        # conditional: a human decision committed meanwhile wins over the timeout
+                        if s.execute(update(Approval).where(Approval.id == a.id, Approval.status == "pending")
+                                     .values(status="timed_out", decided_at=now, decided_by="timeout")
+                                     .execution_options(synchronize_session=False)).rowcount:
+                            s.add(Event(run_id=self.run_id, type="approval", ref_id=a.id,
+                                        payload={"key": a.exchange_key, "status": "timed_out"}))
+                    continue_polling = True
+                else:
+                    continue_polling = bool(waiting)
+                    decided = {a.exchange_key: (a.status, a.text) for a in rows}
+            if expired:
+                continue  # re-read the rows just timed out (or decided at the last moment)
+            if not continue_polling:
+                break
+            if self.stop.is_set():
+                raise StopRequested("worker stopping while waiting for approvals")
+            next_deadline = min(a.deadline for a in waiting)
+            self.stop.wait(max(0.0, min(self.approval_poll_s, (next_deadline - utcnow()).total_seconds())))
+        out: dict[str, Decision] = {}
+        for key in keys:
+            status, text = decided[key]
+            if status == "timed_out":
+                out[key] = (default, None)
+            else:
+                out[key] = (APPROVAL_DECISIONS[status], text)  # type: ignore[assignment]
+        return out

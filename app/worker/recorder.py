@@ -1,0 +1,383 @@
+"""The database observer: the trainer's events become rows, one transaction per step.
+
+Why buffer: a step produces dozens to thousands of rows (rollouts, feedback, exchanges, metrics).
+Writing them one transaction per row would make SQLite fsync per row and the dashboard see half a
+step. The recorder keeps the events in memory and writes them in one transaction when a ``step``,
+``checkpoint``, ``finish``, ``run_start`` or ``resume`` event arrives, and right before the trainer
+writes a checkpoint to disk (``flush()``, called by the worker's trainer), so that the database never
+lags behind a checkpoint file: a checkpoint on disk implies every event before it is in the database.
+
+Each transaction starts with the ownership fence (``claim.fence``: a worker that lost its run writes
+nothing) and inserts, per trainer event, its row(s) and one ``event`` row (the SSE stream: type,
+``ref_id`` = the row id, a small payload) in the trainer's order. Rollouts, feedback, prompts and
+metric rows are parts of an exchange or a step and ride on that row's event.
+
+Exact resume. The database may hold rows written after the checkpoint a resumed trainer restores
+from (a worker killed between a step's transaction and the next checkpoint). The trainer numbers
+its events and every checkpoint records ``events_before``; the ``checkpoint`` row stores it. On
+``resume`` the recorder finds the row of the checkpoint on disk (same tag and ``events_before``) and
+its event row: every trainer-derived event row after that one, and the rows they point to, belong
+to work the resumed trainer will redo. They are deleted (steps cascade to their rollouts, feedback
+and exchanges; metrics go with their steps) and overrides applied after it go back to ``pending``
+(they are handed to the trainer again). When no row matches, the checkpoint on disk is newer than
+everything the database holds (the worker died between writing it and recording it), so nothing
+is deleted and the missing checkpoint row is recorded. Because every row is tied to an event by
+position rather than by step number, this also covers gate records re-decided by an override in
+the middle of a round and overrides applied right before a pause (the pause checkpoint includes
+them, and they precede its event row, so they stay applied). A fresh start (``run_start``) deletes
+all trainer-derived rows of the run. Human decisions (approval rows) and replay results are never
+deleted: they are inputs, not outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import session_scope
+from app.models import (BreakSample, Checkpoint, EvalResult, Event, Exchange, Feedback, GateRecord, Metric, Override,
+                        Prompt, Replay, Rollout, Run, Step, Worker)
+from app.types import utcnow
+from app.worker.claim import fence, stale_before
+
+log = logging.getLogger(__name__)
+
+#: Event rows derived from trainer output: deleted when the work they record is redone.
+TRAINER_EVENT_TYPES = ("run_start", "resume", "gate", "exchange", "break", "step", "eval", "checkpoint", "override")
+#: Events that flush the buffer (plus ``flush()`` before every checkpoint write).
+FLUSH_ON = ("step", "checkpoint", "finish", "run_start", "resume")
+
+
+def json_safe(value: Any) -> Any:
+    """JSON-able copy with non-finite floats as None (PostgreSQL's JSONB rejects NaN/Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _checkpoint_round(after: list | None) -> int | None:
+    return after[1] if after and len(after) > 1 and isinstance(after[1], int) else None
+
+
+class Recorder:
+    """``opcod_core.observer.Observer`` writing into the database for one held run."""
+
+    def __init__(self, factory: sessionmaker[Session], run_id: int, worker_id: int, out_dir: str | Path,
+                 stale_after_s: float = 30.0) -> None:
+        self.factory = factory
+        self.run_id = run_id
+        self.worker_id = worker_id
+        self.out_dir = Path(out_dir)
+        self.stale_after_s = stale_after_s
+        self.buffer: list[dict] = []
+        self.transactions = 0
+        self._prompt_ids: dict[str, int] | None = None
+
+    # --- observer ---------------------------------------------------------------------------------
+    def on_event(self, event: dict) -> None:
+        self.buffer.append(event)
+        if event["type"] in FLUSH_ON:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything buffered in one fenced transaction (nothing when the buffer is empty)."""
+        if not self.buffer:
+            return
+        events, self.buffer = self.buffer, []
+        with session_scope(self.factory) as s:
+            fence(s, self.run_id, self.worker_id)
+            self._write(s, events)
+        self.transactions += 1
+
+    # --- writing ----------------------------------------------------------------------------------
+    def _prompts(self, s: Session) -> dict[str, int]:
+        if self._prompt_ids is None:
+            self._prompt_ids = dict(s.execute(select(Prompt.item_key, Prompt.id).where(Prompt.run_id == self.run_id)).all())
+        return self._prompt_ids
+
+    def _write(self, s: Session, events: list[dict]) -> None:
+        run_id = self.run_id
+        run = s.get(Run, run_id)
+        for e in events:
+            if e["type"] == "run_start":
+                self._wipe(s)
+                run.next_task, run.progress, run.summary = 0, None, None
+                if e.get("tasks"):
+                    run.total_tasks = e["tasks"]
+            elif e["type"] == "resume":
+                self._cleanup_after_checkpoint(s)
+                run.next_task = e["next_task"]
+
+        rows: list[Any] = [None] * len(events)   # the row each event's event row points to
+        steps: dict[int, Step] = {}
+        for i, e in enumerate(events):
+            t = e["type"]
+            if t == "step":
+                row = Step(run_id=run_id, round=e["round"], direction=e["direction"], step=e["step"],
+                           global_step=e["global_step"], tutee=e["tutee"], tutor=e["tutor"],
+                           loss=_finite(e.get("loss")), metrics=json_safe(e.get("metrics") or {}))
+                steps[e["global_step"]] = row
+            elif t == "gate":
+                row = GateRecord(run_id=run_id, round=e["round"], student=e["student"], scores=json_safe(e["scores"]),
+                                 best=json_safe(e["best"]), delta=e["delta"], tau=e["tau"], mode=e["mode"],
+                                 decision=e["decision"], source=e.get("source") or "auto",
+                                 allowed_domains=e.get("allowed_domains"), reason=e.get("reason") or "",
+                                 split=e.get("split"), k=e.get("k"), note=e.get("note"))
+            elif t == "eval":
+                row = EvalResult(run_id=run_id, round=e["round"], student=e["student"], domain=e["domain"],
+                                 split=e.get("split") or "test", k=e["k"], accuracy=e["accuracy"],
+                                 n_items=e.get("n_items") or 0)
+            elif t == "break":
+                row = BreakSample(run_id=run_id, exchange_key=e["exchange_key"], round=e["round"],
+                                  direction=e["direction"], global_step=e["global_step"], tutee=e["tutee"],
+                                  tutor=e["tutor"], tutor_cognizant=bool(e["tutor_cognizant"]),
+                                  difficulty=e["difficulty"], correct_with_sf=bool(e["correct_with_sf"]),
+                                  correct_with_s=bool(e["correct_with_s"]), broken=bool(e["broken"]))
+            elif t == "checkpoint":
+                row = Checkpoint(run_id=run_id, tag=e["tag"], path=e["path"], next_task=e["next_task"],
+                                 round=_checkpoint_round(e.get("after")), events_before=e.get("events_before"),
+                                 permanent=bool(e.get("permanent")))
+                run.next_task = e["next_task"]
+            else:
+                continue
+            rows[i] = row
+            s.add(row)
+        s.flush()
+
+        exchanges = [(i, e) for i, e in enumerate(events) if e["type"] == "exchange"]
+        if exchanges:
+            self._write_exchanges(s, exchanges, steps, rows)
+
+        now = utcnow()
+        for i, e in enumerate(events):
+            t = e["type"]
+            if t == "override" and str(e.get("id", "")).isdigit():
+                oid = int(e["id"])
+                s.execute(update(Override).where(Override.id == oid, Override.run_id == run_id)
+                          .values(status="applied", applied_at=now, applied_at_step=e.get("applied_at_step"))
+                          .execution_options(synchronize_session=False))
+                rows[i] = oid
+            elif t == "replay" and str(e.get("id", "")).isdigit():
+                rid = int(e["id"])
+                ok = e.get("status") == "done"
+                s.execute(update(Replay).where(Replay.id == rid, Replay.run_id == run_id)
+                          .values(status="done" if ok else "failed", result=json_safe(e.get("result")) if ok else None,
+                                  error=None if ok else (e.get("error") or "replay failed"), finished_at=now)
+                          .execution_options(synchronize_session=False))
+                rows[i] = rid
+            elif t == "finish" and e.get("summary") is not None:
+                run.summary = json_safe(e["summary"])
+
+        for gs in sorted(steps):
+            st = steps[gs]
+            for key, value in (st.metrics or {}).items():
+                v = _finite(value)
+                if v is not None:
+                    s.add(Metric(run_id=run_id, global_step=gs, key=key[:128], value=v))
+        if steps:
+            last = steps[max(steps)]
+            run.progress = {"round": last.round, "direction": last.direction, "step": last.step,
+                            "global_step": last.global_step}
+
+        for i, e in enumerate(events):
+            payload = self._event_payload(e)
+            if payload is None:
+                continue
+            ref = rows[i]
+            s.add(Event(run_id=run_id, type=e["type"], ref_id=ref if isinstance(ref, int) or ref is None else ref.id,
+                        payload=json_safe(payload)))
+        s.flush()
+
+    def _write_exchanges(self, s: Session, exchanges: list[tuple[int, dict]], steps: dict[int, Step],
+                         rows: list[Any]) -> None:
+        run_id = self.run_id
+        prompts = self._prompts(s)
+        new_prompts: dict[str, Prompt] = {}
+        for _, e in exchanges:
+            key = str(e["prompt_id"])
+            if key not in prompts and key not in new_prompts:
+                labels = list(e.get("labels") or [])
+                new_prompts[key] = Prompt(run_id=run_id, item_key=key, domain=e["domain"], split="train",
+                                          answer_type="mcq" if labels else "numeric", question=e["question"],
+                                          choices=list(e.get("choices") or []), labels=labels, gold=str(e["gold"]))
+        if new_prompts:
+            s.add_all(new_prompts.values())
+            s.flush()
+            prompts.update({k: p.id for k, p in new_prompts.items()})
+
+        step_ids: dict[int, int] = {g: st.id for g, st in steps.items()}
+        missing = {e["global_step"] for _, e in exchanges} - set(step_ids)
+        if missing:  # exchanges are always flushed with their step; kept for robustness
+            step_ids.update(dict(s.execute(select(Step.global_step, Step.id).where(
+                Step.run_id == run_id, Step.global_step.in_(missing))).all()))
+
+        rollouts = []
+        for _, e in exchanges:
+            r = Rollout(run_id=run_id, step_id=step_ids[e["global_step"]], student=e["tutee"],
+                        prompt_id=prompts[str(e["prompt_id"])], prompt_index=e.get("prompt_index"),
+                        rollout_index=e.get("rollout_index"), text=e["rollout_text"], token_ids=list(e["token_ids"]),
+                        answer=e.get("answer"), correct=bool(e["correct"]))
+            rollouts.append(r)
+        s.add_all(rollouts)
+        s.flush()
+
+        feedbacks: list[Feedback | None] = []
+        for (_, e), r in zip(exchanges, rollouts, strict=True):
+            human = e.get("feedback_source") == "human"
+            if e.get("feedback_raw") is not None or human:
+                fb = Feedback(rollout_id=r.id, tutor=e["tutor"], raw=e.get("feedback_raw"), concept=e.get("concept"),
+                              category=e.get("category"), sanitised=e.get("feedback_sanitised"),
+                              redactions=json_safe(e.get("redactions") or []), used_text=e.get("feedback_used"),
+                              source="human" if human else "model", approval=e.get("approval"))
+                s.add(fb)
+            else:
+                fb = None
+            feedbacks.append(fb)
+        s.flush()
+
+        origin_keys = {e["origin_key"] for _, e in exchanges if e.get("origin_key")}
+        origins = dict(s.execute(select(Exchange.key, Exchange.id).where(
+            Exchange.run_id == run_id, Exchange.key.in_(origin_keys))).all()) if origin_keys else {}
+        for (i, e), r, fb in zip(exchanges, rollouts, feedbacks, strict=True):
+            ov = e.get("override_id")
+            x = Exchange(run_id=run_id, key=e["key"], step_id=r.step_id, rollout_id=r.id,
+                         feedback_id=fb.id if fb is not None else None, round=e["round"], direction=e["direction"],
+                         global_step=e["global_step"], tutee=e["tutee"], tutor=e["tutor"], domain=e["domain"],
+                         correct=bool(e["correct"]), category=e.get("category"),
+                         human_edited=e.get("feedback_source") == "human",
+                         origin_exchange_id=origins.get(e.get("origin_key")),
+                         override_id=int(ov) if ov is not None and str(ov).isdigit() else None,
+                         s_index=e.get("s_index"), s_text=e.get("s_text"), context_used=e.get("context_used") or "none",
+                         skipped=bool(e.get("skipped")), teacher_context=e.get("teacher_context"),
+                         tokens=e.get("tokens"), student_logprob=e.get("student_logprob"),
+                         divergence=e.get("divergence"), divergence_s_only=e.get("divergence_s_only"),
+                         loss=_finite(e.get("loss")))
+            rows[i] = x
+            s.add(x)
+        s.flush()
+
+    @staticmethod
+    def _event_payload(e: dict) -> dict | None:
+        t = e["type"]
+        pos = {k: e.get(k) for k in ("round", "direction", "global_step")}
+        if t == "exchange":
+            return {"key": e["key"], **pos, "domain": e.get("domain"), "correct": e.get("correct"),
+                    "category": e.get("category"), "tutee": e.get("tutee"),
+                    "human": e.get("feedback_source") == "human"}
+        if t == "step":
+            return {**pos, "step": e.get("step"), "tutee": e.get("tutee"), "tutor": e.get("tutor"), "loss": e.get("loss")}
+        if t == "gate":
+            return {"round": e["round"], "student": e["student"], "decision": e["decision"], "delta": e["delta"],
+                    "tau": e["tau"], "mode": e["mode"], "source": e.get("source"), "note": e.get("note")}
+        if t == "eval":
+            return {"round": e["round"], "student": e["student"], "domain": e["domain"], "accuracy": e["accuracy"]}
+        if t == "break":
+            return {"exchange_key": e["exchange_key"], **pos, "broken": e.get("broken")}
+        if t == "checkpoint":
+            return {"tag": e["tag"], "next_task": e["next_task"]}
+        if t == "override":
+            return {"status": "applied", "kind": e.get("kind"), "applied_at_step": e.get("applied_at_step"),
+                    "exchange_key": e.get("exchange_key")}
+        if t == "replay":
+            return {"status": e.get("status"), "exchange_key": e.get("exchange_key")}
+        if t == "run_start":
+            return {"tasks": e.get("tasks"), "steps": e.get("steps")}
+        if t == "resume":
+            return {"next_task": e.get("next_task")}
+        return None  # finish: the worker writes the run's status event
+
+    # --- exact resume ------------------------------------------------------------------------------
+    def _wipe(self, s: Session) -> None:
+        """A fresh start: remove every trainer-derived row of the run; applied overrides apply again."""
+        run_id = self.run_id
+        for model in (Exchange, Step, GateRecord, EvalResult, BreakSample, Checkpoint, Metric):
+            s.execute(delete(model).where(model.run_id == run_id))
+        self._delete_events(s, [eid for eid, _, _ in self._worker_events(s, after_id=0)])
+        s.execute(update(Override).where(Override.run_id == run_id, Override.status == "applied")
+                  .values(status="pending", applied_at=None, applied_at_step=None))
+        self._requeue_orphan_replays(s)
+
+    def _cleanup_after_checkpoint(self, s: Session) -> None:
+        """Delete what was written after the checkpoint the trainer restored (module docstring)."""
+        from opcod_core.checkpoint import latest_checkpoint, load_state
+
+        run_id = self.run_id
+        path = latest_checkpoint(self.out_dir)
+        if path is None:  # the trainer only emits ``resume`` after restoring one
+            raise RuntimeError(f"run {run_id}: resumed without a checkpoint in {self.out_dir}")
+        state = load_state(path)
+        ck = s.execute(select(Checkpoint).where(
+            Checkpoint.run_id == run_id, Checkpoint.tag == path.name,
+            Checkpoint.events_before == state["events_written"]).order_by(Checkpoint.id.desc()).limit(1)).scalar()
+        if ck is None:
+            log.info("run %s: checkpoint %s is newer than the database; nothing to undo", run_id, path.name)
+            ck = Checkpoint(run_id=run_id, tag=path.name, path=str(path), next_task=state["next_task"],
+                            round=None, events_before=state["events_written"], permanent=bool(state.get("permanent")))
+            s.add(ck)
+            s.flush()
+            s.add(Event(run_id=run_id, type="checkpoint", ref_id=ck.id,
+                        payload={"tag": ck.tag, "next_task": ck.next_task, "recovered": True}))
+            self._requeue_orphan_replays(s)
+            return
+        cut = s.execute(select(Event.id).where(Event.run_id == run_id, Event.type == "checkpoint",
+                                               Event.ref_id == ck.id).order_by(Event.id.desc()).limit(1)).scalar()
+        if cut is None:
+            raise RuntimeError(f"run {run_id}: checkpoint row {ck.id} has no event row")
+        later = self._worker_events(s, after_id=cut)
+        ids: dict[str, list[int]] = {}
+        for _, t, ref in later:
+            if ref is not None:
+                ids.setdefault(t, []).append(ref)
+        step_ids = ids.get("step", [])
+        if step_ids:
+            gsteps = list(s.execute(select(Step.global_step).where(Step.id.in_(step_ids))).scalars())
+            if gsteps:
+                s.execute(delete(Metric).where(Metric.run_id == run_id, Metric.global_step.in_(gsteps)))
+        for t, model in (("step", Step), ("gate", GateRecord), ("eval", EvalResult),
+                         ("break", BreakSample), ("checkpoint", Checkpoint)):
+            if ids.get(t):
+                s.execute(delete(model).where(model.run_id == run_id, model.id.in_(ids[t])))
+        if ids.get("override"):
+            s.execute(update(Override).where(Override.run_id == run_id, Override.id.in_(ids["override"]),
+                                             Override.status == "applied")
+                      .values(status="pending", applied_at=None, applied_at_step=None))
+        self._delete_events(s, [eid for eid, _, _ in later])
+        if later:
+            log.info("run %s: resumed from %s; undid %d events written after it", run_id, path.name, len(later))
+        self._requeue_orphan_replays(s)
+
+    def _worker_events(self, s: Session, after_id: int) -> list[tuple[int, str, int | None]]:
+        """(id, type, ref_id) of the event rows this recorder derived from trainer events after ``after_id``.
+        The web side also writes ``override`` events (when a human posts one); only ours say ``applied``."""
+        rows = s.execute(select(Event.id, Event.type, Event.ref_id, Event.payload).where(
+            Event.run_id == self.run_id, Event.id > after_id, Event.type.in_(TRAINER_EVENT_TYPES))
+            .order_by(Event.id)).all()
+        return [(eid, t, ref) for eid, t, ref, payload in rows
+                if t != "override" or (payload or {}).get("status") == "applied"]
+
+    @staticmethod
+    def _delete_events(s: Session, ids: list[int]) -> None:
+        for i in range(0, len(ids), 500):
+            s.execute(delete(Event).where(Event.id.in_(ids[i:i + 500])))
+
+    def _requeue_orphan_replays(self, s: Session) -> None:
+        """Replays of this run claimed by a worker that died before storing the result: queue them again."""
+        cutoff = stale_before(self.stale_after_s)
+        dead = select(Worker.id).where(Worker.heartbeat_at < cutoff)
+        s.execute(update(Replay).where(
+            Replay.run_id == self.run_id, Replay.status == "running",
+            (Replay.worker_id.is_(None)) | (Replay.worker_id == self.worker_id) | Replay.worker_id.in_(dead))
+            .values(status="queued", worker_id=None, started_at=None).execution_options(synchronize_session=False))

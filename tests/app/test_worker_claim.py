@@ -1,0 +1,139 @@
+"""Claiming runs (atomic, stale takeover), heartbeats, the ownership fence and failing runs, on
+SQLite and PostgreSQL. No training here: these are fast."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+sys.path.insert(0, str(Path(__file__).parent))
+import worker_support as ws  # noqa: E402
+
+from app.db import make_engine, session_factory, session_scope  # noqa: E402
+from app.models import Event, Run, Worker as WorkerRow  # noqa: E402
+from app.types import utcnow  # noqa: E402
+from app.worker.claim import (Heartbeat, RunLost, candidates, claim_next, fence, register_worker,  # noqa: E402
+                              try_claim)
+
+
+@pytest.fixture
+def factory(db_url):
+    eng = make_engine(db_url)
+    yield session_factory(eng)
+    eng.dispose()
+
+
+def _run(factory, status="queued", heartbeat_age_s: float | None = None, worker_id=None) -> int:
+    with session_scope(factory) as s:
+        hb = None if heartbeat_age_s is None else utcnow() - timedelta(seconds=heartbeat_age_s)
+        r = Run(name="r", config={}, status=status, heartbeat_at=hb, worker_id=worker_id)
+        s.add(r)
+        s.flush()
+        return r.id
+
+
+def test_two_claims_of_one_queued_run_have_one_winner(factory):
+    rid = _run(factory)
+    w1, w2 = register_worker(factory, "one"), register_worker(factory, "two")
+    with factory() as s:
+        seen = candidates(s, stale_after_s=30)
+    assert [c.id for c in seen] == [rid]
+    # both saw the same snapshot; they claim one after the other
+    with session_scope(factory) as s:
+        first = try_claim(s, seen[0], w1)
+    with session_scope(factory) as s:
+        second = try_claim(s, seen[0], w2)
+    assert (first, second) == (True, False)
+    run = ws.get_run(factory, rid)
+    assert run.status == "running" and run.worker_id == w1 and run.heartbeat_at is not None
+    assert run.started_at is not None
+    assert ws.count(factory, Event, Event.run_id == rid, Event.type == "status") == 1
+
+
+def test_concurrent_claimers_one_run_exactly_one_wins(factory):
+    rid = _run(factory)
+    workers = [register_worker(factory, f"w{i}") for i in range(4)]
+    barrier = threading.Barrier(len(workers))
+    results: dict[int, object] = {}
+
+    def claim(wid):
+        barrier.wait()
+        results[wid] = claim_next(factory, wid, stale_after_s=30)
+
+    threads = [threading.Thread(target=claim, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    winners = [w for w, c in results.items() if c is not None]
+    assert len(results) == 4 and len(winners) == 1
+    assert results[winners[0]].id == rid and ws.get_run(factory, rid).worker_id == winners[0]
+
+
+def test_stale_running_runs_are_claimable_fresh_ones_are_not(factory):
+    dead = register_worker(factory, "dead")
+    alive = register_worker(factory, "alive")
+    fresh = _run(factory, "running", heartbeat_age_s=0.5, worker_id=alive)
+    stale = _run(factory, "running", heartbeat_age_s=3600, worker_id=dead)
+    _run(factory, "paused")
+    _run(factory, "finished")
+    with factory() as s:
+        assert [c.id for c in candidates(s, stale_after_s=30)] == [stale]
+    me = register_worker(factory, "me")
+    got = claim_next(factory, me, stale_after_s=30)
+    assert got is not None and got.id == stale and got.taken_over
+    assert claim_next(factory, me, stale_after_s=30) is None
+    assert ws.get_run(factory, fresh).worker_id == alive
+    with factory() as s:
+        ev = s.scalars(select(Event).where(Event.run_id == stale, Event.type == "status")).one()
+    assert ev.payload["taken_over"] is True and ev.payload["previous_worker_id"] == dead
+
+
+def test_heartbeat_refreshes_and_detects_a_lost_run(factory):
+    wid = register_worker(factory, "hb")
+    rid = _run(factory)
+    assert claim_next(factory, wid, stale_after_s=30).id == rid
+    before = ws.get_run(factory, rid).heartbeat_at
+    hb = Heartbeat(factory, wid, interval=0.05)
+    hb.hold(rid)
+    hb.start()
+    try:
+        ws.wait_for(lambda: ws.get_run(factory, rid).heartbeat_at > before, 30, what="a heartbeat")
+        with factory() as s:
+            assert s.get(WorkerRow, wid).status == "busy"
+        other = register_worker(factory, "other")
+        with session_scope(factory) as s:  # another worker took the run over
+            s.execute(update(Run).where(Run.id == rid).values(worker_id=other))
+        ws.wait_for(hb.lost.is_set, 30, what="the heartbeat to notice the takeover")
+        with pytest.raises(RunLost):
+            with session_scope(factory) as s:
+                fence(s, rid, wid)
+    finally:
+        hb.stop()
+
+
+def test_a_failing_run_is_marked_failed_and_the_worker_goes_on(db_url, tmp_path):
+    from app.worker.loop import Worker
+
+    eng = make_engine(db_url)
+    factory = session_factory(eng)
+    bad_config = _run(factory)
+    with session_scope(factory) as s:
+        s.execute(update(Run).where(Run.id == bad_config).values(config={"rollout": {"n": 0}}))
+    bad_data = ws.enqueue(factory, ws.small_config(data={"source": "jsonl", "path": str(tmp_path / "missing.jsonl")}))
+    worker = Worker(ws.make_settings(tmp_path, db_url, tmp_path / "cache"), engine=eng)
+    assert worker.run(once=True) == 0
+    assert worker.processed == [(bad_config, "failed"), (bad_data, "failed")]
+    for rid in (bad_config, bad_data):
+        run = ws.get_run(factory, rid)
+        assert run.status == "failed" and run.worker_id is None and run.finished_at is not None
+        assert run.error and "Error" in run.error.splitlines()[0]
+    assert "rollout" in ws.get_run(factory, bad_config).error
+    with factory() as s:
+        assert s.scalars(select(WorkerRow.status)).all() == ["stopped"]
+    eng.dispose()

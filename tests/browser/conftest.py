@@ -1,0 +1,116 @@
+"""Browser tests: Playwright driving Debian's Chromium (DESIGN section 7) against a real uvicorn server.
+
+The server runs ``create_app`` in a background thread on a free loopback port, on a SQLite database
+migrated by Alembic and seeded through the real ORM models (``tests/app/test_web_seed.py``). Chromium
+is the system package (``/usr/bin/chromium``); ``playwright install`` is never run (it downloads a
+browser). Every test saves a screenshot to ``.cache/browser-artifacts/<test>.png`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("OPCOD_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+ARTIFACTS = ROOT / ".cache" / "browser-artifacts"
+
+
+def _load_seed():
+    spec = importlib.util.spec_from_file_location("opcod_web_seed", ROOT / "tests" / "app" / "test_web_seed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+seed = _load_seed()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, url: str, db_url: str, ids: dict, sessions) -> None:
+        self.url = url
+        self.db_url = db_url
+        self.ids = ids
+        self.sessions = sessions  # a session factory on the same database (to play the worker)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    import uvicorn
+
+    from app.db import make_engine, session_factory, upgrade
+    from app.main import create_app
+    from app.settings import Settings
+
+    data = tmp_path_factory.mktemp("opcod-browser")
+    db_url = f"sqlite:///{data / 'opcod.db'}"
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    sf = session_factory(engine)
+    ids = {}
+    with sf() as s:
+        ids["plain"] = seed.seed_run(s, name="plain run", status="running")
+    with sf() as s:
+        ids["xss"] = seed.seed_run(s, name="xss run", status="running", xss=True)
+    with sf() as s:
+        ids["manual"] = seed.seed_run(s, name="manual run", status="running", approval="manual")
+    with sf() as s:
+        ids["live"] = seed.seed_run(s, name="live run", status="running", steps=2, per_step=2)
+    app = create_app(Settings(database_url=db_url, data_dir=data), sse_poll_s=0.2)
+    from app import web
+
+    web.install(app)  # a no-op when create_app already mounted the dashboard
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield LiveServer(f"http://127.0.0.1:{port}", db_url, ids, sf)
+    server.should_exit = True
+    thread.join(timeout=10)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium (or set OPCOD_CHROMIUM)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.js_errors = errors
+    yield pg
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    finally:
+        context.close()
