@@ -2,20 +2,27 @@
 
 The app never trains: it reads what workers write and writes requests for them (DESIGN section 3,
 docs/database-contract.md). One ``Guard`` middleware runs before anything else reads the request:
-it checks the bearer token on ``/api/`` paths when ``settings.api_token`` is set (so an unauthenticated
-client gets 401 whatever its body), then refuses bodies over ``settings.max_body_bytes`` with 413,
+when ``settings.api_token`` is set it lets a request through only with ``Authorization: Bearer <token>``
+or the session cookie set by ``/login`` (browsers cannot put a header on an EventSource, so the
+dashboard's SSE rides on the cookie); API paths get 401, pages a redirect to ``/login``. Then it
+refuses bodies over ``settings.max_body_bytes`` with 413,
 whether or not the client sent a Content-Length. Errors of every kind share one JSON shape
 (``app.errors``). The HTML side (``app.web``), when present, is mounted by its own ``install(app)``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from contextlib import asynccontextmanager
+from http.cookies import SimpleCookie
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,10 +31,7 @@ from app.db import make_engine, session_factory
 from app.errors import error_response, install_error_handlers
 from app.services import ping
 from app.settings import Settings, get_settings
-
-#: How often an open SSE stream polls the event table when nothing new came (seconds).
-DEFAULT_SSE_POLL_S = 0.5
-
+from app.web import install as install_web
 
 class Guard:
     """Pure ASGI middleware: bearer auth for /api/ paths, then the request body size limit."""
@@ -35,15 +39,20 @@ class Guard:
     def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.cookie = session_cookie_value(token).encode() if token else None
         self.max = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.token is not None and scope["path"].startswith("/api/") and not self._authorized(scope):
-            await error_response(401, "missing or wrong bearer token (Authorization: Bearer <OPCOD_API_TOKEN>)",
-                                 headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        path = scope["path"]
+        if self.token is not None and not path.startswith(OPEN_PATHS) and not self._authorized(scope):
+            if path.startswith("/api/"):
+                await error_response(401, "missing or wrong bearer token (Authorization: Bearer <OPCOD_API_TOKEN>)",
+                                     headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            else:
+                await RedirectResponse(f"/login?next={quote(path)}", status_code=303)(scope, receive, send)
             return
         length = _header(scope, b"content-length")
         if length is not None:
@@ -82,10 +91,24 @@ class Guard:
     def _authorized(self, scope: Scope) -> bool:
         value = _header(scope, b"authorization") or b""
         scheme, _, token = value.partition(b" ")
-        return scheme.lower() == b"bearer" and secrets.compare_digest(token.strip(), self.token or b"")
+        if scheme.lower() == b"bearer" and secrets.compare_digest(token.strip(), self.token or b""):
+            return True
+        cookie = SimpleCookie((_header(scope, b"cookie") or b"").decode("latin-1")).get(SESSION_COOKIE)
+        return cookie is not None and secrets.compare_digest(cookie.value.encode(), self.cookie or b"")
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await error_response(413, f"request body larger than {self.max} bytes")(scope, receive, send)
+
+
+#: Paths that never need the token: liveness, the login form, static files (vendored JS/CSS) and the
+#: API description (it documents routes, it holds no data).
+OPEN_PATHS = ("/healthz", "/login", "/static/", "/docs", "/openapi.json")
+SESSION_COOKIE = "opcod_session"
+
+
+def session_cookie_value(token: str) -> str:
+    """What the session cookie holds: an HMAC of the token, so the token itself never sits in a cookie."""
+    return hmac.new(token.encode(), b"opcod-session-v1", hashlib.sha256).hexdigest()
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -105,13 +128,13 @@ def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = N
         engine.dispose()
 
     app = FastAPI(
-        title="OPCoD Studio", version="1", lifespan=lifespan, docs_url="/docs", openapi_url="/openapi.json",
+        title="OPCoD Studio", version="1", lifespan=lifespan, docs_url=None, openapi_url="/openapi.json",
         description="On-Policy Co-Distillation runs you can watch and steer. Errors are "
                     '`{"error": {"message", "fields": [{"path", "message"}]}}`.')
     app.state.settings = settings
     app.state.engine = engine
     app.state.db = session_factory(engine)
-    app.state.sse_poll_s = sse_poll_s if sse_poll_s is not None else getattr(settings, "sse_poll_s", DEFAULT_SSE_POLL_S)
+    app.state.sse_poll_s = sse_poll_s if sse_poll_s is not None else settings.sse_poll_s
     install_error_handlers(app)
     app.include_router(api_router())
 
@@ -123,24 +146,17 @@ def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = N
             return JSONResponse({"status": "error", "database": f"{type(exc).__name__}"}, status_code=503)
         return {"status": "ok", "database": "ok"}
 
-    _install_web(app)
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        """Swagger UI from the vendored files: the API docs work offline."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="OPCoD Studio API",
+                                   swagger_js_url="/static/vendor/swagger-ui-bundle-5.35.0.js",
+                                   swagger_css_url="/static/vendor/swagger-ui-5.35.0.css",
+                                   swagger_favicon_url="data:,")
+
+    install_web(app)
     app.add_middleware(Guard, token=settings.api_token, max_body_bytes=settings.max_body_bytes)
     return app
-
-
-def _install_web(app: FastAPI) -> None:
-    """Mount the HTML side when it exists (another module; the API works without it)."""
-    import importlib
-
-    try:
-        web = importlib.import_module("app.web")
-    except ModuleNotFoundError as err:
-        if err.name != "app.web":
-            raise
-        return
-    install = getattr(web, "install", None)
-    if install is not None:
-        install(app)
 
 
 __all__ = ["API_PREFIX", "create_app", "Guard"]

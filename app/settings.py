@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(None, description="Model and warm-up cache; default <data_dir>/cache.")
     approval_poll_s: float = Field(0.5, gt=0, description="How often a worker waiting for approvals polls.")
     poll_s: float = Field(1.0, gt=0, description="How often an idle worker looks for queued runs and replays.")
+    sse_poll_s: float = Field(0.5, gt=0, description="How often an open SSE stream looks for new events.")
 
     @property
     def runs_dir(self) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.web.auth import router as auth_router
 from app.web.pages import router
 from app.web.templating import STATIC_DIR
 
@@ -16,6 +17,7 @@ def install(app: FastAPI) -> None:
     if getattr(app.state, "web_installed", False):
         return
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.include_router(auth_router)
     app.include_router(router)
     app.state.web_installed = True
 

@@ -118,3 +118,22 @@ def test_importing_the_app_loads_no_model_code():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[2])
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_pages_and_sse_need_the_session_cookie_when_a_token_is_set(secured):
+    client = secured
+    r = client.get("/runs/new", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=/runs/new")
+    assert client.get("/static/app.css").status_code == 200
+    page = client.get("/login?next=/runs/new")
+    assert page.status_code == 200 and 'name="token"' in page.text
+    bad = client.post("/login", data={"token": "nope", "next": "/runs/new"}, follow_redirects=False)
+    assert bad.status_code == 401 and "opcod_session" not in bad.cookies
+    # an open redirect is refused: next must be a same-site path
+    r = client.post("/login", data={"token": TOKEN, "next": "//evil.example/"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert TOKEN not in r.headers["set-cookie"] and "httponly" in r.headers["set-cookie"].lower()
+    assert client.get("/runs/new").status_code == 200
+    assert client.get(f"{V1}/runs").status_code == 200  # the cookie also serves the dashboard's API calls
+    client.cookies.clear()
+    assert client.get(f"{V1}/runs").status_code == 401
