@@ -3,7 +3,6 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-RUN_DIR ?= runs/tiny-demo
 
 .PHONY: run test venv system-deps clean
 
@@ -21,7 +20,7 @@ system-deps:
 	./scripts/system_deps.sh
 
 run: $(STAMP)
-	$(BIN)/opcod train --preset tiny --out $(RUN_DIR) --resume
+	$(BIN)/opcod demo
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q

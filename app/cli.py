@@ -110,9 +110,7 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def register_serve(subparsers) -> None:
-    sp = subparsers.add_parser("serve", help="web app + REST API, and local training worker(s)",
-                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _serve_arguments(sp) -> None:
     sp.add_argument("--host", default=None, help="bind address (default OPCOD_HOST or 127.0.0.1; a "
                     "non-loopback address needs OPCOD_API_TOKEN)")
     sp.add_argument("--port", type=int, default=None, help="port (default OPCOD_PORT or 8000)")
@@ -121,4 +119,19 @@ def register_serve(subparsers) -> None:
     sp.add_argument("--worker-grace", type=float, default=120.0,
                     help="seconds to wait for workers to pause their runs on shutdown before killing them")
     sp.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def register_serve(subparsers) -> None:
+    sp = subparsers.add_parser("serve", help="web app + REST API, and local training worker(s)",
+                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _serve_arguments(sp)
     sp.set_defaults(func=cmd_serve)
+
+
+def register_demo(subparsers) -> None:
+    from app import demo
+
+    sp = subparsers.add_parser("demo", help="prepare the offline demo, queue the demo run and serve it",
+                               description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _serve_arguments(sp)
+    sp.set_defaults(func=demo.cmd_demo)

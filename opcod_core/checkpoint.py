@@ -6,8 +6,9 @@ results so far, pending human exchanges, the number of events written before it)
 needed for exactness because every random choice in the trainer is a pure function of
 (seed, global step, purpose): sampling seeds, the data order and the choice of the correct sibling.
 
-Writes are atomic: a checkpoint is written into a temporary directory and renamed, then the
-``LATEST`` pointer is replaced, so a worker killed mid-write leaves the previous checkpoint usable.
+Writes are atomic: a checkpoint is written into a temporary directory and renamed (tags are unique
+per save, so a checkpoint is never replaced in place), then the ``LATEST`` pointer is replaced, so a
+worker killed at any moment leaves the previous checkpoint usable.
 Step checkpoints beyond ``keep`` are deleted; round-end checkpoints are kept (replays may load them).
 """
 
@@ -35,7 +36,8 @@ def save_checkpoint(out_dir: Path, tag: str, students: dict, state: dict[str, An
     for name, rt in students.items():
         rt.save(tmp / name)
     (tmp / "state.json").write_text(json.dumps({**state, "permanent": permanent}, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
+    if final.exists():
+        raise FileExistsError(f"checkpoint {final} already exists (tags are unique per save)")
     os.replace(tmp, final)
     pointer_tmp = root / ".LATEST.tmp"
     pointer_tmp.write_text(tag)

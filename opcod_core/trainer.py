@@ -334,7 +334,9 @@ class Trainer:
 
     def save_checkpoint(self, permanent: bool = False) -> None:
         task = self.tasks[self.next_task - 1] if self.next_task else ("start",)
-        tag = f"task-{self.next_task:06d}"
+        # Unique per save (a pause can checkpoint the same task twice): a checkpoint directory is never
+        # replaced in place, so a kill at any moment leaves the previous one intact.
+        tag = f"task-{self.next_task:06d}-e{self.events_written:07d}"
         path = checkpoint.save_checkpoint(self.out_dir, tag, self.students, self._state(),
                                           keep=self.config.keep_checkpoints, permanent=permanent)
         self.emit({"type": "checkpoint", "tag": tag, "path": str(path), "next_task": self.next_task,
