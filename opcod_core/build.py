@@ -100,6 +100,9 @@ def build_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None
                    aliases: dict[str, str] | None = None,
                    progress: Callable[[str, int, int, float], None] | None = None) -> dict[str, StudentRuntime]:
     aliases = aliases or {}
+    if config.executor != "local":
+        raise ValueError(f"executor: '{config.executor}' is not available in this installation yet "
+                         "(only 'local')")
     device = resolve_device(config.device)
     students: dict[str, StudentRuntime] = {}
     for index, st in enumerate(config.students):
