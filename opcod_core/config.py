@@ -253,6 +253,10 @@ def _tiny() -> dict[str, Any]:
 
 
 def _demo() -> dict[str, Any]:
+    # Sized for a 2-core CPU (SmolLM2-135M generates ~40 tokens/s there): small evaluations and one
+    # prompt x 4 rollouts per step, so the first exchanges appear about a minute after the worker
+    # starts and the whole run takes minutes. At this size the model is near chance on MMLU science
+    # and a poor tutor; the dashboard shows that as it is.
     return {
         "name": "demo", "preset": "demo", "seed": 0,
         "students": [
@@ -260,12 +264,14 @@ def _demo() -> dict[str, Any]:
             {"name": "smol-phys", "model": "smollm2-135m-instruct", "strong_domain": "physics"},
         ],
         "data": {"source": "mmlu", "domains": ["chemistry", "physics"], "max_items_per_domain": 200},
-        "schedule": {"rounds": 2, "steps_per_direction": 4},
-        "rollout": {"batch_prompts": 2, "n": 4, "temperature": 1.0, "max_new_tokens": 96},
-        "tutor": {"max_new_tokens": 64, "temperature": 0.7},
-        "gating": {"tau": 0.2, "val_k": 1, "val_max_items": 16},
+        "schedule": {"rounds": 2, "steps_per_direction": 6},
+        "rollout": {"batch_prompts": 1, "n": 4, "temperature": 1.0, "max_new_tokens": 64},
+        "tutor": {"max_new_tokens": 48, "temperature": 0.7},
+        "gating": {"tau": 0.2, "val_k": 1, "val_max_items": 4},
         "optim": {"lr": 1e-5},
-        "eval": {"k": 1, "max_items": 24},
+        "eval": {"k": 1, "max_items": 6, "max_new_tokens": 48},
+        "loss": {"chunk_size": 64},
+        "break_rate": {"samples_per_step": 1},
     }
 
 

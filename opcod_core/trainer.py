@@ -51,7 +51,7 @@ from opcod_core.controls import Controls, NullControls
 from opcod_core.data import load_dataset
 from opcod_core.data.spec import DataSpec
 from opcod_core.data.types import Item, SplitDataset
-from opcod_core.evaluation import evaluate
+from opcod_core.evaluation import evaluate_domains
 from opcod_core.gating import GateRecord, decide_gates
 from opcod_core.observer import NullObserver, Observer
 from opcod_core.replay import replay_exchange
@@ -156,12 +156,10 @@ class Trainer:
         max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
         scores: dict[str, dict[str, float]] = {}
         for si, name in enumerate(self.names):
-            scores[name] = {}
-            for di, d in enumerate(cfg.data.domains):
-                seed = random.Random(f"{cfg.seed}-{seed_tag}-{si}-{di}").randrange(2**31)
-                res = evaluate(self.students[name], self.eval_items(d, split), k, cfg.eval.temperature,
-                               max_new, seed)
-                scores[name][d] = res.accuracy
+            seed = random.Random(f"{cfg.seed}-{seed_tag}-{si}").randrange(2**31)
+            res = evaluate_domains(self.students[name], {d: self.eval_items(d, split) for d in cfg.data.domains},
+                                   k, cfg.eval.temperature, max_new, seed)
+            scores[name] = {d: r.accuracy for d, r in res.items()}
         return scores
 
     def task_eval(self, r: int) -> None:
