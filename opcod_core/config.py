@@ -26,6 +26,16 @@ DEFAULT_TUTOR_USER = (
     "then give a short hint (at most two sentences) that does not state the answer."
 )
 
+# Small models need an example to produce the anchoring format; measured on SmolLM2-135M-Instruct
+# (16 MMLU chemistry/physics questions, prefill "<concept>"): kept 0/16 with the default template,
+# 3/16 with this one-shot template.
+ONE_SHOT_TUTOR_USER = (
+    "Example.\nProblem: What is the SI unit of force?\nAttempt: The unit is the joule. Answer: B\n"
+    "Feedback: <concept>force</concept> Recall Newton's second law: force is mass times acceleration.\n\n"
+    "Now give feedback in the same format.\nProblem: {question}\n{choices}\nAttempt: {rollout}\n"
+    "Feedback (one term copied from the problem inside <concept></concept>, then one short hint that "
+    "does not give the answer):")
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -266,7 +276,7 @@ def _demo() -> dict[str, Any]:
         "data": {"source": "mmlu", "domains": ["chemistry", "physics"], "max_items_per_domain": 200},
         "schedule": {"rounds": 2, "steps_per_direction": 6},
         "rollout": {"batch_prompts": 1, "n": 4, "temperature": 1.0, "max_new_tokens": 64},
-        "tutor": {"max_new_tokens": 48, "temperature": 0.7},
+        "tutor": {"max_new_tokens": 48, "temperature": 0.7, "user": ONE_SHOT_TUTOR_USER},
         "gating": {"tau": 0.2, "val_k": 1, "val_max_items": 4},
         "optim": {"lr": 1e-5},
         "eval": {"k": 1, "max_items": 6, "max_new_tokens": 48},

@@ -4,6 +4,10 @@ The server runs ``create_app`` in a background thread on a free loopback port, o
 migrated by Alembic and seeded through the real ORM models (``tests/app/test_web_seed.py``). Chromium
 is the system package (``/usr/bin/chromium``); ``playwright install`` is never run (it downloads a
 browser). Every test saves a screenshot to ``.cache/browser-artifacts/<test>.png`` (gitignored).
+
+The end-to-end tests (``test_end_to_end.py``, marked ``slow``) instead drive a real ``opcod serve``
+subprocess with one training worker (``e2e_server``), on a temp data dir and the session's warm tiny
+cache (``warm_tiny_cache``; set ``OPCOD_E2E_CACHE_DIR`` to reuse a warmed cache across sessions).
 """
 
 from __future__ import annotations
@@ -33,6 +37,18 @@ def _load_seed():
 
 
 seed = _load_seed()
+
+
+def _load_api_seed():
+    import sys
+
+    if "opcod_api_seed" in sys.modules:
+        return sys.modules["opcod_api_seed"]
+    spec = importlib.util.spec_from_file_location("opcod_api_seed", ROOT / "tests" / "app" / "api_seed.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["opcod_api_seed"] = mod  # its dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _free_port() -> int:
@@ -114,3 +130,36 @@ def page(browser, request):
         pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
     finally:
         context.close()
+
+
+# --- a real `opcod serve` with one worker (the end-to-end tests) ------------------------------------------
+
+@pytest.fixture(scope="session")
+def warm_tiny_cache(tiny_cache):
+    """The tiny students' warm-up, trained once in-process into the session's cache (a no-op when another
+    test already did it), so the server's worker loads warmed weights instead of training them."""
+    from opcod_core.build import build_students
+    from opcod_core.config import preset
+    from opcod_core.data import load_dataset
+    from opcod_core.trainer import data_spec
+
+    cache = Path(os.environ.get("OPCOD_E2E_CACHE_DIR") or tiny_cache)
+    cfg = preset("tiny")
+    build_students(cfg, load_dataset(data_spec(cfg)), cache)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def e2e_server(tmp_path_factory, warm_tiny_cache):
+    """``opcod serve --workers 1`` on a free port and a temp data dir; its log is kept in the artifacts."""
+    api_seed = _load_api_seed()
+    served = api_seed.Served(tmp_path_factory.mktemp("opcod-e2e") / "data", args=["--workers", "1"],
+                             env={"OPCOD_CACHE_DIR": str(warm_tiny_cache)})
+    try:
+        served.wait_healthy()
+        yield served
+    finally:
+        rc = served.stop()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "e2e-serve.log").write_text(served.log_path.read_text(errors="replace"))
+    assert rc == 0, served.log_path.read_text(errors="replace")[-6000:]
