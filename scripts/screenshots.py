@@ -164,7 +164,7 @@ def capture(base: str, out: Path) -> None:
 
         page.goto(f"{base}/compare?runs={tiny},{manual}")
         expect(page.locator(".pareto svg").first).to_be_visible()
-        wait_charts(page)
+        expect(page.locator('.chart[data-chart="loss"] canvas')).to_have_count(1, timeout=30_000)
         shoot(page, out, "compare.png")
 
         page.goto(base + "/")
