@@ -54,6 +54,7 @@ from opcod_core.data.types import Item, SplitDataset
 from opcod_core.evaluation import evaluate_domains
 from opcod_core.gating import GateRecord, decide_gates
 from opcod_core.observer import NullObserver, Observer
+from opcod_core.prompts import rollout_messages, teacher_messages
 from opcod_core.replay import replay_exchange
 from opcod_core.step import (Row, StepContext, build_examples, choose_siblings, derive_seed, exchange_event,
                              exchange_key, s_only_divergence, sample_rollouts, tutor_feedback)
@@ -268,14 +269,11 @@ class Trainer:
                                             time.perf_counter() - t0, n_tokens)})
 
     def _human_examples(self, ctx: StepContext) -> list[tuple[dict, DistillExample]]:
-        from opcod_core.prompts import teacher_messages
-
         pending, self.pending_human[ctx.tutee.name] = self.pending_human.get(ctx.tutee.name, []), []
         out = []
         for ex in pending:
             item = self.items_by_id.get(ex["prompt_id"]) or Item(
                 ex["prompt_id"], ex["domain"], ex["question"], tuple(ex["choices"]), tuple(ex["labels"]), ex["gold"])
-            from opcod_core.prompts import rollout_messages
             sp = ctx.tutee.render(rollout_messages(item.question, list(item.labels), list(item.choices),
                                                    item.answer_type))
             tp = ctx.tutee.render(teacher_messages(item.question, list(item.labels), list(item.choices),
