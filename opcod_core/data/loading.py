@@ -14,6 +14,7 @@ from .hf import load_hf
 from .mmlu import load_mmlu
 from .records import LoadResult, normalize_domain
 from .sciknoweval import load_sciknoweval
+from .sciworld import sciworld_items, sciworld_split
 from .spec import DataSpec
 from .splits import split_items
 from .types import SplitDataset
@@ -24,6 +25,9 @@ def load_items(spec: DataSpec, strict: bool = True) -> LoadResult:
     doms = spec.domains
     if spec.source == "builtin":
         result = LoadResult(items=builtin_items(doms))
+        result.n_records = len(result.items)
+    elif spec.source == "sciworld":
+        result = LoadResult(items=sciworld_items(doms, seed=spec.split_seed))
         result.n_records = len(result.items)
     elif spec.source == "sciknoweval":
         result = load_sciknoweval(spec.path, level=spec.level, domains=doms, strict=strict)
@@ -57,4 +61,6 @@ def load_dataset(spec: DataSpec) -> SplitDataset:
     if not result.items:
         where = spec.path or spec.hf_name or spec.source
         raise DataFormatError(where, None, None, f"no items selected ({dict(result.skipped) or 'empty'})")
+    if spec.source == "sciworld":  # held-out formulas / number combinations: split by group, not by item
+        return sciworld_split(result.items, spec.fractions, spec.split_seed, spec.domains, spec.max_items_per_domain)
     return split_items(result.items, spec.fractions, spec.split_seed, spec.max_items_per_domain, spec.domains)

@@ -13,8 +13,8 @@ from typing import Literal
 
 from .splits import check_fractions
 
-SOURCES = ("builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf")
-Source = Literal["builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf"]
+SOURCES = ("builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf", "sciworld")
+Source = Literal["builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf", "sciworld"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,121 @@
+"""The science world: determinism, held-out splits, gold answers recomputed independently, hints that
+never state the answer (also through the anchoring classifier and leak scrubber)."""
+
+import re
+
+import pytest
+
+from opcod_core.anchoring import classify_feedback
+from opcod_core.data import DataSpec, is_correct, load_dataset
+from opcod_core.data.sciworld import SCIWORLD_DOMAINS, sciworld_corpus, sciworld_items, sciworld_split
+
+# Independent reference values (periodic table groups), not imported from the module under test.
+GROUP_VALENCE = {**{e: 1 for e in ("H", "Li", "Na", "K")}, **{e: 2 for e in ("Be", "Mg", "Ca")},
+                 **{e: 3 for e in ("B", "Al")}, **{e: 4 for e in ("C", "Si")}, **{e: 5 for e in ("N", "P")},
+                 **{e: 6 for e in ("O", "S")}, **{e: 7 for e in ("F", "Cl", "Br", "I")}}
+MULTIPLY = {"force", "momentum", "work", "distance", "impulse", "voltage", "electric_power", "charge", "energy"}
+DIVIDE = {"speed", "acceleration", "power", "density", "pressure", "current", "resistance"}
+
+
+def expected_value(item) -> int:
+    if item.domain == "chemistry":
+        formula = re.search(r"one (\S+) unit", item.question).group(1)
+        return sum(GROUP_VALENCE[el] * int(n or 1) for el, n in re.findall(r"([A-Z][a-z]?)(\d?)", formula))
+    x, y = (int(v) for v in re.findall(r"\b\d+\b", item.question)[:2])
+    rel = item.meta["relation"]
+    assert rel in MULTIPLY | DIVIDE
+    if rel in MULTIPLY:
+        return x * y
+    assert x % y == 0
+    return x // y
+
+
+@pytest.fixture(scope="module")
+def items():
+    return sciworld_items()
+
+
+def test_every_domain_present_and_sizes(items):
+    by = {d: [it for it in items if it.domain == d] for d in SCIWORLD_DOMAINS}
+    assert len(by["chemistry"]) == 7 + 13 * 6 * 4
+    assert len(by["physics"]) == 10 * 64 and len(by["electricity"]) == 6 * 64
+
+
+def test_deterministic_and_seed_changes_choice_order():
+    a, b = sciworld_items(seed=3), sciworld_items(seed=3)
+    assert [it.to_dict() for it in a] == [it.to_dict() for it in b]
+    c = sciworld_items(seed=4)
+    assert [it.id for it in a] == [it.id for it in c]
+    assert any(x.choices != y.choices for x, y in zip(a, c))
+
+
+def test_gold_is_correct_independently(items):
+    for it in items:
+        value = expected_value(it)
+        assert it.choices[it.labels.index(it.gold)] == str(value), it.id
+        assert len(set(it.choices)) == 4 and all(int(c) > 0 for c in it.choices), it.id
+        # the worked answer verifies as correct, and a wrong label does not
+        assert is_correct(it, f"{it.meta['worked']} Answer: {it.gold}")[1]
+        wrong = next(lb for lb in it.labels if lb != it.gold)
+        assert not is_correct(it, f"{it.meta['worked']} Answer: {wrong}")[1]
+        assert it.meta["worked"].endswith(f"= {value}.")
+
+
+def test_single_digit_inputs(items):
+    for it in items:
+        if it.domain == "chemistry":
+            assert all(int(n or 1) <= 2 for n in re.findall(r"[A-Z][a-z]?(\d?)", it.meta["formula"]))
+        else:
+            x, y = it.meta["inputs"]
+            small = (x, y) if it.meta["relation"] in MULTIPLY else (y, expected_value(it))
+            assert all(2 <= v <= 9 for v in small), it.id
+
+
+def test_hint_names_concept_and_never_states_answer(items):
+    for it in items:
+        concept, hint, value = it.meta["concept"], it.meta["hint"], it.meta["answer_value"]
+        assert concept.lower() in it.question.lower()
+        assert not re.search(rf"(?<!\d){value}(?!\d)", hint), (it.id, hint)
+        assert all(f in hint for f in it.meta["facts"])
+        v = classify_feedback(f"<concept>{concept}</concept> {hint}", it.question, gold=it.gold,
+                              choices=list(it.choices), labels=list(it.labels))
+        assert v.category == "kept" and not v.redactions, (it.id, v)
+        assert v.sanitised == f"Concept: {concept}. {hint}"
+
+
+def test_scrubber_would_catch_a_leaking_hint(items):
+    it = next(x for x in items if x.domain == "physics")
+    leaky = f"<concept>{it.meta['concept']}</concept> {it.meta['hint']} The result is {it.meta['answer_value']}."
+    v = classify_feedback(leaky, it.question, gold=it.gold, choices=list(it.choices), labels=list(it.labels))
+    assert v.category == "kept" and v.redactions and str(it.meta["answer_value"]) not in v.sanitised.split()
+
+
+def test_splits_hold_out_formulas_and_number_combinations():
+    ds = load_dataset(DataSpec(source="sciworld", domains=SCIWORLD_DOMAINS, split_seed=1))
+    for d in SCIWORLD_DOMAINS:
+        groups = {s: {it.meta["group"] for it in ds.get(d, s)} for s in ("train", "validation", "test")}
+        assert all(groups.values())
+        assert not groups["train"] & groups["test"] and not groups["train"] & groups["validation"]
+        assert not groups["validation"] & groups["test"]
+        # stratified: every relation occurs in every split
+        rels = {s: {it.meta["relation"] for it in ds.get(d, s)} for s in groups}
+        assert rels["train"] == rels["validation"] == rels["test"]
+    chem_test = {it.meta["formula"] for it in ds.get("chemistry", "test")}
+    chem_train = {it.meta["formula"] for it in ds.get("chemistry", "train")}
+    assert chem_test and not chem_test & chem_train
+    other = load_dataset(DataSpec(source="sciworld", domains=("physics",), split_seed=2))
+    assert {it.id for it in other.get("physics", "test")} != {it.id for it in ds.get("physics", "test")}
+
+
+def test_cap_keeps_every_split_and_domain_order():
+    items = sciworld_items(("physics", "chemistry"))
+    ds = sciworld_split(items, (0.6, 0.2, 0.2), seed=0, domains=("physics", "chemistry"), max_items_per_domain=50)
+    assert ds.domains == ["physics", "chemistry"]
+    assert [len(ds.get("physics", s)) for s in ("train", "validation", "test")] == [30, 10, 10]
+
+
+def test_unknown_domain_and_corpus():
+    with pytest.raises(ValueError, match="unknown sciworld domain"):
+        sciworld_items(["materials"])
+    corpus = sciworld_corpus()
+    assert "valence electrons" in corpus and "81" in corpus
