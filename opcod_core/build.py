@@ -28,7 +28,7 @@ from opcod_core.prompts import format_choices, rollout_messages, teacher_message
 from opcod_core.data.types import SplitDataset
 from opcod_core.generation.hf import HFBackend
 from opcod_core.student import StudentRuntime
-from opcod_core.warmup import warm_up
+from opcod_core.warmup import skewed_warm_up, warm_up
 
 WARMUP_VERSION = 1
 
@@ -78,6 +78,9 @@ def load_base(st: StudentConfig, index: int, config: RunConfig, aliases: dict[st
     ref = resolve_local_model(ref, cache_dir) or ref
     if ref.startswith("tiny:"):
         return _tiny(ref, seed=config.seed * 7 + index, template=tutor_template(config))
+    if ref.startswith("tinyword:"):  # word-level tokenizer over the data source's texts (opcod_core.wordtok)
+        from opcod_core.wordtok import build_word_student
+        return build_word_student(ref, config.seed * 7 + index, tutor_template(config), config.data.source)
     return models.load_causal_lm(ref, device="cpu", dtype=config.dtype)
 
 
@@ -121,8 +124,14 @@ def build_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None
             domains = st.warmup_domains or ((st.strong_domain,) if st.strong_domain else tuple(config.data.domains))
             items = [it for d in domains for it in data.get(d, "train")]
             cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
-            warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
-                    seed=config.seed * 7 + index, progress=cb)
+            if st.warmup_hinted_domains:  # domain skew: facts of own domains, hint use for the others
+                hinted = [it for d in st.warmup_hinted_domains for it in data.get(d, "train")]
+                skewed_warm_up(rt, items, hinted, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
+                               seed=config.seed * 7 + index, unhinted_fraction=st.warmup_unhinted_fraction,
+                               progress=cb)
+            else:
+                warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
+                        seed=config.seed * 7 + index, progress=cb)
             rt.reset_optimizer()
             if cached is not None:
                 models.save_model(rt.model, rt.tokenizer, cached)

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--show", action="store_true", help="print each preset's full config")
     pr.set_defaults(func=cmd_presets)
 
+    from opcod_core.bench.cli import register as register_bench  # `opcod bench fidelity`
+    register_bench(sub)
+
     for ep in entry_points(group="opcod.commands"):
         try:
             register = ep.load()
@@ -161,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return int(args.func(args) or 0)
 
 

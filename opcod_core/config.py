@@ -53,6 +53,12 @@ class StudentConfig(_Section):
     warmup_domains: tuple[str, ...] | None = Field(None, description="Domains of the warm-up data; "
                                                    "default: the strong domain only.")
     warmup_lr: float = Field(3e-3, gt=0, le=1.0, description="Learning rate of the warm-up steps.")
+    warmup_hinted_domains: tuple[str, ...] | None = Field(None, description="Domains the warm-up shows "
+                                                          "only with a peer-style hint in the self-teacher "
+                                                          "context (the student learns to use hints there, "
+                                                          "not the facts); needs items with hints (sciworld).")
+    warmup_unhinted_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Share of the hinted domains' "
+                                            "warm-up examples shown without a hint (answer format).")
 
 
 class DataConfig(_Section):
@@ -178,7 +184,7 @@ class RunConfig(_Section):
         if a.name == b.name:
             raise ValueError("students must have different names")
         for st in self.students:
-            for d in (st.strong_domain, *(st.warmup_domains or ())):
+            for d in (st.strong_domain, *(st.warmup_domains or ()), *(st.warmup_hinted_domains or ())):
                 if d is not None and d not in self.data.domains:
                     raise ValueError(f"student {st.name}: domain '{d}' is not one of {list(self.data.domains)}")
         return self
@@ -305,7 +311,32 @@ def _paper() -> dict[str, Any]:
     }
 
 
-PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper}
+def _sciworld() -> dict[str, Any]:
+    # The CPU-scale fidelity world (opcod_core.data.sciworld, docs/results/fidelity.md): two ~1.4M-param
+    # word-level students trained from scratch with domain skew (facts of their own domain, hint use
+    # for the other). Learning rate chosen on the validation split (opcod bench fidelity --select-lr).
+    def student(name: str, arch: str, strong: str, weak: str) -> dict[str, Any]:
+        return {"name": name, "model": f"tinyword:{arch}", "strong_domain": strong, "warmup_sft_steps": 700,
+                "warmup_domains": [strong], "warmup_hinted_domains": [weak], "warmup_lr": 3e-3,
+                "warmup_unhinted_fraction": 0.05}
+    return {
+        "name": "sciworld", "preset": "sciworld", "seed": 0,
+        "students": [student("chem", "llama", "chemistry", "physics"),
+                     student("phys", "qwen2", "physics", "chemistry")],
+        "data": {"source": "sciworld", "domains": ["chemistry", "physics"]},
+        "schedule": {"rounds": 2, "steps_per_direction": 12},
+        "rollout": {"batch_prompts": 4, "n": 8, "temperature": 1.0, "max_new_tokens": 36},
+        "tutor": {"max_new_tokens": 32, "temperature": 0.5},
+        "gating": {"tau": 0.2, "val_k": 2, "val_max_items": 32},
+        "optim": {"lr": 1e-4},
+        "eval": {"k": 4, "max_items": 48, "temperature": 1.0},
+        "loss": {"chunk_size": 64},
+        "break_rate": {"samples_per_step": 2},
+        "checkpoint_every": 100_000, "keep_checkpoints": 1,
+    }
+
+
+PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper, "sciworld": _sciworld}
 
 
 def preset_names() -> list[str]:

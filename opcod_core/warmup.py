@@ -65,3 +65,79 @@ def warm_up(student, items: list[Item], steps: int, lr: float, template: TutorTe
         if progress is not None:
             progress(step + 1, steps, curve[-1])
     return curve
+
+
+def sanitised_hint(item: Item, template: TutorTemplate) -> str | None:
+    """The item's hint exactly as OPCoD would feed it to a self-teacher: written in the tutor format,
+    classified and sanitised by the anchoring check (``"Concept: X. <hint>"``); None if not kept."""
+    from opcod_core.anchoring import classify_feedback
+
+    concept, hint = item.meta.get("concept"), item.meta.get("hint")
+    if not concept or not hint:
+        return None
+    v = classify_feedback(f"{template.prefill}{concept}</concept> {hint}", item.question, gold=item.gold,
+                          choices=list(item.choices), labels=list(item.labels))
+    return v.sanitised if v.kept else None
+
+
+# Shares of a skewed warm-up batch (see skewed_warm_up); the rest is own-domain unhinted answers.
+SKEW_MIX = {"own_tutor": 0.2, "own_context": 0.1, "hinted": 0.35}
+
+
+def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr: float, template: TutorTemplate,
+                   seed: int, unhinted_fraction: float = 0.05, batch_size: int = 16, progress=None) -> list[float]:
+    """Warm-up with domain skew (the science world's students): the student learns the facts of its
+    ``own`` domains and only learns to *use* facts given in context for the ``hinted`` domains.
+
+    Each example of a batch is drawn independently (seeded per student):
+    * 35% a ``hinted``-domain item in the self-teacher context with the peer-style sanitised hint
+      (``sanitised_hint``; with probability 0.3 also a correct solution s) -> the worked answer; a
+      fraction ``unhinted_fraction`` of these is shown unhinted instead, so that the student answers
+      unhinted weak-domain questions in the right format (without it, the feasibility study found the
+      wrong format) while seeing too few of them to learn that domain's facts;
+    * 20% an own-domain item in the tutor format (prefilled "<concept>") -> "term</concept> hint";
+    * 10% an own-domain item in a self-teacher context (hint and/or s) -> the worked answer;
+    * 35% an own-domain item in the student context -> the worked answer.
+    The targets end with EOS (answers) or the tutor stop string, as in ``warm_up``."""
+    from opcod_core.prompts import teacher_messages
+
+    if not own:
+        raise ValueError(f"student {student.name}: no own-domain warm-up items")
+    rng = random.Random(f"skewed-warmup-{seed}-{student.name}")
+    eos = student.tokenizer.eos_token or ""
+    stop = template.stop[0] if template.stop else "\n"
+    curve: list[float] = []
+    for step in range(steps):
+        prompts, targets = [], []
+        for _ in range(batch_size):
+            u = rng.random()
+            kind = ("hinted" if hinted and u < SKEW_MIX["hinted"] else
+                    "own_tutor" if u < SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] else
+                    "own_context" if u < SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] + SKEW_MIX["own_context"]
+                    else "own")
+            item = rng.choice(hinted if kind == "hinted" else own)
+            labels, choices = list(item.labels), list(item.choices)
+            tutor_text = tutor_target(item, stop) if kind == "own_tutor" else None
+            if tutor_text is not None:
+                attempt = rng.choice([answer_target(item), f"Answer: {rng.choice(item.labels)}"])
+                messages, prefill = render_tutor_messages(template, item.question, format_choices(labels, choices),
+                                                          attempt)
+                prompts.append(student.render(messages, prefill=prefill))
+                targets.append(student.encode(tutor_text + eos))
+                continue
+            hint = sanitised_hint(item, template)
+            if kind == "hinted" and rng.random() < unhinted_fraction:
+                hint = None
+                kind = "own"
+            if kind == "hinted" or kind == "own_context":
+                s = answer_target(item) if (kind == "own_context" or rng.random() < 0.3) else None
+                f = hint if (kind == "hinted" or rng.random() < 0.5 or s is None) else None
+                messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
+            else:
+                messages = rollout_messages(item.question, labels, choices, item.answer_type)
+            prompts.append(student.render(messages))
+            targets.append(student.encode(answer_target(item) + eos))
+        curve.append(student.sft_step(prompts, targets, lr=lr))
+        if progress is not None:
+            progress(step + 1, steps, curve[-1])
+    return curve

@@ -1,0 +1,1 @@
+"""Benchmarks of the algorithm itself (``opcod bench ...``): the science-world fidelity benchmark."""

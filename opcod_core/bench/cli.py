@@ -1,0 +1,100 @@
+"""``opcod bench fidelity``: runs the fidelity benchmark and writes its report.
+
+Full mode (default): the ``sciworld`` students for each pair, seeds 0-2, all six methods, the preset's
+schedule. ``--quick``: one seed, R × K = 1 × 2, small batches and evaluations, and students warmed up for
+``--quick-warmup`` steps only (a pipeline check that CI can afford: it says nothing about effect sizes).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from opcod_core.config import deep_merge
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    out = []
+    for part in text.split(","):
+        a, _, b = part.partition(":")
+        if not a or not b or a == b:
+            raise SystemExit(f"--pairs: expected A:B[,C:D], got {part!r}")
+        out.append((a.strip(), b.strip()))
+    return out
+
+
+def cmd_fidelity(args) -> int:
+    import torch
+
+    from opcod_core.bench.fidelity import METHODS, QUICK_OVERRIDES, BenchPlan, run_benchmark, save_results
+    from opcod_core.bench.report import write_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {list(METHODS)}")
+    overrides: dict = {}
+    if args.quick:
+        overrides = deep_merge(QUICK_OVERRIDES, {"students": [{"warmup_sft_steps": args.quick_warmup}] * 2})
+    if args.steps is not None:
+        overrides = deep_merge(overrides, {"schedule": {"steps_per_direction": args.steps}})
+    if args.lr is not None:
+        overrides = deep_merge(overrides, {"optim": {"lr": args.lr}})
+    seeds = [0] if args.quick and args.seeds is None else list(range(args.seeds if args.seeds is not None else 3))
+    plan = BenchPlan(pairs=_pairs(args.pairs), seeds=seeds, methods=methods, overrides=overrides,
+                     student_seed=args.student_seed, vary_students=args.vary_students)
+    out = Path(args.out)
+    log_path = out.with_suffix(".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with log_path.open("w") as log_fh:
+        def log(msg: str) -> None:
+            line = f"[{time.perf_counter() - t0:7.1f}s] {msg}"
+            print(line, file=sys.stderr, flush=True)
+            log_fh.write(line + "\n")
+            log_fh.flush()
+
+        grid = [float(x) for x in args.select_lr.split(",")] if args.select_lr else None
+        results = run_benchmark(plan, Path(args.cache_dir), Path(args.work_dir), log=log, lr_grid=grid,
+                                lr_methods=args.select_methods.split(",") if args.select_methods else None,
+                                world_items=8 if args.quick else 48)
+    command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+    save_results(results, out.with_suffix(".json"))
+    machine = (f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch "
+               f"thread(s), torch {torch.__version__}, no GPU" if not torch.cuda.is_available() else None)
+    path = write_report(results, out, command=command, machine=machine)
+    print(f"report: {path}")
+    return 0
+
+
+def register(sub) -> None:
+    from opcod_core.cli import default_cache_dir
+
+    bench = sub.add_parser("bench", help="benchmarks of the algorithm (science-world fidelity)")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    fi = bsub.add_parser("fidelity", help="OPCoD vs never/always/domain-selective/GRPO/one-way in the science world")
+    fi.add_argument("--out", default="docs/results/fidelity.md", help="report path (.md; .json, .log and "
+                    ".png files are written next to it)")
+    fi.add_argument("--pairs", default="chemistry:physics", help="domain pairs A:B[,C:D] (chemistry, physics, "
+                    "electricity)")
+    fi.add_argument("--seeds", type=int, default=None, help="number of training seeds (default 3; quick: 1)")
+    fi.add_argument("--methods", default=None, help="comma-separated subset of the methods")
+    fi.add_argument("--steps", type=int, default=None, help="K, steps per direction (default: the preset's)")
+    fi.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    fi.add_argument("--select-lr", default=None, metavar="LR1,LR2,...",
+                    help="choose the learning rate on the validation split from this grid first")
+    fi.add_argument("--select-methods", default=None, help="methods scored in the lr selection (default: all)")
+    fi.add_argument("--quick", action="store_true", help="one seed, 1 x 2 steps, short warm-up: pipeline check")
+    fi.add_argument("--quick-warmup", type=int, default=30, help="warm-up steps of the quick mode's students")
+    fi.add_argument("--student-seed", type=int, default=0, help="seed of the students' build")
+    fi.add_argument("--vary-students", action="store_true", help="build a new student pair for every seed")
+    fi.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    fi.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache (default ~/.cache/opcod)")
+    fi.add_argument("--work-dir", default="/tmp/opcod-bench", help="scratch directory of the runs")
+    fi.set_defaults(func=cmd_fidelity)

@@ -1,0 +1,187 @@
+"""Writes the fidelity report: a Markdown file with every table and a Pareto plot PNG per domain pair.
+
+The plot has one panel per student: x = accuracy on domain A, y = accuracy on domain B (test split),
+the initial point, and each method's final point with its 95% interval over seeds as error bars; the
+dashed lines through the initial point bound the Pareto-improvement quadrant (up and/or right).
+Every number in the Markdown comes from the results dict; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from opcod_core.bench.stats import Interval
+
+COLORS = {"opcod": "tab:red", "never": "tab:blue", "always": "tab:orange", "domain_selective": "tab:green",
+          "grpo": "tab:purple", "one_way": "tab:brown"}
+
+
+def _iv(d: dict) -> Interval:
+    return Interval(d["mean"], d["half"], d["n"])
+
+
+def plot_pair(pair_key: str, pr: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a, b = pr["domains"]
+    fig, axes = plt.subplots(1, len(pr["students"]), figsize=(5.2 * len(pr["students"]), 4.6))
+    for ax, name in zip(axes, pr["students"], strict=True):
+        first = next(iter(pr["aggregate"].values()))["students"][name]
+        ix, iy = _iv(first["initial"][a]), _iv(first["initial"][b])
+        ax.axvline(ix.mean, color="grey", ls="--", lw=0.8)
+        ax.axhline(iy.mean, color="grey", ls="--", lw=0.8)
+        ax.errorbar([ix.mean], [iy.mean], xerr=[[ix.half or 0]], yerr=[[iy.half or 0]], fmt="ks", ms=8,
+                    label="initial", capsize=3)
+        for method, agg in pr["aggregate"].items():
+            st = agg["students"][name]
+            fx, fy = _iv(st["final"][a]), _iv(st["final"][b])
+            ax.errorbar([fx.mean], [fy.mean], xerr=[[fx.half or 0]], yerr=[[fy.half or 0]], fmt="o", ms=7,
+                        color=COLORS.get(method), label=method, capsize=3, alpha=0.9)
+        ax.set_xlabel(f"{a} test accuracy")
+        ax.set_ylabel(f"{b} test accuracy")
+        ax.set_title(f"student {name} (strong: {pr['strong'][name]})")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8, loc="best")
+    fig.suptitle(f"Pareto plot, {pair_key} (mean and 95% interval over seeds)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _world_table(pr: dict) -> list[str]:
+    lines = ["| student (strong) | domain | plain | with peer's kept hint | with reference hint | peer kept rate | items |",
+             "|---|---|---|---|---|---|---|"]
+    for name in pr["students"]:
+        for d in pr["domains"]:
+            w = pr["world"][name][d]
+            lines.append(f"| {name} ({pr['strong'][name]}) | {d} | {w['plain']:.3f} | {w['peer_hint']:.3f} | "
+                         f"{w['reference_hint']:.3f} | {w['peer_kept_rate']:.2f} | {w['n_items']} |")
+    return lines
+
+
+def _signed(d: dict) -> str:
+    return f"{d['mean']:+.3f}" + ("" if d["half"] is None else f" ± {d['half']:.3f}")
+
+
+def _results_table(pr: dict) -> list[str]:
+    doms = pr["domains"]
+    head = "| method | student | " + " | ".join(f"{d}: initial → final (change)" for d in doms) + \
+           " | Pareto seeds | verdict |"
+    lines = [head, "|" + "---|" * (len(doms) + 4)]
+    for method, agg in pr["aggregate"].items():
+        for name in pr["students"]:
+            st = agg["students"][name]
+            cells = [f"{_iv(st['initial'][d]).fmt()} → {_iv(st['final'][d]).fmt()} "
+                     f"({_signed(st['change'][d])})"
+                     for d in doms]
+            lines.append(f"| {method} | {name} | " + " | ".join(cells) +
+                         f" | {st['pareto_seeds']}/{st['n_seeds']} | {st['verdict']} |")
+    return lines
+
+
+def _gate_table(pr: dict) -> list[str]:
+    lines = ["| method | round | student | tutor decisions | mean Δ |", "|---|---|---|---|---|"]
+    for method, agg in pr["aggregate"].items():
+        for key, g in sorted(agg["gates"].items()):
+            r, name = key.split("|")
+            lines.append(f"| {method} | {r} | {name} | {g['tutor']}/{g['n']} | "
+                         f"{sum(g['deltas']) / len(g['deltas']):.3f} |")
+    return lines
+
+
+def _feedback_table(pr: dict) -> list[str]:
+    lines = ["| method | tutor | feedback | kept rate | categories | break rate (cognizant tutor) | "
+             "break rate (incognizant tutor) |", "|---|---|---|---|---|---|---|"]
+    for method, agg in pr["aggregate"].items():
+        b = agg["breaks"]
+        br = {k: (f"{v[0]}/{v[1]} = {v[0] / v[1]:.2f}" if v[1] else "no samples") for k, v in b.items()}
+        for tutor, cats in sorted(agg["categories"].items()):
+            n = sum(cats.values())
+            lines.append(f"| {method} | {tutor} | {n} | {cats.get('kept', 0) / n:.2f} | "
+                         f"{', '.join(f'{k} {v}' for k, v in sorted(cats.items()))} | "
+                         f"{br['cognizant']} | {br['incognizant']} |")
+        if not agg["categories"]:
+            lines.append(f"| {method} | – | 0 | – | – | {br['cognizant']} | {br['incognizant']} |")
+    return lines
+
+
+def _divergence_table(pr: dict) -> list[str]:
+    lines = ["| method | tutee | domain | teacher context | rollouts | mean per-token divergence |",
+             "|---|---|---|---|---|---|"]
+    for method, agg in pr["aggregate"].items():
+        for key, v in sorted(agg["divergence"].items()):
+            tutee, dom, ctx = key.split("|")
+            lines.append(f"| {method} | {tutee} | {dom} | {ctx} | {v['n']} | {v['mean']:.4f} |")
+    return lines
+
+
+def _comparisons(pr: dict) -> list[str]:
+    """OPCoD against every baseline on each student's weak and strong domain (mean final accuracy)."""
+    agg = pr["aggregate"]
+    if "opcod" not in agg:
+        return []
+    lines = []
+    for name in pr["students"]:
+        strong = pr["strong"][name]
+        weak = next(d for d in pr["domains"] if d != strong)
+        op = agg["opcod"]["students"][name]["final"]
+        parts = []
+        for m in agg:
+            if m == "opcod":
+                continue
+            other = agg[m]["students"][name]["final"]
+            parts.append(f"{m}: weak {op[weak]['mean'] - other[weak]['mean']:+.3f}, "
+                         f"strong {op[strong]['mean'] - other[strong]['mean']:+.3f}")
+        lines.append(f"- student {name}: OPCoD final minus baseline final (weak = {weak}, strong = {strong}): "
+                     + "; ".join(parts))
+    return lines
+
+
+def write_report(results: dict, path: Path, command: str, machine: str | None = None) -> Path:
+    path = Path(path)
+    out: list[str] = ["# Fidelity benchmark: OPCoD and its baselines in the science world", "",
+                      "Generated by `opcod bench fidelity` (opcod_core/bench); every number below comes from "
+                      "the run's results JSON next to this file.", "",
+                      f"- Command: `{command}`",
+                      f"- Machine: {machine or platform.platform()}, {platform.processor() or 'cpu'}, "
+                      f"Python {platform.python_version()}",
+                      f"- Wall time: {results['wall_s'] / 60:.1f} min "
+                      f"(seeds {results['plan']['seeds']}, methods {', '.join(results['plan']['methods'])})",
+                      f"- Students built once with seed {results['plan']['student_seed']}"
+                      + (" per seed" if results["plan"]["vary_students"] else
+                         "; every run starts from the same two students, the seeds vary training and evaluation"),
+                      ""]
+    for key, pr in results["pairs"].items():
+        cfg = pr["config"]
+        png = path.with_name(f"{path.stem}-{key}.png")
+        plot_pair(key, pr, png)
+        out += [f"## Pair {key}", "",
+                f"Schedule R × K = {cfg['schedule']['rounds']} × {cfg['schedule']['steps_per_direction']}, "
+                f"{cfg['rollout']['batch_prompts']} prompts × {cfg['rollout']['n']} rollouts per step, "
+                f"learning rate {cfg['optim']['lr']:g}, τ = {cfg['gating']['tau']}, test avg@{cfg['eval']['k']} on "
+                f"{cfg['eval']['max_items']} questions per domain, eval temperature {cfg['eval']['temperature']}. "
+                f"Student build (warm-up, or cache load): {pr['build_s']:.0f} s.", "",
+                f"![Pareto plot]({png.name})", "",
+                "### Is the knowledge split real? (validation split, before training)", ""]
+        out += _world_table(pr) + [""]
+        if pr.get("lr_selection"):
+            out += ["### Learning rate chosen on validation", "",
+                    "| lr | " + " | ".join(next(iter(pr["lr_selection"].values()))) + " |",
+                    "|---|" + "---|" * len(next(iter(pr["lr_selection"].values())))]
+            out += [f"| {lr} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |"
+                    for lr, row in pr["lr_selection"].items()]
+            out += [""]
+        out += ["### Test accuracy: initial → final per domain (mean ± 95% interval over seeds)", ""]
+        out += _results_table(pr) + [""]
+        out += ["### OPCoD against the baselines", ""] + _comparisons(pr) + [""]
+        out += ["### Gate decisions per round", ""] + _gate_table(pr) + [""]
+        out += ["### Feedback: anchoring kept rate and break rate by tutor cognizance", ""] + _feedback_table(pr) + [""]
+        out += ["### Per-token divergence by teacher context", ""] + _divergence_table(pr) + [""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out) + "\n")
+    return path
