@@ -237,7 +237,7 @@ def _leak_patterns(labels: Sequence[str]) -> list[tuple[str, re.Pattern]]:
         rf"(?i:\b(?:the\s+)?(?:{qualifier}\s+)?{noun}\s*{verb}\s*(?:(?:option|choice|answer|letter)\s+)?)"
         + lab
     )
-    choose = rf"(?i:\b(?:choose|select|pick|go\s+with|opt\s+for|circle)\s+(?:(?:option|choice|answer|letter)\s+)?)" + lab
+    choose = r"(?i:\b(?:choose|select|pick|go\s+with|opt\s+for|circle)\s+(?:(?:option|choice|answer|letter)\s+)?)" + lab
     label_is = (
         rf"(?:(?i:\b{noun}\s+)?){lab}"
         rf"(?i:\s+is\s+(?:the\s+|indeed\s+)?(?:correct|right|true|best)(?:\s+{noun})?\b)"

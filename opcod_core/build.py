@@ -84,11 +84,14 @@ def load_base(st: StudentConfig, index: int, config: RunConfig, aliases: dict[st
     return models.load_causal_lm(ref, device="cpu", dtype=config.dtype)
 
 
-def make_backend(config: RunConfig, model, tokenizer, device: str):
+def make_backend(config: RunConfig, model, tokenizer, device: str, seed: int = 0):
+    """The student's generation backend. vLLM is imported only when asked for, so the core works
+    without it; its engine starts from the weights ``model`` has now and is synced after updates."""
     if config.backend == "transformers":
         return HFBackend(model, tokenizer, device=device)
-    raise ValueError(f"backend: '{config.backend}' is not available in this installation "
-                     "(install the 'vllm' extra)")
+    from opcod_core.generation.vllm import VLLMBackend
+
+    return VLLMBackend(model, tokenizer, config.vllm, device=device, dtype=config.dtype, seed=seed)
 
 
 def warmup_key(st: StudentConfig, config: RunConfig, index: int) -> str:
@@ -99,41 +102,52 @@ def warmup_key(st: StudentConfig, config: RunConfig, index: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: Path | None = None,
+                  aliases: dict[str, str] | None = None,
+                  progress: Callable[[str, int, int, float], None] | None = None) -> StudentRuntime:
+    """Student ``index`` of the config, warmed up (or reloaded from the warm-up cache) and with its
+    generation backend: the same in this process (local executor) and inside a Ray actor."""
+    aliases = aliases or {}
+    st = config.students[index]
+    device = resolve_device(config.device)
+    cached = None
+    if st.warmup_sft_steps and cache_dir is not None:
+        cached = Path(cache_dir) / "warm" / warmup_key(st, config, index) / st.name
+    if cached is not None and (cached / "config.json").exists():
+        model, tok = models.load_causal_lm(str(cached), device="cpu", dtype=config.dtype)
+        needs_warmup = False
+    else:
+        model, tok = load_base(st, index, config, aliases, cache_dir)
+        needs_warmup = st.warmup_sft_steps > 0
+    rt = StudentRuntime(st.name, model, tok, make_backend(config, model, tok, device, seed=config.seed * 7 + index),
+                        config.optim, device=device)
+    if needs_warmup:
+        domains = st.warmup_domains or ((st.strong_domain,) if st.strong_domain else tuple(config.data.domains))
+        items = [it for d in domains for it in data.get(d, "train")]
+        cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
+        if st.warmup_hinted_domains:  # domain skew: facts of own domains, hint use for the others
+            hinted = [it for d in st.warmup_hinted_domains for it in data.get(d, "train")]
+            skewed_warm_up(rt, items, hinted, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
+                           seed=config.seed * 7 + index, unhinted_fraction=st.warmup_unhinted_fraction,
+                           progress=cb)
+        else:
+            warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
+                    seed=config.seed * 7 + index, progress=cb)
+        rt.reset_optimizer()
+        if cached is not None:
+            models.save_model(rt.model, rt.tokenizer, cached)
+    return rt
+
+
 def build_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None = None,
                    aliases: dict[str, str] | None = None,
-                   progress: Callable[[str, int, int, float], None] | None = None) -> dict[str, StudentRuntime]:
-    aliases = aliases or {}
-    if config.executor != "local":
-        raise ValueError(f"executor: '{config.executor}' is not available in this installation yet "
-                         "(only 'local')")
-    device = resolve_device(config.device)
-    students: dict[str, StudentRuntime] = {}
-    for index, st in enumerate(config.students):
-        cached = None
-        if st.warmup_sft_steps and cache_dir is not None:
-            cached = Path(cache_dir) / "warm" / warmup_key(st, config, index) / st.name
-        if cached is not None and (cached / "config.json").exists():
-            model, tok = models.load_causal_lm(str(cached), device="cpu", dtype=config.dtype)
-            needs_warmup = False
-        else:
-            model, tok = load_base(st, index, config, aliases, cache_dir)
-            needs_warmup = st.warmup_sft_steps > 0
-        rt = StudentRuntime(st.name, model, tok, make_backend(config, model, tok, device), config.optim,
-                            device=device)
-        if needs_warmup:
-            domains = st.warmup_domains or ((st.strong_domain,) if st.strong_domain else tuple(config.data.domains))
-            items = [it for d in domains for it in data.get(d, "train")]
-            cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
-            if st.warmup_hinted_domains:  # domain skew: facts of own domains, hint use for the others
-                hinted = [it for d in st.warmup_hinted_domains for it in data.get(d, "train")]
-                skewed_warm_up(rt, items, hinted, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
-                               seed=config.seed * 7 + index, unhinted_fraction=st.warmup_unhinted_fraction,
-                               progress=cb)
-            else:
-                warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
-                        seed=config.seed * 7 + index, progress=cb)
-            rt.reset_optimizer()
-            if cached is not None:
-                models.save_model(rt.model, rt.tokenizer, cached)
-        students[st.name] = rt
-    return students
+                   progress: Callable[[str, int, int, float], None] | None = None) -> dict:
+    """Both students, where ``config.executor`` says they live: in this process, or each in a Ray
+    actor behind a proxy with the same methods (``opcod_core.executors.ray``)."""
+    if config.executor == "ray":
+        from opcod_core.executors.ray import ray_students
+
+        return ray_students(config, data, cache_dir, aliases)
+    from opcod_core.executors.local import local_students
+
+    return local_students(config, data, cache_dir, aliases, progress)

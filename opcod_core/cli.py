@@ -93,7 +93,10 @@ def cmd_train(args) -> int:
     with reporter:
         trainer = Trainer(config, out, observer=reporter.wrap(observer), cache_dir=args.cache_dir or default_cache_dir(),
                           aliases=aliases, progress=reporter.on_progress)
-        result = trainer.run(resume=args.resume)
+        try:
+            result = trainer.run(resume=args.resume)
+        finally:
+            trainer.close()
     observer.close()
     if result.summary is not None:
         (out / "summary.json").write_text(json.dumps(result.summary, indent=2))

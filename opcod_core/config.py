@@ -153,6 +153,33 @@ class BreakRateConfig(_Section):
                                   "checked per step for breakage (0 disables).")
 
 
+class VLLMConfig(_Section):
+    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="Fraction of GPU memory each "
+                                          "student's engine may take (both engines and the trainer share one GPU).")
+    kv_cache_gib: float | None = Field(None, gt=0.0, le=1024.0, description="KV-cache size per engine in GiB; "
+                                       "required on CPU (default there: 1), overrides the fraction on GPU.")
+    max_model_len: int | None = Field(None, ge=16, le=1_000_000, description="Longest prompt + completion "
+                                      "the engine accepts (default: the model's limit).")
+    enforce_eager: bool = Field(True, description="Skip CUDA-graph capture (faster start, slower decode).")
+    sleep_during_training: bool = Field(True, description="On GPU, put each engine to sleep (weights "
+                                        "offloaded, KV cache freed) while its student trains.")
+    sync_timeout_s: float = Field(300.0, gt=0.0, le=86_400.0, description="Weight sync into the engine "
+                                  "must finish within this time, or the run fails.")
+    verify_sync: bool = Field(True, description="After each sync, compare checksums of the served "
+                              "weights with the trainer's; a mismatch fails the run.")
+
+
+class RayConfig(_Section):
+    address: str | None = Field(None, description="Existing Ray cluster to join ('auto' or 'ray://host:port'); "
+                                "None starts a local Ray instance.")
+    num_cpus_per_student: float = Field(1.0, gt=0.0, le=1024.0, description="CPUs reserved by each student actor.")
+    num_gpus_per_student: float = Field(0.0, ge=0.0, le=64.0, description="GPUs reserved by each student actor.")
+    local_num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of a locally started Ray "
+                                       "(default: all of this machine's).")
+    actor_timeout_s: float = Field(3600.0, gt=0.0, le=86_400.0, description="Longest a single call into a "
+                                   "student actor may take before the run fails.")
+
+
 class RunConfig(_Section):
     name: str = Field("run", min_length=1, max_length=120, description="Human-readable run name.")
     preset: str | None = Field(None, description="Preset this config came from, if any.")
@@ -172,6 +199,8 @@ class RunConfig(_Section):
     break_rate: BreakRateConfig = Field(default_factory=BreakRateConfig, description="Break-rate sampling.")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation backend.")
     executor: Literal["local", "ray"] = Field("local", description="Where students live.")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="vLLM engines (backend: vllm).")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray placement (executor: ray).")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$", description="Torch device.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Model dtype.")
     checkpoint_every: int = Field(1, ge=1, le=100_000, description="Checkpoint every N steps.")

@@ -16,7 +16,6 @@ Nothing is trained and nothing stored is changed: a replay is a measurement.
 
 from __future__ import annotations
 
-import copy
 
 from opcod_core.anchoring import classify_feedback, render_tutor_messages
 from opcod_core.controls import ReplayRequest
@@ -58,31 +57,14 @@ def replay(tutee, exchange: dict, new_feedback: str | None, loss_cfg, context_mo
 
 def feedback_from_checkpoint(tutor, checkpoint_dir, exchange: dict, template, tutor_cfg, seed: int) -> dict:
     """Generate feedback on the exchange's rollout from ``tutor`` with weights from a checkpoint."""
-    from pathlib import Path
-
-    other = copy.copy(tutor)
-    other.model = copy.deepcopy(tutor.model)
-    other.backend = copy.copy(tutor.backend)
-    other.backend.model = other.model
-    other.optimizer = None
-    from safetensors.torch import load_file
-
-    state = {}
-    for f in sorted((Path(checkpoint_dir) / "model").glob("*.safetensors")):
-        state.update(load_file(str(f)))
-    if not state:
-        raise FileNotFoundError(f"tutor_checkpoint: no model weights under {checkpoint_dir}")
-    other.model.load_state_dict(state, strict=False)
-    if getattr(other.model.config, "tie_word_embeddings", False):
-        other.model.tie_weights()
     labels, choices = exchange.get("labels") or [], exchange.get("choices") or []
     messages, prefill = render_tutor_messages(template, exchange["question"], format_choices(labels, choices),
                                               exchange["rollout_text"],
                                               gold=exchange.get("gold") if template.show_gold else None)
-    prompt = other.render(messages, prefill=prefill)
+    prompt = tutor.render(messages, prefill=prefill)
     params = SamplingParams(n=1, temperature=tutor_cfg.temperature, max_new_tokens=tutor_cfg.max_new_tokens,
                             stop=tuple(template.stop), seed=seed)
-    raw = prefill + other.sample([prompt], params)[0][0].text
+    raw = prefill + tutor.sample_with_checkpoint(checkpoint_dir, [prompt], params)[0][0].text
     v = classify_feedback(raw, exchange["question"], gold=exchange.get("gold"), choices=choices, labels=labels)
     return {"raw": raw, "category": v.category, "concept": v.concept, "sanitised": v.sanitised}
 

@@ -14,6 +14,7 @@ each prefix), so position t of both tensors predicts y_t.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -60,21 +61,12 @@ def gather_token_logprobs(logits_BTV: torch.Tensor, rollouts: list[list[int]]) -
     return logp_BTV.gather(-1, ids_BT.unsqueeze(-1)).squeeze(-1)
 
 
-class StudentRuntime:
-    def __init__(self, name: str, model, tokenizer, backend, optim: OptimConfig, device: str = "cpu",
-                 micro_batch: int = 8) -> None:
-        self.name = name
-        self.model = model.to(device)
-        self.tokenizer = tokenizer
-        self.backend = backend
-        self.device = device
-        self.micro_batch = micro_batch
-        self.optim_cfg = optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=optim.lr,
-                                           weight_decay=optim.weight_decay)
-        self.updates = 0
+class TextOps:
+    """Tokenizer-only operations; shared by the runtime and by proxies of students that live in
+    another process (they keep a copy of the tokenizer, so text never crosses the boundary twice)."""
 
-    # --- text and generation -----------------------------------------------------------------
+    tokenizer = None
+
     def render(self, messages: list[dict], prefill: str = "") -> list[int]:
         return models.render_prompt(self.tokenizer, messages, add_generation_prompt=True, prefill=prefill)
 
@@ -88,6 +80,22 @@ class StudentRuntime:
         """Each token as the text it contributes (byte-level pieces decoded one at a time)."""
         return [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
 
+
+class StudentRuntime(TextOps):
+    def __init__(self, name: str, model, tokenizer, backend, optim: OptimConfig, device: str = "cpu",
+                 micro_batch: int = 8) -> None:
+        self.name = name
+        self.model = model.to(device)
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.device = device
+        self.micro_batch = micro_batch
+        self.optim_cfg = optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=optim.lr,
+                                           weight_decay=optim.weight_decay)
+        self.updates = 0
+
+    # --- generation ------------------------------------------------------------------------------
     def sample(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         return self.backend.generate(prompts, params)
 
@@ -123,25 +131,43 @@ class StudentRuntime:
         return torch.softmax(logp_V[firsts], dim=-1).tolist()
 
     # --- training --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_logits(self, examples: list[DistillExample], micro_batch: int | None = None) -> list[torch.Tensor]:
+        """This model's logits over each example's rollout under its teacher prefix, one tensor per
+        micro-batch (of the *tutee's* size) of the examples that have a teacher prefix: what
+        ``distill_step(teacher_logits=...)`` consumes."""
+        trained = [e for e in examples if e.teacher_prefix is not None]
+        mb = micro_batch or self.micro_batch
+        was = self.model.training
+        self.model.eval()
+        try:
+            return [self._logits([e.teacher_prefix for e in trained[i:i + mb]],
+                                 [e.rollout for e in trained[i:i + mb]])[0]
+                    for i in range(0, len(trained), mb)]
+        finally:
+            self.model.train(was)
+
     def distill_step(self, examples: list[DistillExample], loss_cfg: LossConfig,
-                     teacher: "StudentRuntime | None" = None) -> StepOutput:
+                     teacher: "StudentRuntime | None" = None,
+                     teacher_logits: list[torch.Tensor] | None = None) -> StepOutput:
         """One optimizer step of self-distillation (or, with ``teacher``, distillation from a frozen
-        peer that shares the tokenizer: the ``one_way`` baseline)."""
+        peer that shares the tokenizer: the ``one_way`` baseline). ``teacher_logits`` are the
+        frozen peer's ``teacher_logits(examples)`` computed elsewhere (the peer in another process)."""
         teacher_rt = teacher or self
         trained = [e for e in examples if e.teacher_prefix is not None]
         n_trained = len(trained)
         results: dict[int, ExampleResult] = {}
+        self.backend.offload()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for start in range(0, n_trained, self.micro_batch):
+        for ci, start in enumerate(range(0, n_trained, self.micro_batch)):
             chunk = trained[start:start + self.micro_batch]
             rollouts = [e.rollout for e in chunk]
-            with torch.no_grad():
-                was = teacher_rt.model.training
-                teacher_rt.model.eval()
-                t_BTV, _ = teacher_rt._logits([e.teacher_prefix for e in chunk], rollouts)
-                teacher_rt.model.train(was)
+            if teacher_logits is not None:
+                t_BTV = teacher_logits[ci].to(self.device)
+            else:
+                t_BTV = teacher_rt.teacher_logits(chunk, micro_batch=len(chunk))[0]
             s_BTV, mask_BT = self._logits([e.student_prefix for e in chunk], rollouts)
             div_BT = losses.per_token_divergence(s_BTV, t_BTV, mask_BT, kind=loss_cfg.divergence,
                                                  beta=loss_cfg.beta, topk=loss_cfg.topk,
@@ -179,6 +205,7 @@ class StudentRuntime:
                              advantages: list[float]) -> StepOutput:
         """GRPO baseline step (on-policy, so the importance ratio is 1 and clipping is inactive):
         loss = -mean_i A_i * (1/|y_i|) sum_t log p(y_i,t)."""
+        self.backend.offload()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         n = len(rollouts)
@@ -215,6 +242,7 @@ class StudentRuntime:
 
     def sft_step(self, prompts: list[list[int]], targets: list[list[int]], lr: float | None = None) -> float:
         """Supervised step (warm-up): mean token NLL of targets after prompts."""
+        self.backend.offload()
         self.model.train()
         if lr is not None:
             for g in self.optimizer.param_groups:
@@ -230,9 +258,39 @@ class StudentRuntime:
         self.backend.sync_weights(self.model)
         return float(loss.detach())
 
+    def sample_with_checkpoint(self, checkpoint_dir: str | Path, prompts: list[list[int]],
+                               params: SamplingParams) -> list[list[Completion]]:
+        """Sample from a copy of this model holding a checkpoint's weights (replays that ask an
+        earlier tutor); the live model, optimizer and backend are untouched."""
+        from safetensors.torch import load_file
+
+        from opcod_core.generation.hf import HFBackend
+
+        state: dict = {}
+        for f in sorted((Path(checkpoint_dir) / "model").glob("*.safetensors")):
+            state.update(load_file(str(f)))
+        if not state:
+            raise FileNotFoundError(f"tutor_checkpoint: no model weights under {checkpoint_dir}")
+        other = copy.deepcopy(self.model)
+        other.load_state_dict(state, strict=False)
+        if getattr(other.config, "tie_word_embeddings", False):
+            other.tie_weights()
+        return HFBackend(other, self.tokenizer, device=self.device).generate(prompts, params)
+
     def reset_optimizer(self) -> None:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.optim_cfg.lr,
                                            weight_decay=self.optim_cfg.weight_decay)
+
+    def sync_seconds(self) -> float | None:
+        """Total time the backend spent loading new weights (None: it shares the trainer's module)."""
+        stats = getattr(self.backend, "stats", None)
+        return float(stats["sync_s"]) if stats else None
+
+    def close(self) -> None:
+        """Release the generation backend (a vLLM engine and its weight directory)."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
 
     # --- persistence -------------------------------------------------------------------------------
     def save(self, directory: Path, with_optimizer: bool = True) -> None:

@@ -56,7 +56,7 @@ from opcod_core.gating import GateRecord, decide_gates
 from opcod_core.observer import NullObserver, Observer
 from opcod_core.prompts import rollout_messages, teacher_messages
 from opcod_core.replay import replay_exchange
-from opcod_core.step import (Row, StepContext, build_examples, choose_siblings, derive_seed, exchange_event,
+from opcod_core.step import (Row, StepContext, build_examples, choose_siblings, exchange_event,
                              exchange_key, s_only_divergence, sample_rollouts, tutor_feedback)
 from opcod_core.student import DistillExample
 
@@ -234,6 +234,7 @@ class Trainer:
         ctx = StepContext(cfg, r, d, k, g, self.students[tutee_name], self.students[tutor_name],
                           self.gate_record(tutor_name), self.batch_for(g), self.controls, self.template)
         t0 = time.perf_counter()
+        sync0 = ctx.tutee.sync_seconds()
         rows, t_rollout, n_tokens = sample_rollouts(ctx)
         t_feedback = 0.0
         breaks: list[dict] = []
@@ -264,9 +265,12 @@ class Trainer:
             self.emit(self._human_event(ctx, ex, example, res))
         for b in breaks:
             self.emit(b)
-        self.emit({"type": "step", **ctx.position, "loss": out.loss,
-                   "metrics": self._metrics(ctx, rows, out, breaks, t_rollout, t_feedback, t_train,
-                                            time.perf_counter() - t0, n_tokens)})
+        metrics = self._metrics(ctx, rows, out, breaks, t_rollout, t_feedback, t_train, time.perf_counter() - t0,
+                                n_tokens)
+        sync1 = ctx.tutee.sync_seconds()
+        if sync1 is not None and sync0 is not None:
+            metrics["time/weight_sync"] = sync1 - sync0   # the previous update's sync, paid before this rollout
+        self.emit({"type": "step", **ctx.position, "loss": out.loss, "metrics": metrics})
 
     def _human_examples(self, ctx: StepContext) -> list[tuple[dict, DistillExample]]:
         pending, self.pending_human[ctx.tutee.name] = self.pending_human.get(ctx.tutee.name, []), []
@@ -384,6 +388,11 @@ class Trainer:
         summary = self.summary()
         self.emit({"type": "finish", "status": "finished", "summary": summary})
         return RunResult("finished", summary)
+
+    def close(self) -> None:
+        """Release what the students hold outside this process's Python objects (engines, actors)."""
+        for rt in self.students.values():
+            rt.close()
 
     def summary(self) -> dict:
         final_round = str(self.config.schedule.rounds)

@@ -217,6 +217,9 @@ def resume_run(db: SessionFactory, run_id: int) -> RunDetail:
             return None, None
         if run.status == "queued":
             return None, None
+        if run.status == "failed":  # retried from its last checkpoint by the worker that claims it
+            return ({"status": "queued", "requested_action": None, "error": None, "finished_at": None},
+                    ("status", None, {"status": "queued", "retry_of": "failed"}))
         raise _final(run, "resumed")
     return _transition(db, run_id, decide)
 

@@ -30,11 +30,34 @@ class Completion:
     meta: dict = field(default_factory=dict)
 
 
+def check_request(prompts: Sequence[Sequence[int]], params: SamplingParams) -> None:
+    """The argument checks every backend applies before generating (clear errors, same wording)."""
+    if params.n < 1:
+        raise ValueError("SamplingParams.n must be >= 1")
+    if params.temperature < 0:
+        raise ValueError("SamplingParams.temperature must be >= 0")
+    if not 0 < params.top_p <= 1:
+        raise ValueError("SamplingParams.top_p must be in (0, 1]")
+    if params.max_new_tokens < 0:
+        raise ValueError("SamplingParams.max_new_tokens must be >= 0")
+    if any(s == "" for s in params.stop):
+        raise ValueError("stop strings must be non-empty")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty: every prompt needs at least one token")
+
+
 class GenerationBackend(Protocol):
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
         """Returns, for each prompt, ``params.n`` completions."""
         ...
 
     def sync_weights(self, model) -> None:
-        """Make the backend serve the weights of ``model`` (no-op when it shares the module)."""
+        """Make the backend serve the weights of ``model`` (no-op when it shares the module); a
+        backend may defer the transfer to its next ``generate`` but never generates from older weights."""
+        ...
+
+    def offload(self) -> None:
+        """The student is about to train: free what generation holds that training could use
+        (an engine's GPU memory); the next ``generate`` restores it. No-op where nothing is held."""
         ...

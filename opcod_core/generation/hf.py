@@ -39,7 +39,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from opcod_core.generation.base import Completion, SamplingParams
+from opcod_core.generation.base import Completion, SamplingParams, check_request
 
 
 def _eos_ids(model, tokenizer, extra: Iterable[int] | None) -> frozenset[int]:
@@ -121,8 +121,11 @@ class HFBackend:
             return
         self.model.load_state_dict(model.state_dict(), strict=True)
 
+    def offload(self) -> None:
+        """Nothing to free: the backend samples from the trainer's own module."""
+
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
-        self._check(prompts, params)
+        check_request(prompts, params)
         rows = [(i, j, [int(t) for t in prompt]) for i, prompt in enumerate(prompts) for j in range(params.n)]
         gen = torch.Generator(device=self.device)
         if params.seed is None:
@@ -154,22 +157,6 @@ class HFBackend:
             return
         if current != self.device:
             self.model.to(self.device)
-
-    @staticmethod
-    def _check(prompts: Sequence[Sequence[int]], params: SamplingParams) -> None:
-        if params.n < 1:
-            raise ValueError("SamplingParams.n must be >= 1")
-        if params.temperature < 0:
-            raise ValueError("SamplingParams.temperature must be >= 0")
-        if not 0 < params.top_p <= 1:
-            raise ValueError("SamplingParams.top_p must be in (0, 1]")
-        if params.max_new_tokens < 0:
-            raise ValueError("SamplingParams.max_new_tokens must be >= 0")
-        if any(s == "" for s in params.stop):
-            raise ValueError("stop strings must be non-empty")
-        for i, p in enumerate(prompts):
-            if len(p) == 0:
-                raise ValueError(f"prompt {i} is empty: every prompt needs at least one token")
 
     def _forward(self, input_ids, attention_mask, position_ids, past_key_values=None):
         kwargs = {}

@@ -164,8 +164,22 @@ def test_pause_resume_cancel_of_a_running_run_are_requests_for_the_worker(api):
     assert client.post(f"{V1}/runs/{rid}/resume").json()["status"] == "queued"
     for final in ("finished", "failed"):
         api_seed.set_status(db, rid, final)
-        for action in ("pause", "resume", "cancel"):
+        for action in ("pause", "cancel") + (("resume",) if final == "finished" else ()):
             assert client.post(f"{V1}/runs/{rid}/{action}").status_code == 409
+
+
+def test_a_failed_run_resumes_from_its_last_checkpoint(api):
+    # e.g. a Ray actor lost mid-run: resume queues the run again, error cleared; the worker that
+    # claims it restarts from the latest checkpoint in the run's directory
+    client, db = api
+    rid = api_seed.seed_run(db, status="running", n_steps=1, per_step=1).run_id
+    api_seed.set_status(db, rid, "failed", error="StudentActorLost: student chem: its Ray actor died")
+    assert client.get(f"{V1}/runs/{rid}").json()["error"].startswith("StudentActorLost")
+    r = client.post(f"{V1}/runs/{rid}/resume")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["status"], body["error"], body["finished_at"]) == ("queued", None, None)
+    assert client.post(f"{V1}/runs/{rid}/resume").json()["status"] == "queued"  # idempotent
 
 
 def test_run_detail_and_listing(api):

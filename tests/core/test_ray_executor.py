@@ -1,0 +1,79 @@
+"""The Ray executor on a local Ray (num_cpus=2): a tiny run with each student in an actor gives the
+local executor's summary for the same seed, and a killed actor fails the run clearly and the run
+resumes from its last checkpoint to the same result."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray") if os.environ.get("OPCOD_REQUIRE_RAY") != "1" else __import__("ray")
+
+from opcod_core.config import preset
+from opcod_core.observer import CollectingObserver
+from opcod_core.trainer import Trainer
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+RAY = {"executor": "ray", "ray": {"local_num_cpus": 2, "num_cpus_per_student": 1}}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _run(config, out, cache, observer=None, resume=False):
+    trainer = Trainer(config, out, observer=observer or CollectingObserver(), cache_dir=cache)
+    try:
+        return trainer, trainer.run(resume=resume)
+    finally:
+        trainer.close()
+
+
+@pytest.fixture(scope="module")
+def local_summary(tmp_path_factory, tiny_cache):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each actor (1 CPU) uses, so float reductions match
+    try:
+        _, res = _run(preset("tiny"), tmp_path_factory.mktemp("local"), tiny_cache)
+    finally:
+        torch.set_num_threads(threads)
+    return res.summary
+
+
+def test_ray_run_matches_local(local_ray, local_summary, tmp_path, tiny_cache):
+    obs = CollectingObserver()
+    trainer, res = _run(preset("tiny", RAY), tmp_path, tiny_cache, obs)
+    assert res.status == "finished"
+    assert type(trainer.students["chem"]).__name__ == "RemoteStudent"
+    assert res.summary == local_summary
+    kinds = {e["type"] for e in obs.events}
+    assert {"gate", "exchange", "step", "eval", "checkpoint"} <= kinds
+
+
+def test_lost_actor_fails_clearly_and_resumes(local_ray, local_summary, tmp_path, tiny_cache):
+    from opcod_core.executors.ray import StudentActorLost
+
+    trainer = Trainer(preset("tiny", RAY), tmp_path, observer=CollectingObserver(), cache_dir=tiny_cache)
+    killed: list[str] = []
+    emit = trainer.emit
+
+    def emit_then_kill(event):  # kill the tutee's actor once the first step of round 2 is recorded
+        emit(event)
+        if event["type"] == "step" and event.get("round") == 2 and not killed:
+            killed.append(event["tutee"])
+            ray.kill(trainer.students[event["tutee"]].handle)
+
+    trainer.emit = emit_then_kill
+    with pytest.raises(StudentActorLost, match=r"student \w+: its Ray actor died"):
+        trainer.run()
+    trainer.close()
+    assert killed
+    _, res = _run(preset("tiny", RAY), tmp_path, tiny_cache, resume=True)
+    assert res.status == "finished"
+    assert res.summary == local_summary
