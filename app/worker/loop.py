@@ -174,7 +174,10 @@ class Worker:
                 trainer = WorkerTrainer(config, out_dir, observer=MultiObserver(jsonl, recorder), controls=controls,
                                         cache_dir=self.settings.model_cache_dir)
                 trainer.recorder = recorder
-                result = trainer.run(resume=resume)
+                try:
+                    result = trainer.run(resume=resume)
+                finally:
+                    trainer.close()   # vLLM engines, Ray actors: nothing outlives the run in this worker
             finally:
                 jsonl.close()
         except RunLost:

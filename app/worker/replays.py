@@ -98,6 +98,8 @@ class IdleReplayer:
 
         if self._cached and self._cached[:2] == (run_id, ckpt):
             return self._cached[2]
+        if self._cached:
+            self._cached[2].close()   # the previous checkpoint's students (engines, actors) go
         self._cached = None
         trainer = WorkerTrainer(config, out_dir, cache_dir=self.cache_dir)
         if not trainer.restore():
