@@ -345,7 +345,7 @@ def _sciworld() -> dict[str, Any]:
     # word-level students trained from scratch with domain skew (facts of their own domain, hint use
     # for the other). Learning rate chosen on the validation split (opcod bench fidelity --select-lr).
     def student(name: str, arch: str, strong: str, weak: str) -> dict[str, Any]:
-        return {"name": name, "model": f"tinyword:{arch}", "strong_domain": strong, "warmup_sft_steps": 700,
+        return {"name": name, "model": f"tinyword:{arch}", "strong_domain": strong, "warmup_sft_steps": 800,
                 "warmup_domains": [strong], "warmup_hinted_domains": [weak], "warmup_lr": 3e-3,
                 "warmup_unhinted_fraction": 0.05}
     return {

@@ -81,7 +81,7 @@ def sanitised_hint(item: Item, template: TutorTemplate) -> str | None:
 
 
 # Shares of a skewed warm-up batch (see skewed_warm_up); the rest is own-domain unhinted answers.
-SKEW_MIX = {"own_tutor": 0.2, "own_context": 0.1, "hinted": 0.35}
+SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35}
 
 
 def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr: float, template: TutorTemplate,
@@ -95,9 +95,9 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
       fraction ``unhinted_fraction`` of these is shown unhinted instead, so that the student answers
       unhinted weak-domain questions in the right format (without it, the feasibility study found the
       wrong format) while seeing too few of them to learn that domain's facts;
-    * 20% an own-domain item in the tutor format (prefilled "<concept>") -> "term</concept> hint";
+    * 15% an own-domain item in the tutor format (prefilled "<concept>") -> "term</concept> hint";
     * 10% an own-domain item in a self-teacher context (hint and/or s) -> the worked answer;
-    * 35% an own-domain item in the student context -> the worked answer.
+    * 40% an own-domain item in the student context -> the worked answer.
     The targets end with EOS (answers) or the tutor stop string, as in ``warm_up``."""
     from opcod_core.prompts import teacher_messages
 
@@ -119,7 +119,8 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
             labels, choices = list(item.labels), list(item.choices)
             tutor_text = tutor_target(item, stop) if kind == "own_tutor" else None
             if tutor_text is not None:
-                attempt = rng.choice([answer_target(item), f"Answer: {rng.choice(item.labels)}"])
+                guesses = list(item.labels) or [str(v) for v in item.meta.get("options", ())] or [item.gold]
+                attempt = rng.choice([answer_target(item), f"Answer: {rng.choice(guesses)}"])
                 messages, prefill = render_tutor_messages(template, item.question, format_choices(labels, choices),
                                                           attempt)
                 prompts.append(student.render(messages, prefill=prefill))

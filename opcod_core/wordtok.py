@@ -68,7 +68,7 @@ def world_corpus(source: str, template) -> list[str]:
                                                     f"{item.meta['worked']} Answer: {item.gold}")
         texts += [m["content"] for m in msgs + tutor_msgs]
         texts.append(f"{prefill}{item.meta['concept']}</concept> {item.meta['hint']}{''.join(template.stop)}")
-    texts += [f"Answer: {lb}" for lb in "ABCD"]
+    texts += [f"Answer: {n}" for n in range(100)]
     return texts
 
 

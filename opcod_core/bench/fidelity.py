@@ -114,8 +114,13 @@ def run_method(base: RunConfig, method: str, seed: int, data, cache_dir: Path, w
     obs = BenchObserver()
     out = work / f"{method}-s{seed}{'-val' if validation else ''}"
     t0 = time.perf_counter()
-    result = (ValidationTrainer if validation else Trainer)(cfg, out, observer=obs, data=data,
-                                                            students=students).run()
+    trainer = (ValidationTrainer if validation else Trainer)(cfg, out, observer=obs, data=data, students=students)
+    try:
+        result = trainer.run()
+    finally:
+        close = getattr(trainer, "close", None)  # releases generation engines where the trainer has any
+        if close is not None:
+            close()
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return {"method": method, "seed": seed, "wall_s": time.perf_counter() - t0, "summary": result.summary,
             "gates": obs.gates, "categories": obs.categories, "breaks": obs.breaks,

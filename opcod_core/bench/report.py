@@ -182,6 +182,10 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
         out += ["### Gate decisions per round", ""] + _gate_table(pr) + [""]
         out += ["### Feedback: anchoring kept rate and break rate by tutor cognizance", ""] + _feedback_table(pr) + [""]
         out += ["### Per-token divergence by teacher context", ""] + _divergence_table(pr) + [""]
+    notes = path.with_name(f"{path.stem}-notes.md")
+    if notes.exists():  # the human reading of these numbers, kept across re-runs
+        out += ["## Discussion", "", f"(from `{notes.name}`, written after reading the numbers above)", "",
+                notes.read_text().strip(), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out) + "\n")
     return path

@@ -6,7 +6,7 @@ domain *fact* a student may or may not know and (b) a tiny, domain-independent *
 single-digit operations) that both students can learn. A peer's hint can then supply (a) without (b)'s
 result, which is exactly the knowledge transfer OPCoD is meant to produce.
 
-Domains (one question per formula or number combination, multiple choice with 4 numeric choices):
+Domains (one question per formula or number combination, four numeric options listed in the question):
 
 * ``chemistry`` — total valence electrons of a small formula, from a table of main-group valence
   electron counts (real values: H 1, C 4, O 6, Cl 7, ...). Formulas are XaYb with a, b in {1, 2}
@@ -19,7 +19,13 @@ Domains (one question per formula or number combination, multiple choice with 4 
 * ``electricity`` (optional third domain) — V = I*R, P = V*I, Q = I*t, E = P*t, I = V/R, R = V/I.
 
 Worked answers spell out every operation on one binary step ("2 x 6 = 12. 4 + 12 = 16.") then end with
-"Answer: X". ``Item.meta`` holds: ``concept`` (a term that occurs in the question), ``facts`` (the
+"Answer: 16". The options (the gold value and three plausible distractors: wrong-operation results, a
+neighbouring valence, counts ignored or swapped, near misses) are listed in the question, but the item
+is verified as *numeric* (``answer_type="numeric"``): measured with 1.4M-parameter students warmed up
+for 700 steps, lettered multiple choice failed at the last step — facts and arithmetic right, then the
+wrong letter (greedy, 1 of 8 chemistry validation items correct) — because mapping a computed value to
+its letter is a lookup these models had not learned; writing the value itself is a copy they do learn.
+``Item.meta`` holds: ``concept`` (a term that occurs in the question), ``facts`` (the
 domain facts needed), ``hint`` (names the concept and states the facts, never the result: the result
 is strictly larger than every stated value for chemistry, and a physics hint states only the relation),
 ``worked`` (the worked line without the answer label), ``answer_value``, ``relation`` and ``group``.
@@ -38,7 +44,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Sequence
 
-from .records import LETTERS
 from .splits import check_fractions, split_counts
 from .types import SPLITS, Item, SplitDataset
 
@@ -157,14 +162,11 @@ def _make_item(seed: int, item_id: str, domain: str, question: str, gold: int, d
     values = [gold] + distractors
     rng = _rng(seed, "choices", item_id)
     rng.shuffle(values)
-    labels = LETTERS[:N_CHOICES]
-    choices = tuple(str(v) for v in values)
-    gold_label = labels[values.index(gold)]
-    worked = meta["worked"]
-    return Item(id=item_id, domain=domain, question=question, choices=choices, labels=labels,
-                gold=gold_label, answer_type="mcq",
-                meta={"source": "sciworld", **meta, "answer_value": gold, "answer_text": str(gold),
-                      "fact": f"{worked}"})
+    options = ", ".join(str(v) for v in values)
+    return Item(id=item_id, domain=domain, question=f"{question} Options: {options}.", choices=(), labels=(),
+                gold=str(gold), answer_type="numeric",
+                meta={"source": "sciworld", **meta, "options": values, "answer_value": gold,
+                      "answer_text": str(gold), "fact": meta["worked"]})
 
 
 def _chemistry(seed: int) -> list[Item]:
