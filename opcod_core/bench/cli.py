@@ -50,6 +50,17 @@ def cmd_fidelity(args) -> int:
     plan = BenchPlan(pairs=_pairs(args.pairs), seeds=seeds, methods=methods, overrides=overrides,
                      student_seed=args.student_seed, vary_students=args.vary_students)
     out = Path(args.out)
+    if args.report_only:  # re-aggregate and re-write from the saved results (e.g. after editing the notes)
+        import json
+
+        from opcod_core.bench.fidelity import aggregate
+
+        results = json.loads(out.with_suffix(".json").read_text())
+        for pr in results["pairs"].values():
+            pr["aggregate"] = aggregate(pr["runs"], pr["students"], pr["domains"])
+        save_results(results, out.with_suffix(".json"))
+        print(f"report: {write_report(results, out, command=results['command'], machine=results['machine'])}")
+        return 0
     log_path = out.with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -65,9 +76,10 @@ def cmd_fidelity(args) -> int:
                                 lr_methods=args.select_methods.split(",") if args.select_methods else None,
                                 world_items=8 if args.quick else 48)
     command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
-    save_results(results, out.with_suffix(".json"))
     machine = (f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch "
                f"thread(s), torch {torch.__version__}, no GPU" if not torch.cuda.is_available() else None)
+    results.update(command=command, machine=machine)
+    save_results(results, out.with_suffix(".json"))
     path = write_report(results, out, command=command, machine=machine)
     print(f"report: {path}")
     return 0
@@ -94,6 +106,7 @@ def register(sub) -> None:
     fi.add_argument("--quick-warmup", type=int, default=30, help="warm-up steps of the quick mode's students")
     fi.add_argument("--student-seed", type=int, default=0, help="seed of the students' build")
     fi.add_argument("--vary-students", action="store_true", help="build a new student pair for every seed")
+    fi.add_argument("--report-only", action="store_true", help="re-write the report from its saved .json")
     fi.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     fi.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache (default ~/.cache/opcod)")
     fi.add_argument("--work-dir", default="/tmp/opcod-bench", help="scratch directory of the runs")

@@ -175,10 +175,11 @@ def aggregate(runs: list[dict], names: list[str], domains: list[str]) -> dict:
                 for k, v in c.items():
                     cats.setdefault(tutor, {}).setdefault(k, 0)
                     cats[tutor][k] += v
-        breaks = {"cognizant": [0, 0], "incognizant": [0, 0]}
+        breaks: dict = {}   # tutor -> cognizant|incognizant -> [broken, samples]
         for r in rs:
             for b in r["breaks"]:
-                slot = breaks["cognizant" if b["cognizant"] else "incognizant"]
+                per = breaks.setdefault(b["tutor"], {"cognizant": [0, 0], "incognizant": [0, 0]})
+                slot = per["cognizant" if b["cognizant"] else "incognizant"]
                 slot[0] += b["broken"]
                 slot[1] += 1
         div: dict = {}

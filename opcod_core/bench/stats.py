@@ -22,6 +22,9 @@ _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
          10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 
+TOL = 1e-9  # accuracies are multiples of 1/(items*k): smaller differences are float noise
+
+
 def t975(df: int) -> float:
     if df < 1:
         raise ValueError("t quantile needs at least one degree of freedom")
@@ -67,12 +70,13 @@ def interval(values: Sequence[float]) -> Interval:
 
 
 def pareto(initial: Mapping[str, float], final: Mapping[str, float]) -> bool:
-    return all(final[d] >= initial[d] for d in initial) and any(final[d] > initial[d] for d in initial)
+    return (all(final[d] >= initial[d] - TOL for d in initial)
+            and any(final[d] > initial[d] + TOL for d in initial))
 
 
 def verdict(changes: Mapping[str, Interval]) -> str:
     """Verdict on per-domain mean changes (final − initial) with their intervals."""
-    means = {d: c.mean for d, c in changes.items()}
+    means = {d: (0.0 if abs(c.mean) < TOL else c.mean) for d, c in changes.items()}
     if not (all(m >= 0 for m in means.values()) and any(m > 0 for m in means.values())):
         lost = [d for d, m in means.items() if m < 0]
         return "not improved (falls on " + ", ".join(lost) + ")" if lost else "unchanged"
