@@ -10,8 +10,11 @@ of whitespace — and each piece is one token. So "Si2Br" is always ``Si | 2 | B
 pieces back, so ``decode(encode(text)) == text`` for every text made of known pieces. A piece outside
 the vocabulary (e.g. a word typed by a human) becomes ``<|unk|>``.
 
-Measured on the science world's prompts (see docs/results/fidelity.md): about 1.0 token per piece;
-the same corpus under the ``tiny:`` BPE (vocab 2048) merges 300+ whole formulas into single tokens.
+Measured on the science world's 1,343 items (MCQ version, 2026-11-25): the word-level vocabulary has 427
+entries and splits every formula into symbols and counts; the ``tiny:`` byte-level BPE trained on the
+same corpus (asked for 2,048, it learns 879) merged symbols and counts inside 156 of the 319 chemistry
+formulas (e.g. "CO2" as one token). Prompt lengths are alike (81.3 vs 82.2 tokens on average), so the
+choice is about what the tokens mean, not about speed.
 """
 
 from __future__ import annotations
