@@ -37,7 +37,8 @@ run: $(STAMP)
 	$(BIN)/opcod demo
 
 test: $(STAMP) $(VLLM_STAMP) system-deps
-	OPCOD_REQUIRE_RAY=1 $(BIN)/python -m pytest -q -m "not vllm"
+	OPCOD_REQUIRE_RAY=1 $(BIN)/python -m pytest -q -m "not vllm" \
+		--ignore=tests/core/test_generation_vllm.py --ignore=tests/core/test_vllm_run.py
 	OPCOD_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm -p no:cacheprovider \
 		tests/core/test_generation_vllm.py tests/core/test_vllm_run.py
 
