@@ -12,6 +12,7 @@ student, data, template and seed reloads the warmed weights instead of training 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -28,9 +29,9 @@ from opcod_core.prompts import format_choices, rollout_messages, teacher_message
 from opcod_core.data.types import SplitDataset
 from opcod_core.generation.hf import HFBackend
 from opcod_core.student import StudentRuntime
-from opcod_core.warmup import skewed_warm_up, warm_up
+from opcod_core.warmup import partial_split, skewed_warm_up, warm_up
 
-WARMUP_VERSION = 1
+WARMUP_VERSION = 2  # 2: partly known domains in skewed_warm_up
 
 
 def tutor_template(config: RunConfig) -> TutorTemplate:
@@ -94,8 +95,49 @@ def make_backend(config: RunConfig, model, tokenizer, device: str, seed: int = 0
     return VLLMBackend(model, tokenizer, config.vllm, device=device, dtype=config.dtype, seed=seed)
 
 
-def warmup_key(st: StudentConfig, config: RunConfig, index: int) -> str:
-    blob = json.dumps({"v": WARMUP_VERSION, "student": st.model_dump(mode="json"), "index": index,
+def warmup_items(st: StudentConfig, config: RunConfig, index: int, data: SplitDataset) -> tuple[list, list, list]:
+    """(own, hinted, partly known) train items of a student's warm-up: its warm-up domains are own; a
+    hinted domain it partly knows (``warmup_partial``) gives a (known items, share) pool and keeps the
+    rest hinted (``opcod_core.warmup.partial_split``)."""
+    domains = st.warmup_domains or ((st.strong_domain,) if st.strong_domain else tuple(config.data.domains))
+    own = [it for d in domains for it in data.get(d, "train")]
+    hinted: list = []
+    partly: list = []
+    for d in st.warmup_hinted_domains or ():
+        share = (st.warmup_partial or {}).get(d)
+        if share is None:
+            hinted += data.get(d, "train")
+            continue
+        known, rest, _units = partial_split(data.get(d, "train"), share, f"{config.seed * 7 + index}-{d}")
+        partly.append((known, share))
+        hinted += rest
+    return own, hinted, partly
+
+
+def _items_digest(data: SplitDataset, domains) -> str:
+    """Content hash of the train items a warm-up reads, so a change of the generator (questions, hints,
+    worked answers) can never reload students warmed up on the old items."""
+    h = hashlib.sha256()
+    for d in sorted(domains):
+        for it in data.get(d, "train"):
+            h.update(json.dumps(it.to_dict(), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def _warmup_code_digest() -> str:
+    """Hash of the warm-up procedure's source (opcod_core/warmup.py): editing it must not reload students
+    warmed up by the old code (WARMUP_VERSION alone relied on people remembering to bump it)."""
+    from opcod_core import warmup
+
+    return hashlib.sha256(Path(warmup.__file__).read_bytes()).hexdigest()[:16]
+
+
+def warmup_key(st: StudentConfig, config: RunConfig, index: int, data: SplitDataset | None = None) -> str:
+    domains = set(st.warmup_domains or ((st.strong_domain,) if st.strong_domain else config.data.domains))
+    domains |= set(st.warmup_hinted_domains or ())
+    blob = json.dumps({"v": WARMUP_VERSION, "code": _warmup_code_digest(), "student": st.model_dump(mode="json"), "index": index,
+                       "items": _items_digest(data, domains) if data is not None else None,
                        "data": config.data.model_dump(mode="json"), "seed": config.seed,
                        "tutor": [config.tutor.system, config.tutor.user, config.tutor.prefill,
                                  list(config.tutor.stop)], "dtype": config.dtype}, sort_keys=True)
@@ -112,7 +154,7 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
     device = resolve_device(config.device)
     cached = None
     if st.warmup_sft_steps and cache_dir is not None:
-        cached = Path(cache_dir) / "warm" / warmup_key(st, config, index) / st.name
+        cached = Path(cache_dir) / "warm" / warmup_key(st, config, index, data) / st.name
     if cached is not None and (cached / "config.json").exists():
         model, tok = models.load_causal_lm(str(cached), device="cpu", dtype=config.dtype)
         needs_warmup = False
@@ -122,14 +164,12 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
     rt = StudentRuntime(st.name, model, tok, make_backend(config, model, tok, device, seed=config.seed * 7 + index),
                         config.optim, device=device)
     if needs_warmup:
-        domains = st.warmup_domains or ((st.strong_domain,) if st.strong_domain else tuple(config.data.domains))
-        items = [it for d in domains for it in data.get(d, "train")]
+        items, hinted, partly = warmup_items(st, config, index, data)
         cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
         if st.warmup_hinted_domains:  # domain skew: facts of own domains, hint use for the others
-            hinted = [it for d in st.warmup_hinted_domains for it in data.get(d, "train")]
             skewed_warm_up(rt, items, hinted, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
                            seed=config.seed * 7 + index, unhinted_fraction=st.warmup_unhinted_fraction,
-                           progress=cb)
+                           progress=cb, partly_known=partly)
         else:
             warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
                     seed=config.seed * 7 + index, progress=cb)

@@ -59,6 +59,20 @@ class StudentConfig(_Section):
                                                           "not the facts); needs items with hints (sciworld).")
     warmup_unhinted_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Share of the hinted domains' "
                                             "warm-up examples shown without a hint (answer format).")
+    warmup_partial: dict[str, float] | None = Field(None, description="Hinted domains the student partly "
+                                                    "knows: domain -> share of that domain's knowledge units "
+                                                    "(sciworld: elements, relations) whose facts it learns like "
+                                                    "its own; items needing other units stay hinted.")
+
+    @model_validator(mode="after")
+    def _check_partial(self) -> "StudentConfig":
+        for domain, share in (self.warmup_partial or {}).items():
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"warmup_partial.{domain}: share must be between 0 and 1, got {share}")
+            if domain not in (self.warmup_hinted_domains or ()):
+                raise ValueError(f"warmup_partial.{domain}: not one of warmup_hinted_domains "
+                                 f"{list(self.warmup_hinted_domains or ())}")
+        return self
 
 
 class DataConfig(_Section):
@@ -342,16 +356,18 @@ def _paper() -> dict[str, Any]:
 
 def _sciworld() -> dict[str, Any]:
     # The CPU-scale fidelity world (opcod_core.data.sciworld, docs/results/fidelity.md): two ~1.4M-param
-    # word-level students trained from scratch with domain skew (facts of their own domain, hint use
-    # for the other). Learning rate chosen on the validation split (opcod bench fidelity --select-lr).
-    def student(name: str, arch: str, strong: str, weak: str) -> dict[str, Any]:
-        return {"name": name, "model": f"tinyword:{arch}", "strong_domain": strong, "warmup_sft_steps": 800,
+    # word-level students trained from scratch with domain skew: the facts of their own domain and hint
+    # use for the other; chem also learns 90% of the physics relations (twice the warm-up steps, so that
+    # it sees chemistry as often as phys sees physics), so one peer is cognizant in both domains and
+    # the other is not. Learning rate chosen on the validation split (opcod bench fidelity --select-lr).
+    def student(name: str, arch: str, strong: str, weak: str, share: float, steps: int) -> dict[str, Any]:
+        return {"name": name, "model": f"tinyword:{arch}", "strong_domain": strong, "warmup_sft_steps": steps,
                 "warmup_domains": [strong], "warmup_hinted_domains": [weak], "warmup_lr": 3e-3,
-                "warmup_unhinted_fraction": 0.05}
+                "warmup_unhinted_fraction": 0.05, "warmup_partial": {weak: share} if share else None}
     return {
         "name": "sciworld", "preset": "sciworld", "seed": 0,
-        "students": [student("chem", "llama", "chemistry", "physics"),
-                     student("phys", "qwen2", "physics", "chemistry")],
+        "students": [student("chem", "llama", "chemistry", "physics", 0.9, 1600),
+                     student("phys", "qwen2", "physics", "chemistry", 0.0, 800)],
         "data": {"source": "sciworld", "domains": ["chemistry", "physics"]},
         "schedule": {"rounds": 2, "steps_per_direction": 12},
         "rollout": {"batch_prompts": 4, "n": 8, "temperature": 1.0, "max_new_tokens": 36},

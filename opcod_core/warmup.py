@@ -18,6 +18,7 @@ seeded per student, so a warm-up is reproducible and can be cached by its inputs
 from __future__ import annotations
 
 import random
+from typing import Sequence
 
 from opcod_core.anchoring import TutorTemplate, render_tutor_messages
 from opcod_core.data.types import Item
@@ -80,12 +81,32 @@ def sanitised_hint(item: Item, template: TutorTemplate) -> str | None:
     return v.sanitised if v.kept else None
 
 
+def partial_split(items: list[Item], share: float, key: str) -> tuple[list[Item], list[Item], list[str]]:
+    """Splits one domain's ``items`` for a student that partly knows the domain: a seeded subset of
+    the domain's knowledge units (``meta["units"]``: sciworld elements or relations), ``round(share * n)``
+    of the ``n`` units, is known; an item is *known* when every unit it needs is known.
+    Returns (known items, other items, known units). The known items are learned like the student's own
+    domain — facts, worked answers and the tutor format — so the student also *writes hints* for the
+    domain, right ones for known units and its best guess for the others: the partly cognizant tutor
+    the cognizance gate exists to judge."""
+    missing = [it.id for it in items if not it.meta.get("units")]
+    if missing:
+        raise ValueError(f"warmup_partial needs items with knowledge units (meta['units']); "
+                         f"{len(missing)} items have none, e.g. {missing[0]!r}")
+    units = sorted({u for it in items for u in it.meta["units"]})
+    known = set(random.Random(f"partial-{key}").sample(units, round(share * len(units))))
+    inside = [it for it in items if set(it.meta["units"]) <= known]
+    outside = [it for it in items if not set(it.meta["units"]) <= known]
+    return inside, outside, sorted(known)
+
+
 # Shares of a skewed warm-up batch (see skewed_warm_up); the rest is own-domain unhinted answers.
 SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35}
 
 
 def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr: float, template: TutorTemplate,
-                   seed: int, unhinted_fraction: float = 0.05, batch_size: int = 16, progress=None) -> list[float]:
+                   seed: int, unhinted_fraction: float = 0.05, batch_size: int = 16, progress=None,
+                   partly_known: Sequence[tuple[list[Item], float]] = ()) -> list[float]:
     """Warm-up with domain skew (the science world's students): the student learns the facts of its
     ``own`` domains and only learns to *use* facts given in context for the ``hinted`` domains.
 
@@ -96,13 +117,21 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
       unhinted weak-domain questions in the right format (without it, the feasibility study found the
       wrong format) while seeing too few of them to learn that domain's facts;
     * 15% an own-domain item in the tutor format (prefilled "<concept>") -> "term</concept> hint";
-    * 10% an own-domain item in a self-teacher context (hint and/or s) -> the worked answer;
+    * 10% an own-domain item in a self-teacher context (s, and the hint in half of them) -> the worked
+      answer;
     * 40% an own-domain item in the student context -> the worked answer.
-    The targets end with EOS (answers) or the tutor stop string, as in ``warm_up``."""
+    The targets end with EOS (answers) or the tutor stop string, as in ``warm_up``.
+
+    ``partly_known``: (known items of a partly known domain, share) pairs (``partial_split``). They are
+    treated as own items; an own item is drawn from the own pool with weight 1 and from each known pool
+    with its share, so a student that knows 90% of the other domain still sees its strong domain at
+    least as often (drawing uniformly over the union would let the larger domain dominate)."""
     from opcod_core.prompts import teacher_messages
 
     if not own:
         raise ValueError(f"student {student.name}: no own-domain warm-up items")
+    pools = [own] + [known for known, share in partly_known if known and share > 0]
+    weights = [1.0] + [share for known, share in partly_known if known and share > 0]
     rng = random.Random(f"skewed-warmup-{seed}-{student.name}")
     eos = student.tokenizer.eos_token or ""
     stop = template.stop[0] if template.stop else "\n"
@@ -115,7 +144,11 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
                     "own_tutor" if u < SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] else
                     "own_context" if u < SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] + SKEW_MIX["own_context"]
                     else "own")
-            item = rng.choice(hinted if kind == "hinted" else own)
+            if kind == "hinted":
+                item = rng.choice(hinted)
+            else:
+                pool = rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own
+                item = rng.choice(pool)
             labels, choices = list(item.labels), list(item.choices)
             tutor_text = tutor_target(item, stop) if kind == "own_tutor" else None
             if tutor_text is not None:

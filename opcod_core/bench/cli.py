@@ -27,6 +27,16 @@ def _pairs(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def _partial(text: str) -> tuple[float, float]:
+    try:
+        shares = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--partial: expected two numbers S1,S2 between 0 and 1, got {text!r}") from None
+    if len(shares) != 2 or not all(0.0 <= x <= 1.0 for x in shares):
+        raise SystemExit(f"--partial: expected two numbers S1,S2 between 0 and 1, got {text!r}")
+    return shares  # type: ignore[return-value]
+
+
 def cmd_fidelity(args) -> int:
     import torch
 
@@ -44,11 +54,16 @@ def cmd_fidelity(args) -> int:
         overrides = deep_merge(QUICK_OVERRIDES, {"students": [{"warmup_sft_steps": args.quick_warmup}] * 2})
     if args.steps is not None:
         overrides = deep_merge(overrides, {"schedule": {"steps_per_direction": args.steps}})
+    if args.eval_k is not None or args.eval_items is not None:
+        ev = {k: v for k, v in (("k", args.eval_k), ("max_items", args.eval_items)) if v is not None}
+        overrides = deep_merge(overrides, {"eval": ev})
     if args.lr is not None:
         overrides = deep_merge(overrides, {"optim": {"lr": args.lr}})
     seeds = [0] if args.quick and args.seeds is None else list(range(args.seeds if args.seeds is not None else 3))
     plan = BenchPlan(pairs=_pairs(args.pairs), seeds=seeds, methods=methods, overrides=overrides,
-                     student_seed=args.student_seed, vary_students=args.vary_students)
+                     student_seed=args.student_seed, vary_students=args.vary_students,
+                     partial=_partial(args.partial) if args.partial else None,
+                     jobs=args.jobs or 1, threads=args.threads or 1)
     out = Path(args.out)
     if args.report_only:  # re-aggregate and re-write from the saved results (e.g. after editing the notes)
         import json
@@ -74,10 +89,12 @@ def cmd_fidelity(args) -> int:
         grid = [float(x) for x in args.select_lr.split(",")] if args.select_lr else None
         results = run_benchmark(plan, Path(args.cache_dir), Path(args.work_dir), log=log, lr_grid=grid,
                                 lr_methods=args.select_methods.split(",") if args.select_methods else None,
-                                world_items=8 if args.quick else 48)
+                                world_items=8 if args.quick else 48,
+                                tau_grid=[float(x) for x in args.select_tau.split(",")] if args.select_tau else None)
     command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
-    machine = (f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch "
-               f"thread(s), torch {torch.__version__}, no GPU" if not torch.cuda.is_available() else None)
+    machine = (f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, {plan.jobs} worker process(es) × "
+               f"{plan.threads} torch thread(s), torch {torch.__version__}, no GPU"
+               if not torch.cuda.is_available() else None)
     results.update(command=command, machine=machine)
     save_results(results, out.with_suffix(".json"))
     path = write_report(results, out, command=command, machine=machine)
@@ -98,16 +115,27 @@ def register(sub) -> None:
     fi.add_argument("--seeds", type=int, default=None, help="number of training seeds (default 3; quick: 1)")
     fi.add_argument("--methods", default=None, help="comma-separated subset of the methods")
     fi.add_argument("--steps", type=int, default=None, help="K, steps per direction (default: the preset's)")
+    fi.add_argument("--eval-k", type=int, default=None, help="samples per test question (default: the preset's)")
+    fi.add_argument("--eval-items", type=int, default=None,
+                    help="test questions per domain (default: the preset's; all when larger than the split)")
     fi.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     fi.add_argument("--select-lr", default=None, metavar="LR1,LR2,...",
                     help="choose the learning rate on the validation split from this grid first")
+    fi.add_argument("--select-tau", default=None, metavar="TAU1,TAU2,...",
+                    help="then choose OPCoD's tau on the validation split from this grid (ties: the first)")
     fi.add_argument("--select-methods", default=None, help="methods scored in the lr selection (default: all)")
     fi.add_argument("--quick", action="store_true", help="one seed, 1 x 2 steps, short warm-up: pipeline check")
     fi.add_argument("--quick-warmup", type=int, default=30, help="warm-up steps of the quick mode's students")
     fi.add_argument("--student-seed", type=int, default=0, help="seed of the students' build")
+    fi.add_argument("--partial", default=None, metavar="S1,S2",
+                    help="share of the other domain's knowledge units each student learns (default: the "
+                    "sciworld preset's 0.9,0.4; 0,0 = the two-sided split: hint use only)")
     fi.add_argument("--vary-students", action="store_true", help="build a new student pair for every seed")
     fi.add_argument("--report-only", action="store_true", help="re-write the report from its saved .json")
-    fi.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    fi.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    fi.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
+                    help="runs in parallel worker processes (default: the CPU count, at most 4; results do "
+                    "not depend on it)")
     fi.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache (default ~/.cache/opcod)")
     fi.add_argument("--work-dir", default="/tmp/opcod-bench", help="scratch directory of the runs")
     fi.set_defaults(func=cmd_fidelity)

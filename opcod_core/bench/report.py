@@ -133,22 +133,27 @@ def _comparisons(pr: dict) -> list[str]:
     by = {(r["method"], r["seed"]): r["summary"]["students"] for r in pr["runs"]}
     if not any(m == "opcod" for m, _ in by):
         return []
-    methods = list(dict.fromkeys(m for m, _ in by))
-    lines = []
+    methods = [m for m in dict.fromkeys(m for m, _ in by) if m != "opcod"]
+    lines = ["| student | baseline | weak domain: OPCoD − baseline | strong domain: OPCoD − baseline |",
+             "|---|---|---|---|"]
     for name in pr["students"]:
         strong = pr["strong"][name]
         weak = next(d for d in pr["domains"] if d != strong)
-        parts = []
         for m in methods:
-            if m == "opcod":
-                continue
             seeds = [s for (mm, s) in by if mm == m and ("opcod", s) in by]
-            diff = {d: interval([by[("opcod", s)][name]["final"][d] - by[(m, s)][name]["final"][d] for s in seeds])
-                    for d in (weak, strong)}
-            parts.append(f"vs {m}: weak {diff[weak].fmt()}, strong {diff[strong].fmt()}")
-        lines.append(f"- student {name} (weak = {weak}, strong = {strong}), OPCoD final − baseline final, "
-                     "paired by seed: " + "; ".join(parts))
+            diff = [interval([by[("opcod", s)][name]["final"][d] - by[(m, s)][name]["final"][d] for s in seeds])
+                    for d in (weak, strong)]
+            lines.append(f"| {name} | {m} | {weak}: {_paired(diff[0])} | {strong}: {_paired(diff[1])} |")
     return lines
+
+
+def _paired(iv) -> str:
+    """A paired difference with what its interval says (identical runs give exactly 0)."""
+    if iv.half is None:
+        return f"{iv.mean:+.3f} (1 seed)"
+    word = ("identical" if abs(iv.mean) < 1e-9 and iv.half < 1e-9 else "OPCoD better" if iv.low > 1e-9 else
+            "OPCoD worse" if iv.high < -1e-9 else "within noise")
+    return f"{iv.mean:+.3f} ± {iv.half:.3f} ({word})"
 
 
 def write_report(results: dict, path: Path, command: str, machine: str | None = None) -> Path:
@@ -184,9 +189,15 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
             out += [f"| {lr} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |"
                     for lr, row in pr["lr_selection"].items()]
             out += [""]
+        if pr.get("tau_selection"):
+            out += ["### OPCoD's τ chosen on validation (at the chosen learning rate)", "",
+                    "| τ | OPCoD mean final validation accuracy | tutor decisions |", "|---|---|---|"]
+            out += [f"| {tau} | {row['opcod']:.3f} | {row['tutor_decisions']}/{row['gates']} |"
+                    for tau, row in pr["tau_selection"].items()]
+            out += [""]
         out += ["### Test accuracy: initial → final per domain (mean ± 95% interval over seeds)", ""]
         out += _results_table(pr) + [""]
-        out += ["### OPCoD against the baselines", ""] + _comparisons(pr) + [""]
+        out += ["### OPCoD against the baselines (final accuracy, paired by seed)", ""] + _comparisons(pr) + [""]
         out += ["### Gate decisions per round", ""] + _gate_table(pr) + [""]
         out += ["### Feedback: anchoring kept rate and break rate by tutor cognizance", ""] + _feedback_table(pr) + [""]
         out += ["### Per-token divergence by teacher context", ""] + _divergence_table(pr) + [""]

@@ -6,9 +6,9 @@ rather than hiding it. With one seed (quick mode) there is no interval (``half``
 
 Pareto verdict of a student against its own initial scores (DESIGN section 2): improved when no
 domain falls below its initial value and at least one rises. Over seeds we report (a) in how many
-seeds that held, and (b) the verdict on the mean changes with their intervals: ``improved`` when every
-domain's mean change is ≥ 0 and one is > 0; ``improved (significant)`` when in addition some domain's
-interval lies above 0 and no domain's interval lies entirely below 0.
+seeds that held, and (b) a verdict read from the intervals of the per-domain changes (``verdict``):
+a change counts only when its interval excludes 0, so a mean of +0.002 ± 0.08 is "within noise", not
+"improved" (the first report of this benchmark said "improved" on means alone).
 """
 
 from __future__ import annotations
@@ -75,13 +75,28 @@ def pareto(initial: Mapping[str, float], final: Mapping[str, float]) -> bool:
 
 
 def verdict(changes: Mapping[str, Interval]) -> str:
-    """Verdict on per-domain mean changes (final − initial) with their intervals."""
-    means = {d: (0.0 if abs(c.mean) < TOL else c.mean) for d, c in changes.items()}
-    if not (all(m >= 0 for m in means.values()) and any(m > 0 for m in means.values())):
-        lost = [d for d, m in means.items() if m < 0]
-        return "not improved (falls on " + ", ".join(lost) + ")" if lost else "unchanged"
+    """Verdict on per-domain changes (final − initial) over seeds, read from their 95% intervals.
+
+    * ``improved on A`` — some domain's interval lies above 0 and none lies below (a Pareto improvement
+      that the seeds resolve; the other domains' changes are named "within noise");
+    * ``worse on B`` — some domain's interval lies below 0 and none above;
+    * ``mixed: up on A, down on B`` — both;
+    * ``within noise`` — every interval contains 0, whatever the means (a mean of +0.002 ± 0.08 is not
+      an improvement); the sign of the means is given for orientation.
+    With one seed there are no intervals: the verdict is on the means and says "(1 seed)"."""
     if any(c.half is None for c in changes.values()):
-        return "improved"
-    up = any(c.low > 0 for c in changes.values())
-    down = any(c.high < 0 for c in changes.values())
-    return "improved (significant)" if up and not down else "improved"
+        means = {d: (0.0 if abs(c.mean) < TOL else c.mean) for d, c in changes.items()}
+        if all(m >= 0 for m in means.values()) and any(m > 0 for m in means.values()):
+            return "improved (1 seed)"
+        lost = [d for d, m in means.items() if m < 0]
+        return ("falls on " + ", ".join(lost) if lost else "unchanged") + " (1 seed)"
+    up = [d for d, c in changes.items() if c.low > TOL]
+    down = [d for d, c in changes.items() if c.high < -TOL]
+    rest = [d for d in changes if d not in up and d not in down]
+    if up and down:
+        return f"mixed: up on {', '.join(up)}, down on {', '.join(down)}"
+    if up or down:
+        text = ("improved on " if up else "worse on ") + ", ".join(up or down)
+        return text + (f" ({', '.join(rest)} within noise)" if rest else "")
+    signs = ", ".join(f"{d} {'+' if c.mean > TOL else '-' if c.mean < -TOL else '0'}" for d, c in changes.items())
+    return f"within noise (means: {signs})"

@@ -28,7 +28,9 @@ its letter is a lookup these models had not learned; writing the value itself is
 ``Item.meta`` holds: ``concept`` (a term that occurs in the question), ``facts`` (the
 domain facts needed), ``hint`` (names the concept and states the facts, never the result: the result
 is strictly larger than every stated value for chemistry, and a physics hint states only the relation),
-``worked`` (the worked line without the answer label), ``answer_value``, ``relation`` and ``group``.
+``worked`` (the worked line without the answer label), ``answer_value``, ``relation``, ``group`` and
+``units`` (the knowledge units the item needs: its elements, or its relation — a student that "partly
+knows" a domain knows a subset of these, ``opcod_core.warmup.partial_split``).
 
 Splits hold out *unseen formulas* (chemistry) and *unseen number combinations per relation* (physics,
 electricity): each group key (formula, or relation + inputs) lives in exactly one split, and the split
@@ -185,7 +187,8 @@ def _chemistry(seed: int) -> list[Item]:
             wrong.append(b * VALENCE[x] + a * VALENCE[y])                       # counts swapped
         hint_facts = facts
         meta = {"concept": CHEM_CONCEPT, "facts": [facts], "hint": f"Recall the table: {hint_facts}",
-                "worked": f"{facts} {steps}", "relation": "valence", "group": f"formula:{f}", "formula": f}
+                "worked": f"{facts} {steps}", "relation": "valence", "group": f"formula:{f}", "formula": f,
+                "units": [f"element:{el}" for el, _ in terms]}
         items.append(_make_item(seed, f"sciworld-chemistry-{f}", "chemistry", CHEM_QUESTION.format(f=f),
                                 gold, _distractors(gold, wrong, rng), meta))
     return items
@@ -205,7 +208,7 @@ def _relation_items(seed: int, rel: Relation) -> list[Item]:
             fact = rel.fact[0].upper() + rel.fact[1:] + "."
             meta = {"concept": rel.concept, "facts": [fact], "hint": f"Recall the relation: {fact}",
                     "worked": f"{fact} {step}", "relation": rel.name, "group": f"{rel.name}:{x}:{y}",
-                    "inputs": [x, y]}
+                    "inputs": [x, y], "units": [f"relation:{rel.name}"]}
             rng = _rng(seed, "distract", rel.name, x, y)
             items.append(_make_item(seed, f"sciworld-{rel.domain}-{rel.name}-{x}-{y}", rel.domain,
                                     rel.question.format(x=x, y=y), gold, _distractors(gold, wrong, rng), meta))

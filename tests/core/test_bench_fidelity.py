@@ -17,9 +17,17 @@ def test_interval_and_verdicts():
     assert pareto({"a": 0.5, "b": 0.2}, {"a": 0.5, "b": 0.3}) and not pareto({"a": 0.5}, {"a": 0.5})
     assert not pareto({"a": 0.5, "b": 0.2}, {"a": 0.4, "b": 0.9})
     up, flat = interval([0.1, 0.12, 0.11]), interval([0.0, 0.01, 0.0])
-    assert verdict({"a": up, "b": flat}) == "improved (significant)"
-    assert verdict({"a": interval([0.1, -0.05, 0.2]), "b": flat}) == "improved"
-    assert verdict({"a": up, "b": interval([-0.1, -0.1, -0.12])}).startswith("not improved (falls on b")
+    down = interval([-0.1, -0.1, -0.12])
+    assert verdict({"a": up, "b": flat}) == "improved on a (b within noise)"
+    assert verdict({"a": up, "b": up}) == "improved on a, b"
+    # positive means whose intervals contain 0 are not an improvement
+    assert verdict({"a": interval([0.1, -0.05, 0.2]), "b": flat}) == "within noise (means: a +, b +)"
+    assert verdict({"a": interval([0.0, 0.0, 0.0]), "b": interval([0.002, 0.0, 0.004])}).startswith("within noise")
+    assert verdict({"a": flat, "b": down}) == "worse on b (a within noise)"
+    assert verdict({"a": up, "b": down}) == "mixed: up on a, down on b"
+    one = {"a": interval([0.1]), "b": interval([0.0])}
+    assert verdict(one) == "improved (1 seed)"
+    assert verdict({"a": interval([0.1]), "b": interval([-0.01])}) == "falls on b (1 seed)"
 
 
 def test_pair_config_roles():
@@ -44,7 +52,7 @@ def test_aggregate_counts_pareto_per_seed():
 @pytest.mark.timeout(300)
 def test_quick_benchmark_writes_report(tmp_path):
     out = tmp_path / "fidelity.md"
-    rc = main(["bench", "fidelity", "--quick", "--quick-warmup", "8", "--out", str(out),
+    rc = main(["bench", "fidelity", "--quick", "--quick-warmup", "8", "--out", str(out), "--jobs", "2",
                "--cache-dir", str(tmp_path / "cache"), "--work-dir", str(tmp_path / "work")])
     assert rc == 0
     text = out.read_text()
@@ -61,3 +69,53 @@ def test_quick_benchmark_writes_report(tmp_path):
     assert len(inits) == 1
     assert set(pr["world"]) == {"chem", "phys"} and "peer_hint" in pr["world"]["chem"]["physics"]
     assert (tmp_path / "fidelity.log").exists()
+    # the same runs in this process (--jobs 1) give exactly the same results as in two worker processes
+    solo = tmp_path / "solo" / "fidelity.md"
+    assert main(["bench", "fidelity", "--quick", "--quick-warmup", "8", "--out", str(solo), "--jobs", "1",
+                 "--methods", "opcod,always", "--cache-dir", str(tmp_path / "cache"),
+                 "--work-dir", str(tmp_path / "work-solo")]) == 0
+    solo_runs = json.loads(solo.with_suffix(".json").read_text())["pairs"]["chemistry-physics"]["runs"]
+    pooled = {r["method"]: r for r in pr["runs"]}
+    for r in solo_runs:
+        assert r["summary"] == pooled[r["method"]]["summary"] and r["gates"] == pooled[r["method"]]["gates"]
+
+
+def test_partial_knowledge_shapes_the_warm_up_pools():
+    from opcod_core.build import warmup_items, warmup_key
+    from opcod_core.data import load_dataset
+    from opcod_core.data.types import SplitDataset
+    from opcod_core.trainer import data_spec
+
+    cfg = pair_config(("chemistry", "physics"))
+    chem, phys = cfg.students
+    assert chem.warmup_partial == {"physics": 0.9} and phys.warmup_partial is None
+    assert chem.warmup_sft_steps == 2 * phys.warmup_sft_steps
+    data = load_dataset(data_spec(cfg))
+    own, hinted, partly = warmup_items(chem, cfg, 0, data)
+    assert {it.domain for it in own} == {"chemistry"} and len(own) == len(data.get("chemistry", "train"))
+    (known, share), = partly
+    assert share == 0.9 and {it.domain for it in known} == {"physics"} == {it.domain for it in hinted}
+    assert len(known) + len(hinted) == len(data.get("physics", "train"))
+    two_sided = pair_config(("chemistry", "physics"), partial=(0.0, 0.0))
+    assert [s.warmup_partial for s in two_sided.students] == [None, None]
+    assert warmup_items(two_sided.students[0], two_sided, 0, data)[2] == []
+    # the warm-up cache key follows the generated items, not only the config
+    key = warmup_key(chem, cfg, 0, data)
+    assert key == warmup_key(chem, cfg, 0, data) != warmup_key(two_sided.students[0], two_sided, 0, data)
+    splits = {d: dict(s) for d, s in data.splits.items()}
+    splits["physics"]["train"] = splits["physics"]["train"][1:]
+    assert warmup_key(chem, cfg, 0, SplitDataset(splits=splits)) != key
+
+
+def test_partial_share_is_validated_with_its_field_path():
+    from pydantic import ValidationError
+
+    from opcod_core.config import RunConfig
+
+    base = pair_config(("chemistry", "physics")).to_dict()
+    base["students"][0]["warmup_partial"] = {"electricity": 0.5}
+    with pytest.raises(ValidationError, match="warmup_partial.electricity: not one of warmup_hinted_domains"):
+        RunConfig.from_dict(base)
+    base["students"][0]["warmup_partial"] = {"physics": 1.5}
+    with pytest.raises(ValidationError, match="share must be between 0 and 1"):
+        RunConfig.from_dict(base)

@@ -121,3 +121,29 @@ def test_unknown_domain_and_corpus():
         sciworld_items(["materials"])
     corpus = sciworld_corpus()
     assert "valence electrons" in corpus and "81" in corpus
+
+
+def test_partial_split_knows_a_share_of_units():
+    from opcod_core.warmup import partial_split
+
+    data = load_dataset(DataSpec(source="sciworld", domains=("chemistry", "physics")))
+    chem = data.get("chemistry", "train")
+    elements = {u for it in chem for u in it.meta["units"]}
+    assert all(u.startswith("element:") for u in elements) and len(elements) == 19
+    known, rest, units = partial_split(chem, 0.4, "k")
+    assert len(units) == round(0.4 * 19) and set(units) <= elements
+    assert known and rest and len(known) + len(rest) == len(chem)
+    # an item is known exactly when every element of its formula is known
+    for it in known:
+        assert set(it.meta["units"]) <= set(units)
+    for it in rest:
+        assert not set(it.meta["units"]) <= set(units)
+    assert partial_split(chem, 0.4, "k") == (known, rest, units)          # seeded
+    assert partial_split(chem, 0.4, "other")[2] != units
+    phys = data.get("physics", "train")
+    k1, r1, u1 = partial_split(phys, 0.9, "k")
+    assert len(u1) == 9 and {it.meta["relation"] for it in r1} == {next(
+        u.split(":")[1] for u in {x for it in phys for x in it.meta["units"]} if u not in u1)}
+    assert partial_split(phys, 0.0, "k")[0] == [] and partial_split(phys, 1.0, "k")[1] == []
+    with pytest.raises(ValueError, match="meta\\['units'\\]"):
+        partial_split(load_dataset(DataSpec(source="builtin")).get("chemistry", "train"), 0.5, "k")
