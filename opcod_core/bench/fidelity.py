@@ -1,8 +1,8 @@
 """The fidelity benchmark: OPCoD and its baselines in the science world, same data and step budget.
 
 For each domain pair (A, B) the students are the ``sciworld`` preset's pair built for (A, B): student
-"A" learns A's facts and only hint use for B, student "B" the reverse (``opcod_core.data.sciworld``,
-``skewed_warm_up``). The students are built once (seed ``student_seed``, cached under
+"A" learns A's facts, a share of B's (the preset's ``warmup_partial``, or ``partial``) and hint use for
+the rest of B, student "B" the reverse (``opcod_core.data.sciworld``, ``skewed_warm_up``). The students are built once (seed ``student_seed``, cached under
 ``cache_dir/warm``) and every run starts from a fresh copy of them, so every method and every seed
 starts from the same initial scores; the seeds vary the training itself (data order, rollouts,
 feedback sampling, sibling choice) and the evaluation samples. ``--vary-students`` builds a new pair
@@ -15,7 +15,9 @@ strong domain), ``grpo`` (verifiable reward, group-normalised advantage) and ``o
 peer as a classic on-policy teacher). All use the same R × K schedule, batch, rollouts and learning
 rate. The learning rate can be chosen on the *validation* split (``select_lr``): each candidate runs
 every selected method for one seed, scored by mean final validation accuracy over both students and
-both domains; the test split is read only by the benchmark runs themselves.
+both domains; OPCoD's τ can then be chosen the same way (``select_tau``). The test split is read only by
+the benchmark runs themselves. Runs go to worker processes (``run_many``); each is a pure function of
+its task, so the results do not depend on the number of workers.
 """
 
 from __future__ import annotations
