@@ -2,9 +2,9 @@
 
 For each domain pair (A, B) the students are the ``sciworld`` preset's pair built for (A, B): student
 "A" learns A's facts, a share of B's (the preset's ``warmup_partial``, or ``partial``) and hint use for
-the rest of B, student "B" the reverse (``opcod_core.data.sciworld``, ``skewed_warm_up``). The students are built once (seed ``student_seed``, cached under
-``cache_dir/warm``) and every run starts from a fresh copy of them, so every method and every seed
-starts from the same initial scores; the seeds vary the training itself (data order, rollouts,
+the rest of B, student "B" the reverse (``opcod_core.data.sciworld``, ``skewed_warm_up``). The students
+are built once (seed ``student_seed``, cached under ``cache_dir/warm``) and every run starts from a
+fresh copy of them, so every method and every seed starts from the same initial scores; the seeds vary the training itself (data order, rollouts,
 feedback sampling, sibling choice) and the evaluation samples. ``--vary-students`` builds a new pair
 per seed instead (slower; then the seeds also cover the warm-up).
 
@@ -22,6 +22,7 @@ its task, so the results do not depend on the number of workers.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -174,6 +175,12 @@ def run_many(tasks: list[tuple], jobs: int, threads: int = 1,
     return [results[i] for i in range(len(tasks))]
 
 
+def mean_final_accuracy(res: dict, rounds: int) -> float:
+    """Mean of a run's final (round ``rounds``) accuracies over both students and both domains."""
+    fin = res["summary"]["evals"][str(rounds)]
+    return sum(v for per in fin.values() for v in per.values()) / sum(len(per) for per in fin.values())
+
+
 def select_lr(base: RunConfig, grid: list[float], methods: list[str], data, cache_dir: Path, work: Path,
               student_seed: int, log: Callable[[str], None] = print, jobs: int = 1,
               threads: int = 1) -> tuple[float, dict]:
@@ -181,9 +188,7 @@ def select_lr(base: RunConfig, grid: list[float], methods: list[str], data, cach
     tasks = [(base.replace({"optim": {"lr": lr}}), m, 0, data, cache_dir, work / f"lr-{lr:g}", student_seed, True)
              for lr in grid for m in methods]
 
-    def score(res: dict) -> float:
-        fin = res["summary"]["evals"][str(base.schedule.rounds)]
-        return sum(v for per in fin.values() for v in per.values()) / sum(len(per) for per in fin.values())
+    score = functools.partial(mean_final_accuracy, rounds=base.schedule.rounds)
 
     results = run_many(tasks, jobs, threads, done=lambda t, res: log(
         f"  lr {t[0].optim.lr:g} {t[1]}: mean final validation accuracy {score(res):.3f}"))
@@ -204,9 +209,7 @@ def select_tau(base: RunConfig, grid: list[float], data, cache_dir: Path, work: 
     tasks = [(base.replace({"gating": {"tau": tau}}), "opcod", 0, data, cache_dir, work / f"tau-{tau:g}",
               student_seed, True) for tau in grid]
 
-    def score(res: dict) -> float:
-        fin = res["summary"]["evals"][str(base.schedule.rounds)]
-        return sum(v for per in fin.values() for v in per.values()) / sum(len(per) for per in fin.values())
+    score = functools.partial(mean_final_accuracy, rounds=base.schedule.rounds)
 
     results = run_many(tasks, jobs, threads, done=lambda t, res: log(
         f"  tau {t[0].gating.tau:g}: mean final validation accuracy {score(res):.3f}, gate decisions "

@@ -53,9 +53,10 @@ def test_aggregate_counts_pareto_per_seed():
 def test_quick_benchmark_writes_report(tmp_path):
     out = tmp_path / "fidelity.md"
     rc = main(["bench", "fidelity", "--quick", "--quick-warmup", "8", "--out", str(out), "--jobs", "2",
-               "--cache-dir", str(tmp_path / "cache"), "--work-dir", str(tmp_path / "work")])
+               "--select-tau", "0.2,0.9", "--cache-dir", str(tmp_path / "cache"), "--work-dir", str(tmp_path / "work")])
     assert rc == 0
     text = out.read_text()
+    assert "τ chosen on validation" in text
     for method in METHODS:
         assert f"| {method} | chem |" in text and f"| {method} | phys |" in text
     assert "Gate decisions per round" in text and "break rate (cognizant tutor)" in text
@@ -68,6 +69,10 @@ def test_quick_benchmark_writes_report(tmp_path):
     inits = {json.dumps(r["summary"]["evals"]["0"], sort_keys=True) for r in pr["runs"]}
     assert len(inits) == 1
     assert set(pr["world"]) == {"chem", "phys"} and "peer_hint" in pr["world"]["chem"]["physics"]
+    # τ was chosen on validation from the grid and every run used it
+    assert set(pr["tau_selection"]) == {"0.2", "0.9"} and pr["config"]["gating"]["tau"] in (0.2, 0.9)
+    best = max(pr["tau_selection"].values(), key=lambda row: row["opcod"])["opcod"]
+    assert pr["tau_selection"][f"{pr['config']['gating']['tau']:g}"]["opcod"] == best
     assert (tmp_path / "fidelity.log").exists()
     # the same runs in this process (--jobs 1) give exactly the same results as in two worker processes
     solo = tmp_path / "solo" / "fidelity.md"
