@@ -136,7 +136,8 @@ def _warmup_code_digest() -> str:
 def warmup_key(st: StudentConfig, config: RunConfig, index: int, data: SplitDataset | None = None) -> str:
     domains = set(st.warmup_domains or ((st.strong_domain,) if st.strong_domain else config.data.domains))
     domains |= set(st.warmup_hinted_domains or ())
-    blob = json.dumps({"v": WARMUP_VERSION, "code": _warmup_code_digest(), "student": st.model_dump(mode="json"), "index": index,
+    blob = json.dumps({"v": WARMUP_VERSION, "code": _warmup_code_digest(), "index": index,
+                       "student": st.model_dump(mode="json"),
                        "items": _items_digest(data, domains) if data is not None else None,
                        "data": config.data.model_dump(mode="json"), "seed": config.seed,
                        "tutor": [config.tutor.system, config.tutor.user, config.tutor.prefill,

@@ -4,9 +4,10 @@ For each domain pair (A, B) the students are the ``sciworld`` preset's pair buil
 "A" learns A's facts, a share of B's (the preset's ``warmup_partial``, or ``partial``) and hint use for
 the rest of B, student "B" the reverse (``opcod_core.data.sciworld``, ``skewed_warm_up``). The students
 are built once (seed ``student_seed``, cached under ``cache_dir/warm``) and every run starts from a
-fresh copy of them, so every method and every seed starts from the same initial scores; the seeds vary the training itself (data order, rollouts,
-feedback sampling, sibling choice) and the evaluation samples. ``--vary-students`` builds a new pair
-per seed instead (slower; then the seeds also cover the warm-up).
+fresh copy of them, so every method and every seed starts from the same initial scores; the seeds vary
+the training itself (data order, rollouts, feedback sampling, sibling choice) and the evaluation
+samples. ``--vary-students`` builds a new pair per seed instead (slower; then the seeds also cover the
+warm-up).
 
 Methods (one framework, ``opcod_core.trainer``): ``opcod`` (cognizance gating, τ from the config),
 ``never`` (no peer feedback: self-distillation on the tutee's own correct siblings, SDPO-style),
