@@ -95,12 +95,16 @@ def make_backend(config: RunConfig, model, tokenizer, device: str, seed: int = 0
     return VLLMBackend(model, tokenizer, config.vllm, device=device, dtype=config.dtype, seed=seed)
 
 
+def _warmup_domains(st: StudentConfig, config: RunConfig) -> tuple[str, ...]:
+    """The domains whose facts a student's warm-up teaches: its warm-up domains, else its strong one."""
+    return tuple(st.warmup_domains or ((st.strong_domain,) if st.strong_domain else config.data.domains))
+
+
 def warmup_items(st: StudentConfig, config: RunConfig, index: int, data: SplitDataset) -> tuple[list, list, list]:
     """(own, hinted, partly known) train items of a student's warm-up: its warm-up domains are own; a
     hinted domain it partly knows (``warmup_partial``) gives a (known items, share) pool and keeps the
     rest hinted (``opcod_core.warmup.partial_split``)."""
-    domains = st.warmup_domains or ((st.strong_domain,) if st.strong_domain else tuple(config.data.domains))
-    own = [it for d in domains for it in data.get(d, "train")]
+    own = [it for d in _warmup_domains(st, config) for it in data.get(d, "train")]
     hinted: list = []
     partly: list = []
     for d in st.warmup_hinted_domains or ():
@@ -134,8 +138,7 @@ def _warmup_code_digest() -> str:
 
 
 def warmup_key(st: StudentConfig, config: RunConfig, index: int, data: SplitDataset | None = None) -> str:
-    domains = set(st.warmup_domains or ((st.strong_domain,) if st.strong_domain else config.data.domains))
-    domains |= set(st.warmup_hinted_domains or ())
+    domains = set(_warmup_domains(st, config)) | set(st.warmup_hinted_domains or ())
     blob = json.dumps({"v": WARMUP_VERSION, "code": _warmup_code_digest(), "index": index,
                        "student": st.model_dump(mode="json"),
                        "items": _items_digest(data, domains) if data is not None else None,

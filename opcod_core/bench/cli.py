@@ -129,7 +129,7 @@ def register(sub) -> None:
     fi.add_argument("--student-seed", type=int, default=0, help="seed of the students' build")
     fi.add_argument("--partial", default=None, metavar="S1,S2",
                     help="share of the other domain's knowledge units each student learns (default: the "
-                    "sciworld preset's 0.9,0.4; 0,0 = the two-sided split: hint use only)")
+                    "sciworld preset's 0.9,0; 0,0 = the two-sided split: hint use only)")
     fi.add_argument("--vary-students", action="store_true", help="build a new student pair for every seed")
     fi.add_argument("--report-only", action="store_true", help="re-write the report from its saved .json")
     fi.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
