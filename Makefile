@@ -36,11 +36,15 @@ system-deps:
 run: $(STAMP)
 	$(BIN)/opcod demo
 
+# Both halves always run; the target fails when either does (each half's own summary is printed).
 test: $(STAMP) $(VLLM_STAMP) system-deps
+	@main=0; vllm=0; \
 	OPCOD_REQUIRE_RAY=1 $(BIN)/python -m pytest -q -m "not vllm" \
-		--ignore=tests/core/test_generation_vllm.py --ignore=tests/core/test_vllm_run.py
+		--ignore=tests/core/test_generation_vllm.py --ignore=tests/core/test_vllm_run.py || main=$$?; \
 	OPCOD_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm -p no:cacheprovider \
-		tests/core/test_generation_vllm.py tests/core/test_vllm_run.py
+		tests/core/test_generation_vllm.py tests/core/test_vllm_run.py || vllm=$$?; \
+	echo "make test: main suite exit $$main, vLLM suite exit $$vllm"; \
+	test $$main -eq 0 && test $$vllm -eq 0
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
