@@ -289,8 +289,13 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 def _tiny() -> dict[str, Any]:
     # Student A is warmed up on both domains (a generalist that can tutor), student B only on its
-    # strong domain, so the cognizance gate lets A tutor and keeps B silent at first: every path of
-    # the trainer occurs in a two-minute run.
+    # strong domain. Tiny students answer lettered questions at about chance (the value-to-letter
+    # lookup is beyond ~1M-parameter models; measured on an Intel Xeon: 0.19-0.23 validation accuracy
+    # after the warm-up, chance 0.25), so their cognizance gaps compare sampling noise and a gate at
+    # tau = 0.2 could silence both students in both rounds (no feedback at all, on some CPUs). tau = 1
+    # keeps the gate's logic and guarantees feedback by construction: with two domains, the best student
+    # in either domain has a gap of at most 1, so at least one student tutors every round. Tests that need
+    # a given decision drive it with run-level overrides (tests/conftest.py).
     return {
         "name": "tiny", "preset": "tiny", "seed": 0,
         "students": [
@@ -303,7 +308,7 @@ def _tiny() -> dict[str, Any]:
         "schedule": {"rounds": 2, "steps_per_direction": 3},
         "rollout": {"batch_prompts": 4, "n": 4, "temperature": 1.0, "max_new_tokens": 24},
         "tutor": {"max_new_tokens": 24, "temperature": 1.0},
-        "gating": {"tau": 0.2, "val_k": 2, "val_max_items": 16},
+        "gating": {"tau": 1.0, "val_k": 2, "val_max_items": 16},
         "optim": {"lr": 2e-4},
         "eval": {"k": 2, "max_items": 16, "temperature": 1.0},
         "loss": {"chunk_size": 64},

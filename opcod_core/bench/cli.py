@@ -1,4 +1,5 @@
-"""``opcod bench fidelity``: runs the fidelity benchmark and writes its report.
+"""``opcod bench fidelity``: runs the fidelity benchmark and writes its report; ``opcod bench drift``
+puts the per-step drift metrics of headless runs side by side (``opcod_core.bench.drift``).
 
 Full mode (default): the ``sciworld`` students for each pair, seeds 0-2, all six methods, the preset's
 schedule. ``--quick``: one seed, R × K = 1 × 2, small batches and evaluations, and students warmed up for
@@ -102,6 +103,25 @@ def cmd_fidelity(args) -> int:
     return 0
 
 
+def cmd_drift(args) -> int:
+    from opcod_core.bench.drift import write_drift_report
+
+    runs = []
+    for spec in args.runs:
+        label, sep, directory = spec.partition("=")
+        if not sep or not label or not directory:
+            raise SystemExit(f"drift: expected LABEL=DIR, got {spec!r}")
+        runs.append((label, directory))
+    preamble = Path(args.preamble).read_text() if args.preamble else ""
+    try:
+        path = write_drift_report(runs, args.out, block=args.block, preamble=preamble)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"drift: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
 def register(sub) -> None:
     from opcod_core.cli import default_cache_dir
 
@@ -139,3 +159,9 @@ def register(sub) -> None:
     fi.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache (default ~/.cache/opcod)")
     fi.add_argument("--work-dir", default="/tmp/opcod-bench", help="scratch directory of the runs")
     fi.set_defaults(func=cmd_fidelity)
+    dr = bsub.add_parser("drift", help="per-step drift metrics and per-round accuracy of headless runs, side by side")
+    dr.add_argument("runs", nargs="+", metavar="LABEL=DIR", help="run directories written by `opcod train --out`")
+    dr.add_argument("--out", default="docs/results/drift.md", help="report path (.md; a .json is written beside it)")
+    dr.add_argument("--block", type=int, default=10, help="steps averaged per table row")
+    dr.add_argument("--preamble", default=None, help="a Markdown file placed before the tables (the protocol)")
+    dr.set_defaults(func=cmd_drift)

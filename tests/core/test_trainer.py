@@ -38,6 +38,9 @@ def test_tiny_run_exercises_every_path(tiny_run):
     assert {"s+f", "s", "none"} <= {e["context_used"] for e in ex}
     decisions = {g["decision"] for g in obs.of_type("gate")}
     assert decisions == {"tutor", "silent"}
+    # round 1's gate is computed and recorded before the fixture's overrides recompute it; the forced
+    # decisions then hold for round 2's gate too (human run-level overrides persist across rounds)
+    assert {(g["round"], g["source"]) for g in obs.of_type("gate")} == {(1, "auto"), (1, "human"), (2, "human")}
     for e in ex:
         assert len(e["tokens"]) == len(e["divergence"]) == len(e["token_ids"]) == len(e["divergence_s_only"])
         if e["skipped"]:
@@ -179,4 +182,14 @@ def test_cli_train_writes_the_headless_contract(tmp_path, tiny_cache):
     assert set(summary["students"]) == {"chem", "phys"}
     types = {json.loads(line)["type"] for line in (out / "events.jsonl").read_text().splitlines()}
     assert {"gate", "exchange", "step", "eval", "checkpoint", "finish"} <= types
+    # the drift report reads the same directory: one row per (round, direction) block, evals per round
+    report = tmp_path / "drift.md"
+    assert main(["bench", "drift", f"tiny={out}", "--out", str(report), "--block", "5"]) == 0
+    text = report.read_text()
+    assert "## tiny" in text and "| round | chem on chemistry | chem on physics |" in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| 1 | 1 | chem |") or ln.startswith("| 2 | 2 | phys |")]
+    assert len(rows) == 2
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert sorted(data[0]["evals"]) == ["0", "1", "2"] and len(data[0]["steps"]) == 4
+    assert main(["bench", "drift", f"x={tmp_path / 'nowhere'}", "--out", str(report)]) == 2
     assert main(["train", "--preset", "tiny", "--out", str(out), "--quiet", "--set", "rollout.n=0"]) == 2

@@ -1,0 +1,130 @@
+"""``opcod bench drift``: what a long run does to a student, step by step, read from ``events.jsonl``.
+
+Why: a run whose test accuracy collapses can do so for several reasons that look alike in the final
+numbers: rollouts that stop stopping (cut at the length limit), answers that no longer parse, weights
+that walk far from where they started, or plain forgetting of one domain. Each has its own signature
+in the per-step metrics the trainer writes (``rollout/finish_*``, ``rollout/parse_failure``,
+``rollout/mean_length``, ``train/weight_l2``) and in the per-round evaluation per (student, domain)
+cell, so this report puts them side by side for several runs (e.g. the same schedule with and without
+the end-of-sequence token scored) without re-running anything.
+
+Input: one or more ``LABEL=DIR`` pairs, each DIR written by ``opcod train --out DIR``. Output: a
+Markdown section per run (evaluation per round and cell, then per-step metrics per direction, averaged
+over blocks of steps so that a 2 x 40 run stays readable) and a JSON file with every number.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STEP_KEYS = ("rollout/accuracy", "rollout/finish_eos", "rollout/finish_length", "rollout/parse_failure",
+             "rollout/mean_length", "train/weight_l2", "train/grad_norm")
+SHORT = {"rollout/accuracy": "acc", "rollout/finish_eos": "eos", "rollout/finish_length": "cut",
+         "rollout/parse_failure": "unparsed", "rollout/mean_length": "len", "train/weight_l2": "‖θ−θ₀‖",
+         "train/grad_norm": "grad"}
+
+
+@dataclass
+class RunTrace:
+    label: str
+    config: dict
+    evals: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)   # round -> student -> domain
+    steps: list[dict] = field(default_factory=list)                             # step events, in order
+
+
+def read_trace(label: str, run_dir: str | Path) -> RunTrace:
+    """The config, evaluations and step events of one headless run directory."""
+    path = Path(run_dir) / "events.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{label}: no events.jsonl in {run_dir}")
+    trace = RunTrace(label, {})
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
+        if e.get("type") == "run_start":
+            trace.config = e.get("config") or {}
+        elif e.get("type") == "eval":
+            trace.evals.setdefault(int(e["round"]), {}).setdefault(e["student"], {})[e["domain"]] = e["accuracy"]
+        elif e.get("type") == "step":
+            trace.steps.append(e)
+    return trace
+
+
+def block_means(steps: list[dict], block: int) -> list[dict]:
+    """Per (round, direction): consecutive blocks of ``block`` steps, each metric averaged over the
+    steps of the block that report it (a metric a step lacks is not counted as zero)."""
+    groups: dict[tuple[int, int], list[dict]] = {}
+    for s in steps:
+        groups.setdefault((s["round"], s["direction"]), []).append(s)
+    rows = []
+    for (r, d), group in sorted(groups.items()):
+        for start in range(0, len(group), block):
+            part = group[start:start + block]
+            row = {"round": r, "direction": d, "tutee": part[0]["tutee"],
+                   "steps": f"{part[0]['step']}-{part[-1]['step']}", "loss": _mean([p["loss"] for p in part])}
+            for key in STEP_KEYS:
+                row[key] = _mean([p["metrics"][key] for p in part if key in p["metrics"]])
+            rows.append(row)
+    return rows
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def render_run(trace: RunTrace, block: int) -> list[str]:
+    cfg = trace.config
+    lines = [f"## {trace.label}", ""]
+    sched, optim = cfg.get("schedule", {}), cfg.get("optim", {})
+    lines.append(f"Preset `{cfg.get('preset')}`, gating `{cfg.get('gating', {}).get('mode')}`, "
+                 f"R x K = {sched.get('rounds')} x {sched.get('steps_per_direction')}, lr {optim.get('lr')}, "
+                 f"score_eos {cfg.get('rollout', {}).get('score_eos', 'n/a (before the option)')}, seed {cfg.get('seed')}.")
+    lines += ["", "Test accuracy per round (avg@k):", "", "| round | " + " | ".join(_cells(trace)) + " |",
+              "|---|" + "---|" * len(_cells(trace))]
+    for r in sorted(trace.evals):
+        vals = [trace.evals[r].get(s, {}).get(d) for s, d in _cell_keys(trace)]
+        lines.append(f"| {r} | " + " | ".join(_fmt(v) for v in vals) + " |")
+    lines += ["", f"Per-step metrics, mean over blocks of {block} steps (eos / cut: shares of rollouts that "
+              "ended with EOS / at the length limit; unparsed: share with no extractable answer; len: mean "
+              "rollout tokens; ‖θ−θ₀‖: L2 distance of the tutee's weights from the run's start):", "",
+              "| round | dir | tutee | steps | loss | " + " | ".join(SHORT[k] for k in STEP_KEYS) + " |",
+              "|---|---|---|---|---|" + "---|" * len(STEP_KEYS)]
+    for row in block_means(trace.steps, block):
+        lines.append(f"| {row['round']} | {row['direction']} | {row['tutee']} | {row['steps']} | "
+                     f"{_fmt(row['loss'], 4)} | " + " | ".join(
+                         _fmt(row[k], 1 if k == "rollout/mean_length" else 3) for k in STEP_KEYS) + " |")
+    return lines + [""]
+
+
+def _cell_keys(trace: RunTrace) -> list[tuple[str, str]]:
+    first = trace.evals.get(0) or next(iter(trace.evals.values()), {})
+    return [(s, d) for s in sorted(first) for d in sorted(first[s])]
+
+
+def _cells(trace: RunTrace) -> list[str]:
+    return [f"{s} on {d}" for s, d in _cell_keys(trace)]
+
+
+def write_drift_report(runs: list[tuple[str, str]], out: str | Path, block: int = 10,
+                       preamble: str = "") -> Path:
+    """Writes the Markdown report (and ``.json`` beside it) for ``runs`` = [(label, dir), ...]."""
+    traces = [read_trace(label, d) for label, d in runs]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [preamble.rstrip(), ""] if preamble else []
+    for t in traces:
+        lines += render_run(t, block)
+    out.write_text("\n".join(lines))
+    out.with_suffix(".json").write_text(json.dumps(
+        [{"label": t.label, "config": t.config, "evals": t.evals,
+          "steps": [{k: s[k] for k in ("round", "direction", "step", "tutee", "loss", "metrics")} for s in t.steps]}
+         for t in traces], indent=1))
+    return out
