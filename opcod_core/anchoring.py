@@ -42,6 +42,8 @@ import string
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+from opcod_core.thinking import strip_think
+
 Category = Literal["kept", "no_match", "no_concept_tag", "empty", "all_generic"]
 CATEGORIES: tuple[str, ...] = ("kept", "no_match", "no_concept_tag", "empty", "all_generic")
 
@@ -132,8 +134,10 @@ def render_tutor_messages(
 ) -> tuple[list[dict], str]:
     """Chat messages for the tutor and the assistant prefill to append after the generation prompt.
 
-    The gold answer reaches the tutor only when ``template.show_gold`` is set (then it is required)."""
-    values = {"question": question, "choices": choices_text, "rollout": rollout}
+    The gold answer reaches the tutor only when ``template.show_gold`` is set (then it is required).
+    The tutor sees the attempt without its hidden reasoning (``<think>`` blocks removed by
+    ``opcod_core.thinking.strip_think``; text without think tags is shown unchanged)."""
+    values = {"question": question, "choices": choices_text, "rollout": strip_think(rollout)}
     if template.show_gold:
         if gold is None:
             raise ValueError("render_tutor_messages: template.show_gold is True but no gold answer was given")

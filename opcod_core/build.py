@@ -7,7 +7,12 @@ byte-level BPE tokenizer trained offline on the built-in data; anything else goe
 such as the demo's ``smollm2-135m-instruct`` to a prepared local directory.
 
 Warm-ups are cached under ``cache_dir/warm/<hash of every input>``: a second run with the same
-student, data, template and seed reloads the warmed weights instead of training them again.
+student, data, template and seed reloads the warmed weights instead of training them again. A
+student is warmed up in one of two ways: the ``warmup_*`` warm-up (``opcod_core.warmup``: tiny and
+science-world students) or the supervised specialisation (``specialize`` section,
+``opcod_core.specialize``: real models). Fields added to ``StudentConfig`` later
+(``specialize``, ``chat_template_kwargs``) enter the key only when set, so the keys of configs that
+do not use them, and the weights cached under them, stay valid.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from opcod_core.data.builtin import builtin_corpus, builtin_items
 from opcod_core.prompts import format_choices, rollout_messages, teacher_messages
 from opcod_core.data.types import SplitDataset
 from opcod_core.generation.hf import HFBackend
+from opcod_core.specialize import specialize
 from opcod_core.student import StudentRuntime
 from opcod_core.warmup import partial_split, skewed_warm_up, warm_up
 
@@ -100,6 +106,17 @@ def _warmup_domains(st: StudentConfig, config: RunConfig) -> tuple[str, ...]:
     return tuple(st.warmup_domains or ((st.strong_domain,) if st.strong_domain else config.data.domains))
 
 
+def _specialize_domains(st: StudentConfig) -> tuple[str, ...]:
+    """The domains a specialisation learns: ``specialize.domains``, else the strong domain."""
+    assert st.specialize is not None
+    return tuple(st.specialize.domains or (st.strong_domain,))
+
+
+def specialize_items(st: StudentConfig, data: SplitDataset) -> list:
+    """Train items of a student's specialisation (its strong domain's train split by default)."""
+    return [it for d in _specialize_domains(st) for it in data.get(d, "train")]
+
+
 def warmup_items(st: StudentConfig, config: RunConfig, index: int, data: SplitDataset) -> tuple[list, list, list]:
     """(own, hinted, partly known) train items of a student's warm-up: its warm-up domains are own; a
     hinted domain it partly knows (``warmup_partial``) gives a (known items, share) pool and keeps the
@@ -137,14 +154,40 @@ def _warmup_code_digest() -> str:
     return hashlib.sha256(Path(warmup.__file__).read_bytes()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
+def _specialize_code_digest() -> str:
+    """Hash of the specialisation's source (opcod_core/specialize.py), for the keys of specialisations."""
+    from opcod_core import specialize as module
+
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+
+
+# StudentConfig fields added after warm-up keys were first computed, with their defaults: left out of the
+# key while at the default, so a config that does not use them keeps its key (and its cached warm-up).
+KEY_NEUTRAL_DEFAULTS: dict[str, object] = {"specialize": None, "chat_template_kwargs": {}}
+
+
+def student_fingerprint(st: StudentConfig) -> dict:
+    """The student's config as the warm-up key sees it (``KEY_NEUTRAL_DEFAULTS`` left out at default)."""
+    dump = st.model_dump(mode="json")
+    for name, default in KEY_NEUTRAL_DEFAULTS.items():
+        if dump.get(name) == default:
+            dump.pop(name)
+    return dump
+
+
 def warmup_key(st: StudentConfig, config: RunConfig, index: int, data: SplitDataset | None = None) -> str:
     domains = set(_warmup_domains(st, config)) | set(st.warmup_hinted_domains or ())
+    extra: dict = {}
+    if st.specialize is not None:
+        domains |= set(_specialize_domains(st))
+        extra["specialize_code"] = _specialize_code_digest()
     blob = json.dumps({"v": WARMUP_VERSION, "code": _warmup_code_digest(), "index": index,
-                       "student": st.model_dump(mode="json"),
+                       "student": student_fingerprint(st),
                        "items": _items_digest(data, domains) if data is not None else None,
                        "data": config.data.model_dump(mode="json"), "seed": config.seed,
                        "tutor": [config.tutor.system, config.tutor.user, config.tutor.prefill,
-                                 list(config.tutor.stop)], "dtype": config.dtype}, sort_keys=True)
+                                 list(config.tutor.stop)], "dtype": config.dtype, **extra}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -156,18 +199,25 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
     aliases = aliases or {}
     st = config.students[index]
     device = resolve_device(config.device)
+    warms = st.warmup_sft_steps > 0 or st.specialize is not None
     cached = None
-    if st.warmup_sft_steps and cache_dir is not None:
+    if warms and cache_dir is not None:
         cached = Path(cache_dir) / "warm" / warmup_key(st, config, index, data) / st.name
     if cached is not None and (cached / "config.json").exists():
         model, tok = models.load_causal_lm(str(cached), device="cpu", dtype=config.dtype)
         needs_warmup = False
     else:
         model, tok = load_base(st, index, config, aliases, cache_dir)
-        needs_warmup = st.warmup_sft_steps > 0
+        needs_warmup = warms
     rt = StudentRuntime(st.name, model, tok, make_backend(config, model, tok, device, seed=config.seed * 7 + index),
-                        config.optim, device=device)
-    if needs_warmup:
+                        config.optim, device=device, chat_template_kwargs=st.chat_template_kwargs)
+    if needs_warmup and st.specialize is not None:
+        cb = (lambda i, n, loss, _name=st.name: progress(f"specialise {_name}", i, n, loss)) if progress else None
+        specialize(rt, specialize_items(st, data), st.specialize, seed=config.seed * 7 + index, progress=cb)
+        rt.reset_optimizer()
+        if cached is not None:
+            models.save_model(rt.model, rt.tokenizer, cached)
+    elif needs_warmup:
         items, hinted, partly = warmup_items(st, config, index, data)
         cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
         if st.warmup_hinted_domains:  # domain skew: facts of own domains, hint use for the others

@@ -41,6 +41,40 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# apply_chat_template's own parameters: a chat template variable must not shadow one of them.
+_RESERVED_TEMPLATE_KWARGS = frozenset({
+    "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
+    "continue_final_message", "tokenize", "padding", "truncation", "max_length", "return_tensors",
+    "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs"})
+
+
+class SpecializeConfig(_Section):
+    """Supervised specialisation (``opcod_core.specialize``): turns a base model into a specialist of
+    its strong domain before round 1. The paper fine-tunes each Qwen3-8B into a domain specialist
+    first; it gives no hyper-parameters, so these are ours (typical full fine-tuning values)."""
+
+    domains: tuple[str, ...] | None = Field(None, description="Domains whose train split is learned; "
+                                            "default: the student's strong domain.")
+    lr: float = Field(1e-5, gt=0.0, le=1.0, description="Peak learning rate (AdamW, the run's weight decay "
+                                                        "and gradient clipping).")
+    batch_size: int = Field(32, ge=1, le=65_536, description="Examples per optimizer step.")
+    micro_batch: int = Field(4, ge=1, le=65_536, description="Examples per forward/backward pass "
+                             "(gradient accumulation; the update is that of the whole batch).")
+    epochs: int = Field(2, ge=1, le=10_000, description="Passes over the train items (shuffled per epoch, "
+                        "seeded); ignored when steps is set.")
+    steps: int | None = Field(None, ge=1, le=1_000_000, description="Optimizer steps (batches drawn in "
+                              "epoch order, as many passes as needed); None: epochs x batches per epoch.")
+    max_length: int = Field(2048, ge=16, le=1_000_000, description="Longest prompt + target in tokens; "
+                            "longer examples are left out and counted, never truncated (a cut target "
+                            "would lose its answer).")
+    schedule: Literal["constant", "cosine"] = Field("cosine", description="Learning rate after the "
+                                                    "warm-up steps: constant, or cosine decay to 0.")
+    lr_warmup_steps: int = Field(0, ge=0, le=1_000_000, description="Linear learning-rate warm-up steps.")
+    solutions: bool = Field(True, description="Targets start with the item's worked solution when the "
+                            "dataset has one (meta 'solution', 'explanation', 'rationale' or 'fact'), "
+                            "then 'Answer: <gold>'; off: the answer line only.")
+
+
 class StudentConfig(_Section):
     name: str = Field(description="Short unique name shown everywhere (letters, digits, - and _).",
                       pattern=r"^[A-Za-z0-9_-]{1,32}$")
@@ -63,6 +97,29 @@ class StudentConfig(_Section):
                                                     "knows: domain -> share of that domain's knowledge units "
                                                     "(sciworld: elements, relations) whose facts it learns like "
                                                     "its own; items needing other units stay hinted.")
+    specialize: SpecializeConfig | None = Field(None, description="Supervised specialisation on the "
+                                                "strong domain's train split before round 1 (its own lr, "
+                                                "batch, epochs/steps, max length; cached by content). "
+                                                "Replaces the warmup_* warm-up (set one or the other).")
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra variables for "
+                                                 "this student's chat template in every prompt it renders, "
+                                                 "e.g. {\"enable_thinking\": false} for Qwen3 (identifier "
+                                                 "keys; JSON scalar values).")
+
+    @model_validator(mode="after")
+    def _check_template_kwargs(self) -> "StudentConfig":
+        for key, value in self.chat_template_kwargs.items():
+            if not key.isidentifier() or key in _RESERVED_TEMPLATE_KWARGS:
+                raise ValueError(f"chat_template_kwargs.{key}: not allowed (a template variable must be an "
+                                 "identifier and not one of apply_chat_template's own parameters)")
+            if value is not None and not isinstance(value, (bool, int, float, str)):
+                raise ValueError(f"chat_template_kwargs.{key}: expected a string, number, boolean or null, "
+                                 f"got {type(value).__name__}")
+        if self.specialize is not None and self.warmup_sft_steps:
+            raise ValueError("specialize and warmup_sft_steps are two warm-ups: set one of them")
+        if self.specialize is not None and not (self.specialize.domains or self.strong_domain):
+            raise ValueError("specialize needs a strong_domain or specialize.domains")
+        return self
 
     @model_validator(mode="after")
     def _check_partial(self) -> "StudentConfig":
@@ -227,7 +284,9 @@ class RunConfig(_Section):
         if a.name == b.name:
             raise ValueError("students must have different names")
         for st in self.students:
-            for d in (st.strong_domain, *(st.warmup_domains or ()), *(st.warmup_hinted_domains or ())):
+            spec_domains = st.specialize.domains or () if st.specialize else ()
+            for d in (st.strong_domain, *(st.warmup_domains or ()), *(st.warmup_hinted_domains or ()),
+                      *spec_domains):
                 if d is not None and d not in self.data.domains:
                     raise ValueError(f"student {st.name}: domain '{d}' is not one of {list(self.data.domains)}")
         return self
@@ -339,13 +398,27 @@ def _demo() -> dict[str, Any]:
     }
 
 
+# Specialisation of the paper preset (the paper fine-tunes each student into a domain specialist first but
+# gives no hyper-parameters; these are typical full fine-tuning values for an 8B model, ours to choose).
+PAPER_SPECIALIZE: dict[str, Any] = {"lr": 1e-5, "batch_size": 32, "micro_batch": 4, "epochs": 2,
+                                    "max_length": 2048, "schedule": "cosine", "lr_warmup_steps": 10}
+
+
 def _paper() -> dict[str, Any]:
+    # Two specialists from one base model: each Qwen3-8B copy is first fine-tuned on its strong domain's
+    # train split (``specialize``, cached by content under the cache dir), so that each is stronger in
+    # one domain, as in the paper. The other path: point each student's ``model`` at a specialist
+    # checkpoint you trained elsewhere and drop the stage (``students[i].specialize: null``).
+    # Qwen3's chat template thinks by default; the preset turns its switch off (``chat_template_kwargs``)
+    # so that rollouts are short answers ending with "Answer: X" within max_new_tokens (our choice: the
+    # paper does not say). Set ``enable_thinking: true`` to think; <think> blocks are then kept out of s,
+    # of what the tutor reads and of answer extraction (``opcod_core.thinking``).
+    def student(name: str, domain: str) -> dict[str, Any]:
+        return {"name": name, "model": "Qwen/Qwen3-8B", "strong_domain": domain,
+                "specialize": dict(PAPER_SPECIALIZE), "chat_template_kwargs": {"enable_thinking": False}}
     return {
         "name": "paper", "preset": "paper", "seed": 0,
-        "students": [
-            {"name": "qwen3-chem", "model": "Qwen/Qwen3-8B", "strong_domain": "chemistry"},
-            {"name": "qwen3-mat", "model": "Qwen/Qwen3-8B", "strong_domain": "materials"},
-        ],
+        "students": [student("qwen3-chem", "chemistry"), student("qwen3-mat", "materials")],
         "data": {"source": "sciknoweval", "path": "data/sciknoweval/L3.jsonl", "level": "L3",
                  "domains": ["chemistry", "materials"]},
         "schedule": {"rounds": 2, "steps_per_direction": 50},

@@ -122,7 +122,8 @@ def _fallback_text(messages: Sequence[dict], add_generation_prompt: bool) -> str
     return "".join(parts)
 
 
-def render_prompt(tokenizer, messages: list[dict], add_generation_prompt: bool = True, prefill: str = "") -> list[int]:
+def render_prompt(tokenizer, messages: list[dict], add_generation_prompt: bool = True, prefill: str = "",
+                  chat_template_kwargs: dict[str, Any] | None = None) -> list[int]:
     """Render a chat to token ids.
 
     With a chat template, ``tokenizer.apply_chat_template`` renders the text; otherwise a plain format
@@ -130,10 +131,15 @@ def render_prompt(tokenizer, messages: list[dict], add_generation_prompt: bool =
     generation prompt (a prefilled assistant turn the model continues). The whole text is tokenised
     in one piece with ``add_special_tokens=False``; BOS comes from the template (or, without a
     template, ``bos_token_id`` is prepended when the tokenizer has one). See the module docstring.
+
+    ``chat_template_kwargs`` are extra variables for the template (a student's
+    ``chat_template_kwargs``, e.g. ``{"enable_thinking": False}`` for Qwen3's thinking switch); a
+    template ignores variables it does not use, and the plain format ignores them all.
     """
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt,
+            **(chat_template_kwargs or {}))
         prefix: list[int] = []
     else:
         text = _fallback_text(messages, add_generation_prompt)

@@ -4,7 +4,8 @@
 2. T samples n rollouts per prompt; 3. each is verified against the gold answer;
 4. for rollout k the correct sibling s is drawn uniformly from T's *other* correct rollouts of the
    same prompt with ``random.Random(f"{seed}-s-{global_step}-{prompt}-{k}")`` (None when there is
-   none) — the paper leaves this choice open;
+   none) — the paper leaves this choice open; s is the sibling's text without ``<think>`` blocks
+   (``opcod_core.thinking``), and that is what the teacher context and the exchange show;
 5. when U is gated in (and the mode allows the prompt's domain) U writes anchored feedback on every
    rollout; only ``kept`` feedback is used, sanitised (in manual approval mode a human decides);
 6. the self-teacher context is (question, s, f) for T's own weights; 7. the loss is the per-token
@@ -30,6 +31,7 @@ from opcod_core.gating import GateRecord, tutor_allowed
 from opcod_core.generation.base import SamplingParams
 from opcod_core.prompts import compose_teacher_inputs, format_choices, rollout_messages, teacher_messages
 from opcod_core.student import DistillExample
+from opcod_core.thinking import strip_think
 
 
 def derive_seed(seed: int, global_step: int, purpose: str) -> int:
@@ -109,7 +111,7 @@ def choose_siblings(ctx: StepContext, rows: list[Row]) -> None:
             others = [o for o in group if o.k != r.k and o.correct]
             if others:
                 pick = random.Random(f"{ctx.config.seed}-s-{ctx.global_step}-{r.p}-{r.k}").choice(others)
-                r.s_index, r.s_text = pick.k, pick.text
+                r.s_index, r.s_text = pick.k, strip_think(pick.text)  # s is the answer, not the reasoning
 
 
 def tutor_feedback(ctx: StepContext, rows: list[Row]) -> float:

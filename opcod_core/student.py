@@ -66,9 +66,13 @@ class TextOps:
     another process (they keep a copy of the tokenizer, so text never crosses the boundary twice)."""
 
     tokenizer = None
+    chat_template_kwargs: dict = {}  # the student's StudentConfig.chat_template_kwargs (never mutated)
 
     def render(self, messages: list[dict], prefill: str = "") -> list[int]:
-        return models.render_prompt(self.tokenizer, messages, add_generation_prompt=True, prefill=prefill)
+        """Every prompt of this student (rollouts, self-teacher, tutor, evaluation, warm-up) goes
+        through here, with the student's chat template variables."""
+        return models.render_prompt(self.tokenizer, messages, add_generation_prompt=True, prefill=prefill,
+                                    chat_template_kwargs=self.chat_template_kwargs)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -83,8 +87,9 @@ class TextOps:
 
 class StudentRuntime(TextOps):
     def __init__(self, name: str, model, tokenizer, backend, optim: OptimConfig, device: str = "cpu",
-                 micro_batch: int = 8) -> None:
+                 micro_batch: int = 8, chat_template_kwargs: dict | None = None) -> None:
         self.name = name
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.model = model.to(device)
         self.tokenizer = tokenizer
         self.backend = backend
@@ -240,23 +245,36 @@ class StudentRuntime(TextOps):
             out += [tok_lp_BT[i, : len(r)].tolist() for i, r in enumerate(ys)]
         return out
 
-    def sft_step(self, prompts: list[list[int]], targets: list[list[int]], lr: float | None = None) -> float:
-        """Supervised step (warm-up): mean token NLL of targets after prompts."""
+    def sft_step(self, prompts: list[list[int]], targets: list[list[int]], lr: float | None = None,
+                 micro_batch: int | None = None) -> float:
+        """Supervised step (warm-up, specialisation): mean over examples of each target's mean token
+        NLL after its prompt. ``micro_batch`` splits the forward/backward passes into chunks of that
+        many examples (gradient accumulation, for long sequences on real models); the loss and the
+        update are those of the whole batch. With one chunk (the default) the arithmetic is exactly
+        that of a single pass."""
         self.backend.offload()
         self.model.train()
         if lr is not None:
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        s_BTV, mask_BT = self._logits(prompts, targets)
-        nll_BT = -gather_token_logprobs(s_BTV, targets) * mask_BT
-        loss = (nll_BT.sum(1) / mask_BT.sum(1).clamp(min=1)).mean()
-        loss.backward()
+        n = len(prompts)
+        mb = micro_batch or n
+        total = 0.0
+        for start in range(0, n, mb):
+            chunk_targets = targets[start:start + mb]
+            s_BTV, mask_BT = self._logits(prompts[start:start + mb], chunk_targets)
+            nll_BT = -gather_token_logprobs(s_BTV, chunk_targets) * mask_BT
+            loss = (nll_BT.sum(1) / mask_BT.sum(1).clamp(min=1)).mean()
+            if mb < n:  # this chunk's share of the batch mean (a single chunk keeps its own arithmetic)
+                loss = loss * (len(chunk_targets) / n)
+            loss.backward()
+            total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.backend.sync_weights(self.model)
-        return float(loss.detach())
+        return total
 
     def sample_with_checkpoint(self, checkpoint_dir: str | Path, prompts: list[list[int]],
                                params: SamplingParams) -> list[list[Completion]]:

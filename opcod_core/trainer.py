@@ -29,6 +29,16 @@ Choices the paper leaves open, made here (and configurable where it matters):
 * Human-edited feedback (an exchange override) becomes an extra training exchange for that tutee
   at its next step, with the stored rollout and s and the edited f, marked ``source: human``.
 * ``grpo`` and ``one_way`` baselines: see ``opcod_core.baselines``.
+* Thinking models: a student's ``chat_template_kwargs`` go to every prompt it renders (the ``paper``
+  preset turns Qwen3's thinking off: ``enable_thinking: false``). ``<think>...</think>`` blocks are
+  text the reader never sees: they are removed from the sibling s put in the teacher context, from
+  the attempt the tutor reads, and from what the answer checker reads (an answer only inside
+  ``<think>`` never counts), by ``opcod_core.thinking.strip_think``. The rollout's token ids keep them:
+  the reasoning tokens are part of the policy and of the loss.
+* Specialists: the paper fine-tunes each student into a domain specialist before OPCoD. A student's
+  ``specialize`` section does that here (supervised, on its strong domain's train split, the answer
+  format with the dataset's worked solution where it has one; ``opcod_core.specialize``), with our
+  hyper-parameters (the paper gives none); or ``model`` points at specialist checkpoints made elsewhere.
 
 Exact resume: the run is a fixed list of tasks (initial eval; per round: gate, the 2K steps, eval).
 A checkpoint stores the next task index and the few pieces of state that are not a pure function of

@@ -136,9 +136,14 @@ def _cell(text: str) -> str:
 # --- walking the model -------------------------------------------------------------------------------
 
 def _section_model(tp: Any) -> tuple[type[BaseModel] | None, bool]:
-    """(model, is_list) when the annotation is a section or a tuple/list of one section type."""
+    """(model, is_list) when the annotation is a section (optional or not) or a tuple/list of one
+    section type."""
     if _is_model(tp):
         return tp, False
+    if _is_union(tp):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1 and _is_model(args[0]):
+            return args[0], False
     if get_origin(tp) in (tuple, list):
         args = [a for a in get_args(tp) if a is not Ellipsis]
         if args and all(_is_model(a) for a in args) and len(set(args)) == 1:
@@ -157,7 +162,10 @@ def sections(model: type[BaseModel], prefix: str = "", title: str = "Top level",
         if sub is not None:
             sub_prefix = f"{path}[i]." if is_list else f"{path}."
             label = f"`{path}[i]`" if is_list else f"`{path}`"
-            nested.append((label, sub_prefix, field.description or "", sub))
+            desc = field.description or ""
+            if field.default is None:
+                desc += " Optional section: absent (`None`) by default."
+            nested.append((label, sub_prefix, desc, sub))
             continue
         rows.append([f"`{path}`", type_name(field.annotation), default_text(field), allowed(field),
                      field.description or ""])
@@ -177,6 +185,12 @@ PRESET_ROWS: list[tuple[str, Any]] = [
     ("models", lambda c: " / ".join(f"`{s.model}`" for s in c.students)),
     ("student names (strong domain)", lambda c: " / ".join(f"{s.name} ({s.strong_domain or '-'})" for s in c.students)),
     ("warm-up SFT steps", lambda c: " / ".join(str(s.warmup_sft_steps) for s in c.students)),
+    ("specialisation (lr, batch, epochs or steps)", lambda c: " / ".join(
+        f"{_lr(s.specialize.lr)}, {s.specialize.batch_size}, "
+        + (f"{s.specialize.steps} steps" if s.specialize.steps else f"{s.specialize.epochs} epochs")
+        if s.specialize else "-" for s in c.students)),
+    ("chat template kwargs", lambda c: " / ".join(
+        json.dumps(s.chat_template_kwargs) if s.chat_template_kwargs else "-" for s in c.students)),
     ("data source", lambda c: f"`{c.data.source}`" + (f" `{c.data.path}`" if c.data.path else "")
         + (f" (level {c.data.level})" if c.data.level else "")),
     ("domains (A, B)", lambda c: " / ".join(c.data.domains)),

@@ -21,6 +21,10 @@ labels are accepted when unambiguous: in brackets, or followed by punctuation or
 Numbers: the first number after the last "answer" cue, else the last number in the text. Thousands
 commas, signs (also the Unicode minus), ``6.02e23``, ``6.02 x 10^23`` / ``6.02×10⁻³``, percentages
 and units after the number are handled; digits glued to letters or carets (CO2, m/s^2) are not numbers.
+
+Hidden reasoning: ``is_correct`` reads only the text outside ``<think>...</think>`` blocks
+(``opcod_core.thinking.strip_think``). An answer written only inside the reasoning of a thinking model
+is one it considered, not one it committed to, so it never counts; text without think tags is read as is.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import math
 import re
 from typing import Sequence
 
+from ..thinking import strip_think
 from .types import Item
 
 CONNECTIVES = {
@@ -252,7 +257,10 @@ def extract_number(text: str | None) -> float | None:
 
 
 def is_correct(item: Item, text: str | None, rel_tol: float = 1e-2, abs_tol: float = 1e-6) -> tuple[str | None, bool]:
-    """``(extracted, correct)``: the extracted label or number (as text) and whether it matches gold."""
+    """``(extracted, correct)``: the extracted label or number (as text) and whether it matches gold.
+    Only the text outside ``<think>`` blocks is read (see the module docstring)."""
+    if text is not None:
+        text = strip_think(text)
     if item.answer_type == "numeric":
         x = extract_number(text)
         if x is None:

@@ -9,7 +9,9 @@ shows for a local run it shows for a Ray run.
 What crosses the boundary is small: token ids, texts, per-token float lists, and for the
 ``one_way`` baseline the frozen peer's logits over the tutee's rollouts, which go from the peer's
 actor to the tutee's through Ray's object store without passing through the coordinator. The
-proxy keeps a copy of the student's tokenizer, so rendering and decoding are local.
+proxy keeps a copy of the student's tokenizer and chat template variables
+(``StudentConfig.chat_template_kwargs``), so rendering and decoding are local and render what the
+actor would.
 
 Inside an actor the student is built by the same ``build.build_student`` as locally (warm-up
 cache included; ``cache_dir`` and checkpoint directories must be reachable from every node, i.e.
@@ -58,8 +60,8 @@ class _StudentActor:
         config = RunConfig.from_json(config_json)
         self.rt = build_student(index, config, data, Path(cache_dir) if cache_dir else None, aliases)
 
-    def describe(self) -> tuple[str, object, int]:
-        return self.rt.name, self.rt.tokenizer, self.rt.micro_batch
+    def describe(self) -> tuple[str, object, int, dict]:
+        return self.rt.name, self.rt.tokenizer, self.rt.micro_batch, self.rt.chat_template_kwargs
 
     def call(self, method: str, *args, **kwargs):
         return getattr(self.rt, method)(*args, **kwargs)
@@ -98,7 +100,8 @@ class RemoteStudent(TextOps):
         self.name = name
         self.handle = handle
         self.timeout_s = timeout_s
-        _, self.tokenizer, self.micro_batch = self._get(handle.describe.remote())
+        # the tokenizer and the chat template variables: rendering is local, and identical to the actor's
+        _, self.tokenizer, self.micro_batch, self.chat_template_kwargs = self._get(handle.describe.remote())
 
     # --- plumbing ----------------------------------------------------------------------------------
     def _get(self, ref):
@@ -143,8 +146,8 @@ class RemoteStudent(TextOps):
     def policy_gradient_step(self, prefixes, rollouts, advantages) -> StepOutput:
         return self._call("policy_gradient_step", prefixes, rollouts, advantages)
 
-    def sft_step(self, prompts, targets, lr=None) -> float:
-        return self._call("sft_step", prompts, targets, lr)
+    def sft_step(self, prompts, targets, lr=None, micro_batch=None) -> float:
+        return self._call("sft_step", prompts, targets, lr, micro_batch)
 
     def reset_optimizer(self) -> None:
         self._call("reset_optimizer")

@@ -77,3 +77,22 @@ def test_lost_actor_fails_clearly_and_resumes(local_ray, local_summary, tmp_path
     _, res = _run(preset("tiny", RAY), tmp_path, tiny_cache, resume=True)
     assert res.status == "finished"
     assert res.summary == local_summary
+
+
+def test_proxy_carries_the_students_chat_template_kwargs(local_ray):
+    """Rendering is local to the proxy: it must use the same chat template variables as the actor."""
+    from opcod_core.data.types import SplitDataset
+    from opcod_core.executors.ray import ray_students
+
+    cfg = preset("tiny", {**RAY, "students": [
+        {"warmup_sft_steps": 0, "chat_template_kwargs": {"enable_thinking": False}}, {"warmup_sft_steps": 0}]})
+    students = ray_students(cfg, SplitDataset(splits={}))
+    try:
+        assert students["chem"].chat_template_kwargs == {"enable_thinking": False}
+        assert students["phys"].chat_template_kwargs == {}
+        messages = [{"role": "user", "content": "What is the chemical symbol of iron?"}]
+        for st in students.values():
+            assert st.render(messages, prefill="<concept>") == st._call("render", messages, prefill="<concept>")
+    finally:
+        for st in students.values():
+            st.close()
