@@ -166,7 +166,8 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
         model, tok = load_base(st, index, config, aliases, cache_dir)
         needs_warmup = st.warmup_sft_steps > 0
     rt = StudentRuntime(st.name, model, tok, make_backend(config, model, tok, device, seed=config.seed * 7 + index),
-                        config.optim, device=device)
+                        config.optim, device=device, ema_rate=config.teacher.ema_rate,
+                        total_updates=config.schedule.rounds * config.schedule.steps_per_direction)
     if needs_warmup:
         items, hinted, partly = warmup_items(st, config, index, data)
         cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
@@ -180,6 +181,7 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
         rt.reset_optimizer()
         if cached is not None:
             models.save_model(rt.model, rt.tokenizer, cached)
+    rt.mark_initial()   # the run starts here: initial weights for weight_l2, the KL anchor, one_way, the EMA
     return rt
 
 
