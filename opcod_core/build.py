@@ -210,7 +210,9 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
         model, tok = load_base(st, index, config, aliases, cache_dir)
         needs_warmup = warms
     rt = StudentRuntime(st.name, model, tok, make_backend(config, model, tok, device, seed=config.seed * 7 + index),
-                        config.optim, device=device, chat_template_kwargs=st.chat_template_kwargs)
+                        config.optim, device=device, chat_template_kwargs=st.chat_template_kwargs,
+                        ema_rate=config.teacher.ema_rate,
+                        total_updates=config.schedule.rounds * config.schedule.steps_per_direction)
     if needs_warmup and st.specialize is not None:
         cb = (lambda i, n, loss, _name=st.name: progress(f"specialise {_name}", i, n, loss)) if progress else None
         specialize(rt, specialize_items(st, data), st.specialize, seed=config.seed * 7 + index, progress=cb)
@@ -230,6 +232,7 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
         rt.reset_optimizer()
         if cached is not None:
             models.save_model(rt.model, rt.tokenizer, cached)
+    rt.mark_initial()   # the run starts here: initial weights for weight_l2, the KL anchor, one_way, the EMA
     return rt
 
 

@@ -1,6 +1,7 @@
 """Checkpoints that make a resumed run identical to an uninterrupted one.
 
-What a checkpoint holds: each student's weights and optimizer state, and the trainer state (the
+What a checkpoint holds: each student's weights and optimizer state, its initial weights (the
+frozen reference, hard-linked from the previous checkpoint) and EMA teacher if any, and the trainer state (the
 index of the next task in the run's fixed task list, gate records of the current round, evaluation
 results so far, pending human exchanges, the number of events written before it). Nothing else is
 needed for exactness because every random choice in the trainer is a pure function of
@@ -26,7 +27,9 @@ def checkpoint_root(out_dir: Path) -> Path:
 
 
 def save_checkpoint(out_dir: Path, tag: str, students: dict, state: dict[str, Any], keep: int,
-                    permanent: bool = False) -> Path:
+                    permanent: bool = False, previous: Path | None = None) -> Path:
+    """``previous``: the checkpoint this run wrote or resumed from last (its students' immutable
+    initial weights are hard-linked rather than written again)."""
     root = checkpoint_root(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / tag
@@ -34,7 +37,7 @@ def save_checkpoint(out_dir: Path, tag: str, students: dict, state: dict[str, An
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name, rt in students.items():
-        rt.save(tmp / name)
+        rt.save(tmp / name, previous=Path(previous) / name if previous else None)
     (tmp / "state.json").write_text(json.dumps({**state, "permanent": permanent}, indent=1))
     if final.exists():
         raise FileExistsError(f"checkpoint {final} already exists (tags are unique per save)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -204,12 +204,31 @@ class LossConfig(_Section):
     beta: float = Field(0.5, gt=0.0, lt=1.0, description="Generalized JSD interpolation β.")
     topk: int | None = Field(None, ge=1, description="Top-k tokens (teacher's) plus a tail bucket; None = full vocabulary.")
     chunk_size: int = Field(256, ge=1, le=1_000_000, description="Token positions per chunk of the full-vocabulary loss.")
+    kl_anchor: float = Field(0.0, ge=0.0, le=100.0, description="Coefficient of a KL anchor to the run's "
+                             "initial policy: adds coef * mean over rollout tokens of KL(π_θ ‖ π_init) on the "
+                             "student context (0 = off, the paper's loss).")
+
+
+class TeacherConfig(_Section):
+    ema_rate: float | None = Field(None, ge=0.0, le=1.0, description="Self-teacher from an exponential moving "
+                                   "average of the tutee's weights, θ_ema ← (1−rate)·θ_ema + rate·θ after each "
+                                   "update (None or 0 = off: the live weights, the paper's self-teacher).")
 
 
 class OptimConfig(_Section):
     lr: float = Field(1e-6, gt=0.0, le=1.0, description="AdamW learning rate (not given by the paper).")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
+        (0.9, 0.999), description="AdamW β₁, β₂ (each in [0, 1)).")
+    eps: float = Field(1e-8, gt=0.0, le=1.0, description="AdamW ε.")
+    warmup_steps: int = Field(0, ge=0, le=1_000_000, description="Linear learning-rate warm-up over this many "
+                              "updates of each student (0 = off).")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="Learning rate after the warm-up: "
+                                                    "constant, or cosine decay to min_lr_ratio·lr over the "
+                                                    "student's rounds × steps_per_direction updates.")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final learning rate of the cosine schedule, "
+                                "as a fraction of lr.")
 
 
 class EvalConfig(_Section):
@@ -256,7 +275,11 @@ class RunConfig(_Section):
     preset: str | None = Field(None, description="Preset this config came from, if any.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Master seed: data order, sampling, s choice.")
     algorithm: Literal["opcod", "grpo", "one_way"] = Field("opcod", description="OPCoD, the GRPO baseline, "
-                                                            "or one-way distillation from the frozen peer.")
+                                                            "or one-way distillation from the peer's "
+                                                            "frozen initial weights.")
+    one_way_domains: Literal["all", "strong"] = Field("all", description="one_way: the frozen peer teaches "
+                                                      "on every prompt, or only on its strong domain (other "
+                                                      "rollouts have no teacher and are skipped).")
     students: tuple[StudentConfig, StudentConfig] = Field(description="The two peers.")
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset and splits.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Rounds R and steps per direction K.")
@@ -265,6 +288,7 @@ class RunConfig(_Section):
     gating: GatingConfig = Field(default_factory=GatingConfig, description="Who may tutor each round.")
     context_mode: Literal["s+f", "s", "f"] = Field("s+f", description="What the self-teacher sees.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Distillation divergence.")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Self-teacher weights.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Test-split evaluation.")
     break_rate: BreakRateConfig = Field(default_factory=BreakRateConfig, description="Break-rate sampling.")
@@ -289,6 +313,18 @@ class RunConfig(_Section):
                       *spec_domains):
                 if d is not None and d not in self.data.domains:
                     raise ValueError(f"student {st.name}: domain '{d}' is not one of {list(self.data.domains)}")
+        updates = self.schedule.rounds * self.schedule.steps_per_direction
+        if self.optim.warmup_steps >= updates:
+            raise ValueError(f"optim.warmup_steps: {self.optim.warmup_steps} must be below the updates of each "
+                             f"student (rounds × steps_per_direction = {updates})")
+        if self.teacher.ema_rate and self.algorithm != "opcod":
+            raise ValueError(f"teacher.ema_rate: an EMA self-teacher needs algorithm 'opcod' "
+                             f"('{self.algorithm}' has no self-teacher)")
+        if self.one_way_domains == "strong":
+            if self.algorithm != "one_way":
+                raise ValueError("one_way_domains: 'strong' applies to algorithm 'one_way' only")
+            if any(st.strong_domain is None for st in self.students):
+                raise ValueError("one_way_domains: 'strong' needs a strong_domain for both students")
         return self
 
     # --- round trips -------------------------------------------------------------------------

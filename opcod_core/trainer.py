@@ -28,7 +28,30 @@ Choices the paper leaves open, made here (and configurable where it matters):
   round's gate decisions from the scores already measured, from the next step on.
 * Human-edited feedback (an exchange override) becomes an extra training exchange for that tutee
   at its next step, with the stored rollout and s and the edited f, marked ``source: human``.
-* ``grpo`` and ``one_way`` baselines: see ``opcod_core.baselines``.
+* Optimizer options (``optim``): AdamW ``betas`` and ``eps``, a linear learning-rate warm-up over the
+  first ``warmup_steps`` updates of each student and a ``constant`` or ``cosine`` schedule (down to
+  ``min_lr_ratio``·lr after rounds × K updates), a pure function of the student's update count
+  (``opcod_core.optim``); the lr of each update is the ``train/lr`` metric. Defaults: constant lr,
+  no warm-up, PyTorch's AdamW betas and eps, i.e. unchanged behaviour. The supervised warm-up keeps its
+  own optimizer and learning rate.
+* ``train/weight_l2`` = ||θ − θ_init||₂ of the tutee after its update, θ_init = the weights at the start
+  of the run (after the warm-up), a frozen CPU snapshot per student (``opcod_core.reference``).
+* Deviation when on, ``teacher.ema_rate`` (off by default): the self-teacher's logits come from an EMA of
+  the tutee's weights, θ_ema ← (1 − rate)·θ_ema + rate·θ after each update, θ_ema = θ_init at the
+  start (SDPO's regularised teacher; TRL's EMA teacher), instead of the live weights. It is used
+  wherever the self-teacher is scored (the loss, the s-only heatmap, replays); the break-rate sample
+  decodes with the generation engine, i.e. the live weights, and so does not follow it.
+* Deviation when on, ``loss.kl_anchor`` = c > 0 (off by default): the objective becomes
+  L + c · mean over trained rollouts of (1/|y|) Σ_t KL(π_θ(·|x, y<t) ‖ π_init(·|x, y<t)), full vocabulary,
+  on the student context, π_init = the frozen θ_init. Direction: KL(π_θ ‖ π_init), the one RLHF and
+  GRPO's KL penalty use: it is evaluated at the tokens the current policy samples, is mode-seeking
+  (it penalises mass that π_θ moves where π_init has little, which is how drift to degenerate text
+  starts) and does not force π_θ to cover every mode of π_init. Reported as ``loss/kl_anchor`` (the mean
+  KL before the coefficient); the step's ``loss`` stays the distillation loss. The GRPO baseline adds
+  the same term when it is set.
+* ``grpo`` and ``one_way`` baselines: see ``opcod_core.baselines``. In ``one_way`` the teacher is the
+  peer's *initial* weights, frozen for the whole run (``one_way_domains: strong`` restricts it to the
+  peer's strong domain).
 * Thinking models: a student's ``chat_template_kwargs`` go to every prompt it renders (the ``paper``
   preset turns Qwen3's thinking off: ``enable_thinking: false``). ``<think>...</think>`` blocks are
   text the reader never sees: they are removed from the sibling s put in the teacher context, from
@@ -42,7 +65,8 @@ Choices the paper leaves open, made here (and configurable where it matters):
 
 Exact resume: the run is a fixed list of tasks (initial eval; per round: gate, the 2K steps, eval).
 A checkpoint stores the next task index and the few pieces of state that are not a pure function of
-(seed, position) — weights, optimizer states, gate records, evaluations, pending human exchanges —
+(seed, position) — weights, optimizer states and update counts (the lr schedule), initial weights
+and EMA teachers, gate records, evaluations, pending human exchanges —
 so an interrupted run resumed from its last checkpoint replays exactly what an uninterrupted run does.
 """
 
@@ -125,6 +149,7 @@ class Trainer:
         self.evals: dict[str, dict[str, dict[str, float]]] = {}   # round -> student -> domain -> acc
         self.pending_human: dict[str, list[dict]] = {n: [] for n in self.names}
         self.events_written = 0
+        self.last_checkpoint: Path | None = None   # written or resumed from by this trainer (hard links)
 
     # --- the fixed task list ---------------------------------------------------------------------
     def _task_list(self) -> list[tuple]:
@@ -252,11 +277,11 @@ class Trainer:
             advantages = baselines.grpo_advantages(rows)
             t1 = time.perf_counter()
             out = ctx.tutee.policy_gradient_step([r_.prompt_ids for r_ in rows], [r_.token_ids for r_ in rows],
-                                                 advantages)
+                                                 advantages, cfg.loss)
             human: list[tuple[dict, DistillExample]] = []
         else:
             if cfg.algorithm == "one_way":
-                baselines.one_way_examples(rows)
+                baselines.one_way_examples(rows, self._one_way_domain(tutor_name))
             else:
                 choose_siblings(ctx, rows)
                 t_feedback = tutor_feedback(ctx, rows)
@@ -281,6 +306,12 @@ class Trainer:
         if sync1 is not None and sync0 is not None:
             metrics["time/weight_sync"] = sync1 - sync0   # the previous update's sync, paid before this rollout
         self.emit({"type": "step", **ctx.position, "loss": out.loss, "metrics": metrics})
+
+    def _one_way_domain(self, tutor_name: str) -> str | None:
+        """The only domain the frozen peer teaches on (``one_way_domains: strong``), else None (all)."""
+        if self.config.one_way_domains != "strong":
+            return None
+        return next(s.strong_domain for s in self.config.students if s.name == tutor_name)
 
     def _human_examples(self, ctx: StepContext) -> list[tuple[dict, DistillExample]]:
         pending, self.pending_human[ctx.tutee.name] = self.pending_human.get(ctx.tutee.name, []), []
@@ -348,7 +379,9 @@ class Trainer:
         # replaced in place, so a kill at any moment leaves the previous one intact.
         tag = f"task-{self.next_task:06d}-e{self.events_written:07d}"
         path = checkpoint.save_checkpoint(self.out_dir, tag, self.students, self._state(),
-                                          keep=self.config.keep_checkpoints, permanent=permanent)
+                                          keep=self.config.keep_checkpoints, permanent=permanent,
+                                          previous=self.last_checkpoint)
+        self.last_checkpoint = path
         self.emit({"type": "checkpoint", "tag": tag, "path": str(path), "next_task": self.next_task,
                    "after": list(task), "events_before": self.events_written, "permanent": permanent})
 
@@ -359,6 +392,7 @@ class Trainer:
         st = checkpoint.load_state(path)
         for name, rt in self.students.items():
             rt.load(path / name)
+        self.last_checkpoint = path
         self.next_task = st["next_task"]
         self.gates, self.round_scores = st["gates"], st["round_scores"]
         self.tau, self.mode, self.forced = st["tau"], st["mode"], st["forced"]

@@ -12,8 +12,8 @@ warm-up).
 Methods (one framework, ``opcod_core.trainer``): ``opcod`` (cognizance gating, τ from the config),
 ``never`` (no peer feedback: self-distillation on the tutee's own correct siblings, SDPO-style),
 ``always`` (feedback from the peer every round), ``domain_selective`` (the peer tutors only on its
-strong domain), ``grpo`` (verifiable reward, group-normalised advantage) and ``one_way`` (the frozen
-peer as a classic on-policy teacher). All use the same R × K schedule, batch, rollouts and learning
+strong domain), ``grpo`` (verifiable reward, group-normalised advantage) and ``one_way`` (a frozen
+copy of the peer's initial weights as a classic on-policy teacher). All use the same R × K schedule, batch, rollouts and learning
 rate. The learning rate can be chosen on the *validation* split (``select_lr``): each candidate runs
 every selected method for one seed, scored by mean final validation accuracy over both students and
 both domains; OPCoD's τ can then be chosen the same way (``select_tau``). The test split is read only by

@@ -9,6 +9,8 @@ shows for a local run it shows for a Ray run.
 What crosses the boundary is small: token ids, texts, per-token float lists, and for the
 ``one_way`` baseline the frozen peer's logits over the tutee's rollouts, which go from the peer's
 actor to the tutee's through Ray's object store without passing through the coordinator. The
+initial weights (a CPU snapshot) and the EMA teacher live in each actor with its student, so the KL
+anchor, the EMA teacher and the one_way baseline's frozen teacher work unchanged. The
 proxy keeps a copy of the student's tokenizer and chat template variables
 (``StudentConfig.chat_template_kwargs``), so rendering and decoding are local and render what the
 actor would.
@@ -140,11 +142,11 @@ class RemoteStudent(TextOps):
         if teacher is None:
             return self._call("distill_step", examples, loss_cfg)
         # the frozen peer's logits go actor to actor through the object store
-        logits_ref = teacher.handle.call.remote("teacher_logits", examples, self.micro_batch)
+        logits_ref = teacher.handle.call.remote("teacher_logits", examples, self.micro_batch, "reference")
         return self._get(self.handle.call.remote("distill_step", examples, loss_cfg, None, logits_ref))
 
-    def policy_gradient_step(self, prefixes, rollouts, advantages) -> StepOutput:
-        return self._call("policy_gradient_step", prefixes, rollouts, advantages)
+    def policy_gradient_step(self, prefixes, rollouts, advantages, loss_cfg=None) -> StepOutput:
+        return self._call("policy_gradient_step", prefixes, rollouts, advantages, loss_cfg)
 
     def sft_step(self, prompts, targets, lr=None, micro_batch=None) -> float:
         return self._call("sft_step", prompts, targets, lr, micro_batch)
@@ -155,8 +157,8 @@ class RemoteStudent(TextOps):
     def sync_seconds(self) -> float | None:
         return self._call("sync_seconds")
 
-    def save(self, directory: Path, with_optimizer: bool = True) -> None:
-        self._call("save", Path(directory), with_optimizer)
+    def save(self, directory: Path, with_optimizer: bool = True, previous: Path | None = None) -> None:
+        self._call("save", Path(directory), with_optimizer, Path(previous) if previous else None)
 
     def load(self, directory: Path) -> None:
         self._call("load", Path(directory))
