@@ -5,7 +5,7 @@
    position (``generation.base``; ``rollout.score_eos: false`` drops it here, so that every loss,
    the s-only divergence, stored exchanges and replays see the shorter rollout); ``text`` never
    holds EOS, so the tutor, the sibling s and answer checking read the same text either way;
-   3. each is verified against the gold answer;
+3. each is verified against the gold answer;
 4. for rollout k the correct sibling s is drawn uniformly from T's *other* correct rollouts of the
    same prompt with ``random.Random(f"{seed}-s-{global_step}-{prompt}-{k}")`` (None when there is
    none) — the paper leaves this choice open;
