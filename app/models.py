@@ -307,6 +307,8 @@ class Exchange(Base):
     s_index: Mapped[int | None] = mapped_column(Integer)
     s_text: Mapped[str | None] = mapped_column(Text)
     context_used: Mapped[str] = mapped_column(String(8))  # s+f | s | f | none
+    # how the rollout ended: eos | stop | length (None: stored before it was recorded)
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
     skipped: Mapped[bool] = mapped_column(Boolean, default=False)
     teacher_context: Mapped[str | None] = mapped_column(Text)
     tokens: Mapped[list[Any] | None]  # token strings of the rollout, for the heatmap

@@ -191,6 +191,10 @@ class ExchangeItem(_Out):
     override_id: int | None
     context_used: str
     skipped: bool
+    finish_reason: str | None = Field(
+        description="How the rollout ended: 'eos' (the model stopped; the EOS is its last token and is "
+                    "scored), 'stop' (a stop string), 'length' (cut at the token limit); null for "
+                    "exchanges stored before this was recorded.")
     loss: float | None
     created_at: datetime
 

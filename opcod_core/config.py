@@ -173,6 +173,9 @@ class RolloutConfig(_Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling of rollouts.")
     max_new_tokens: int = Field(512, ge=1, le=32_768, description="Rollout length limit.")
     stop: tuple[str, ...] = Field((), description="Extra stop strings for rollouts.")
+    score_eos: bool = Field(True, description="Score the EOS token that ended a rollout (the decision to "
+                                              "stop) in every loss. False drops the EOS position from every "
+                                              "loss, as before this fix; kept only to reproduce older reports.")
 
 
 class TutorConfig(_Section):

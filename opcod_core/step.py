@@ -1,7 +1,11 @@
 """One OPCoD training step for a (tutee T, tutor U) pair: DESIGN section 2, "One step", 1-8.
 
 1. the prompts of this step come from the trainer (a seeded stream over both domains' train splits);
-2. T samples n rollouts per prompt; 3. each is verified against the gold answer;
+2. T samples n rollouts per prompt; a rollout that ended with EOS keeps that token as its last scored
+   position (``generation.base``; ``rollout.score_eos: false`` drops it here, so that every loss,
+   the s-only divergence, stored exchanges and replays see the shorter rollout); ``text`` never
+   holds EOS, so the tutor, the sibling s and answer checking read the same text either way;
+3. each is verified against the gold answer;
 4. for rollout k the correct sibling s is drawn uniformly from T's *other* correct rollouts of the
    same prompt with ``random.Random(f"{seed}-s-{global_step}-{prompt}-{k}")`` (None when there is
    none) — the paper leaves this choice open; s is the sibling's text without ``<think>`` blocks
@@ -67,10 +71,11 @@ class Row:
     p: int
     k: int
     prompt_ids: list[int]
-    token_ids: list[int]
-    text: str
+    token_ids: list[int]          # the scored tokens: the ending EOS included when rollout.score_eos
+    text: str                     # never holds EOS
     answer: str | None
     correct: bool
+    finish_reason: str = "length"  # eos | stop | length (generation.base.Completion)
     s_index: int | None = None
     s_text: str | None = None
     feedback: dict = field(default_factory=dict)
@@ -93,13 +98,21 @@ def sample_rollouts(ctx: StepContext) -> tuple[list[Row], float, int]:
                             seed=derive_seed(cfg.seed, ctx.global_step, "rollout"))
     outs = ctx.tutee.sample(prompts, params)
     rows: list[Row] = []
-    n_tokens = 0
+    n_tokens = 0   # generated tokens (an ending EOS is generated, scored or not): throughput
     for p, (item, prompt, comps) in enumerate(zip(ctx.items, prompts, outs, strict=True)):
         for k, c in enumerate(comps):
             answer, correct = is_correct(item, c.text)
-            rows.append(Row(item, p, k, prompt, list(c.token_ids), c.text, answer, bool(correct)))
+            rows.append(Row(item, p, k, prompt, scored_tokens(c, cfg.rollout.score_eos), c.text, answer,
+                            bool(correct), c.finish_reason))
             n_tokens += len(c.token_ids)
     return rows, time.perf_counter() - t0, n_tokens
+
+
+def scored_tokens(c, score_eos: bool) -> list[int]:
+    """The tokens of completion ``c`` that the losses score: all of them, or without the ending EOS
+    when ``score_eos`` is off (the behaviour before EOS was scored)."""
+    ids = list(c.token_ids)
+    return ids[:-1] if c.finish_reason == "eos" and not score_eos else ids
 
 
 def choose_siblings(ctx: StepContext, rows: list[Row]) -> None:
@@ -211,7 +224,8 @@ def exchange_event(ctx: StepContext, r: Row, result, teacher_context: str | None
         "domain": it.domain, "prompt_id": it.id, "question": it.question,
         "choices": list(it.choices), "labels": list(it.labels), "gold": it.gold,
         "prompt_index": r.p, "rollout_index": r.k,
-        "rollout_text": r.text, "token_ids": r.token_ids, "answer": r.answer, "correct": r.correct,
+        "rollout_text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
+        "answer": r.answer, "correct": r.correct,
         "s_index": r.s_index, "s_text": r.s_text,
         "feedback_raw": fb.get("raw"), "concept": fb.get("concept"), "category": fb.get("category"),
         "feedback_sanitised": fb.get("sanitised"), "redactions": fb.get("redactions", []),

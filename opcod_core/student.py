@@ -9,7 +9,9 @@ Self-distillation step (DESIGN section 2, step 7): for each rollout y with stude
 teacher prefix x_T (question + s + f), the student's logits over y are taken under x_S with
 gradient and the self-teacher's under x_T with the *same* weights under ``torch.no_grad`` (the
 stop-gradient). Both are taken over exactly y's tokens (``models.token_logits`` appends y's ids to
-each prefix), so position t of both tensors predicts y_t.
+each prefix), so position t of both tensors predicts y_t. When y ended with EOS, that token is the
+last of y's ids (``generation.base``), so the last position scores the decision to stop; the same
+holds for the GRPO log-probabilities and the frozen peer's logits.
 
 Weights other than the live ones (``opcod_core.reference``): the run's initial weights (a frozen CPU
 snapshot taken by ``mark_initial`` after the warm-up: ``train/weight_l2``, the KL anchor's π_init and

@@ -62,6 +62,16 @@ Choices the paper leaves open, made here (and configurable where it matters):
   ``specialize`` section does that here (supervised, on its strong domain's train split, the answer
   format with the dataset's worked solution where it has one; ``opcod_core.specialize``), with our
   hyper-parameters (the paper gives none); or ``model`` points at specialist checkpoints made elsewhere.
+* End of sequence: a rollout that ended by sampling EOS keeps that token as its last position
+  (``generation.base``), so the decision to stop is in every loss (student vs self-teacher, the
+  one-way teacher, GRPO's log-probabilities), as TRL does for completions and as the warm-up
+  already trains it; ``text`` (what the tutor, s and the answer check read) never holds it.
+  ``rollout.score_eos: false`` drops that position again, only to reproduce reports made before.
+  Rollouts cut at ``max_new_tokens`` or by a stop string have no EOS and nothing is added.
+* Step metrics on the rollouts themselves: shares of finish reasons (``rollout/finish_eos``,
+  ``_stop``, ``_length``, summing to 1), ``rollout/parse_failure`` (share with no parsable answer)
+  and ``rollout/mean_length`` (scored tokens, EOS included when scored): the signs of a policy
+  that stops drifting or loses the answer format.
 
 Exact resume: the run is a fixed list of tasks (initial eval; per round: gate, the 2K steps, eval).
 A checkpoint stores the next task index and the few pieces of state that are not a pure function of
@@ -337,7 +347,8 @@ class Trainer:
                 "override_id": ex["override_id"], "context_used": "s+f" if ex.get("s_text") else "f",
                 "skipped": False, "teacher_context": ctx.tutee.decode(example.teacher_prefix),
                 "divergence": res.divergence, "divergence_s_only": None, "student_logprob": res.student_logprob,
-                "loss": res.loss, "prompt_index": ex.get("prompt_index"), "rollout_index": ex.get("rollout_index")}
+                "loss": res.loss, "prompt_index": ex.get("prompt_index"), "rollout_index": ex.get("rollout_index"),
+                "finish_reason": ex.get("finish_reason")}
 
     def _metrics(self, ctx, rows: list[Row], out, breaks, t_rollout, t_feedback, t_train, t_step, n_tokens) -> dict:
         cats: dict[str, int] = {}
@@ -350,9 +361,14 @@ class Trainer:
         for r in rows:
             used[r.used] = used.get(r.used, 0) + 1
         gate = ctx.tutor_gate
+        n_rows = max(len(rows), 1)
         m = {"loss/" + self.config.loss.divergence: out.loss,
-             "rollout/accuracy": sum(r.correct for r in rows) / max(len(rows), 1),
+             "rollout/accuracy": sum(r.correct for r in rows) / n_rows,
              "rollout/tokens": float(n_tokens),
+             **{f"rollout/finish_{f}": sum(r.finish_reason == f for r in rows) / n_rows
+                for f in ("eos", "stop", "length")},
+             "rollout/parse_failure": sum(r.answer is None for r in rows) / n_rows,
+             "rollout/mean_length": sum(len(r.token_ids) for r in rows) / n_rows,
              "anchoring/feedback": float(n_fb),
              "anchoring/kept_rate": (cats.get("kept", 0) / n_fb) if n_fb else 0.0,
              **{f"anchoring/{c}": float(v) for c, v in cats.items()},

@@ -29,7 +29,7 @@ def _row(ex: Exchange) -> dict[str, Any]:
         "global_step": ex.global_step, "tutee": ex.tutee, "tutor": ex.tutor, "domain": ex.domain,
         "correct": ex.correct, "category": ex.category, "human_edited": ex.human_edited,
         "origin_exchange_id": ex.origin_exchange_id, "override_id": ex.override_id,
-        "context_used": ex.context_used, "skipped": ex.skipped, "loss": ex.loss,
+        "context_used": ex.context_used, "skipped": ex.skipped, "finish_reason": ex.finish_reason, "loss": ex.loss,
         "prompt": {"item_key": p.item_key, "domain": p.domain, "split": p.split, "answer_type": p.answer_type,
                    "question": p.question, "choices": p.choices, "labels": p.labels, "gold": p.gold},
         "rollout": {"text": r.text, "token_ids": r.token_ids, "answer": r.answer, "correct": r.correct,

@@ -155,8 +155,8 @@ def _exchange_row(ex: Exchange) -> dict[str, Any]:
     return {"id": ex.id, "key": ex.key, "round": ex.round, "direction": ex.direction,
             "global_step": ex.global_step, "tutee": ex.tutee, "tutor": ex.tutor, "domain": ex.domain,
             "correct": ex.correct, "category": ex.category, "human_edited": ex.human_edited,
-            "context_used": ex.context_used, "skipped": ex.skipped, "loss": ex.loss,
-            "created_at": ex.created_at}
+            "context_used": ex.context_used, "skipped": ex.skipped, "finish_reason": ex.finish_reason,
+            "loss": ex.loss, "created_at": ex.created_at}
 
 
 def _feed_rows(s: Session, q) -> list[dict[str, Any]]:
@@ -440,6 +440,10 @@ def _series_from_steps(steps: list[Step], students: list[str]) -> dict[str, Any]
         "break_rate": {"labels": ["break rate"], "series": [col("break/rate")]},
         "throughput": {"labels": ["rollout tokens/s"], "series": [col("throughput/rollout_tokens_per_s")]},
         "accuracy": {"labels": ["rollout accuracy"], "series": [col("rollout/accuracy")]},
+        "finish": {"labels": ["stopped (EOS)", "stop string", "cut at limit", "no parsable answer"],
+                   "series": [col("rollout/finish_eos"), col("rollout/finish_stop"), col("rollout/finish_length"),
+                              col("rollout/parse_failure")]},
+        "length": {"labels": ["mean rollout tokens"], "series": [col("rollout/mean_length")]},
         "grad_norm": {"labels": ["grad norm"], "series": [col("train/grad_norm")]},
     }
 

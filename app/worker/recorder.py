@@ -261,6 +261,7 @@ class Recorder:
                          origin_exchange_id=origins.get(e.get("origin_key")),
                          override_id=int(ov) if ov is not None and str(ov).isdigit() else None,
                          s_index=e.get("s_index"), s_text=e.get("s_text"), context_used=e.get("context_used") or "none",
+                         finish_reason=e.get("finish_reason"),
                          skipped=bool(e.get("skipped")), teacher_context=e.get("teacher_context"),
                          tokens=e.get("tokens"), student_logprob=e.get("student_logprob"),
                          divergence=e.get("divergence"), divergence_s_only=e.get("divergence_s_only"),

@@ -3,6 +3,13 @@
 Prompts go in as token ids (the caller renders chat templates), so the trainer knows the exact
 tokens of every rollout and can score them under other contexts without re-tokenising text:
 that is what makes the teacher's logits line up with the tutee's rollout token for token.
+
+End of sequence. A sample that ends by emitting an EOS token keeps that token: it is the last entry
+of ``token_ids`` (with its log-probability last in ``logprobs``) and ``finish_reason`` is ``"eos"``,
+while ``text`` never contains it. Every backend appends it (rather than the trainer after the fact)
+because only the backend knows *which* EOS id was sampled (a model may have several) and with what
+log-probability. The decision to stop is part of the policy, so the trainer scores that position
+like any other (``rollout.score_eos``, on by default; the step drops it when off).
 """
 
 from __future__ import annotations
@@ -23,10 +30,13 @@ class SamplingParams:
 
 @dataclass
 class Completion:
-    token_ids: list[int]            # sampled tokens, stop string included, no EOS/pad
-    text: str                       # decoded token_ids
+    """One sample. Invariant: ``finish_reason == "eos"`` iff ``token_ids[-1]`` is the EOS token that
+    ended the sample; ``text`` is the decoded ``token_ids`` without that final EOS."""
+
+    token_ids: list[int]            # sampled tokens: stop string included, the ending EOS included, never pad
+    text: str                       # decoded token_ids, without the ending EOS
     logprobs: list[float]           # log p(sampled token) under the sampling distribution (temperature applied)
-    finish_reason: str = "length"   # "stop" (stop string), "eos", or "length"
+    finish_reason: str = "length"   # "stop" (stop string), "eos" (EOS sampled, last of token_ids), or "length"
     meta: dict = field(default_factory=dict)
 
 

@@ -21,12 +21,14 @@ is exactly the sampling distribution). For greedy decoding (temperature 0) the l
 the untempered distribution (temperature 1), since a point mass would give only zeros.
 
 Finishing: an EOS token (the tokenizer's, plus any in ``generation_config.eos_token_id``) ends a row
-with ``finish_reason="eos"`` and is not included. Stop strings are matched on the decoded completion
+with ``finish_reason="eos"``; it is kept as the last of ``token_ids`` with its logprob (the trainer
+scores the decision to stop, see ``generation.base``) but left out of ``text``. It counts towards
+``max_new_tokens`` like any sampled token. Stop strings are matched on the decoded completion
 (never on the prompt); the row ends at the token that completed the first occurrence, that token
-included (``finish_reason="stop"``). ``text`` is always ``decode(token_ids)``, so it may run a few
-characters past the stop string when the last token straddles it; ``meta["stop"]`` names the stop
-string and ``meta["stop_end"]`` is the character offset in ``text`` right after it. Otherwise a row
-ends after ``max_new_tokens`` (``"length"``).
+included (``finish_reason="stop"``). ``text`` is ``decode(token_ids)`` (without a final EOS), so it
+may run a few characters past the stop string when the last token straddles it; ``meta["stop"]``
+names the stop string and ``meta["stop_end"]`` is the character offset in ``text`` right after it.
+Otherwise a row ends after ``max_new_tokens`` (``"length"``).
 
 Seeds: ``params.seed`` seeds the private generator, so the same call (same weights, prompts, params,
 batch size) gives the same samples; ``seed=None`` draws a fresh seed from OS entropy.
@@ -228,11 +230,11 @@ class HFBackend:
                 if finish[b] is not None:
                     continue
                 t = tok_list[b]
+                tokens[b].append(t)
+                logprobs[b].append(lp_list[b])
                 if t in self.eos_token_ids:
                     finish[b] = "eos"
                     continue
-                tokens[b].append(t)
-                logprobs[b].append(lp_list[b])
                 if stops:
                     if _find_stop(self._tail_text(tokens[b], tail_tokens, max_stop), stops) is not None:
                         finish[b] = "stop"
@@ -253,6 +255,7 @@ class HFBackend:
             meta: dict = {}
             if stop_hit[b] is not None:
                 meta["stop"], meta["stop_end"] = stop_hit[b]
-            completions.append(Completion(token_ids=tokens[b], text=self._decode(tokens[b]), logprobs=logprobs[b],
+            text_ids = tokens[b][:-1] if finish[b] == "eos" else tokens[b]
+            completions.append(Completion(token_ids=tokens[b], text=self._decode(text_ids), logprobs=logprobs[b],
                                           finish_reason=finish[b] or "length", meta=meta))
         return completions

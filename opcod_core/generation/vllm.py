@@ -17,8 +17,12 @@ under the *processed* distribution (``logprobs_mode="processed_logprobs"``: temp
 which equals the HF backend's value whenever ``top_p == 1``; with ``top_p < 1`` vLLM renormalises
 over the nucleus while the HF backend does not). Seeds: prompt i of a call gets the seed
 ``seed * 1000003 + i * n`` and vLLM gives its j-th sample ``+ j``, so every sample has its own
-stream and a call is reproducible for the same weights. EOS ends a sample and is not returned;
-a stop string ends it at the token that completed it, that token kept, exactly as in the HF backend.
+stream and a call is reproducible for the same weights. EOS ends a sample and is kept as the last
+of ``token_ids`` (with its logprob; left out of ``text``), and a stop string ends it at the token
+that completed it, that token kept, exactly as in the HF backend (see ``generation.base``). vLLM
+already returns the stop token it ended on, so the backend keeps it: a ``"stop"`` finish whose
+``stop_reason`` is not a string (None for the tokenizer's EOS, the token id for a generation-config
+EOS passed as a stop token) is an ``"eos"`` finish.
 
 Weight sync. ``sync_weights(model)`` bumps a version counter and marks the engine stale; the next
 ``generate`` (or an explicit ``flush``) pushes the trainer's state dict through
@@ -308,12 +312,15 @@ class VLLMBackend:
         ids = [int(t) for t in c.token_ids]
         lps = [float(d[t].logprob) for d, t in zip(c.logprobs or [], ids)]
         finish = "length"
-        if ids and ids[-1] in self.eos_token_ids and c.finish_reason == "stop":
-            ids, lps = ids[:-1], lps[:-1]
-            finish = "eos"
-        elif c.finish_reason == "stop" and c.stop_reason is None:
-            finish = "eos"
-        text = self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        text_ids = ids
+        if c.finish_reason == "stop" and not isinstance(c.stop_reason, str):
+            # ended by a stop *token* (EOS): vLLM returns it as the last token; keep it, out of the text.
+            # Anything else would silently drop a text token, so it fails loudly instead.
+            if not ids or (ids[-1] not in self.eos_token_ids and ids[-1] != c.stop_reason):
+                raise RuntimeError(f"vLLM reported an end-of-sequence finish without its token "
+                                   f"(stop_reason {c.stop_reason!r}, last tokens {ids[-3:]})")
+            finish, text_ids = "eos", ids[:-1]
+        text = self.tokenizer.decode(text_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         meta: dict = {}
         if c.finish_reason == "stop" and isinstance(c.stop_reason, str):
             finish = "stop"

@@ -28,6 +28,12 @@ from app.services.runs import total_tasks
 from opcod_core.config import preset
 
 CATEGORIES = ("kept", "no_match", "empty")
+FINISH = ("eos", "stop", "length", None)  # None: an exchange stored before finish reasons were recorded
+
+
+def finish_of(i: int) -> str | None:
+    """The finish reason seeded on the i-th exchange (insertion order)."""
+    return FINISH[i % len(FINISH)]
 
 
 @dataclass
@@ -99,7 +105,8 @@ def seed_run(db, status: str = "running", n_steps: int = 4, per_step: int = 6, g
                 ex = Exchange(run_id=run.id, key=f"g{g}-p{k // 2}-r{k % 2}", step_id=st.id, rollout_id=ro.id,
                               feedback_id=fb.id, round=rnd, direction=direction, global_step=g, tutee=tutee,
                               tutor=tutor, domain=domain, correct=correct, category=category,
-                              human_edited=(i % 5 == 4), context_used="s+f", s_index=0, s_text="a sibling",
+                              human_edited=(i % 5 == 4), context_used="s+f", finish_reason=finish_of(i),
+                              s_index=0, s_text="a sibling",
                               teacher_context="teacher ctx", tokens=["a", "b", "c", "d"],
                               student_logprob=[-0.5, -1.0, -0.25, -2.0], divergence=[0.5, 0.25, 0.125, 1.0],
                               divergence_s_only=[0.25, 0.25, 0.25, 0.5], loss=0.25)

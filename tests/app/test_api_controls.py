@@ -207,6 +207,7 @@ def test_export_jsonl(seeded_api):
     assert [x["id"] for x in rows] == seeded.exchange_ids
     assert rows[0]["tokens"] == ["a", "b", "c", "d"] and rows[0]["divergence"] == [0.5, 0.25, 0.125, 1.0]
     assert rows[0]["prompt"]["gold"] == "B" and rows[0]["feedback"]["concept"] == "entropy"
+    assert [x["finish_reason"] for x in rows] == [api_seed.finish_of(i) for i in range(len(rows))]
     assert client.get(f"{V1}/runs/{seeded.run_id}/export", params={"format": "csv"}).status_code == 422
 
 

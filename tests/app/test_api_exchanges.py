@@ -95,3 +95,13 @@ def test_one_exchange_with_everything(seeded_api):
     assert (gate["round"], gate["student"]) == (ex["round"], ex["tutor"])
     assert ex["overrides"] == [] and ex["replays"] == [] and ex["derived_exchange_ids"] == []
     assert ex["provenance"] is None and ex["teacher_context"] == "teacher ctx"
+
+
+def test_finish_reason_in_list_and_detail(seeded_api):
+    client, _, seeded = seeded_api
+    expected = {ex_id: api_seed.finish_of(i) for i, ex_id in enumerate(seeded.exchange_ids)}
+    assert set(expected.values()) == {"eos", "stop", "length", None}
+    items = client.get(f"{V1}/runs/{seeded.run_id}/exchanges", params={"limit": 500}).json()["items"]
+    assert {x["id"]: x["finish_reason"] for x in items} == expected
+    for ex_id, reason in list(expected.items())[:4]:
+        assert client.get(f"{V1}/exchanges/{ex_id}").json()["finish_reason"] == reason

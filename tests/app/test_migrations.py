@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -77,3 +78,37 @@ def test_alembic_cli_takes_the_url_from_x_argument(tmp_path):
     assert res.returncode == 0, res.stderr
     assert _tables(url) == TABLES | {"alembic_version"}
     assert _diff(url) == []
+
+
+def test_finish_reason_revision_keeps_every_exchange(db_url):
+    """exchange.finish_reason is nullable: going down to the revision before it and back up keeps
+    every exchange (a batch copy of the table would cascade to the rows that reference it) and leaves
+    the old rows' finish reasons NULL."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import api_seed
+    from sqlalchemy import select, text
+
+    from app.db import session_factory, session_scope
+    from app.models import Exchange, Override
+
+    eng = make_engine(db_url)
+    try:
+        factory = session_factory(eng)
+        seeded = api_seed.seed_run(factory, n_steps=1, per_step=4)
+        with session_scope(factory) as s:
+            s.add(Override(run_id=seeded.run_id, exchange_id=seeded.exchange_ids[0], kind="reject", payload={},
+                           author="test"))
+        with eng.connect() as conn:
+            assert conn.execute(select(Exchange.finish_reason).order_by(Exchange.id)).scalars().all() == [
+                api_seed.finish_of(i) for i in range(4)]
+        downgrade(db_url, "0001")
+        assert "finish_reason" not in {c["name"] for c in inspect(eng).get_columns("exchange")}
+        with eng.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM exchange")).scalar() == 4
+            assert conn.execute(text("SELECT count(*) FROM override")).scalar() == 1
+        upgrade(db_url)
+        with eng.connect() as conn:
+            assert conn.execute(select(Exchange.finish_reason)).scalars().all() == [None] * 4
+            assert conn.execute(text("SELECT count(*) FROM override")).scalar() == 1
+    finally:
+        eng.dispose()

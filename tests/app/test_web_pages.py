@@ -96,6 +96,11 @@ def test_run_page_shows_newest_exchanges_only_and_live_hookups(web):
     assert charts["x"] == [0, 1, 2, 3]
     assert charts["kept_rate"]["series"][0][0] == pytest.approx(0.5)
     assert len(charts["anchoring"]["series"]) == 5
+    # how rollouts ended: the three finish shares and the parse-failure share, and the mean length
+    eos, stop, length, parse = charts["finish"]["series"]
+    assert eos == [0.75] * 4 and stop == [0.0] * 4 and length == [0.25] * 4 and parse == [0.25] * 4
+    assert charts["length"]["series"][0] == [18.0, 19.0, 20.0, 21.0]
+    assert 'data-chart="finish"' in html and 'data-chart="length"' in html
 
 
 def test_feed_is_capped(web):
@@ -299,3 +304,28 @@ def test_concept_pieces_and_heatmap_build_no_markup():
     h = heatmap(["<s>", "b"], [0.5, -0.25], "t", "effect")
     assert [c["token"] for c in h.cells] == ["<s>", "b"] and h.cells[0]["label"] == "+0.500000"
     assert h.cells[1]["level"] == 0.5 and h.cells[1]["sign"] == "neg"
+
+
+def test_exchange_page_and_table_show_how_the_rollout_ended(web):
+    from app.models import Exchange
+
+    with web.sessions() as s:
+        reasons = {i: s.get(Exchange, i).finish_reason for i in web.ids["exchanges"]}
+    assert set(reasons.values()) == {"eos", "length"}
+    shown = {"eos": "stopped (EOS)", "length": "cut at limit"}
+    for ex_id, reason in reasons.items():
+        page = web.get(f"/exchanges/{ex_id}").text
+        m = re.search(r'<span id="finish-reason">(.*?)</span></p>', page, re.S)
+        assert m and shown[reason] in m.group(1), (ex_id, reason)
+        assert shown[{"eos": "length", "length": "eos"}[reason]] not in m.group(1)
+    table = web.get(f"/runs/{web.ids['run']}/exchanges").text
+    assert '<th scope="col">ended</th>' in table
+    rows = dict(re.findall(r'<tr id="ex-(\d+)">(.*?)</tr>', table, re.S))
+    for ex_id, reason in reasons.items():
+        assert shown[reason] in rows[str(ex_id)]
+    # an exchange stored before finish reasons were recorded says so
+    with web.sessions() as s:
+        s.get(Exchange, web.ids["kept"]).finish_reason = None
+        s.commit()
+    page = web.get(f"/exchanges/{web.ids['kept']}").text
+    assert re.search(r'<span id="finish-reason">.*?unknown.*?</span></p>', page, re.S)

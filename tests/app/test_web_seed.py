@@ -84,7 +84,9 @@ def seed_run(session, *, name: str = "seeded", status: str = "running", xss: boo
                     loss=0.5 - 0.05 * g,
                     metrics={"loss/jsd": 0.5 - 0.05 * g, "anchoring/kept_rate": 0.5 + 0.1 * g, "anchoring/kept": 2.0,
                              "anchoring/no_match": 1.0, "anchoring/feedback": 3.0, "break/rate": 0.25,
-                             "throughput/rollout_tokens_per_s": 100.0 + g, "rollout/accuracy": 0.5})
+                             "throughput/rollout_tokens_per_s": 100.0 + g, "rollout/accuracy": 0.5,
+                             "rollout/finish_eos": 0.75, "rollout/finish_stop": 0.0, "rollout/finish_length": 0.25,
+                             "rollout/parse_failure": 0.25, "rollout/mean_length": 18.0 + g})
         session.add(step)
         session.flush()
         session.add(Event(run_id=rid, type="step", ref_id=step.id, payload={"global_step": g}))
@@ -118,6 +120,7 @@ def seed_run(session, *, name: str = "seeded", status: str = "running", xss: boo
                           correct=correct, category=category, s_index=(k + 2) % per_step if correct else None,
                           s_text="Zinc displaces hydrogen. Answer: B" if correct else None,
                           context_used="s+f" if category == "kept" and correct else "s",
+                          finish_reason="length" if k == 1 else "eos",
                           teacher_context=f"Question: {question}\nA correct solution: ...\nFeedback: {fb.sanitised}",
                           tokens=toks, student_logprob=[-0.5] * len(toks), divergence=div, divergence_s_only=div_s,
                           loss=sum(div) / len(div))

@@ -75,8 +75,9 @@ def check_against_trainer_events(factory, settings, rid):
             x = exchanges[key]
             ro = s.get(Rollout, x.rollout_id)
             assert ro.token_ids == e["token_ids"] and ro.text == e["rollout_text"] and ro.correct == e["correct"]
-            assert (x.global_step, x.category, x.context_used, x.tokens) == (
-                e["global_step"], e["category"], e["context_used"], e["tokens"])
+            assert (x.global_step, x.category, x.context_used, x.tokens, x.finish_reason) == (
+                e["global_step"], e["category"], e["context_used"], e["tokens"], e["finish_reason"])
+            assert x.finish_reason in ("eos", "stop", "length")
             assert x.divergence == pytest.approx(e["divergence"], rel=1e-6, abs=1e-6)
             assert (x.feedback_id is not None) == (e["feedback_raw"] is not None)
             if x.feedback_id is not None:

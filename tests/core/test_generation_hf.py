@@ -59,9 +59,12 @@ def test_n_per_prompt_shape_and_fields(model, tok, prompts):
             assert isinstance(c, Completion)
             assert (c.meta["prompt_index"], c.meta["sample_index"]) == (i, j)
             assert len(c.token_ids) == len(c.logprobs) <= 6
-            assert c.text == tok.decode(c.token_ids)
             assert c.finish_reason in {"length", "eos"}
-            assert tok.eos_token_id not in c.token_ids and tok.pad_token_id not in c.token_ids
+            ended = c.finish_reason == "eos"
+            assert ended == (bool(c.token_ids) and c.token_ids[-1] in backend.eos_token_ids)
+            body = c.token_ids[:-1] if ended else c.token_ids
+            assert c.text == tok.decode(body)
+            assert tok.eos_token_id not in body and tok.pad_token_id not in body
             assert all(lp <= 0 for lp in c.logprobs)
 
 
@@ -124,15 +127,58 @@ def test_greedy_is_deterministic_and_follows_argmax(model, tok, prompts):
                 seq.append(t)
 
 
-def test_eos_ends_a_row_and_is_not_included(model, tok, prompts):
+def _first_new_token(ref: list[int]) -> int:
+    """Index k >= 1 of a token that ``ref`` emits at step k and not before."""
+    return next(i for i in range(1, len(ref)) if ref[i] not in ref[:i])
+
+
+def test_eos_ends_a_row_and_is_its_last_token_but_not_in_the_text(model, tok, prompts):
     greedy = SamplingParams(temperature=0.0, max_new_tokens=10)
-    ref = HFBackend(model, tok).generate(prompts[:1], greedy)[0][0].token_ids
-    # declare as EOS a token greedy emits at step k (k >= 1) and not before: the row must end there
-    k = next(i for i in range(1, len(ref)) if ref[i] not in ref[:i])
+    free = HFBackend(model, tok).generate(prompts[:1], greedy)[0][0]
+    ref = free.token_ids
+    # declare as EOS a token greedy emits at step k (k >= 1) and not before: the row must end there,
+    # keeping that token (and its logprob) as its last scored position, out of the text
+    k = _first_new_token(ref)
     eos = ref[k]
     c = HFBackend(model, tok, eos_token_ids=[eos]).generate(prompts[:1], greedy)[0][0]
     assert c.finish_reason == "eos"
-    assert c.token_ids == ref[:k] and len(c.logprobs) == k
+    assert c.token_ids == ref[: k + 1] and c.token_ids[-1] == eos
+    assert c.logprobs == pytest.approx(free.logprobs[: k + 1], abs=1e-6)
+    assert c.text == tok.decode(ref[:k])
+    expected = _fresh_logprobs(model, prompts[0], c.token_ids, 1.0)
+    torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=0)
+
+
+def test_eos_at_the_length_limit_is_an_eos_finish(model, tok, prompts):
+    # an EOS sampled as the last allowed token counts towards max_new_tokens and ends the row as "eos"
+    ref = HFBackend(model, tok).generate(prompts[:1], SamplingParams(temperature=0.0, max_new_tokens=10))[0][0].token_ids
+    k = _first_new_token(ref)
+    backend = HFBackend(model, tok, eos_token_ids=[ref[k]])
+    at_limit = backend.generate(prompts[:1], SamplingParams(temperature=0.0, max_new_tokens=k + 1))[0][0]
+    assert at_limit.finish_reason == "eos" and at_limit.token_ids == ref[: k + 1]
+    cut = backend.generate(prompts[:1], SamplingParams(temperature=0.0, max_new_tokens=k))[0][0]
+    assert cut.finish_reason == "length" and cut.token_ids == ref[:k] and cut.text == tok.decode(ref[:k])
+
+
+def test_sampled_rows_ending_with_eos_keep_it_others_do_not(model, tok, prompts):
+    # The same seed and batch draw the same random stream whatever the EOS set, so declaring as EOS a
+    # token that sample (0, 0) draws at step k makes that row end there by construction.
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=12, seed=21)
+    free = HFBackend(model, tok).generate(prompts, params)
+    k = _first_new_token(free[0][0].token_ids)
+    eos = free[0][0].token_ids[k]
+    backend = HFBackend(model, tok, eos_token_ids=[eos])
+    out = backend.generate(prompts, params)
+    assert out[0][0].finish_reason == "eos" and out[0][0].token_ids == free[0][0].token_ids[: k + 1]
+    for row_free, row in zip(free, out, strict=True):
+        for f, c in zip(row_free, row, strict=True):
+            ended = c.finish_reason == "eos"
+            assert ended == (c.token_ids[-1] in backend.eos_token_ids)
+            body = c.token_ids[:-1] if ended else c.token_ids
+            assert not set(body) & backend.eos_token_ids
+            assert len(c.logprobs) == len(c.token_ids)
+            assert c.token_ids == f.token_ids[: len(c.token_ids)]
+            assert c.text == tok.decode(body)
 
 
 def test_stop_strings_keep_the_completing_token(model, tok, prompts):
@@ -148,8 +194,10 @@ def test_stop_strings_keep_the_completing_token(model, tok, prompts):
     stopped = backend.generate(prompts, SamplingParams(n=3, max_new_tokens=16, seed=5, stop=(never, stop)))
     for row_free, row_stop in zip(free, stopped, strict=True):
         for f, s in zip(row_free, row_stop, strict=True):
-            # expected: the shortest prefix whose decoded text contains the stop string
-            k = next((i for i in range(1, len(f.token_ids) + 1) if stop in tok.decode(f.token_ids[:i])), None)
+            # expected: the shortest prefix whose decoded text contains the stop string (an ending EOS
+            # is not text: stops are never matched on it)
+            body = f.token_ids[:-1] if f.finish_reason == "eos" else f.token_ids
+            k = next((i for i in range(1, len(body) + 1) if stop in tok.decode(body[:i])), None)
             if k is None:
                 assert s.token_ids == f.token_ids and s.finish_reason == f.finish_reason
             else:

@@ -81,7 +81,11 @@ def test_sampling_contract(student, prompts):
     for p, row in zip(prompts, a):
         for j, c in enumerate(row):
             assert c.meta["sample_index"] == j
-            assert c.text == student.tokenizer.decode(c.token_ids, skip_special_tokens=False,
+            ended = c.finish_reason == "eos"
+            assert ended == (bool(c.token_ids) and c.token_ids[-1] in student.backend.eos_token_ids)
+            body = c.token_ids[:-1] if ended else c.token_ids
+            assert not set(body) & student.backend.eos_token_ids
+            assert c.text == student.tokenizer.decode(body, skip_special_tokens=False,
                                                       clean_up_tokenization_spaces=False)
             if c.token_ids:
                 fresh = _fresh_logprobs(student.model, p, c.token_ids, 0.8)
@@ -152,3 +156,32 @@ def test_large_seeded_batch_is_split_without_changing_samples(student, tok):
     assert [[c.meta["sample_index"] for c in row] for row in together] == [[0, 1, 2]] * 24
     # prompt i's samples depend on its index in the call (seed base + i*n + j), so compare prompt 0
     assert [c.token_ids for c in together[0]] == [c.token_ids for c in alone[0]]
+
+
+def test_eos_is_kept_as_the_last_token_as_in_transformers(prompts, tok):
+    # A student of its own (the shared one must keep its weights for the tests above), trained to
+    # answer with EOS right after a short text: greedy decoding then ends with EOS by construction,
+    # and vLLM must return what the HF backend returns (EOS last with its logprob, not in the text).
+    model = build_tiny_model(tok, arch="llama", seed=4, **TINY_SIZE)
+    backend = VLLMBackend(model, tok, VLLMConfig(kv_cache_gib=0.25, max_model_len=256), seed=0)
+    student = StudentRuntime("e", model, tok, backend, OptimConfig(lr=3e-3))
+    try:
+        _check_eos_like_transformers(student, prompts, tok)
+    finally:
+        backend.close()
+
+
+def _check_eos_like_transformers(student, prompts, tok):
+    target = tok.encode(" Answer: A", add_special_tokens=False) + [tok.eos_token_id]
+    for _ in range(40):
+        student.sft_step(prompts, [target] * len(prompts))
+    params = SamplingParams(temperature=0.0, max_new_tokens=16)
+    served = student.backend.generate(prompts, params)
+    reference = HFBackend(student.model, tok).generate(prompts, params)
+    for p, row_v, row_h in zip(prompts, served, reference, strict=True):
+        v, h = row_v[0], row_h[0]
+        assert h.finish_reason == "eos", "the SFT steps must teach the tiny model to stop"
+        assert (v.finish_reason, v.token_ids, v.text) == (h.finish_reason, h.token_ids, h.text)
+        assert v.token_ids[-1] == tok.eos_token_id and tok.eos_token not in v.text
+        fresh = _fresh_logprobs(student.model, p, v.token_ids, 1.0)
+        assert torch.allclose(torch.tensor(v.logprobs), fresh, atol=2e-4)

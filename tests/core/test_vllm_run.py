@@ -32,6 +32,14 @@ def test_tiny_run_with_vllm_backend(tmp_path, tiny_cache):
     assert all(e["metrics"]["time/weight_sync"] > 0 for e in steps if e["step"] > 0)
     exchanges = [e for e in events if e["type"] == "exchange"]
     assert exchanges and all(e["rollout_text"] for e in exchanges)
+    # a rollout that vLLM ended with EOS carries it as its last, scored token (out of the text)
+    assert all(e["finish_reason"] in ("eos", "stop", "length") for e in exchanges)
+    assert all(len(e["divergence"]) == len(e["token_ids"]) == len(e["tokens"]) for e in exchanges)
+    ended = [e for e in exchanges if e["finish_reason"] == "eos"]
+    assert ended, "the warmed-up tiny students end their answers with EOS"
+    (eos_id,), (eos_piece,) = {e["token_ids"][-1] for e in ended}, {e["tokens"][-1] for e in ended}
+    assert all(eos_id not in e["token_ids"][:-1] and eos_piece not in e["rollout_text"] for e in ended)
+    assert all(eos_id not in e["token_ids"] for e in exchanges if e["finish_reason"] != "eos")
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["students"]) == {"chem", "phys"}
     assert events[-1] == {**events[-1], "type": "finish", "status": "finished"}
