@@ -93,6 +93,11 @@ def test_micro_batches_give_the_update_of_the_whole_batch(base):
     cfg, model, tok = base
     items = class_world().get("physics", "train")[:6]
     one, acc = (_runtime(cfg, n, copy.deepcopy(model), tok) for n in ("one", "acc"))
+    # SGD: the update is linear in the gradient, so the two accumulation orders agree within float
+    # tolerance on any CPU (Adam's first step divides by |g| and turns rounding noise where g ~ 0 into
+    # differences of the order of the learning rate).
+    for rt in (one, acc):
+        rt._sft_optimizer = torch.optim.SGD(rt.model.parameters(), lr=1e-3)
     from opcod_core.prompts import rollout_messages
 
     prompts = [one.render(rollout_messages(it.question, [], [], "numeric")) for it in items]
