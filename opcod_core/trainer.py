@@ -375,7 +375,8 @@ class Trainer:
     # --- checkpoints -----------------------------------------------------------------------------------
     def _state(self) -> dict:
         return {"next_task": self.next_task, "gates": self.gates, "round_scores": self.round_scores,
-                "round_uncertainty": self.round_uncertainty, "orders": self.orders, "tau": self.tau, "mode": self.mode, "forced": self.forced, "evals": self.evals,
+                "round_uncertainty": self.round_uncertainty, "orders": self.orders, "tau": self.tau,
+                "mode": self.mode, "forced": self.forced, "evals": self.evals,
                 "pending_human": self.pending_human, "events_written": self.events_written}
 
     def save_checkpoint(self, permanent: bool = False) -> None:
