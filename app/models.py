@@ -171,6 +171,11 @@ class GateRecord(Base):
     split: Mapped[str | None] = mapped_column(String(16))
     k: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str | None] = mapped_column(String(64))  # e.g. "override": re-decided after a run override
+    # standard errors (opcod_core.gating, "Uncertainty"): bootstrap SE of delta, SE of each domain score,
+    # and the validation questions per domain they rest on; NULL for records written before they existed
+    delta_se: Mapped[float | None] = mapped_column(Float)
+    score_se: Mapped[dict[str, Any] | None]
+    n_items: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = _created()
 
 
@@ -342,7 +347,9 @@ class EvalResult(Base):
 
 
 class BreakSample(Base):
-    """A break-rate probe (``break`` event): does (s, f) still yield the correct answer, vs s alone?"""
+    """A break-rate probe (``break`` event, ``opcod_core.breakrate``): the self-teacher's greedy answer
+    with its real context (``context``: s+f or f) and with the same context without f (``baseline``:
+    "s", or "none" = the bare question). Break rate = broken / rows with ``correct_without_f``."""
 
     __tablename__ = "break_sample"
     __table_args__ = (Index("ix_break_sample_run_id_id", "run_id", "id"),)
@@ -357,8 +364,10 @@ class BreakSample(Base):
     tutor: Mapped[str] = mapped_column(String(100))
     tutor_cognizant: Mapped[bool] = mapped_column(Boolean)
     difficulty: Mapped[str] = mapped_column(String(32))
-    correct_with_sf: Mapped[bool] = mapped_column(Boolean)
-    correct_with_s: Mapped[bool] = mapped_column(Boolean)
+    context: Mapped[str | None] = mapped_column(String(8))
+    baseline: Mapped[str | None] = mapped_column(String(8))
+    correct_with_f: Mapped[bool] = mapped_column(Boolean)
+    correct_without_f: Mapped[bool] = mapped_column(Boolean)
     broken: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = _created()
 

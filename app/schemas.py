@@ -105,7 +105,25 @@ class GateOut(_Out):
     split: str | None
     k: int | None
     note: str | None
+    delta_se: float | None = Field(None, description="Standard error of delta: paired bootstrap over the "
+                                   "validation questions (opcod_core.gating); null when undefined (< 2 questions).")
+    score_se: dict[str, Any] | None = Field(None, description="Standard error of each domain score (mean over "
+                                            "questions).")
+    n_items: dict[str, Any] | None = Field(None, description="Validation questions per domain behind the scores.")
     created_at: datetime
+
+
+class BreakCounts(BaseModel):
+    samples: int = Field(description="Break-rate probes (correct rollouts whose teacher used kept feedback).")
+    eligible: int = Field(description="Denominator: probes whose self-teacher was right without the feedback.")
+    broken: int = Field(description="Numerator: eligible probes the feedback turned wrong.")
+    rate: float | None = Field(description="broken / eligible = P(wrong with f | right without f); null when "
+                               "no probe is eligible.")
+
+
+class BreakRateOut(BreakCounts):
+    by_cognizance: dict[str, BreakCounts] = Field(default_factory=dict, description="Per tutor cognizance "
+                                                  "(cognizant: the tutor's delta <= tau that round).")
 
 
 class Progress(BaseModel):
@@ -143,6 +161,7 @@ class RunDetail(RunOut):
     summary: dict[str, Any] | None
     students: list[StudentOut]
     gates: list[GateOut]
+    break_rate: BreakRateOut = Field(description="Break rate over the whole run: counts summed over steps.")
     latest_metrics: dict[str, float] = Field(description="The newest value of every metric key.")
     latest_step: int | None = Field(None, description="Global step of the newest step row.")
     counts: dict[str, int] = Field(default_factory=dict, description="Exchanges, steps, pending overrides, "

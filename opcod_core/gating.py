@@ -29,6 +29,24 @@ Modes:
 - ``manual``: the cognizance decision is computed as the default and recorded with mode "manual";
   whether each exchange's feedback is used is then decided by humans (the trainer waits for them).
 
+Uncertainty (``gap_uncertainty``): the scores are avg@k over a few validation questions, so Delta is
+an estimate, and a decision with Delta near tau can be a coin flip. Each record carries standard
+errors next to its numbers, computed from the per-question accuracies a^i_{d,j} (correct samples / k
+of student i on question j of domain d; both students answer the same n_d questions):
+
+* SE of a domain score: the standard error of a mean over questions,
+  SE(s^i_d) = sd_j(a^i_{d,j}) / sqrt(n_d), with the sample standard deviation (n_d - 1). The k
+  samples per question are inside a^i_{d,j}, so this covers both question choice and sampling noise
+  (questions treated as i.i.d. draws from the domain).
+* SE of Delta: a paired bootstrap over questions. Delta is a ratio of maxima of scores (s*_d is a
+  max over students), where the delta method's linearisation is poor, especially with few questions
+  and scores near 0. So: B = 1000 resamples, each drawing n_d question indices with replacement per
+  domain (the same indices for both students, which keeps their correlation), recomputing every
+  score, s* and Delta with ``cognizance_gap`` (same zero rule); SE(Delta_i) is the standard deviation
+  of the B values of Delta_i. The resampling uses ``Random(f"gate-se-{seed}")``, a fixed seed, so the
+  same scores always give the same SE. With fewer than 2 questions in a domain the SEs are None
+  (undefined), never 0. The SE is a measure shown to the reader; decisions still compare Delta with tau.
+
 ``forced`` holds human run-level overrides (force or mute a tutor). It replaces the decision, sets
 ``source="human"`` and keeps all numbers. A forced tutor keeps the mode's domain restriction where the
 mode has one (domain_selective with a known strong domain); otherwise it may tutor on every domain.
@@ -37,8 +55,9 @@ mode has one (domain_selective with a known strong domain); otherwise it may tut
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 GateMode = Literal["cognizance", "always", "never", "domain_selective", "manual"]
 Decision = Literal["tutor", "silent"]
@@ -64,6 +83,8 @@ class GateRecord:
     source: Literal["auto", "human"] = "auto"
     allowed_domains: tuple[str, ...] | None = None
     reason: str = ""
+    delta_se: float | None = None                       # bootstrap SE of delta (module docstring)
+    score_se: dict[str, float | None] | None = None     # SE of each domain score (mean over questions)
 
     def to_dict(self) -> dict:
         return {
@@ -78,6 +99,8 @@ class GateRecord:
             "source": self.source,
             "allowed_domains": None if self.allowed_domains is None else list(self.allowed_domains),
             "reason": self.reason,
+            "delta_se": self.delta_se,
+            "score_se": None if self.score_se is None else dict(self.score_se),
         }
 
 
@@ -118,6 +141,71 @@ def cognizance_gap(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float
     return gaps
 
 
+#: Bootstrap resamples for the SE of Delta.
+N_BOOT = 1000
+
+
+@dataclass(frozen=True)
+class GapUncertainty:
+    """Standard errors of the gate's numbers (module docstring, "Uncertainty")."""
+
+    score_se: dict[str, dict[str, float | None]]     # student -> domain -> SE of s^i_d
+    delta_se: dict[str, float | None]                # student -> bootstrap SE of Delta_i
+    n_items: dict[str, int]                          # domain -> questions
+    n_boot: int = N_BOOT
+
+    def to_dict(self) -> dict:
+        return {"score_se": {s: dict(v) for s, v in self.score_se.items()}, "delta_se": dict(self.delta_se),
+                "n_items": dict(self.n_items), "n_boot": self.n_boot}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "GapUncertainty":
+        return cls({s: dict(v) for s, v in d["score_se"].items()}, dict(d["delta_se"]), dict(d["n_items"]),
+                   int(d.get("n_boot", N_BOOT)))
+
+
+def mean_standard_error(values: Sequence[float]) -> float | None:
+    """sd / sqrt(n) with the sample standard deviation (n - 1); None for fewer than 2 values."""
+    n = len(values)
+    if n < 2:
+        return None
+    m = sum(values) / n
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n)
+
+
+def gap_uncertainty(item_scores: Mapping[str, Mapping[str, Sequence[float]]], n_boot: int = N_BOOT,
+                    seed: int = 0) -> GapUncertainty:
+    """SE of every domain score and bootstrap SE of every Delta from per-question accuracies
+    ``item_scores[student][domain] = [a_1, ..., a_n]`` (same questions, same order, for every student)."""
+    if n_boot < 2:
+        raise ValueError(f"n_boot: expected at least 2, got {n_boot}")
+    domains = _check_scores({s: {d: (sum(v) / len(v) if len(v) else 0.0) for d, v in per.items()}
+                             for s, per in item_scores.items()})
+    n_items: dict[str, int] = {}
+    for student, per in item_scores.items():
+        for d in domains:
+            n = len(per[d])
+            if n_items.setdefault(d, n) != n:
+                raise ValueError(f"item_scores[{student!r}][{d!r}]: {n} questions, another student has "
+                                 f"{n_items[d]}: the bootstrap pairs students on the same questions")
+    score_se = {s: {d: mean_standard_error(list(per[d])) for d in domains} for s, per in item_scores.items()}
+    if any(n < 2 for n in n_items.values()):
+        return GapUncertainty(score_se, {s: None for s in item_scores}, n_items, n_boot)
+    rng = random.Random(f"gate-se-{seed}")
+    draws: dict[str, list[float]] = {s: [] for s in item_scores}
+    for _ in range(n_boot):
+        idx = {d: [rng.randrange(n) for _ in range(n)] for d, n in n_items.items()}
+        resampled = {s: {d: sum(per[d][j] for j in idx[d]) / n_items[d] for d in domains}
+                     for s, per in item_scores.items()}
+        for s, gap in cognizance_gap(resampled).items():
+            draws[s].append(gap)
+    delta_se = {}
+    for s, vals in draws.items():
+        m = sum(vals) / n_boot
+        delta_se[s] = math.sqrt(sum((v - m) ** 2 for v in vals) / (n_boot - 1))
+    return GapUncertainty(score_se, delta_se, n_items, n_boot)
+
+
 def decide_gates(
     round: int,
     scores: Mapping[str, Mapping[str, float]],
@@ -125,8 +213,10 @@ def decide_gates(
     mode: str,
     strong_domains: Mapping[str, str | None],
     forced: Mapping[str, str] | None = None,
+    uncertainty: GapUncertainty | None = None,
 ) -> dict[str, GateRecord]:
-    """Gate every student in ``scores`` for this round under ``mode``; see the module docstring."""
+    """Gate every student in ``scores`` for this round under ``mode``; see the module docstring.
+    ``uncertainty`` (from ``gap_uncertainty`` on the same evaluation) adds the standard errors."""
     if mode not in GATE_MODES:
         raise ValueError(f"mode: unknown gating mode {mode!r}; expected one of {list(GATE_MODES)}")
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau):
@@ -144,7 +234,9 @@ def decide_gates(
     for student, per_domain in scores.items():
         delta = gaps[student]
         within = delta <= tau + EPSILON
-        gap_text = f"delta={delta:.4f} {'<=' if within else '>'} tau={tau:g}"
+        delta_se = uncertainty.delta_se.get(student) if uncertainty is not None else None
+        se_text = f" (SE {delta_se:.2f})" if delta_se is not None else ""
+        gap_text = f"delta={delta:.4f}{se_text} {'<=' if within else '>'} tau={tau:g}"
         allowed: tuple[str, ...] | None = None
         if mode == "cognizance":
             decision = "tutor" if within else "silent"
@@ -174,7 +266,8 @@ def decide_gates(
             round=round, student=student,
             scores={d: float(v) for d, v in per_domain.items()}, best=dict(best),
             delta=delta, tau=float(tau), mode=mode, decision=decision, source=source,
-            allowed_domains=allowed, reason=reason,
+            allowed_domains=allowed, reason=reason, delta_se=delta_se,
+            score_se=dict(uncertainty.score_se[student]) if uncertainty is not None else None,
         )
     return records
 

@@ -11,6 +11,10 @@ Rules:
 - Keep the wording short: tiny models with small context windows use these prompts.
 - With neither s nor f, ``teacher_messages`` is identical to ``rollout_messages`` (teacher = student);
   the trainer skips such rollouts, and ``compose_teacher_inputs`` reports them as ``"none"``.
+- Every self-teacher prompt the trainer builds (the real one, the s-only one of the feedback-effect
+  heatmap, the "without feedback" baseline of the break rate) goes through ``teacher_context``, so a
+  baseline differs from the real teacher prompt only by what it leaves out: in context mode ``f`` the
+  teacher without f is the bare question (= the student context), never a context with s in it.
 - Multiple-choice prompts end with the instruction to finish with "Answer: X" (X a label); numeric
   prompts with "Answer: <number>". The answer checker extracts the last such line.
 - The tutor's prompt lives with its parser in ``opcod_core.anchoring`` (``TutorTemplate``).
@@ -18,6 +22,7 @@ Rules:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 ContextMode = Literal["s+f", "s", "f"]
@@ -92,3 +97,21 @@ def compose_teacher_inputs(
     f = feedback if feedback is not None and feedback.strip() and mode in ("s+f", "f") else None
     used: ContextUsed = "s+f" if s and f else "s" if s else "f" if f else "none"
     return s, f, used
+
+
+@dataclass(frozen=True)
+class TeacherContext:
+    """The self-teacher prompt under a context mode: what it contains and its chat messages."""
+
+    solution: str | None
+    feedback: str | None
+    used: ContextUsed
+    messages: list[dict]
+
+
+def teacher_context(mode: str, question: str, labels: Sequence[str], choices: Sequence[str], answer_type: str,
+                    solution: str | None, feedback: str | None) -> TeacherContext:
+    """``compose_teacher_inputs`` then ``teacher_messages``: the one way the trainer builds a teacher
+    prompt. Pass ``feedback=None`` for the same teacher without the peer's feedback."""
+    s, f, used = compose_teacher_inputs(mode, solution, feedback)
+    return TeacherContext(s, f, used, teacher_messages(question, labels, choices, answer_type, solution=s, feedback=f))

@@ -9,9 +9,13 @@
 4. for rollout k the correct sibling s is drawn uniformly from T's *other* correct rollouts of the
    same prompt with ``random.Random(f"{seed}-s-{global_step}-{prompt}-{k}")`` (None when there is
    none) — the paper leaves this choice open; s is the sibling's text without ``<think>`` blocks
-   (``opcod_core.thinking``), and that is what the teacher context and the exchange show;
+   (``opcod_core.thinking``), and that is what the teacher context and the exchange show. In context
+   mode ``f`` the teacher never sees s, so none is drawn: an exchange's ``s_index``/``s_text`` are
+   always the s its teacher saw (None when it saw none), never a sibling that was chosen and then left out;
 5. when U is gated in (and the mode allows the prompt's domain) U writes anchored feedback on every
-   rollout; only ``kept`` feedback is used, sanitised (in manual approval mode a human decides);
+   rollout; only ``kept`` feedback is used, sanitised (in manual approval mode a human decides:
+   ``tutor.approval: manual`` or the *live* gating mode ``manual``, which a run-level override can
+   switch at any step, carried here as ``StepContext.gating_mode``);
 6. the self-teacher context is (question, s, f) for T's own weights; 7. the loss is the per-token
    divergence over y's tokens, averaged over tokens then over the rollouts that have a teacher
    context (rollouts with neither s nor f have teacher = student: skipped and counted);
@@ -33,7 +37,7 @@ from opcod_core.data.answers import is_correct
 from opcod_core.data.types import Item
 from opcod_core.gating import GateRecord, tutor_allowed
 from opcod_core.generation.base import SamplingParams
-from opcod_core.prompts import compose_teacher_inputs, format_choices, rollout_messages, teacher_messages
+from opcod_core.prompts import format_choices, rollout_messages, teacher_context
 from opcod_core.student import DistillExample
 from opcod_core.thinking import strip_think
 
@@ -56,6 +60,7 @@ class StepContext:
     items: list[Item]
     controls: object
     template: object          # TutorTemplate
+    gating_mode: str          # the live gating mode (a run-level override may have changed the config's)
 
     @property
     def position(self) -> dict:
@@ -116,6 +121,8 @@ def scored_tokens(c, score_eos: bool) -> list[int]:
 
 
 def choose_siblings(ctx: StepContext, rows: list[Row]) -> None:
+    if ctx.config.context_mode == "f":   # the teacher never sees s: choose none (module docstring, 4)
+        return
     by_prompt: dict[int, list[Row]] = {}
     for r in rows:
         by_prompt.setdefault(r.p, []).append(r)
@@ -159,7 +166,7 @@ def tutor_feedback(ctx: StepContext, rows: list[Row]) -> float:
 
 def _apply_manual_approval(ctx: StepContext, rows: list[Row]) -> None:
     cfg = ctx.config
-    if cfg.tutor.approval != "manual" and cfg.gating.mode != "manual":
+    if cfg.tutor.approval != "manual" and ctx.gating_mode != "manual":
         return
     kept = [r for r in rows if r.feedback.get("category") == "kept"]
     if not kept:
@@ -177,18 +184,19 @@ def _apply_manual_approval(ctx: StepContext, rows: list[Row]) -> None:
 
 
 def build_examples(ctx: StepContext, rows: list[Row]) -> None:
+    mode = ctx.config.context_mode
     for r in rows:
         it = r.item
-        s, f, used = compose_teacher_inputs(ctx.config.context_mode, r.s_text, r.feedback.get("used"))
-        r.used = used
-        teacher_prefix = None
-        if used != "none":
-            teacher_prefix = ctx.tutee.render(teacher_messages(it.question, list(it.labels), list(it.choices),
-                                                               it.answer_type, solution=s, feedback=f))
+        tc = teacher_context(mode, it.question, list(it.labels), list(it.choices), it.answer_type,
+                             r.s_text, r.feedback.get("used"))
+        r.used = tc.used
+        if tc.solution is None:      # an exchange shows only the s its teacher saw
+            r.s_index = r.s_text = None
+        teacher_prefix = ctx.tutee.render(tc.messages) if tc.used != "none" else None
         s_only = None
-        if used == "s+f":
-            s_only = ctx.tutee.render(teacher_messages(it.question, list(it.labels), list(it.choices),
-                                                       it.answer_type, solution=s, feedback=None))
+        if tc.used == "s+f":
+            s_only = ctx.tutee.render(teacher_context(mode, it.question, list(it.labels), list(it.choices),
+                                                      it.answer_type, r.s_text, None).messages)
         r.example = DistillExample(r.prompt_ids, r.token_ids, teacher_prefix, s_only)
 
 

@@ -23,9 +23,26 @@ Choices the paper leaves open, made here (and configurable where it matters):
 * Optimizer: AdamW per student (state kept across rounds), gradient clipping at ``max_grad_norm``;
   learning rate, batch size and token limits are config values (the paper does not give them).
 * Gate evaluation uses ``gating.val_k`` samples on at most ``gating.val_max_items`` validation
-  questions per domain (the first ones of the seeded split).
+  questions per domain (the first ones of the seeded split). Each gate record also carries the
+  standard error of every score and of Δ (a paired bootstrap over the questions with a fixed seed,
+  ``opcod_core.gating``), so a reader sees when a decision is a coin flip; decisions still compare Δ
+  with τ.
+* Common random numbers for evaluation: every test evaluation (initial and after each round) of a
+  student uses the same sampling seed (``Random(f"{seed}-eval-{student index}")``), and so does every
+  gate evaluation (``f"{seed}-gate-{student index}"``): unchanged weights give identical scores, and
+  a change between rounds is not a fresh draw of sampling noise.
+* Direction order: direction 1 then direction 2 in every round (the paper's order), unless
+  ``schedule.tutor_first`` is set: then, when this round's gate lets exactly one student tutor, the
+  direction in which that student tutors runs first (the ``direction`` of steps and exchanges still
+  names who is tutee: 1 = student 1). The order is decided once, right after the gate, and
+  checkpointed; an override later in the round does not reorder it. Off by default; the demo preset
+  uses it so that its first minutes show tutoring whichever student its (noisy) gate silences.
+* Break rate = P(wrong with f | right without f) with its counts (``opcod_core.breakrate``); the
+  "without f" teacher is the real teacher context minus f (in context mode f: the bare question).
+* Context mode f: no correct sibling is drawn, since the teacher never sees one (``opcod_core.step``).
 * Human run-level overrides (force/mute a tutor, change τ or the gating mode) recompute this
-  round's gate decisions from the scores already measured, from the next step on.
+  round's gate decisions from the scores already measured, from the next step on. The step uses the
+  live gating mode, so switching to or from ``manual`` starts or stops the approval queue at that step.
 * Human-edited feedback (an exchange override) becomes an extra training exchange for that tutee
   at its next step, with the stored rollout and s and the edited f, marked ``source: human``.
 * Optimizer options (``optim``): AdamW ``betas`` and ``eps``, a linear learning-rate warm-up over the
@@ -76,7 +93,8 @@ Choices the paper leaves open, made here (and configurable where it matters):
 Exact resume: the run is a fixed list of tasks (initial eval; per round: gate, the 2K steps, eval).
 A checkpoint stores the next task index and the few pieces of state that are not a pure function of
 (seed, position) — weights, optimizer states and update counts (the lr schedule), initial weights
-and EMA teachers, gate records, evaluations, pending human exchanges —
+and EMA teachers, gate records and their standard errors, the round's direction order, evaluations,
+pending human exchanges —
 so an interrupted run resumed from its last checkpoint replays exactly what an uninterrupted run does.
 """
 
@@ -95,8 +113,8 @@ from opcod_core.controls import Controls, NullControls
 from opcod_core.data import load_dataset
 from opcod_core.data.spec import DataSpec
 from opcod_core.data.types import Item, SplitDataset
-from opcod_core.evaluation import evaluate_domains
-from opcod_core.gating import GateRecord, decide_gates
+from opcod_core.evaluation import EvalScore, evaluate_domains
+from opcod_core.gating import GapUncertainty, GateRecord, decide_gates, gap_uncertainty
 from opcod_core.observer import NullObserver, Observer
 from opcod_core.prompts import rollout_messages, teacher_messages
 from opcod_core.replay import replay_exchange
@@ -153,6 +171,8 @@ class Trainer:
         self.next_task = 0
         self.gates: dict[str, dict] = {}
         self.round_scores: dict[str, dict[str, float]] = {}
+        self.round_uncertainty: dict | None = None     # GapUncertainty.to_dict() of this round's gate
+        self.orders: dict[str, list[int]] = {}          # round -> directions in the order they run
         self.tau = config.gating.tau
         self.mode = config.gating.mode
         self.forced: dict[str, str] = {}
@@ -164,16 +184,21 @@ class Trainer:
     # --- the fixed task list ---------------------------------------------------------------------
     def _task_list(self) -> list[tuple]:
         K = self.config.schedule.steps_per_direction
-        tasks: list[tuple] = [("eval", 0)]
+        tasks: list[tuple] = [("eval", 0)]   # ("step", round, slot, k): slot 1 runs first (direction_of)
         for r in range(1, self.config.schedule.rounds + 1):
             tasks.append(("gate", r))
             tasks += [("step", r, d, k) for d in (1, 2) for k in range(K)]
             tasks.append(("eval", r))
         return tasks
 
-    def global_step(self, r: int, d: int, k: int) -> int:
+    def global_step(self, r: int, slot: int, k: int) -> int:
+        """Position of step k of the ``slot``-th direction (1 or 2) to run in round r."""
         K = self.config.schedule.steps_per_direction
-        return (r - 1) * 2 * K + (d - 1) * K + k
+        return (r - 1) * 2 * K + (slot - 1) * K + k
+
+    def direction_of(self, r: int, slot: int) -> int:
+        """The direction (1: student 1 is tutee) that runs ``slot``-th in round r."""
+        return self.orders.get(str(r), [1, 2])[slot - 1]
 
     # --- events ----------------------------------------------------------------------------------
     def emit(self, event: dict) -> None:
@@ -197,19 +222,25 @@ class Trainer:
         return items[:cap] if cap else items
 
     # --- tasks --------------------------------------------------------------------------------------
-    def _evaluate_all(self, split: str, k: int, seed_tag: str) -> dict[str, dict[str, float]]:
+    def _evaluate_scores(self, split: str, k: int, seed_tag: str) -> dict[str, dict[str, EvalScore]]:
+        """Every student on every domain. ``seed_tag`` names the evaluation, not the round: the same
+        tag gives the same sampling seed (common random numbers, module docstring)."""
         cfg = self.config
         max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
-        scores: dict[str, dict[str, float]] = {}
+        scores: dict[str, dict[str, EvalScore]] = {}
         for si, name in enumerate(self.names):
             seed = random.Random(f"{cfg.seed}-{seed_tag}-{si}").randrange(2**31)
-            res = evaluate_domains(self.students[name], {d: self.eval_items(d, split) for d in cfg.data.domains},
-                                   k, cfg.eval.temperature, max_new, seed)
-            scores[name] = {d: r.accuracy for d, r in res.items()}
+            scores[name] = evaluate_domains(self.students[name],
+                                            {d: self.eval_items(d, split) for d in cfg.data.domains},
+                                            k, cfg.eval.temperature, max_new, seed)
         return scores
 
+    def _evaluate_all(self, split: str, k: int, seed_tag: str) -> dict[str, dict[str, float]]:
+        return {name: {d: r.accuracy for d, r in res.items()}
+                for name, res in self._evaluate_scores(split, k, seed_tag).items()}
+
     def task_eval(self, r: int) -> None:
-        scores = self._evaluate_all("test", self.config.eval.k, f"eval-{r}")
+        scores = self._evaluate_all("test", self.config.eval.k, "eval")
         self.evals[str(r)] = scores
         for name, per in scores.items():
             for d, acc in per.items():
@@ -218,17 +249,31 @@ class Trainer:
                            "n_items": len(self.eval_items(d, "test"))})
 
     def task_gate(self, r: int) -> None:
-        self.round_scores = self._evaluate_all("validation", self.config.gating.val_k, f"gate-{r}")
+        res = self._evaluate_scores("validation", self.config.gating.val_k, "gate")
+        self.round_scores = {name: {d: s.accuracy for d, s in per.items()} for name, per in res.items()}
+        self.round_uncertainty = gap_uncertainty({name: {d: list(s.per_item) for d, s in per.items()}
+                                                  for name, per in res.items()}, seed=self.config.seed).to_dict()
         self._decide(r)
+        self.orders[str(r)] = self._direction_order()
+
+    def _direction_order(self) -> list[int]:
+        """[1, 2], or [2, 1] when ``schedule.tutor_first`` and only student 1 may tutor (module docstring)."""
+        if not self.config.schedule.tutor_first:
+            return [1, 2]
+        tutors = [self.gates[n]["decision"] == "tutor" for n in self.names]
+        return [2, 1] if tutors == [True, False] else [1, 2]
 
     def _decide(self, r: int, source_note: str | None = None) -> None:
         strong = {s.name: s.strong_domain for s in self.config.students}
-        records = decide_gates(r, self.round_scores, self.tau, self.mode, strong, forced=self.forced or None)
+        unc = GapUncertainty.from_dict(self.round_uncertainty) if self.round_uncertainty else None
+        records = decide_gates(r, self.round_scores, self.tau, self.mode, strong, forced=self.forced or None,
+                               uncertainty=unc)
         self.gates = {}
         for name in self.names:
             rec = records[name]
             self.gates[name] = rec.to_dict()
             self.emit({"type": "gate", **rec.to_dict(), "split": "validation", "k": self.config.gating.val_k,
+                       "n_items": dict(unc.n_items) if unc else None,
                        **({"note": source_note} if source_note else {})})
 
     def gate_record(self, name: str) -> GateRecord | None:
@@ -239,9 +284,10 @@ class Trainer:
                              else None})
 
     # --- controls ---------------------------------------------------------------------------------------
-    def _apply_controls(self, r: int, d: int, k: int) -> str:
-        g = self.global_step(r, d, k)
-        batch = self.controls.poll({"round": r, "direction": d, "step": k, "global_step": g})
+    def _apply_controls(self, r: int, slot: int, k: int) -> str:
+        g = self.global_step(r, slot, k)
+        batch = self.controls.poll({"round": r, "direction": self.direction_of(r, slot), "step": k,
+                                    "global_step": g})
         regate = False
         for ov in batch.run_overrides:
             if ov.kind == "force_tutor":
@@ -272,12 +318,14 @@ class Trainer:
         return batch.action
 
     # --- one step -------------------------------------------------------------------------------------
-    def task_step(self, r: int, d: int, k: int) -> None:
+    def task_step(self, r: int, slot: int, k: int) -> None:
         cfg = self.config
+        d = self.direction_of(r, slot)
         tutee_name, tutor_name = (self.names[0], self.names[1]) if d == 1 else (self.names[1], self.names[0])
-        g = self.global_step(r, d, k)
+        g = self.global_step(r, slot, k)
         ctx = StepContext(cfg, r, d, k, g, self.students[tutee_name], self.students[tutor_name],
-                          self.gate_record(tutor_name), self.batch_for(g), self.controls, self.template)
+                          self.gate_record(tutor_name), self.batch_for(g), self.controls, self.template,
+                          gating_mode=self.mode)
         t0 = time.perf_counter()
         sync0 = ctx.tutee.sync_seconds()
         rows, t_rollout, n_tokens = sample_rollouts(ctx)
@@ -377,16 +425,15 @@ class Trainer:
              "gate/delta": gate.delta if gate is not None else 0.0,
              "time/rollout": t_rollout, "time/feedback": t_feedback, "time/train": t_train, "time/step": t_step,
              "throughput/rollout_tokens_per_s": n_tokens / t_rollout if t_rollout > 0 else 0.0,
-             **out.metrics}
-        if breaks:
-            m["break/samples"] = float(len(breaks))
-            m["break/rate"] = sum(b["broken"] for b in breaks) / len(breaks)
+             **out.metrics,
+             **breakrate.step_metrics(breaks)}   # break/rate = broken / eligible, absent when nothing is eligible
         return m
 
     # --- checkpoints -----------------------------------------------------------------------------------
     def _state(self) -> dict:
         return {"next_task": self.next_task, "gates": self.gates, "round_scores": self.round_scores,
-                "tau": self.tau, "mode": self.mode, "forced": self.forced, "evals": self.evals,
+                "round_uncertainty": self.round_uncertainty, "orders": self.orders, "tau": self.tau,
+                "mode": self.mode, "forced": self.forced, "evals": self.evals,
                 "pending_human": self.pending_human, "events_written": self.events_written}
 
     def save_checkpoint(self, permanent: bool = False) -> None:
@@ -411,6 +458,7 @@ class Trainer:
         self.last_checkpoint = path
         self.next_task = st["next_task"]
         self.gates, self.round_scores = st["gates"], st["round_scores"]
+        self.round_uncertainty, self.orders = st.get("round_uncertainty"), st.get("orders", {})
         self.tau, self.mode, self.forced = st["tau"], st["mode"], st["forced"]
         self.evals, self.pending_human = st["evals"], st["pending_human"]
         # events_written counts the checkpoint event itself (it was emitted right after saving)

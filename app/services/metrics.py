@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
 
 from app.db import session_scope
-from app.models import EvalResult, GateRecord, Metric
+from app.models import BreakSample, EvalResult, GateRecord, Metric
 from app.schemas import EvalOut, GateOut, MetricsOut
 from app.services import SessionFactory, get_run
 
@@ -19,6 +22,35 @@ def gates(db: SessionFactory, run_id: int, round_: int | None = None) -> list[Ga
         if round_ is not None:
             q = q.where(GateRecord.round == round_)
         return [GateOut.model_validate(g) for g in s.scalars(q.order_by(GateRecord.round, GateRecord.id))]
+
+
+def _counts(samples: int, eligible: int, broken: int) -> dict[str, Any]:
+    return {"samples": samples, "eligible": eligible, "broken": broken,
+            "rate": broken / eligible if eligible else None}
+
+
+def break_summary(s: Session, run_id: int) -> dict[str, Any]:
+    """The run's break rate P(wrong with f | right without f) = broken / eligible from its break samples,
+    in total, by tutor cognizance and by (cognizance, difficulty): counts are summed, never rates
+    averaged; a rate is None when nothing is eligible (``opcod_core.breakrate``)."""
+    rows = s.execute(select(BreakSample.tutor_cognizant, BreakSample.difficulty, func.count(),
+                            func.sum(case((BreakSample.correct_without_f.is_(True), 1), else_=0)),
+                            func.sum(case((BreakSample.broken.is_(True), 1), else_=0)))
+                     .where(BreakSample.run_id == run_id)
+                     .group_by(BreakSample.tutor_cognizant, BreakSample.difficulty)).all()
+    groups = []
+    total = [0, 0, 0]
+    by_cog: dict[str, list[int]] = {}
+    for cog, diff, n, eligible, broken in rows:
+        c = (int(n), int(eligible or 0), int(broken or 0))
+        groups.append({"cognizant": bool(cog), "difficulty": diff, **_counts(*c)})
+        acc = by_cog.setdefault("cognizant" if cog else "incognizant", [0, 0, 0])
+        for i in range(3):
+            acc[i] += c[i]
+            total[i] += c[i]
+    groups.sort(key=lambda g: (not g["cognizant"], str(g["difficulty"])))
+    return {**_counts(*total), "groups": groups,
+            "by_cognizance": {k: _counts(*v) for k, v in sorted(by_cog.items())}}
 
 
 def evals(db: SessionFactory, run_id: int, split: str | None = None) -> list[EvalOut]:

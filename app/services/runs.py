@@ -18,6 +18,8 @@ from app.db import session_scope
 from app.errors import Conflict, Invalid, NotFound
 from app.models import Approval, Checkpoint, GateRecord, Override, Replay, Run, Step, Student
 from app.schemas import (
+    BreakCounts,
+    BreakRateOut,
     CheckpointOut,
     ForkRequest,
     GateOut,
@@ -31,6 +33,7 @@ from app.schemas import (
 )
 from app.services import SessionFactory, add_event, check_storable, decode_cursor, encode_cursor, get_run, id_fits
 from app.services import MAX_INT_ID
+from app.services.metrics import break_summary
 from app.types import utcnow
 from opcod_core.config import RunConfig, preset, preset_names
 
@@ -127,7 +130,14 @@ def _detail(session, run: Run) -> RunDetail:
         **_columns(run), "progress": _progress(run), "config": run.config, "out_dir": run.out_dir,
         "summary": run.summary, "students": [StudentOut.model_validate(s) for s in run.students],
         "gates": [GateOut.model_validate(g) for g in gates], "latest_metrics": latest,
+        "break_rate": _break_rate(session, run.id),
         "latest_step": last.global_step if last is not None else None, "counts": counts})
+
+
+def _break_rate(session, run_id: int) -> BreakRateOut:
+    b = break_summary(session, run_id)
+    return BreakRateOut(**{k: b[k] for k in ("samples", "eligible", "broken", "rate")},
+                        by_cognizance={k: BreakCounts(**v) for k, v in b["by_cognizance"].items()})
 
 
 # --- use cases -----------------------------------------------------------------------------------------

@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope
 from app.errors import Invalid, NotFound
 from app.models import (
     Approval,
-    BreakSample,
     Checkpoint,
     EvalResult,
     Event,
@@ -39,6 +38,7 @@ from app.models import (
     Run,
     Step,
 )
+from app.services.metrics import break_summary
 
 SessionFactory = sessionmaker[Session]
 
@@ -215,7 +215,7 @@ def run_page(sf: SessionFactory, run_id: int, feed_limit: int = FEED_LIMIT) -> d
         checkpoints = [{"id": c.id, "tag": c.tag, "round": c.round, "created_at": c.created_at}
                        for c in s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)
                                           .order_by(Checkpoint.id.desc()).limit(20))]
-        breaks = _break_summary(s, run_id)
+        breaks = break_summary(s, run_id)
         tput = None
         if last_step is not None:
             tput = _finite((last_step.metrics or {}).get("throughput/rollout_tokens_per_s"))
@@ -255,37 +255,15 @@ def _gate_dict(g: GateRecord) -> dict[str, Any]:
     return {"id": g.id, "round": g.round, "student": g.student, "scores": dict(g.scores or {}),
             "best": dict(g.best or {}), "delta": g.delta, "tau": g.tau, "mode": g.mode,
             "decision": g.decision, "source": g.source, "allowed_domains": g.allowed_domains,
-            "reason": g.reason, "split": g.split, "k": g.k, "note": g.note, "created_at": g.created_at}
+            "reason": g.reason, "split": g.split, "k": g.k, "note": g.note, "created_at": g.created_at,
+            "delta_se": g.delta_se, "score_se": dict(g.score_se) if g.score_se else None,
+            "n_items": dict(g.n_items) if g.n_items else None}
 
 
 def _override_dict(o: Override) -> dict[str, Any]:
     return {"id": o.id, "exchange_id": o.exchange_id, "kind": o.kind, "payload": dict(o.payload or {}),
             "author": o.author, "status": o.status, "created_at": o.created_at,
             "applied_at": o.applied_at, "applied_at_step": o.applied_at_step}
-
-
-def _break_summary(s: Session, run_id: int) -> dict[str, Any]:
-    rows = s.execute(select(BreakSample.tutor_cognizant, BreakSample.difficulty,
-                            func.count(), func.sum(case((BreakSample.broken.is_(True), 1), else_=0)))
-                     .where(BreakSample.run_id == run_id)
-                     .group_by(BreakSample.tutor_cognizant, BreakSample.difficulty)).all()
-    groups = []
-    tot_n = tot_b = 0
-    by_cog: dict[bool, list[int]] = {}
-    for cog, diff, n, broken in rows:
-        broken = int(broken or 0)
-        tot_n += n
-        tot_b += broken
-        acc = by_cog.setdefault(bool(cog), [0, 0])
-        acc[0] += n
-        acc[1] += broken
-        groups.append({"cognizant": bool(cog), "difficulty": diff, "n": n, "broken": broken,
-                       "rate": broken / n if n else None})
-    groups.sort(key=lambda g: (not g["cognizant"], str(g["difficulty"])))
-    return {"n": tot_n, "broken": tot_b, "rate": (tot_b / tot_n) if tot_n else None, "groups": groups,
-            "cognizant": {("cognizant" if k else "incognizant"): {"n": v[0], "broken": v[1],
-                                                                 "rate": v[1] / v[0] if v[0] else None}
-                          for k, v in sorted(by_cog.items(), reverse=True)}}
 
 
 # --- geometry for server-drawn SVG charts (numbers only; labels are escaped by the template) --------
@@ -380,7 +358,8 @@ def gate_geometry(gates: list[dict[str, Any]], students: list[dict[str, Any]]) -
         latest[(g["round"], g["student"])] = g
     rounds = sorted({r for r, _ in latest})
     names = [s["name"] for s in students] or sorted({n for _, n in latest})
-    vmax = max([g["delta"] for g in latest.values()] + [g["tau"] for g in latest.values()] + [0.05])
+    vmax = max([g["delta"] + (g.get("delta_se") or 0.0) for g in latest.values()]
+               + [g["tau"] for g in latest.values()] + [0.05])
     vmax = _nice_ceiling(vmax * 1.1)
     w, h, pad = GATE_W, GATE_H, 40
     x0, x1, y0, y1 = pad, w - 12, h - 30, 12
@@ -396,9 +375,12 @@ def gate_geometry(gates: list[dict[str, Any]], students: list[dict[str, Any]]) -
                 continue
             tau_here = g["tau"]
             off = (si - (len(names) - 1) / 2) * min(18, slot / 4)
+            se = g.get("delta_se")
+            se_bar = None if se is None else {"y_lo": _scale(max(g["delta"] - se, 0.0), 0, vmax, y0, y1),
+                                              "y_hi": _scale(g["delta"] + se, 0, vmax, y0, y1)}
             pts.append({"x": round(cx + off, 1), "y": _scale(g["delta"], 0, vmax, y0, y1), "round": r,
-                        "student": name, "delta": g["delta"], "tau": g["tau"], "decision": g["decision"],
-                        "color": COLORS[si % len(COLORS)], "source": g["source"]})
+                        "student": name, "delta": g["delta"], "delta_se": se, "se_bar": se_bar, "tau": g["tau"],
+                        "decision": g["decision"], "color": COLORS[si % len(COLORS)], "source": g["source"]})
         if tau_here is not None:
             taus.append({"x0": round(x0 + slot * ri + 4, 1), "x1": round(x0 + slot * (ri + 1) - 4, 1),
                          "y": _scale(tau_here, 0, vmax, y0, y1), "tau": tau_here, "round": r})

@@ -135,7 +135,9 @@ class Recorder:
                                  best=json_safe(e["best"]), delta=e["delta"], tau=e["tau"], mode=e["mode"],
                                  decision=e["decision"], source=e.get("source") or "auto",
                                  allowed_domains=e.get("allowed_domains"), reason=e.get("reason") or "",
-                                 split=e.get("split"), k=e.get("k"), note=e.get("note"))
+                                 split=e.get("split"), k=e.get("k"), note=e.get("note"),
+                                 delta_se=_finite(e.get("delta_se")), score_se=json_safe(e.get("score_se")),
+                                 n_items=json_safe(e.get("n_items")))
             elif t == "eval":
                 row = EvalResult(run_id=run_id, round=e["round"], student=e["student"], domain=e["domain"],
                                  split=e.get("split") or "test", k=e["k"], accuracy=e["accuracy"],
@@ -144,8 +146,9 @@ class Recorder:
                 row = BreakSample(run_id=run_id, exchange_key=e["exchange_key"], round=e["round"],
                                   direction=e["direction"], global_step=e["global_step"], tutee=e["tutee"],
                                   tutor=e["tutor"], tutor_cognizant=bool(e["tutor_cognizant"]),
-                                  difficulty=e["difficulty"], correct_with_sf=bool(e["correct_with_sf"]),
-                                  correct_with_s=bool(e["correct_with_s"]), broken=bool(e["broken"]))
+                                  difficulty=e["difficulty"], context=e.get("context"), baseline=e.get("baseline"),
+                                  correct_with_f=bool(e["correct_with_f"]),
+                                  correct_without_f=bool(e["correct_without_f"]), broken=bool(e["broken"]))
             elif t == "checkpoint":
                 row = Checkpoint(run_id=run_id, tag=e["tag"], path=e["path"], next_task=e["next_task"],
                                  round=_checkpoint_round(e.get("after")), events_before=e.get("events_before"),
@@ -282,11 +285,12 @@ class Recorder:
             return {**pos, "step": e.get("step"), "tutee": e.get("tutee"), "tutor": e.get("tutor"), "loss": e.get("loss")}
         if t == "gate":
             return {"round": e["round"], "student": e["student"], "decision": e["decision"], "delta": e["delta"],
-                    "tau": e["tau"], "mode": e["mode"], "source": e.get("source"), "note": e.get("note")}
+                    "delta_se": e.get("delta_se"), "tau": e["tau"], "mode": e["mode"], "source": e.get("source"), "note": e.get("note")}
         if t == "eval":
             return {"round": e["round"], "student": e["student"], "domain": e["domain"], "accuracy": e["accuracy"]}
         if t == "break":
-            return {"exchange_key": e["exchange_key"], **pos, "broken": e.get("broken")}
+            return {"exchange_key": e["exchange_key"], **pos, "broken": e.get("broken"),
+                    "eligible": e.get("correct_without_f")}
         if t == "checkpoint":
             return {"tag": e["tag"], "next_task": e["next_task"]}
         if t == "override":

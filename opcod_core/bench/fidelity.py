@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from opcod_core.bench.stats import interval, pareto, verdict
+from opcod_core.breakrate import break_counts
 from opcod_core.build import build_students
 from opcod_core.config import RunConfig, deep_merge, preset
 from opcod_core.data import load_dataset
@@ -89,7 +90,8 @@ class BenchObserver:
                 key = f"{e['tutee']}|{e['domain']}|{e['context_used']}"
                 self.divergence.setdefault(key, []).append(float(e.get("loss") or 0.0))
         elif kind == "break":
-            self.breaks.append({"tutor": e["tutor"], "cognizant": e["tutor_cognizant"], "broken": e["broken"]})
+            self.breaks.append({"tutor": e["tutor"], "cognizant": e["tutor_cognizant"], "broken": e["broken"],
+                                "correct_without_f": e["correct_without_f"]})
         elif kind == "step":
             self.steps += 1
 
@@ -98,7 +100,7 @@ class ValidationTrainer(Trainer):
     """Evaluates on the validation split instead of the test split (learning-rate selection only)."""
 
     def task_eval(self, r: int) -> None:
-        self.evals[str(r)] = self._evaluate_all("validation", self.config.eval.k, f"val-eval-{r}")
+        self.evals[str(r)] = self._evaluate_all("validation", self.config.eval.k, "val-eval")   # same seed every round (common random numbers)
 
 
 @dataclass
@@ -253,13 +255,13 @@ def aggregate(runs: list[dict], names: list[str], domains: list[str]) -> dict:
                 for k, v in c.items():
                     cats.setdefault(tutor, {}).setdefault(k, 0)
                     cats[tutor][k] += v
-        breaks: dict = {}   # tutor -> cognizant|incognizant -> [broken, samples]
-        for r in rs:
-            for b in r["breaks"]:
-                per = breaks.setdefault(b["tutor"], {"cognizant": [0, 0], "incognizant": [0, 0]})
-                slot = per["cognizant" if b["cognizant"] else "incognizant"]
-                slot[0] += b["broken"]
-                slot[1] += 1
+        # tutor -> cognizant|incognizant -> break_counts over every seed's samples: the conditional rate
+        # P(wrong with f | right without f) = broken / eligible, counts summed, never rates averaged
+        breaks: dict = {}
+        for tutor in sorted({b["tutor"] for r in rs for b in r["breaks"]}):
+            breaks[tutor] = {c: break_counts(b for r in rs for b in r["breaks"]
+                                             if b["tutor"] == tutor and b["cognizant"] == (c == "cognizant"))
+                             for c in ("cognizant", "incognizant")}
         div: dict = {}
         for r in rs:
             for k, v in r["divergence"].items():

@@ -98,11 +98,18 @@ def _feedback_table(pr: dict) -> list[str]:
     lines = ["| method | tutor | feedback | kept rate | categories | break rate (cognizant tutor) | "
              "break rate (incognizant tutor) |", "|---|---|---|---|---|---|---|"]
 
-    def rate(v: list[int]) -> str:
-        return f"{v[0]}/{v[1]} = {v[0] / v[1]:.2f}" if v[1] else "no samples"
+    def rate(v: dict | list[int]) -> str:
+        if isinstance(v, list):   # results written before the conditional definition: [broken, samples]
+            return f"{v[0]}/{v[1]} of all samples (old definition)" if v[1] else "no samples"
+        if not v["samples"]:
+            return "no samples"
+        if not v["eligible"]:
+            return f"undefined (0 of {v['samples']} right without f)"
+        return f"{v['broken']}/{v['eligible']} = {v['rate']:.2f} ({v['samples']} samples)"
 
     for method, agg in pr["aggregate"].items():
-        empty = {"cognizant": [0, 0], "incognizant": [0, 0]}
+        none = {"samples": 0, "eligible": 0, "broken": 0, "rate": None}
+        empty = {"cognizant": none, "incognizant": none}
         for tutor, cats in sorted(agg["categories"].items()):
             n = sum(cats.values())
             br = agg["breaks"].get(tutor, empty)
@@ -199,7 +206,9 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
         out += _results_table(pr) + [""]
         out += ["### OPCoD against the baselines (final accuracy, paired by seed)", ""] + _comparisons(pr) + [""]
         out += ["### Gate decisions per round", ""] + _gate_table(pr) + [""]
-        out += ["### Feedback: anchoring kept rate and break rate by tutor cognizance", ""] + _feedback_table(pr) + [""]
+        out += ["### Feedback: anchoring kept rate and break rate by tutor cognizance", "",
+                "Break rate = P(wrong with f | right without f): broken / samples whose self-teacher was right "
+                "without the feedback, counts summed over seeds.", ""] + _feedback_table(pr) + [""]
         out += ["### Per-token divergence by teacher context", ""] + _divergence_table(pr) + [""]
     notes = path.with_name(f"{path.stem}-notes.md")
     if notes.exists():  # the human reading of these numbers, kept across re-runs

@@ -33,7 +33,7 @@ def test_create_from_preset_with_overrides(api):
     assert r.status_code == 201, r.text
     run = r.json()
     assert run["status"] == "queued" and run["name"] == "mine" and run["preset"] == "tiny"
-    assert run["config"]["schedule"] == {"rounds": 1, "steps_per_direction": 2}
+    assert run["config"]["schedule"] == {"rounds": 1, "steps_per_direction": 2, "tutor_first": False}
     assert run["progress"]["tasks_total"] == 1 + 1 * (2 * 2 + 2)
     assert [s["name"] for s in run["students"]] == ["chem", "phys"]
     got = client.get(f"{V1}/runs/{run['id']}").json()

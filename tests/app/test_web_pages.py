@@ -329,3 +329,24 @@ def test_exchange_page_and_table_show_how_the_rollout_ended(web):
         s.commit()
     page = web.get(f"/exchanges/{web.ids['kept']}").text
     assert re.search(r'<span id="finish-reason">.*?unknown.*?</span></p>', page, re.S)
+
+
+def test_break_rate_is_conditional_with_counts_and_gates_show_their_standard_error(web):
+    """Seed: 4 break samples, 3 right without f (one at g=2 is not), 1 of those broken (g=0): the rate is
+    1/3 (broken / right without f), not 1/4 (broken / samples); gate records carry Δ ± SE."""
+    rid = web.ids["run"]
+    html = web.get(f"/runs/{rid}").text
+    assert "33.3%" in html and "1 broken / 3 right without f; 4 probed" in html
+    breaks = web.get(f"/runs/{rid}", headers={**HX, "HX-Target": "breaks"}).text
+    assert "right without f" in breaks and "25.0%" not in breaks
+    gates = web.get(f"/runs/{rid}", headers={**HX, "HX-Target": "gates"}).text
+    assert "0.0500 ± 0.125" in gates and "0.500 ± 0.062" in gates and "(16 q × 2)" in gates
+    assert 'class="se"' in gates   # the error bar on the Δ chart
+    detail = web.get(f"/api/v1/runs/{rid}").json()
+    assert detail["break_rate"]["samples"] == 4 and detail["break_rate"]["eligible"] == 3
+    assert detail["break_rate"]["broken"] == 1 and detail["break_rate"]["rate"] == pytest.approx(1 / 3)
+    assert detail["break_rate"]["by_cognizance"]["cognizant"]["eligible"] == 3
+    api_gates = web.get(f"/api/v1/runs/{rid}/gates").json()
+    assert {g["delta_se"] for g in api_gates} == {0.125}
+    assert api_gates[0]["score_se"] == {"chemistry": 0.0625, "physics": 0.0625}
+    assert api_gates[0]["n_items"] == {"chemistry": 16, "physics": 16}

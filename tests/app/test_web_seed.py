@@ -69,7 +69,9 @@ def seed_run(session, *, name: str = "seeded", status: str = "running", xss: boo
     for st, delta, dec in (("chem", 0.05, "tutor"), ("phys", 0.35, "silent")):
         session.add(GateRecord(run_id=rid, round=1, student=st, scores={"chemistry": 0.5, "physics": 0.45},
                                best={"chemistry": 0.55, "physics": 0.55}, delta=delta, tau=0.2, mode="cognizance",
-                               decision=dec, source="auto", reason=f"Δ={delta} vs τ=0.2", split="validation", k=2))
+                               decision=dec, source="auto", reason=f"Δ={delta} vs τ=0.2", split="validation", k=2,
+                               delta_se=0.125, score_se={"chemistry": 0.0625, "physics": 0.0625},
+                               n_items={"chemistry": 16, "physics": 16}))
     question = "Which gas is produced when zinc reacts with hydrochloric acid? (see Hydrogen bonding)"
     if xss:
         question = f"Which gas {XSS} is produced when zinc reacts with hydrochloric acid?"
@@ -132,7 +134,8 @@ def seed_run(session, *, name: str = "seeded", status: str = "running", xss: boo
                 kept_id = ex.id
         session.add(BreakSample(run_id=rid, exchange_key=f"r1-d1-s{g}-p0-k0", round=1, direction=1, global_step=g,
                                 tutee="phys", tutor="chem", tutor_cognizant=True, difficulty="easy",
-                                correct_with_sf=g % 4 != 0, correct_with_s=True, broken=g % 4 == 0))
+                                context="s+f", baseline="s", correct_with_f=g % 4 != 0,
+                                correct_without_f=g % 3 != 2, broken=g % 3 != 2 and g % 4 == 0))
     ckpt = Checkpoint(run_id=rid, tag="step-3", path=f"/tmp/opcod-ckpt/{rid}/step-3", next_task=5, round=1)
     session.add(ckpt)
     session.add(Override(run_id=rid, exchange_id=None, kind="set_tau", payload={"value": 0.3}, author="api",

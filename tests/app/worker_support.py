@@ -107,7 +107,7 @@ def run_records(factory, run_id: int) -> dict:
                         g.source, g.note or "") for g in s.scalars(select(GateRecord).where(GateRecord.run_id == run_id)))
         evals = sorted((e.round, e.student, e.domain, e.accuracy, e.k)
                        for e in s.scalars(select(EvalResult).where(EvalResult.run_id == run_id)))
-        breaks = sorted((b.global_step, b.exchange_key, b.broken, b.correct_with_s, b.correct_with_sf)
+        breaks = sorted((b.global_step, b.exchange_key, b.broken, b.correct_without_f, b.correct_with_f)
                         for b in s.scalars(select(BreakSample).where(BreakSample.run_id == run_id)))
         metrics = sorted((m.global_step, m.key) for m in s.scalars(select(Metric).where(Metric.run_id == run_id))
                          if not m.key.startswith(("time/", "throughput/")))

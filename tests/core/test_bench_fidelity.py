@@ -49,6 +49,28 @@ def test_aggregate_counts_pareto_per_seed():
     assert st["change"]["b"]["mean"] == pytest.approx(0.05 / 3)
 
 
+def test_break_rates_per_tutor_are_conditional_counts_summed_over_seeds():
+    from opcod_core.bench.report import _feedback_table
+
+    def b(tutor, cog, without_f, with_f):
+        return {"tutor": tutor, "cognizant": cog, "correct_without_f": without_f, "broken": without_f and not with_f}
+
+    def run(seed, breaks):
+        return {"method": "always", "seed": seed, "wall_s": 1.0, "gates": [], "categories": {"x": {"kept": 2}},
+                "breaks": breaks, "divergence": {}, "divergence_n": {},
+                "summary": {"students": {"x": {"initial": {"a": 0.5}, "final": {"a": 0.5}}}}}
+    # seed 0: 1 broken of 1 eligible (rate 1.0); seed 1: 0 of 3 (rate 0.0); plus 2 ineligible samples.
+    # Summed: 1 / 4 = 0.25 (the mean of the per-seed rates would be 0.5; the share of samples 1/6)
+    runs = [run(0, [b("x", False, True, False), b("x", False, False, True)]),
+            run(1, [b("x", False, True, True)] * 3 + [b("x", False, False, False)])]
+    agg = aggregate(runs, ["x"], ["a"])
+    inc = agg["always"]["breaks"]["x"]["incognizant"]
+    assert (inc["samples"], inc["eligible"], inc["broken"]) == (6, 4, 1) and inc["rate"] == pytest.approx(0.25)
+    assert agg["always"]["breaks"]["x"]["cognizant"] == {"samples": 0, "eligible": 0, "broken": 0, "rate": None}
+    row = [line for line in _feedback_table({"aggregate": agg}) if line.startswith("| always | x |")][0]
+    assert "no samples" in row and "1/4 = 0.25 (6 samples)" in row
+
+
 @pytest.mark.timeout(300)
 def test_quick_benchmark_writes_report(tmp_path):
     out = tmp_path / "fidelity.md"

@@ -2,7 +2,11 @@
 
 import pytest
 
-from opcod_core.gating import GateRecord, cognizance_gap, decide_gates, tutor_allowed
+import json
+import math
+
+from opcod_core.gating import (GateRecord, cognizance_gap, decide_gates, gap_uncertainty, mean_standard_error,
+                               tutor_allowed)
 
 TWO = {"A": {"x": 0.8, "y": 0.4}, "B": {"x": 0.6, "y": 0.5}}
 STRONG = {"A": "x", "B": "y"}
@@ -190,3 +194,68 @@ def test_records_do_not_alias_inputs():
     recs = decide_gates(1, scores, 0.2, "cognizance", STRONG)
     scores["A"]["x"] = 0.0
     assert recs["A"].scores["x"] == 0.8
+
+
+# --- standard errors -------------------------------------------------------------------------------
+
+def test_mean_standard_error_by_hand():
+    # [1, 0, 1, 0]: mean 0.5, sample variance 4 * 0.25 / 3 = 1/3, SE = sqrt(1/3 / 4)
+    assert mean_standard_error([1.0, 0.0, 1.0, 0.0]) == pytest.approx(math.sqrt(1 / 12))
+    # [0.5, 0.25, 0.75] (avg@4 per question): mean 0.5, sample variance 0.0625, SE = sqrt(0.0625 / 3)
+    assert mean_standard_error([0.5, 0.25, 0.75]) == pytest.approx(math.sqrt(0.0625 / 3))
+    assert mean_standard_error([0.3, 0.3, 0.3]) == 0.0
+    assert mean_standard_error([1.0]) is None and mean_standard_error([]) is None
+
+
+def test_gap_uncertainty_is_zero_when_no_resample_can_change_delta():
+    # identical students: delta is 0 in every resample
+    same = {"A": {"x": [1.0, 0.0, 0.5], "y": [0.0, 1.0]}, "B": {"x": [1.0, 0.0, 0.5], "y": [0.0, 1.0]}}
+    u = gap_uncertainty(same)
+    assert u.delta_se == {"A": 0.0, "B": 0.0} and u.n_items == {"x": 3, "y": 2}
+    # A always right, B always wrong: delta_B = 1 in every resample
+    split = {"A": {"x": [1.0, 1.0, 1.0]}, "B": {"x": [0.0, 0.0, 0.0]}}
+    assert gap_uncertainty(split).delta_se == {"A": 0.0, "B": 0.0}
+    assert gap_uncertainty(split).score_se == {"A": {"x": 0.0}, "B": {"x": 0.0}}
+
+
+def test_gap_uncertainty_matches_the_standard_error_where_delta_is_linear():
+    # A answers every question right, so s* = 1 and delta_B = 1 - s_B: its SE is the SE of B's mean, which
+    # the bootstrap estimates with the population sd (n rather than n - 1)
+    b = [1.0, 0.0, 0.5, 0.25, 1.0, 0.0, 0.75, 0.5, 0.0, 1.0, 0.25, 0.5]
+    n = len(b)
+    u = gap_uncertainty({"A": {"x": [1.0] * n}, "B": {"x": b}})
+    expected = mean_standard_error(b) * math.sqrt((n - 1) / n)
+    assert u.delta_se["B"] == pytest.approx(expected, rel=0.08)   # 1000 resamples: ~2% Monte Carlo error
+    assert u.delta_se["A"] == 0.0 and u.score_se["B"]["x"] == pytest.approx(mean_standard_error(b))
+
+
+def test_gap_uncertainty_of_a_coin_flip():
+    # B never answers; A answers one of two questions: a resample holds A's question with prob 3/4, then
+    # delta_B = 1, otherwise s* = 0 and delta_B = 0. delta_B is Bernoulli(3/4): SE = sqrt(3/16) = 0.433
+    u = gap_uncertainty({"A": {"x": [1.0, 0.0]}, "B": {"x": [0.0, 0.0]}})
+    assert u.delta_se["B"] == pytest.approx(math.sqrt(3 / 16), abs=0.03)
+
+
+def test_gap_uncertainty_is_fixed_by_its_seed_and_undefined_below_two_questions():
+    scores = {"A": {"x": [1.0, 0.0, 0.5, 1.0], "y": [0.0, 1.0, 1.0]}, "B": {"x": [0.0, 0.5, 0.5, 1.0], "y": [1.0, 0.0, 0.0]}}
+    assert gap_uncertainty(scores) == gap_uncertainty(scores)
+    assert gap_uncertainty(scores, seed=1) != gap_uncertainty(scores, seed=2)
+    one = gap_uncertainty({"A": {"x": [1.0], "y": [0.0, 1.0]}, "B": {"x": [0.0], "y": [1.0, 1.0]}})
+    assert one.delta_se == {"A": None, "B": None} and one.score_se["A"] == {"x": None, "y": 0.5}
+    with pytest.raises(ValueError, match="same questions"):
+        gap_uncertainty({"A": {"x": [1.0, 0.0]}, "B": {"x": [1.0, 0.0, 1.0]}})
+
+
+def test_decide_gates_carries_the_standard_errors():
+    items = {"A": {"x": [1.0, 1.0, 0.5, 0.7], "y": [0.2, 0.6]}, "B": {"x": [0.6, 0.4, 0.8, 0.6], "y": [0.5, 0.5]}}
+    scores = {s: {d: sum(v) / len(v) for d, v in per.items()} for s, per in items.items()}
+    u = gap_uncertainty(items, seed=3)
+    recs = decide_gates(1, scores, 0.2, "cognizance", STRONG, uncertainty=u)
+    for s in ("A", "B"):
+        d = recs[s].to_dict()
+        assert d["delta_se"] == u.delta_se[s] and d["score_se"] == u.score_se[s]
+        assert json.loads(json.dumps(d)) == d
+    assert f"SE {u.delta_se['B']:.2f}" in recs["B"].reason
+    plain = decide_gates(1, scores, 0.2, "cognizance", STRONG)
+    assert plain["A"].delta_se is None and plain["A"].score_se is None
+    assert plain["A"].decision == recs["A"].decision   # the SE is shown, it does not decide

@@ -8,6 +8,7 @@ from opcod_core.prompts import (
     compose_teacher_inputs,
     format_choices,
     rollout_messages,
+    teacher_context,
     teacher_messages,
 )
 
@@ -110,3 +111,18 @@ def test_compose_teacher_inputs(mode, solution, feedback, expected):
 def test_compose_teacher_inputs_rejects_unknown_mode():
     with pytest.raises(ValueError, match="context mode"):
         compose_teacher_inputs("sf", S, F)
+
+
+@pytest.mark.parametrize("mode", ["s+f", "s", "f"])
+def test_teacher_context_without_feedback_is_the_real_context_minus_f(mode):
+    real = teacher_context(mode, Q, LABELS, CHOICES, "mcq", "Electrons are negative. Answer: B", "Think about charge.")
+    base = teacher_context(mode, Q, LABELS, CHOICES, "mcq", "Electrons are negative. Answer: B", None)
+    assert real.messages == teacher_messages(Q, LABELS, CHOICES, "mcq", real.solution, real.feedback)
+    assert base.feedback is None and base.solution == real.solution
+    if mode == "f":
+        # the teacher never saw s: without f it sees just the question, which is the student context
+        assert base.used == "none" and base.messages == rollout_messages(Q, LABELS, CHOICES, "mcq")
+        assert SOLUTION_HEADER not in real.messages[1]["content"]
+    else:
+        assert base.used == "s" and SOLUTION_HEADER in base.messages[1]["content"]
+        assert FEEDBACK_HEADER not in base.messages[1]["content"]
