@@ -20,7 +20,7 @@ from __future__ import annotations
 from opcod_core.anchoring import classify_feedback, render_tutor_messages
 from opcod_core.controls import ReplayRequest
 from opcod_core.generation.base import SamplingParams
-from opcod_core.prompts import compose_teacher_inputs, format_choices, rollout_messages, teacher_messages
+from opcod_core.prompts import format_choices, rollout_messages, teacher_context
 
 
 def _answer_distribution(tutee, teacher_prefix: list[int], exchange: dict) -> dict[str, float] | None:
@@ -43,10 +43,10 @@ def replay(tutee, exchange: dict, new_feedback: str | None, loss_cfg, context_mo
     rollout = list(exchange["token_ids"])
 
     def side(feedback):
-        s, f, used = compose_teacher_inputs(context_mode, exchange.get("s_text"), feedback)
-        prefix = tutee.render(teacher_messages(q, labels, choices, answer_type, solution=s, feedback=f))
+        tc = teacher_context(context_mode, q, labels, choices, answer_type, exchange.get("s_text"), feedback)
+        prefix = tutee.render(tc.messages)
         div = tutee.divergence_between([student_prefix], [prefix], [rollout], loss_cfg)[0]
-        return {"feedback": f, "context_used": used, "divergence": div,
+        return {"feedback": tc.feedback, "context_used": tc.used, "divergence": div,
                 "answer_distribution": _answer_distribution(tutee, prefix, exchange),
                 "mean_divergence": sum(div) / max(len(div), 1)}
 
