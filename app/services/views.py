@@ -426,6 +426,9 @@ def _series_from_steps(steps: list[Step], students: list[str]) -> dict[str, Any]
                    "series": [col("rollout/finish_eos"), col("rollout/finish_stop"), col("rollout/finish_length"),
                               col("rollout/parse_failure")]},
         "length": {"labels": ["mean rollout tokens"], "series": [col("rollout/mean_length")]},
+        "weight_l2": {"labels": [f"‖θ−θ₀‖ ({n} tutee)" for n in students],
+                      "series": [[(_finite((st.metrics or {}).get("train/weight_l2")) if st.tutee == n else None)
+                                  for st in steps] for n in students]},
         "grad_norm": {"labels": ["grad norm"], "series": [col("train/grad_norm")]},
     }
 

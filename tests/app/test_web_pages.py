@@ -101,6 +101,11 @@ def test_run_page_shows_newest_exchanges_only_and_live_hookups(web):
     assert eos == [0.75] * 4 and stop == [0.0] * 4 and length == [0.25] * 4 and parse == [0.25] * 4
     assert charts["length"]["series"][0] == [18.0, 19.0, 20.0, 21.0]
     assert 'data-chart="finish"' in html and 'data-chart="length"' in html
+    # the tutee's weight distance from the run's start, one series per student (phys is every step's tutee)
+    assert charts["weight_l2"]["labels"] == ["‖θ−θ₀‖ (chem tutee)", "‖θ−θ₀‖ (phys tutee)"]
+    assert charts["weight_l2"]["series"][0] == [None] * 4
+    assert charts["weight_l2"]["series"][1] == pytest.approx([0.01, 0.02, 0.03, 0.04])
+    assert 'data-chart="weight_l2"' in html
 
 
 def test_feed_is_capped(web):

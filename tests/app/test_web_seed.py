@@ -88,7 +88,8 @@ def seed_run(session, *, name: str = "seeded", status: str = "running", xss: boo
                              "anchoring/no_match": 1.0, "anchoring/feedback": 3.0, "break/rate": 0.25,
                              "throughput/rollout_tokens_per_s": 100.0 + g, "rollout/accuracy": 0.5,
                              "rollout/finish_eos": 0.75, "rollout/finish_stop": 0.0, "rollout/finish_length": 0.25,
-                             "rollout/parse_failure": 0.25, "rollout/mean_length": 18.0 + g})
+                             "rollout/parse_failure": 0.25, "rollout/mean_length": 18.0 + g,
+                             "train/weight_l2": 0.01 * (g + 1)})
         session.add(step)
         session.flush()
         session.add(Event(run_id=rid, type="step", ref_id=step.id, payload={"global_step": g}))

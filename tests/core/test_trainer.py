@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from opcod_core.config import preset
 from opcod_core.controls import ControlBatch, ExchangeOverride, ReplayRequest, RunOverride, ScriptedControls
 from opcod_core.observer import CollectingObserver
 from opcod_core.trainer import Trainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_support  # noqa: E402
+from tiny_support import run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 def small(**over):
-    base = {"schedule": {"rounds": 2, "steps_per_direction": 2}}
-    return preset("tiny", {**base, **over})
-
-
-def run(cfg, tmp_path, cache, controls=None, resume=False, out="out"):
-    obs = CollectingObserver()
-    tr = Trainer(cfg, tmp_path / out, observer=obs, controls=controls, cache_dir=cache)
-    res = tr.run(resume=resume)
-    return tr, obs, res
+    return tiny_support.small(rounds=2, steps=2, **over)
 
 
 def test_tiny_run_exercises_every_path(tiny_run):

@@ -11,13 +11,19 @@ every student cognizant, so switching to ``manual`` (which decides like ``cogniz
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from opcod_core.config import preset
 from opcod_core.controls import ControlBatch, RunOverride, ScriptedControls
 from opcod_core.observer import CollectingObserver
 from opcod_core.prompts import SOLUTION_HEADER
 from opcod_core.trainer import Trainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_support  # noqa: E402
+from tiny_support import run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +31,7 @@ ALWAYS_KEPT = {"prefill": "<concept>w</concept>"}
 
 
 def small(**over):
-    base = {"schedule": {"rounds": 1, "steps_per_direction": 2}}
-    return preset("tiny", {**base, **over})
-
-
-def run(cfg, tmp_path, cache, controls=None, resume=False, out="out"):
-    obs = CollectingObserver()
-    tr = Trainer(cfg, tmp_path / out, observer=obs, controls=controls, cache_dir=cache)
-    res = tr.run(resume=resume)
-    return tr, obs, res
+    return tiny_support.small(rounds=1, steps=2, **over)
 
 
 def test_context_mode_f_shows_no_s_and_breaks_against_the_bare_question(tmp_path, tiny_cache):
