@@ -266,6 +266,13 @@ class StudentRuntime(TextOps):
                                                student_logprob=tok_lp_BT[i, :n].tolist(),
                                                loss=float(seq_B[i].detach()))
         del anchor_w
+        # Skipped rollouts: teacher = student, divergence exactly zero; still report their logprobs, under
+        # the weights that sampled them (before the update, like every other number of this step).
+        skipped = [e for e in examples if e.teacher_prefix is None]
+        if skipped:
+            lps = self.token_logprobs([e.student_prefix for e in skipped], [e.rollout for e in skipped])
+            for e, lp in zip(skipped, lps, strict=True):
+                results[id(e)] = ExampleResult([0.0] * len(e.rollout), None, lp, 0.0)
         grad_norm = 0.0
         metrics: dict[str, float] = {"train/lr": lr}
         if n_trained:
@@ -277,12 +284,6 @@ class StudentRuntime(TextOps):
         self._after_update(metrics, updated=bool(n_trained))
         if loss_cfg.kl_anchor > 0:
             metrics["loss/kl_anchor"] = anchor_total
-        # Skipped rollouts: teacher = student, divergence exactly zero; still report their logprobs.
-        skipped = [e for e in examples if e.teacher_prefix is None]
-        if skipped:
-            lps = self.token_logprobs([e.student_prefix for e in skipped], [e.rollout for e in skipped])
-            for e, lp in zip(skipped, lps, strict=True):
-                results[id(e)] = ExampleResult([0.0] * len(e.rollout), None, lp, 0.0)
         return StepOutput(loss=total, results=[results[id(e)] for e in examples],
                           metrics={"train/grad_norm": grad_norm, "train/trained": float(n_trained),
                                    "train/skipped": float(len(skipped)), **metrics})

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from opcod_core.anchoring import TutorTemplate, render_tutor_messages
+from opcod_core.config import preset
 from opcod_core.data.answers import is_correct
 from opcod_core.data.types import Item
 from opcod_core.models import TINY_CHAT_TEMPLATE, build_tiny_tokenizer, render_prompt
@@ -94,7 +95,7 @@ def test_sibling_s_is_the_answer_without_the_reasoning():
     texts = ["<think>long musing one</think>\nFe is iron. Answer: A", "<think>musing two</think>\nAnswer: A"]
     rows = [Row(ITEM, 0, k, [1], [2, 3], t, *is_correct(ITEM, t)) for k, t in enumerate(texts)]
     assert all(r.correct for r in rows)
-    choose_siblings(SimpleNamespace(config=SimpleNamespace(seed=0), global_step=0), rows)
+    choose_siblings(SimpleNamespace(config=preset("tiny"), global_step=0), rows)  # context mode s+f
     assert rows[0].s_index == 1 and rows[0].s_text == "Answer: A"
     assert rows[1].s_index == 0 and rows[1].s_text == "Fe is iron. Answer: A"
 
