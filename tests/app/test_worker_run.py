@@ -28,6 +28,9 @@ pytestmark = pytest.mark.slow
 STORED = ("run_start", "resume", "gate", "exchange", "break", "step", "eval", "checkpoint", "override", "replay")
 
 
+SAME_TAU = ws.small_config().gating.tau
+
+
 class Crash(BaseException):
     """Stands for the process dying: not an Exception, so the worker does not handle it."""
 
@@ -40,7 +43,9 @@ class CrashingRecorder(Recorder):
         super().on_event(event)
         if event["type"] == "step" and event["global_step"] == 2:
             with session_scope(self.factory) as s:
-                s.add(Override(run_id=self.run_id, kind="set_tau", payload={"value": 0.2}, author="test"))
+                # the config's own tau: the override is applied and re-gates, but decides as before, so the
+                # resumed run must equal the uninterrupted one
+                s.add(Override(run_id=self.run_id, kind="set_tau", payload={"value": SAME_TAU}, author="test"))
         if event["type"] == "step" and event["global_step"] == 3:
             raise Crash()
 
@@ -148,7 +153,7 @@ def test_worker_runs_a_tiny_run_and_a_crashed_one_resumes_exactly(db_url, tmp_pa
             applied = s.scalars(select(Event).where(Event.run_id == rid, Event.type == "override")).all()
             assert [e.ref_id for e in applied] == [ov.id]
             regated = s.scalars(select(GateRecord).where(GateRecord.run_id == rid, GateRecord.note == "override")).all()
-            assert len(regated) == 2 and {g.tau for g in regated} == {0.2}
+            assert len(regated) == 2 and {g.tau for g in regated} == {SAME_TAU}
         a, b = ws.run_records(factory, ref), ws.run_records(factory, rid)
         assert a["steps"] == b["steps"] and a["exchanges"] == b["exchanges"]
         assert a["evals"] == b["evals"] and a["breaks"] == b["breaks"] and a["metric_values"] == b["metric_values"]
