@@ -1,0 +1,147 @@
+"""The presets (DESIGN section 6): each a function returning a full run config as a nested dict.
+
+Plain data with no imports from the project, so that ``opcod_core.config`` can build ``preset(name,
+overrides)`` on it (overrides merged on top, the result validated as a ``RunConfig``). Each preset's
+comment says why its numbers are what they are: measured choices (gate size, tau, learning rate), not
+defaults to tune blindly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+# Small models need an example to produce the anchoring format; measured on SmolLM2-135M-Instruct
+# (16 MMLU chemistry/physics questions, prefill "<concept>"): kept 0/16 with the default template,
+# 3/16 with this one-shot template.
+ONE_SHOT_TUTOR_USER = (
+    "Example.\nProblem: What is the SI unit of force?\nAttempt: The unit is the joule. Answer: B\n"
+    "Feedback: <concept>force</concept> Recall Newton's second law: force is mass times acceleration.\n\n"
+    "Now give feedback in the same format.\nProblem: {question}\n{choices}\nAttempt: {rollout}\n"
+    "Feedback (one term copied from the problem inside <concept></concept>, then one short hint that "
+    "does not give the answer):")
+
+
+def _tiny() -> dict[str, Any]:
+    # Student A is warmed up on both domains (a generalist that can tutor), student B only on its
+    # strong domain. Tiny students answer lettered questions at about chance (the value-to-letter
+    # lookup is beyond ~1M-parameter models; measured on an Intel Xeon: 0.19-0.23 validation accuracy
+    # after the warm-up, chance 0.25), so their cognizance gaps compare sampling noise and a gate at
+    # tau = 0.2 could silence both students in both rounds (no feedback at all, on some CPUs). tau = 1
+    # keeps the gate's logic and guarantees feedback by construction: with two domains, the best student
+    # in either domain has a gap of at most 1, so at least one student tutors every round. Tests that need
+    # a given decision drive it with run-level overrides (tests/conftest.py).
+    return {
+        "name": "tiny", "preset": "tiny", "seed": 0,
+        "students": [
+            {"name": "chem", "model": "tiny:llama", "strong_domain": "chemistry",
+             "warmup_sft_steps": 300, "warmup_domains": ["chemistry", "physics"]},
+            {"name": "phys", "model": "tiny:qwen2", "strong_domain": "physics",
+             "warmup_sft_steps": 200, "warmup_domains": ["physics"]},
+        ],
+        "data": {"source": "builtin", "domains": ["chemistry", "physics"]},
+        "schedule": {"rounds": 2, "steps_per_direction": 3},
+        "rollout": {"batch_prompts": 4, "n": 4, "temperature": 1.0, "max_new_tokens": 24},
+        "tutor": {"max_new_tokens": 24, "temperature": 1.0},
+        "gating": {"tau": 1.0, "val_k": 2, "val_max_items": 16},
+        "optim": {"lr": 2e-4},
+        "eval": {"k": 2, "max_items": 16, "temperature": 1.0},
+        "loss": {"chunk_size": 64},
+        "break_rate": {"samples_per_step": 2},
+    }
+
+
+def _demo() -> dict[str, Any]:
+    # Sized for a 2-core CPU (SmolLM2-135M generates ~40 tokens/s there): small evaluations and one
+    # prompt x 4 rollouts per step, so the first exchanges appear about a minute after the worker
+    # starts and the whole run takes minutes. At this size the model is near chance on MMLU science
+    # and a poor tutor; the dashboard shows that as it is.
+    # The gate: both students are near chance (~0.25), so no validation set the demo can afford
+    # makes Δ mean something. Simulated for two students of equal accuracy 0.25 at k = 1: Δ's
+    # standard deviation is 0.59 on 4 questions per domain, 0.36 on 16 and still 0.17 on 100 (25x
+    # this gate's cost), where the gate opens for 62% of draws: a coin flip at any affordable size.
+    # So we keep the cheap gate (4 questions at k = 1) and say what it is: every gate record shows
+    # Δ with its standard error. What the gate decided is kept as decided, and
+    # ``tutor_first`` runs first the direction whose tutor the gate let speak (when exactly one
+    # may), so the first exchanges carry feedback instead of ~4 minutes of silence (on a fresh
+    # machine the gate silenced smol-phys, direction 1's tutor). Evaluation cost is unchanged.
+    return {
+        "name": "demo", "preset": "demo", "seed": 0,
+        "students": [
+            {"name": "smol-chem", "model": "smollm2-135m-instruct", "strong_domain": "chemistry"},
+            {"name": "smol-phys", "model": "smollm2-135m-instruct", "strong_domain": "physics"},
+        ],
+        "data": {"source": "mmlu", "domains": ["chemistry", "physics"], "max_items_per_domain": 200},
+        "schedule": {"rounds": 2, "steps_per_direction": 6, "tutor_first": True},
+        "rollout": {"batch_prompts": 1, "n": 4, "temperature": 1.0, "max_new_tokens": 64},
+        "tutor": {"max_new_tokens": 48, "temperature": 0.7, "user": ONE_SHOT_TUTOR_USER},
+        "gating": {"tau": 0.2, "val_k": 1, "val_max_items": 4},
+        "optim": {"lr": 1e-5},
+        "eval": {"k": 1, "max_items": 6, "max_new_tokens": 48},
+        "loss": {"chunk_size": 64},
+        "break_rate": {"samples_per_step": 1},
+    }
+
+
+# Specialisation of the paper preset (the paper fine-tunes each student into a domain specialist first but
+# gives no hyper-parameters; these are typical full fine-tuning values for an 8B model, ours to choose).
+PAPER_SPECIALIZE: dict[str, Any] = {"lr": 1e-5, "batch_size": 32, "micro_batch": 4, "epochs": 2,
+                                    "max_length": 2048, "schedule": "cosine", "lr_warmup_steps": 10}
+
+
+def _paper() -> dict[str, Any]:
+    # Two specialists from one base model: each Qwen3-8B copy is first fine-tuned on its strong domain's
+    # train split (``specialize``, cached by content under the cache dir), so that each is stronger in
+    # one domain, as in the paper. The other path: point each student's ``model`` at a specialist
+    # checkpoint you trained elsewhere and drop the stage (``students[i].specialize: null``).
+    # Qwen3's chat template thinks by default; the preset turns its switch off (``chat_template_kwargs``)
+    # so that rollouts are short answers ending with "Answer: X" within max_new_tokens (our choice: the
+    # paper does not say). Set ``enable_thinking: true`` to think; <think> blocks are then kept out of s,
+    # of what the tutor reads and of answer extraction (``opcod_core.thinking``).
+    def student(name: str, domain: str) -> dict[str, Any]:
+        return {"name": name, "model": "Qwen/Qwen3-8B", "strong_domain": domain,
+                "specialize": dict(PAPER_SPECIALIZE), "chat_template_kwargs": {"enable_thinking": False}}
+    return {
+        "name": "paper", "preset": "paper", "seed": 0,
+        "students": [student("qwen3-chem", "chemistry"), student("qwen3-mat", "materials")],
+        "data": {"source": "sciknoweval", "path": "data/sciknoweval/L3.jsonl", "level": "L3",
+                 "domains": ["chemistry", "materials"]},
+        "schedule": {"rounds": 2, "steps_per_direction": 50},
+        "rollout": {"batch_prompts": 32, "n": 8, "temperature": 1.0, "max_new_tokens": 2048},
+        "tutor": {"max_new_tokens": 256},
+        "gating": {"tau": 0.2, "val_k": 8},
+        "optim": {"lr": 1e-6},
+        "eval": {"k": 16},
+        "backend": "vllm", "device": "cuda", "dtype": "bfloat16",
+        "checkpoint_every": 10,
+    }
+
+
+def _sciworld() -> dict[str, Any]:
+    # The CPU-scale fidelity world (opcod_core.data.sciworld, docs/results/fidelity.md): two ~1.4M-param
+    # word-level students trained from scratch with domain skew: the facts of their own domain and hint
+    # use for the other; chem also learns 90% of the physics relations (twice the warm-up steps, so that
+    # it sees chemistry as often as phys sees physics), so one peer is cognizant in both domains and
+    # the other is not. Learning rate chosen on the validation split (opcod bench fidelity --select-lr).
+    def student(name: str, arch: str, strong: str, weak: str, share: float, steps: int) -> dict[str, Any]:
+        return {"name": name, "model": f"tinyword:{arch}", "strong_domain": strong, "warmup_sft_steps": steps,
+                "warmup_domains": [strong], "warmup_hinted_domains": [weak], "warmup_lr": 3e-3,
+                "warmup_unhinted_fraction": 0.05, "warmup_partial": {weak: share} if share else None}
+    return {
+        "name": "sciworld", "preset": "sciworld", "seed": 0,
+        "students": [student("chem", "llama", "chemistry", "physics", 0.9, 1600),
+                     student("phys", "qwen2", "physics", "chemistry", 0.0, 800)],
+        "data": {"source": "sciworld", "domains": ["chemistry", "physics"]},
+        "schedule": {"rounds": 2, "steps_per_direction": 12},
+        "rollout": {"batch_prompts": 4, "n": 8, "temperature": 1.0, "max_new_tokens": 36},
+        "tutor": {"max_new_tokens": 32, "temperature": 0.5},
+        "gating": {"tau": 0.2, "val_k": 2, "val_max_items": 32},
+        "optim": {"lr": 1e-4},
+        "eval": {"k": 4, "max_items": 48, "temperature": 1.0},
+        "loss": {"chunk_size": 64},
+        "break_rate": {"samples_per_step": 2},
+        "checkpoint_every": 100_000, "keep_checkpoints": 1,
+    }
+
+
+PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper, "sciworld": _sciworld}
