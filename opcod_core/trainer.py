@@ -115,11 +115,12 @@ from opcod_core.data.spec import DataSpec
 from opcod_core.data.types import Item, SplitDataset
 from opcod_core.evaluation import EvalScore, evaluate_domains
 from opcod_core.gating import GapUncertainty, GateRecord, decide_gates, gap_uncertainty
+from opcod_core.human_feedback import human_event, human_examples
 from opcod_core.observer import NullObserver, Observer
-from opcod_core.prompts import rollout_messages, teacher_messages
 from opcod_core.replay import replay_exchange
-from opcod_core.step import (Row, StepContext, build_examples, choose_siblings, exchange_event,
+from opcod_core.step import (StepContext, build_examples, choose_siblings, exchange_event,
                              exchange_key, s_only_divergence, sample_rollouts, tutor_feedback)
+from opcod_core.step_metrics import step_metrics
 from opcod_core.student import DistillExample
 
 
@@ -346,7 +347,8 @@ class Trainer:
                 build_examples(ctx, rows)
                 s_only_divergence(ctx, rows)
                 breaks = breakrate.break_samples(ctx, rows, lambda row: exchange_key(ctx, row))
-            human = self._human_examples(ctx)
+            pending, self.pending_human[tutee_name] = self.pending_human.get(tutee_name, []), []
+            human = human_examples(ctx, pending, self.items_by_id)
             t1 = time.perf_counter()
             out = ctx.tutee.distill_step([r_.example for r_ in rows] + [e for _, e in human], cfg.loss,
                                          teacher=ctx.tutor if cfg.algorithm == "one_way" else None)
@@ -355,10 +357,10 @@ class Trainer:
             tc = ctx.tutee.decode(row.example.teacher_prefix) if row.example and row.example.teacher_prefix else None
             self.emit(exchange_event(ctx, row, res, tc))
         for (ex, example), res in zip(human, out.results[len(rows):], strict=True):
-            self.emit(self._human_event(ctx, ex, example, res))
+            self.emit(human_event(ctx, ex, example, res))
         for b in breaks:
             self.emit(b)
-        metrics = self._metrics(ctx, rows, out, breaks, t_rollout, t_feedback, t_train, time.perf_counter() - t0,
+        metrics = step_metrics(ctx, rows, out, breaks, t_rollout, t_feedback, t_train, time.perf_counter() - t0,
                                 n_tokens)
         sync1 = ctx.tutee.sync_seconds()
         if sync1 is not None and sync0 is not None:
@@ -370,64 +372,6 @@ class Trainer:
         if self.config.one_way_domains != "strong":
             return None
         return next(s.strong_domain for s in self.config.students if s.name == tutor_name)
-
-    def _human_examples(self, ctx: StepContext) -> list[tuple[dict, DistillExample]]:
-        pending, self.pending_human[ctx.tutee.name] = self.pending_human.get(ctx.tutee.name, []), []
-        out = []
-        for ex in pending:
-            item = self.items_by_id.get(ex["prompt_id"]) or Item(
-                ex["prompt_id"], ex["domain"], ex["question"], tuple(ex["choices"]), tuple(ex["labels"]), ex["gold"])
-            sp = ctx.tutee.render(rollout_messages(item.question, list(item.labels), list(item.choices),
-                                                   item.answer_type))
-            tp = ctx.tutee.render(teacher_messages(item.question, list(item.labels), list(item.choices),
-                                                   item.answer_type, solution=ex.get("s_text"),
-                                                   feedback=ex["feedback_used"]))
-            out.append((ex, DistillExample(sp, list(ex["token_ids"]), tp, None)))
-        return out
-
-    def _human_event(self, ctx, ex: dict, example: DistillExample, res) -> dict:
-        keep = {k: ex[k] for k in ("domain", "prompt_id", "question", "choices", "labels", "gold", "rollout_text",
-                                   "token_ids", "answer", "correct", "s_index", "s_text", "tokens")}
-        return {"type": "exchange", "key": f"{exchange_key_prefix(ctx)}-human-{ex['override_id']}",
-                **ctx.position, **keep, "feedback_raw": None, "concept": ex.get("concept"), "category": "kept",
-                "feedback_sanitised": ex["feedback_used"], "redactions": [], "feedback_used": ex["feedback_used"],
-                "feedback_source": "human", "approval": "edit", "origin_key": ex.get("key"),
-                "override_id": ex["override_id"], "context_used": "s+f" if ex.get("s_text") else "f",
-                "skipped": False, "teacher_context": ctx.tutee.decode(example.teacher_prefix),
-                "divergence": res.divergence, "divergence_s_only": None, "student_logprob": res.student_logprob,
-                "loss": res.loss, "prompt_index": ex.get("prompt_index"), "rollout_index": ex.get("rollout_index"),
-                "finish_reason": ex.get("finish_reason")}
-
-    def _metrics(self, ctx, rows: list[Row], out, breaks, t_rollout, t_feedback, t_train, t_step, n_tokens) -> dict:
-        cats: dict[str, int] = {}
-        for r in rows:
-            c = r.feedback.get("category")
-            if c:
-                cats[c] = cats.get(c, 0) + 1
-        n_fb = sum(cats.values())
-        used: dict[str, int] = {}
-        for r in rows:
-            used[r.used] = used.get(r.used, 0) + 1
-        gate = ctx.tutor_gate
-        n_rows = max(len(rows), 1)
-        m = {"loss/" + self.config.loss.divergence: out.loss,
-             "rollout/accuracy": sum(r.correct for r in rows) / n_rows,
-             "rollout/tokens": float(n_tokens),
-             **{f"rollout/finish_{f}": sum(r.finish_reason == f for r in rows) / n_rows
-                for f in ("eos", "stop", "length")},
-             "rollout/parse_failure": sum(r.answer is None for r in rows) / n_rows,
-             "rollout/mean_length": sum(len(r.token_ids) for r in rows) / n_rows,
-             "anchoring/feedback": float(n_fb),
-             "anchoring/kept_rate": (cats.get("kept", 0) / n_fb) if n_fb else 0.0,
-             **{f"anchoring/{c}": float(v) for c, v in cats.items()},
-             **{f"context/{u}": float(v) for u, v in used.items()},
-             "gate/tutor_on": 1.0 if gate is not None and gate.decision == "tutor" else 0.0,
-             "gate/delta": gate.delta if gate is not None else 0.0,
-             "time/rollout": t_rollout, "time/feedback": t_feedback, "time/train": t_train, "time/step": t_step,
-             "throughput/rollout_tokens_per_s": n_tokens / t_rollout if t_rollout > 0 else 0.0,
-             **out.metrics,
-             **breakrate.step_metrics(breaks)}   # break/rate = broken / eligible, absent when nothing is eligible
-        return m
 
     # --- checkpoints -----------------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -512,7 +456,3 @@ class Trainer:
         return {"students": students, "domains": list(self.config.data.domains),
                 "rounds": self.config.schedule.rounds, "algorithm": self.config.algorithm,
                 "gating": self.config.gating.mode, "evals": self.evals}
-
-
-def exchange_key_prefix(ctx: StepContext) -> str:
-    return f"r{ctx.round}-d{ctx.direction}-s{ctx.step}"
