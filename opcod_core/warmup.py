@@ -17,6 +17,7 @@ seeded per student, so a warm-up is reproducible and can be cached by its inputs
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Sequence
 
@@ -101,12 +102,30 @@ def partial_split(items: list[Item], share: float, key: str) -> tuple[list[Item]
 
 
 # Shares of a skewed warm-up batch (see skewed_warm_up); the rest is own-domain unhinted answers.
-SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35}
+SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35, "corrupt_tutor": 0.1}
+
+
+def warmup_lr(lr: float, step: int, steps: int, schedule: str) -> float:
+    """The warm-up's learning rate at ``step`` (0-based): constant, or cosine decay from ``lr`` to 0."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
+    raise ValueError(f"warm-up schedule must be constant or cosine, got {schedule!r}")
+
+
+def _attempt(item: Item, rng: random.Random) -> str:
+    """A student attempt shown in a tutor-format warm-up prompt: the worked answer or a bare guess (a
+    label, a listed option, or for open numeric items the answer a wrong fact table gives)."""
+    guesses = (list(item.labels) or [str(v) for v in item.meta.get("options", ())]
+               or ([str(item.meta["corrupt_answer"])] if "corrupt_answer" in item.meta else []) or [item.gold])
+    return rng.choice([answer_target(item), f"Answer: {rng.choice(guesses)}"])
 
 
 def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr: float, template: TutorTemplate,
                    seed: int, unhinted_fraction: float = 0.05, batch_size: int = 16, progress=None,
-                   partly_known: Sequence[tuple[list[Item], float]] = ()) -> list[float]:
+                   partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
+                   schedule: str = "constant", own_contexts: str = "with_solution") -> list[float]:
     """Warm-up with domain skew (the science world's students): the student learns the facts of its
     ``own`` domains and only learns to *use* facts given in context for the ``hinted`` domains.
 
@@ -119,7 +138,14 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
     * 15% an own-domain item in the tutor format (prefilled "<concept>") -> "term</concept> hint";
     * 10% an own-domain item in a self-teacher context (s, and the hint in half of them) -> the worked
       answer;
-    * 40% an own-domain item in the student context -> the worked answer.
+    * 40% an own-domain item in the student context -> the worked answer (30% when ``corrupt`` is given:
+      then 10% are a ``corrupt`` item in the tutor format -> "term</concept> <corrupted hint>", the
+      world's wrong fact table, ``meta["corrupt_hint"]``: the student learns to write confident, anchored,
+      wrong feedback on a domain it does not know).
+    ``own_contexts="balanced"`` draws the own-domain self-teacher context uniformly from s, hint alone and
+    s + hint (instead of s always, with the hint in half), so that a hint on the student's own domain
+    restates what it knows instead of being a context it has never seen. ``schedule="cosine"`` decays the
+    learning rate to 0 (``warmup_lr``).
     The targets end with EOS (answers) or the tutor stop string, as in ``warm_up``.
 
     ``partly_known``: (known items of a partly known domain, share) pairs (``partial_split``). They are
@@ -140,22 +166,30 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
         prompts, targets = [], []
         for _ in range(batch_size):
             u = rng.random()
+            edge = SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] + SKEW_MIX["own_context"]
             kind = ("hinted" if hinted and u < SKEW_MIX["hinted"] else
                     "own_tutor" if u < SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] else
-                    "own_context" if u < SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] + SKEW_MIX["own_context"]
-                    else "own")
+                    "own_context" if u < edge else
+                    "corrupt_tutor" if corrupt and u < edge + SKEW_MIX["corrupt_tutor"] else "own")
             if kind == "hinted":
                 item = rng.choice(hinted)
+            elif kind == "corrupt_tutor":
+                item = rng.choice(corrupt)
+                messages, prefill = render_tutor_messages(template, item.question,
+                                                          format_choices(list(item.labels), list(item.choices)),
+                                                          _attempt(item, rng))
+                prompts.append(student.render(messages, prefill=prefill))
+                targets.append(student.encode(f"{item.meta['concept']}</concept> {item.meta['corrupt_hint']}"
+                                              f"{stop}{eos}"))
+                continue
             else:
                 pool = rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own
                 item = rng.choice(pool)
             labels, choices = list(item.labels), list(item.choices)
             tutor_text = tutor_target(item, stop) if kind == "own_tutor" else None
             if tutor_text is not None:
-                guesses = list(item.labels) or [str(v) for v in item.meta.get("options", ())] or [item.gold]
-                attempt = rng.choice([answer_target(item), f"Answer: {rng.choice(guesses)}"])
                 messages, prefill = render_tutor_messages(template, item.question, format_choices(labels, choices),
-                                                          attempt)
+                                                          _attempt(item, rng))
                 prompts.append(student.render(messages, prefill=prefill))
                 targets.append(student.encode(tutor_text + eos))
                 continue
@@ -163,7 +197,12 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
             if kind == "hinted" and rng.random() < unhinted_fraction:
                 hint = None
                 kind = "own"
-            if kind == "hinted" or kind == "own_context":
+            if kind == "own_context" and own_contexts == "balanced":
+                shown = rng.choice(("s", "f", "s+f")) if hint else "s"
+                s = answer_target(item) if "s" in shown else None
+                f = hint if "f" in shown else None
+                messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
+            elif kind == "hinted" or kind == "own_context":
                 s = answer_target(item) if (kind == "own_context" or rng.random() < 0.3) else None
                 f = hint if (kind == "hinted" or rng.random() < 0.5 or s is None) else None
                 messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
@@ -171,7 +210,7 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
                 messages = rollout_messages(item.question, labels, choices, item.answer_type)
             prompts.append(student.render(messages))
             targets.append(student.encode(answer_target(item) + eos))
-        curve.append(student.sft_step(prompts, targets, lr=lr))
+        curve.append(student.sft_step(prompts, targets, lr=warmup_lr(lr, step, steps, schedule)))
         if progress is not None:
             progress(step + 1, steps, curve[-1])
     return curve
