@@ -22,7 +22,11 @@ CHECK_SEED = 1_000_003
 
 
 class BuildCheckError(RuntimeError):
-    """A warmed-up student missed its intended accuracy on a domain."""
+    """A warmed-up student missed its intended accuracy on a domain (``measured``: every value)."""
+
+    def __init__(self, message: str, measured: dict[str, float]):
+        super().__init__(message)
+        self.measured = measured
 
 
 def measure_student(rt, domains, config, data) -> dict[str, float]:
@@ -42,7 +46,8 @@ def check_build(rt, st, config, data) -> dict[str, float]:
     if misses:
         raise BuildCheckError(f"student {st.name}: the warm-up missed its intended knowledge split "
                               f"(validation avg@{CHECK_K}): " + "; ".join(misses)
-                              + ". Change the warm-up (steps, lr, schedule) or warmup_expect; nothing was cached.")
+                              + ". Change the warm-up (steps, lr, schedule) or warmup_expect; nothing was cached.",
+                              measured)
     return measured
 
 

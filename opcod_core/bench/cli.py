@@ -135,6 +135,21 @@ def cmd_drift(args) -> int:
     return 0
 
 
+def cmd_students(args) -> int:
+    import torch
+
+    from opcod_core.bench.students import run_spread, write_spread_report
+
+    seeds = [int(x) for x in args.build_seeds.split(",")]
+    threads = [int(x) for x in args.threads.split(",")]
+    rows = run_spread(seeds, threads, Path(args.cache_dir), jobs=args.jobs, steps=args.steps,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+    machine = f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    print(f"report: {write_spread_report(rows, Path(args.out), command, machine)}")
+    return 0 if all(r["passed"] for r in rows) else 1
+
+
 def register(sub) -> None:
     from opcod_core.cli import default_cache_dir
 
@@ -181,6 +196,15 @@ def register(sub) -> None:
     fi.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache (default ~/.cache/opcod)")
     fi.add_argument("--work-dir", default="/tmp/opcod-bench", help="scratch directory of the runs")
     fi.set_defaults(func=cmd_fidelity)
+    sp = bsub.add_parser("students", help="build the v3 specialists per build seed and torch thread count, "
+                         "report the spread of their knowledge split")
+    sp.add_argument("--build-seeds", default="0,1,2", help="build seeds (comma-separated)")
+    sp.add_argument("--threads", default="1,2", help="torch thread counts (comma-separated)")
+    sp.add_argument("--steps", type=int, default=None, help="warm-up steps (default: the preset's)")
+    sp.add_argument("--jobs", type=int, default=2, help="builds in parallel processes")
+    sp.add_argument("--cache-dir", default="/tmp/opcod-students", help="root of the per-thread-count caches")
+    sp.add_argument("--out", default="docs/results/fidelity-v3-students.md", help="report path (.md; .json beside)")
+    sp.set_defaults(func=cmd_students)
     dr = bsub.add_parser("drift", help="per-step drift metrics and per-round accuracy of headless runs, side by side")
     dr.add_argument("runs", nargs="+", metavar="LABEL=DIR", help="run directories written by `opcod train --out`")
     dr.add_argument("--out", default="docs/results/drift.md", help="report path (.md; a .json is written beside it)")
