@@ -128,8 +128,31 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
                    schedule: str = "constant", own_contexts: str = "with_solution") -> list[float]:
     """Warm-up with domain skew (the science world's students): the student learns the facts of its
     ``own`` domains and only learns to *use* facts given in context for the ``hinted`` domains.
+    The batches are ``skewed_examples``'s (seeded per student); each example's prompt is rendered with
+    the student's chat template (tutor prompts with the "<concept>" prefill) and its target ends with EOS.
+    ``schedule="cosine"`` decays the learning rate to 0 (``warmup_lr``)."""
+    if not own:
+        raise ValueError(f"student {student.name}: no own-domain warm-up items")
+    eos = student.tokenizer.eos_token or ""
+    examples = skewed_examples(student.name, own, hinted, steps, template, seed, unhinted_fraction, batch_size,
+                               partly_known, corrupt, own_contexts)
+    curve: list[float] = []
+    for step, batch in enumerate(examples):
+        prompts = [student.render(messages, prefill=prefill or "") for _kind, messages, prefill, _target in batch]
+        targets = [student.encode(target + eos) for _kind, _messages, _prefill, target in batch]
+        curve.append(student.sft_step(prompts, targets, lr=warmup_lr(lr, step, steps, schedule)))
+        if progress is not None:
+            progress(step + 1, steps, curve[-1])
+    return curve
 
-    Each example of a batch is drawn independently (seeded per student):
+
+def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, template: TutorTemplate, seed: int,
+                    unhinted_fraction: float = 0.05, batch_size: int = 16,
+                    partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
+                    own_contexts: str = "with_solution"):
+    """The skewed warm-up's batches as text: per step a list of (kind, messages, prefill or None, target
+    without EOS). Each example of a batch is drawn independently (``Random`` seeded by student name and seed):
+
     * 35% a ``hinted``-domain item in the self-teacher context with the peer-style sanitised hint
       (``sanitised_hint``; with probability 0.3 also a correct solution s) -> the worked answer; a
       fraction ``unhinted_fraction`` of these is shown unhinted instead, so that the student answers
@@ -142,11 +165,10 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
       then 10% are a ``corrupt`` item in the tutor format -> "term</concept> <corrupted hint>", the
       world's wrong fact table, ``meta["corrupt_hint"]``: the student learns to write confident, anchored,
       wrong feedback on a domain it does not know).
+
     ``own_contexts="balanced"`` draws the own-domain self-teacher context uniformly from s, hint alone and
     s + hint (instead of s always, with the hint in half), so that a hint on the student's own domain
-    restates what it knows instead of being a context it has never seen. ``schedule="cosine"`` decays the
-    learning rate to 0 (``warmup_lr``).
-    The targets end with EOS (answers) or the tutor stop string, as in ``warm_up``.
+    restates what it knows instead of being a context it has never seen.
 
     ``partly_known``: (known items of a partly known domain, share) pairs (``partial_split``). They are
     treated as own items; an own item is drawn from the own pool with weight 1 and from each known pool
@@ -154,19 +176,15 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
     least as often (drawing uniformly over the union would let the larger domain dominate)."""
     from opcod_core.prompts import teacher_messages
 
-    if not own:
-        raise ValueError(f"student {student.name}: no own-domain warm-up items")
     pools = [own] + [known for known, share in partly_known if known and share > 0]
     weights = [1.0] + [share for known, share in partly_known if known and share > 0]
-    rng = random.Random(f"skewed-warmup-{seed}-{student.name}")
-    eos = student.tokenizer.eos_token or ""
+    rng = random.Random(f"skewed-warmup-{seed}-{name}")
     stop = template.stop[0] if template.stop else "\n"
-    curve: list[float] = []
-    for step in range(steps):
-        prompts, targets = [], []
+    edge = SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] + SKEW_MIX["own_context"]
+    for _step in range(steps):
+        batch = []
         for _ in range(batch_size):
             u = rng.random()
-            edge = SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] + SKEW_MIX["own_context"]
             kind = ("hinted" if hinted and u < SKEW_MIX["hinted"] else
                     "own_tutor" if u < SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] else
                     "own_context" if u < edge else
@@ -178,9 +196,8 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
                 messages, prefill = render_tutor_messages(template, item.question,
                                                           format_choices(list(item.labels), list(item.choices)),
                                                           _attempt(item, rng))
-                prompts.append(student.render(messages, prefill=prefill))
-                targets.append(student.encode(f"{item.meta['concept']}</concept> {item.meta['corrupt_hint']}"
-                                              f"{stop}{eos}"))
+                batch.append((kind, messages, prefill,
+                              f"{item.meta['concept']}</concept> {item.meta['corrupt_hint']}{stop}"))
                 continue
             else:
                 pool = rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own
@@ -190,8 +207,7 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
             if tutor_text is not None:
                 messages, prefill = render_tutor_messages(template, item.question, format_choices(labels, choices),
                                                           _attempt(item, rng))
-                prompts.append(student.render(messages, prefill=prefill))
-                targets.append(student.encode(tutor_text + eos))
+                batch.append((kind, messages, prefill, tutor_text))
                 continue
             hint = sanitised_hint(item, template)
             if kind == "hinted" and rng.random() < unhinted_fraction:
@@ -208,9 +224,5 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
                 messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
             else:
                 messages = rollout_messages(item.question, labels, choices, item.answer_type)
-            prompts.append(student.render(messages))
-            targets.append(student.encode(answer_target(item) + eos))
-        curve.append(student.sft_step(prompts, targets, lr=warmup_lr(lr, step, steps, schedule)))
-        if progress is not None:
-            progress(step + 1, steps, curve[-1])
-    return curve
+            batch.append((kind, messages, None, answer_target(item)))
+        yield batch
