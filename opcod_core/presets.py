@@ -118,7 +118,7 @@ def _paper() -> dict[str, Any]:
 
 
 def _sciworld() -> dict[str, Any]:
-    # The CPU-scale fidelity world (opcod_core.data.sciworld, docs/results/fidelity.md): two ~1.4M-param
+    # The CPU-scale fidelity world (opcod_core.data.sciworld, docs/results/fidelity-v2.md): two ~1.4M-param
     # word-level students trained from scratch with domain skew: the facts of their own domain and hint
     # use for the other; chem also learns 90% of the physics relations (twice the warm-up steps, so that
     # it sees chemistry as often as phys sees physics), so one peer is cognizant in both domains and

@@ -49,13 +49,13 @@ def aggregate(runs: list[dict], names: list[str], domains: list[str]) -> dict:
         breaks: dict = {}
         breaks_by_domain: dict = {}
         for tutor in sorted({b["tutor"] for r in rs for b in r["breaks"]}):
-            breaks[tutor] = {c: break_counts(b for r in rs for b in r["breaks"]
+            breaks[tutor] = {c: _counts(b for r in rs for b in r["breaks"]
                                              if b["tutor"] == tutor and b["cognizant"] == (c == "cognizant"))
                              for c in ("cognizant", "incognizant")}
             # tutor -> domain -> cognizance (results written before break events named their domain: none)
             for dom in sorted({b.get("domain") for r in rs for b in r["breaks"]} - {None}):
                 breaks_by_domain.setdefault(tutor, {})[dom] = {
-                    c: break_counts(b for r in rs for b in r["breaks"] if b["tutor"] == tutor
+                    c: _counts(b for r in rs for b in r["breaks"] if b["tutor"] == tutor
                                     and b.get("domain") == dom and b["cognizant"] == (c == "cognizant"))
                     for c in ("cognizant", "incognizant")}
         div: dict = {}
@@ -71,3 +71,12 @@ def aggregate(runs: list[dict], names: list[str], domains: list[str]) -> dict:
                        "divergence": {k: {"mean": s / n, "n": n} for k, (s, n) in div.items()},
                        "wall_s": sum(r["wall_s"] for r in rs)}
     return out
+
+
+def _counts(samples) -> dict | list[int]:
+    """``break_counts`` of the samples; results saved before the conditional definition (samples without
+    ``correct_without_f``) keep their old form [broken, samples], which the report labels as such."""
+    samples = list(samples)
+    if samples and "correct_without_f" not in samples[0]:
+        return [sum(bool(b["broken"]) for b in samples), len(samples)]
+    return break_counts(samples)
