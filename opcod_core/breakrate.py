@@ -92,7 +92,7 @@ def break_samples(ctx, rows, key_of) -> list[dict]:
         ok_f = bool(is_correct(r.item, outs[i][0].text)[1])
         ok_base = bool(is_correct(r.item, outs[len(chosen) + i][0].text)[1])
         fc = frac[r.p]
-        events.append({"type": "break", **ctx.position, "exchange_key": key_of(r),
+        events.append({"type": "break", **ctx.position, "exchange_key": key_of(r), "domain": r.item.domain,
                        "tutor_cognizant": cognizant, "difficulty": difficulty_bin(sum(fc) / len(fc)),
                        "context": r.used, "baseline": baseline,
                        "correct_with_f": ok_f, "correct_without_f": ok_base,

@@ -27,6 +27,7 @@ import torch
 
 from opcod_core import models
 from opcod_core.assets import resolve_local_model
+from opcod_core.build_check import check_build, write_check
 from opcod_core.anchoring import TutorTemplate, render_tutor_messages
 from opcod_core.config import RunConfig, StudentConfig
 from opcod_core.data.builtin import builtin_corpus, builtin_items
@@ -84,10 +85,10 @@ def load_base(st: StudentConfig, index: int, config: RunConfig, aliases: dict[st
     ref = aliases.get(st.model, st.model)
     ref = resolve_local_model(ref, cache_dir) or ref
     if ref.startswith("tiny:"):
-        return _tiny(ref, seed=config.seed * 7 + index, template=tutor_template(config))
+        return _tiny(ref, seed=student_seed(st, config, index), template=tutor_template(config))
     if ref.startswith("tinyword:"):  # word-level tokenizer over the data source's texts (opcod_core.wordtok)
         from opcod_core.wordtok import build_word_student
-        return build_word_student(ref, config.seed * 7 + index, tutor_template(config), config.data.source)
+        return build_word_student(ref, student_seed(st, config, index), tutor_template(config), config.data.source)
     return models.load_causal_lm(ref, device="cpu", dtype=config.dtype)
 
 
@@ -117,10 +118,17 @@ def specialize_items(st: StudentConfig, data: SplitDataset) -> list:
     return [it for d in _specialize_domains(st) for it in data.get(d, "train")]
 
 
-def warmup_items(st: StudentConfig, config: RunConfig, index: int, data: SplitDataset) -> tuple[list, list, list]:
-    """(own, hinted, partly known) train items of a student's warm-up: its warm-up domains are own; a
-    hinted domain it partly knows (``warmup_partial``) gives a (known items, share) pool and keeps the
-    rest hinted (``opcod_core.warmup.partial_split``)."""
+def student_seed(st: StudentConfig, config: RunConfig, index: int) -> int:
+    """Seed of a student's initial weights and warm-up: ``build_seed``, else the run's seed and position."""
+    return st.build_seed if st.build_seed is not None else config.seed * 7 + index
+
+
+def warmup_items(st: StudentConfig, config: RunConfig, index: int,
+                 data: SplitDataset) -> tuple[list, list, list, list]:
+    """(own, hinted, partly known, corrupt) train items of a student's warm-up: its warm-up domains are
+    own; a hinted domain it partly knows (``warmup_partial``) gives a (known items, share) pool and keeps
+    the rest hinted (``opcod_core.warmup.partial_split``); a corrupt domain's items are also taught in the
+    tutor format from the wrong fact table (``warmup_corrupt_domains``)."""
     own = [it for d in _warmup_domains(st, config) for it in data.get(d, "train")]
     hinted: list = []
     partly: list = []
@@ -129,10 +137,41 @@ def warmup_items(st: StudentConfig, config: RunConfig, index: int, data: SplitDa
         if share is None:
             hinted += data.get(d, "train")
             continue
-        known, rest, _units = partial_split(data.get(d, "train"), share, f"{config.seed * 7 + index}-{d}")
+        known, rest, _units = partial_split(data.get(d, "train"), share, f"{student_seed(st, config, index)}-{d}")
         partly.append((known, share))
         hinted += rest
-    return own, hinted, partly
+    corrupt = [it for d in st.warmup_corrupt_domains or () for it in data.get(d, "train")]
+    missing = [it.id for it in corrupt if "corrupt_hint" not in it.meta]
+    if missing:
+        raise ValueError(f"student {st.name}: warmup_corrupt_domains needs items with a corrupted hint "
+                         f"(data source sciworld3); {len(missing)} items have none, e.g. {missing[0]!r}")
+    return own, hinted, partly, corrupt
+
+
+def warmup_data(st: StudentConfig, config: RunConfig, data: SplitDataset) -> SplitDataset:
+    """The run's dataset, plus any domain the student's warm-up reads that the run does not train on (a
+    specialist of a three-domain world in a two-domain run). Sources split per domain (sciworld), so a
+    domain loaded alone has the same split as in a run that trains on it."""
+    from opcod_core.data import load_dataset
+    from opcod_core.data.spec import DataSpec
+
+    needed = [d for d in warmup_domains_all(st, config) if d not in data.splits]
+    if not needed:
+        return data
+    c = config.data
+    extra = load_dataset(DataSpec(source=c.source, path=c.path, domains=tuple(needed), level=c.level,
+                                  mmlu_groups=c.mmlu_groups, hf_name=c.hf_name, hf_config=c.hf_config,
+                                  hf_split=c.hf_split, fractions=tuple(c.fractions), split_seed=c.split_seed,
+                                  max_items_per_domain=c.max_items_per_domain))
+    return SplitDataset(splits={**data.splits, **extra.splits})
+
+
+def warmup_domains_all(st: StudentConfig, config: RunConfig) -> tuple[str, ...]:
+    """Every domain a student's warm-up reads (own, hinted, corrupt, specialisation)."""
+    domains = list(_warmup_domains(st, config)) + list(st.warmup_hinted_domains or ())
+    if st.specialize is not None:
+        domains += list(_specialize_domains(st))
+    return tuple(dict.fromkeys(domains))
 
 
 def _items_digest(data: SplitDataset, domains) -> str:
@@ -164,12 +203,18 @@ def _specialize_code_digest() -> str:
 
 # StudentConfig fields added after warm-up keys were first computed, with their defaults: left out of the
 # key while at the default, so a config that does not use them keeps its key (and its cached warm-up).
-KEY_NEUTRAL_DEFAULTS: dict[str, object] = {"specialize": None, "chat_template_kwargs": {}}
+KEY_NEUTRAL_DEFAULTS: dict[str, object] = {"specialize": None, "chat_template_kwargs": {},
+                                           "warmup_corrupt_domains": None, "warmup_schedule": "constant",
+                                           "warmup_own_contexts": "with_solution", "build_seed": None}
+# Not inputs of the warm-up: a check of its result (changing a tolerance must not rebuild the student).
+KEY_EXCLUDED = ("warmup_expect",)
 
 
 def student_fingerprint(st: StudentConfig) -> dict:
     """The student's config as the warm-up key sees it (``KEY_NEUTRAL_DEFAULTS`` left out at default)."""
     dump = st.model_dump(mode="json")
+    for name in KEY_EXCLUDED:
+        dump.pop(name, None)
     for name, default in KEY_NEUTRAL_DEFAULTS.items():
         if dump.get(name) == default:
             dump.pop(name)
@@ -177,15 +222,22 @@ def student_fingerprint(st: StudentConfig) -> dict:
 
 
 def warmup_key(st: StudentConfig, config: RunConfig, index: int, data: SplitDataset | None = None) -> str:
-    domains = set(_warmup_domains(st, config)) | set(st.warmup_hinted_domains or ())
+    """Hash of every input of a student's warm-up. With ``build_seed`` the student's position, the run's
+    seed and the run's domain pair are left out (the items it reads are in the key by content), so a
+    specialist is one cached student in every pair that names it."""
+    domains = set(warmup_domains_all(st, config))
     extra: dict = {}
     if st.specialize is not None:
-        domains |= set(_specialize_domains(st))
         extra["specialize_code"] = _specialize_code_digest()
-    blob = json.dumps({"v": WARMUP_VERSION, "code": _warmup_code_digest(), "index": index,
+    data_cfg = config.data.model_dump(mode="json")
+    where: dict = {"index": index, "seed": config.seed}
+    if st.build_seed is not None:
+        data_cfg.pop("domains")
+        where = {}
+    blob = json.dumps({"v": WARMUP_VERSION, "code": _warmup_code_digest(), **where,
                        "student": student_fingerprint(st),
                        "items": _items_digest(data, domains) if data is not None else None,
-                       "data": config.data.model_dump(mode="json"), "seed": config.seed,
+                       "data": data_cfg,
                        "tutor": [config.tutor.system, config.tutor.user, config.tutor.prefill,
                                  list(config.tutor.stop)], "dtype": config.dtype, **extra}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -198,8 +250,10 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
     generation backend: the same in this process (local executor) and inside a Ray actor."""
     aliases = aliases or {}
     st = config.students[index]
+    data = warmup_data(st, config, data)
     device = resolve_device(config.device)
     warms = st.warmup_sft_steps > 0 or st.specialize is not None
+    seed = student_seed(st, config, index)
     cached = None
     if warms and cache_dir is not None:
         cached = Path(cache_dir) / "warm" / warmup_key(st, config, index, data) / st.name
@@ -215,23 +269,25 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
                         total_updates=config.schedule.rounds * config.schedule.steps_per_direction)
     if needs_warmup and st.specialize is not None:
         cb = (lambda i, n, loss, _name=st.name: progress(f"specialise {_name}", i, n, loss)) if progress else None
-        specialize(rt, specialize_items(st, data), st.specialize, seed=config.seed * 7 + index, progress=cb)
-        rt.reset_optimizer()
-        if cached is not None:
-            models.save_model(rt.model, rt.tokenizer, cached)
+        specialize(rt, specialize_items(st, data), st.specialize, seed=seed, progress=cb)
     elif needs_warmup:
-        items, hinted, partly = warmup_items(st, config, index, data)
+        items, hinted, partly, corrupt = warmup_items(st, config, index, data)
         cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
         if st.warmup_hinted_domains:  # domain skew: facts of own domains, hint use for the others
             skewed_warm_up(rt, items, hinted, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
-                           seed=config.seed * 7 + index, unhinted_fraction=st.warmup_unhinted_fraction,
-                           progress=cb, partly_known=partly)
+                           seed=seed, unhinted_fraction=st.warmup_unhinted_fraction,
+                           progress=cb, partly_known=partly, corrupt=corrupt, schedule=st.warmup_schedule,
+                           own_contexts=st.warmup_own_contexts)
         else:
-            warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
-                    seed=config.seed * 7 + index, progress=cb)
+            warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config), seed=seed, progress=cb)
+    if needs_warmup:
         rt.reset_optimizer()
+        # fails loudly, before anything is cached, when the intended knowledge split is missed
+        measured = check_build(rt, st, config, data) if st.warmup_expect else None
         if cached is not None:
             models.save_model(rt.model, rt.tokenizer, cached)
+            if measured is not None:
+                write_check(cached, st, measured)
     rt.mark_initial()   # the run starts here: initial weights for weight_l2, the KL anchor, one_way, the EMA
     return rt
 

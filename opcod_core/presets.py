@@ -118,7 +118,7 @@ def _paper() -> dict[str, Any]:
 
 
 def _sciworld() -> dict[str, Any]:
-    # The CPU-scale fidelity world (opcod_core.data.sciworld, docs/results/fidelity.md): two ~1.4M-param
+    # The CPU-scale fidelity world (opcod_core.data.sciworld, docs/results/fidelity-v2.md): two ~1.4M-param
     # word-level students trained from scratch with domain skew: the facts of their own domain and hint
     # use for the other; chem also learns 90% of the physics relations (twice the warm-up steps, so that
     # it sees chemistry as often as phys sees physics), so one peer is cognizant in both domains and
@@ -144,4 +144,58 @@ def _sciworld() -> dict[str, Any]:
     }
 
 
-PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper, "sciworld": _sciworld}
+# --- science world, version 3 (opcod_core.data.sciworld3; the fidelity benchmark's three specialists) ----
+# Knowledge is a cycle over the three domains: each specialist knows its own domain, 90% of the next
+# domain's knowledge units (a cognizant tutor there) and nothing of the previous one, on which its warm-up
+# teaches it to write feedback from the world's corrupted fact table (an incognizant tutor whose wrong
+# feedback anchoring keeps). In each pair (A, B) of WORLD3_PAIRS the first student is cognizant of B and
+# the second incognizant of A, and every specialist is cognizant in one pair and incognizant in another,
+# so cognizance is not tied to one identity. Each specialist has its own build seed, so it is the same
+# cached student in both pairs that name it (StudentConfig.build_seed).
+WORLD3_CYCLE = ("chemistry", "physics", "electricity")
+WORLD3_NAMES = {"chemistry": "chem", "physics": "phys", "electricity": "elec"}
+WORLD3_PAIRS = (("chemistry", "physics"), ("physics", "electricity"), ("electricity", "chemistry"))
+WORLD3_PARTIAL_SHARE = 0.9
+# Intended plain validation accuracy after the warm-up, checked by the build (opcod_core.build_check):
+# a specialist, a cognizant non-specialist and an incognizant student.
+WORLD3_EXPECT = {"strong": (0.6, 1.0), "partial": (0.45, 1.0), "unknown": (0.0, 0.35)}
+
+
+def world3_specialist(strong: str, build_seed: int = 0) -> dict[str, Any]:
+    """The version-3 specialist of ``strong`` (its partly known and unknown domains follow the cycle)."""
+    i = WORLD3_CYCLE.index(strong)
+    partial, unknown = WORLD3_CYCLE[(i + 1) % 3], WORLD3_CYCLE[(i - 1) % 3]
+    return {"name": WORLD3_NAMES[strong], "model": "tinyword:llama", "strong_domain": strong,
+            "warmup_sft_steps": 2000, "warmup_lr": 3e-3, "warmup_schedule": "cosine",
+            "warmup_own_contexts": "balanced", "warmup_domains": [strong],
+            "warmup_hinted_domains": [partial, unknown], "warmup_partial": {partial: WORLD3_PARTIAL_SHARE},
+            "warmup_corrupt_domains": [unknown], "warmup_unhinted_fraction": 0.05,
+            "warmup_expect": {strong: WORLD3_EXPECT["strong"], partial: WORLD3_EXPECT["partial"],
+                              unknown: WORLD3_EXPECT["unknown"]},
+            "build_seed": 1000 * build_seed + i}
+
+
+def world3_pair(a: str = "chemistry", b: str = "physics", build_seed: int = 0) -> dict[str, Any]:
+    """A run of two version-3 specialists on domains (a, b), at the paper's schedule (R x K = 2 x 50,
+    n = 8, JSD beta 0.5, tau = 0.2) with test avg@16 on the whole (widened) test split."""
+    return {
+        "name": f"sciworld3-{WORLD3_NAMES[a]}-{WORLD3_NAMES[b]}", "preset": "sciworld3", "seed": 0,
+        "students": [world3_specialist(a, build_seed), world3_specialist(b, build_seed)],
+        "data": {"source": "sciworld3", "domains": [a, b], "fractions": [0.6, 0.15, 0.25]},
+        "schedule": {"rounds": 2, "steps_per_direction": 50},
+        "rollout": {"batch_prompts": 4, "n": 8, "temperature": 1.0, "max_new_tokens": 40},
+        "tutor": {"max_new_tokens": 32, "temperature": 0.5},
+        "gating": {"tau": 0.2, "val_k": 8, "val_max_items": 100_000},
+        "optim": {"lr": 1e-4},
+        "eval": {"k": 16, "max_items": 100_000, "temperature": 1.0},
+        "loss": {"chunk_size": 64},
+        "break_rate": {"samples_per_step": 2},
+        "checkpoint_every": 100_000, "keep_checkpoints": 1,
+    }
+
+
+def _sciworld3() -> dict[str, Any]:
+    return world3_pair("chemistry", "physics")
+
+
+PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper, "sciworld": _sciworld, "sciworld3": _sciworld3}

@@ -17,6 +17,7 @@ seeded per student, so a warm-up is reproducible and can be cached by its inputs
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Sequence
 
@@ -101,16 +102,57 @@ def partial_split(items: list[Item], share: float, key: str) -> tuple[list[Item]
 
 
 # Shares of a skewed warm-up batch (see skewed_warm_up); the rest is own-domain unhinted answers.
-SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35}
+SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35, "corrupt_tutor": 0.1}
+
+
+def warmup_lr(lr: float, step: int, steps: int, schedule: str) -> float:
+    """The warm-up's learning rate at ``step`` (0-based): constant, or cosine decay from ``lr`` to 0."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
+    raise ValueError(f"warm-up schedule must be constant or cosine, got {schedule!r}")
+
+
+def _attempt(item: Item, rng: random.Random) -> str:
+    """A student attempt shown in a tutor-format warm-up prompt: the worked answer or a bare guess (a
+    label, a listed option, or for open numeric items the answer a wrong fact table gives)."""
+    guesses = (list(item.labels) or [str(v) for v in item.meta.get("options", ())]
+               or ([str(item.meta["corrupt_answer"])] if "corrupt_answer" in item.meta else []) or [item.gold])
+    return rng.choice([answer_target(item), f"Answer: {rng.choice(guesses)}"])
 
 
 def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr: float, template: TutorTemplate,
                    seed: int, unhinted_fraction: float = 0.05, batch_size: int = 16, progress=None,
-                   partly_known: Sequence[tuple[list[Item], float]] = ()) -> list[float]:
+                   partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
+                   schedule: str = "constant", own_contexts: str = "with_solution") -> list[float]:
     """Warm-up with domain skew (the science world's students): the student learns the facts of its
     ``own`` domains and only learns to *use* facts given in context for the ``hinted`` domains.
+    The batches are ``skewed_examples``'s (seeded per student); each example's prompt is rendered with
+    the student's chat template (tutor prompts with the "<concept>" prefill) and its target ends with EOS.
+    ``schedule="cosine"`` decays the learning rate to 0 (``warmup_lr``)."""
+    if not own:
+        raise ValueError(f"student {student.name}: no own-domain warm-up items")
+    eos = student.tokenizer.eos_token or ""
+    examples = skewed_examples(student.name, own, hinted, steps, template, seed, unhinted_fraction, batch_size,
+                               partly_known, corrupt, own_contexts)
+    curve: list[float] = []
+    for step, batch in enumerate(examples):
+        prompts = [student.render(messages, prefill=prefill or "") for _kind, messages, prefill, _target in batch]
+        targets = [student.encode(target + eos) for _kind, _messages, _prefill, target in batch]
+        curve.append(student.sft_step(prompts, targets, lr=warmup_lr(lr, step, steps, schedule)))
+        if progress is not None:
+            progress(step + 1, steps, curve[-1])
+    return curve
 
-    Each example of a batch is drawn independently (seeded per student):
+
+def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, template: TutorTemplate, seed: int,
+                    unhinted_fraction: float = 0.05, batch_size: int = 16,
+                    partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
+                    own_contexts: str = "with_solution"):
+    """The skewed warm-up's batches as text: per step a list of (kind, messages, prefill or None, target
+    without EOS). Each example of a batch is drawn independently (``Random`` seeded by student name and seed):
+
     * 35% a ``hinted``-domain item in the self-teacher context with the peer-style sanitised hint
       (``sanitised_hint``; with probability 0.3 also a correct solution s) -> the worked answer; a
       fraction ``unhinted_fraction`` of these is shown unhinted instead, so that the student answers
@@ -119,8 +161,14 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
     * 15% an own-domain item in the tutor format (prefilled "<concept>") -> "term</concept> hint";
     * 10% an own-domain item in a self-teacher context (s, and the hint in half of them) -> the worked
       answer;
-    * 40% an own-domain item in the student context -> the worked answer.
-    The targets end with EOS (answers) or the tutor stop string, as in ``warm_up``.
+    * 40% an own-domain item in the student context -> the worked answer (30% when ``corrupt`` is given:
+      then 10% are a ``corrupt`` item in the tutor format -> "term</concept> <corrupted hint>", the
+      world's wrong fact table, ``meta["corrupt_hint"]``: the student learns to write confident, anchored,
+      wrong feedback on a domain it does not know).
+
+    ``own_contexts="balanced"`` draws the own-domain self-teacher context uniformly from s, hint alone and
+    s + hint (instead of s always, with the hint in half), so that a hint on the student's own domain
+    restates what it knows instead of being a context it has never seen.
 
     ``partly_known``: (known items of a partly known domain, share) pairs (``partial_split``). They are
     treated as own items; an own item is drawn from the own pool with weight 1 and from each known pool
@@ -128,50 +176,53 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
     least as often (drawing uniformly over the union would let the larger domain dominate)."""
     from opcod_core.prompts import teacher_messages
 
-    if not own:
-        raise ValueError(f"student {student.name}: no own-domain warm-up items")
     pools = [own] + [known for known, share in partly_known if known and share > 0]
     weights = [1.0] + [share for known, share in partly_known if known and share > 0]
-    rng = random.Random(f"skewed-warmup-{seed}-{student.name}")
-    eos = student.tokenizer.eos_token or ""
+    rng = random.Random(f"skewed-warmup-{seed}-{name}")
     stop = template.stop[0] if template.stop else "\n"
-    curve: list[float] = []
-    for step in range(steps):
-        prompts, targets = [], []
+    edge = SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] + SKEW_MIX["own_context"]
+    for _step in range(steps):
+        batch = []
         for _ in range(batch_size):
             u = rng.random()
             kind = ("hinted" if hinted and u < SKEW_MIX["hinted"] else
                     "own_tutor" if u < SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] else
-                    "own_context" if u < SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] + SKEW_MIX["own_context"]
-                    else "own")
+                    "own_context" if u < edge else
+                    "corrupt_tutor" if corrupt and u < edge + SKEW_MIX["corrupt_tutor"] else "own")
             if kind == "hinted":
                 item = rng.choice(hinted)
+            elif kind == "corrupt_tutor":
+                item = rng.choice(corrupt)
+                messages, prefill = render_tutor_messages(template, item.question,
+                                                          format_choices(list(item.labels), list(item.choices)),
+                                                          _attempt(item, rng))
+                batch.append((kind, messages, prefill,
+                              f"{item.meta['concept']}</concept> {item.meta['corrupt_hint']}{stop}"))
+                continue
             else:
                 pool = rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own
                 item = rng.choice(pool)
             labels, choices = list(item.labels), list(item.choices)
             tutor_text = tutor_target(item, stop) if kind == "own_tutor" else None
             if tutor_text is not None:
-                guesses = list(item.labels) or [str(v) for v in item.meta.get("options", ())] or [item.gold]
-                attempt = rng.choice([answer_target(item), f"Answer: {rng.choice(guesses)}"])
                 messages, prefill = render_tutor_messages(template, item.question, format_choices(labels, choices),
-                                                          attempt)
-                prompts.append(student.render(messages, prefill=prefill))
-                targets.append(student.encode(tutor_text + eos))
+                                                          _attempt(item, rng))
+                batch.append((kind, messages, prefill, tutor_text))
                 continue
             hint = sanitised_hint(item, template)
             if kind == "hinted" and rng.random() < unhinted_fraction:
                 hint = None
                 kind = "own"
-            if kind == "hinted" or kind == "own_context":
+            if kind == "own_context" and own_contexts == "balanced":
+                shown = rng.choice(("s", "f", "s+f")) if hint else "s"
+                s = answer_target(item) if "s" in shown else None
+                f = hint if "f" in shown else None
+                messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
+            elif kind == "hinted" or kind == "own_context":
                 s = answer_target(item) if (kind == "own_context" or rng.random() < 0.3) else None
                 f = hint if (kind == "hinted" or rng.random() < 0.5 or s is None) else None
                 messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
             else:
                 messages = rollout_messages(item.question, labels, choices, item.answer_type)
-            prompts.append(student.render(messages))
-            targets.append(student.encode(answer_target(item) + eos))
-        curve.append(student.sft_step(prompts, targets, lr=lr))
-        if progress is not None:
-            progress(step + 1, steps, curve[-1])
-    return curve
+            batch.append((kind, messages, None, answer_target(item)))
+        yield batch

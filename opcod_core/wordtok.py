@@ -56,12 +56,14 @@ def world_corpus(source: str, template) -> list[str]:
     from opcod_core.anchoring import REDACTED, render_tutor_messages
     from opcod_core.build import tiny_corpus
     from opcod_core.data.sciworld import sciworld_corpus, sciworld_items
+    from opcod_core.data.sciworld3 import sciworld3_corpus, sciworld3_items
     from opcod_core.prompts import format_choices, rollout_messages, teacher_messages
 
-    if source != "sciworld":
+    if source not in ("sciworld", "sciworld3"):
         return tiny_corpus(template) + [REDACTED]
-    texts = list(sciworld_corpus()) + [REDACTED, "Concept: ."]
-    for item in sciworld_items():
+    v3 = source == "sciworld3"
+    texts = list(sciworld3_corpus() if v3 else sciworld_corpus()) + [REDACTED, "Concept: ."]
+    for item in (sciworld3_items() if v3 else sciworld_items()):
         labels, choices = list(item.labels), list(item.choices)
         msgs = rollout_messages(item.question, labels, choices, item.answer_type)
         msgs += teacher_messages(item.question, labels, choices, item.answer_type,
@@ -71,7 +73,9 @@ def world_corpus(source: str, template) -> list[str]:
                                                     f"{item.meta['worked']} Answer: {item.gold}")
         texts += [m["content"] for m in msgs + tutor_msgs]
         texts.append(f"{prefill}{item.meta['concept']}</concept> {item.meta['hint']}{''.join(template.stop)}")
-    texts += [f"Answer: {n}" for n in range(100)]
+        if v3:
+            texts.append(f"Concept: {item.meta['concept']}. {item.meta['corrupt_hint']}")
+    texts += [f"Answer: {n}" for n in range(200 if v3 else 100)]
     return texts
 
 

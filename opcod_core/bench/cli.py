@@ -41,7 +41,9 @@ def _partial(text: str) -> tuple[float, float]:
 def cmd_fidelity(args) -> int:
     import torch
 
-    from opcod_core.bench.fidelity import METHODS, QUICK_OVERRIDES, BenchPlan, run_benchmark, save_results
+    from opcod_core.bench.fidelity import (METHODS, PRIMARY_METHODS, QUICK_OVERRIDES, BenchPlan, run_benchmark,
+                                           save_results)
+    from opcod_core.presets import WORLD3_PAIRS
     from opcod_core.bench.report import write_report
 
     if args.threads:
@@ -51,8 +53,9 @@ def cmd_fidelity(args) -> int:
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; known: {list(METHODS)}")
     overrides: dict = {}
-    if args.quick:
-        overrides = deep_merge(QUICK_OVERRIDES, {"students": [{"warmup_sft_steps": args.quick_warmup}] * 2})
+    if args.quick:   # students warmed up for a few steps cannot meet a build check: it is left out
+        overrides = deep_merge(QUICK_OVERRIDES, {"students": [{"warmup_sft_steps": args.quick_warmup,
+                                                               "warmup_expect": None}] * 2})
     if args.steps is not None:
         overrides = deep_merge(overrides, {"schedule": {"steps_per_direction": args.steps}})
     if args.eval_k is not None or args.eval_items is not None:
@@ -61,19 +64,29 @@ def cmd_fidelity(args) -> int:
     if args.lr is not None:
         overrides = deep_merge(overrides, {"optim": {"lr": args.lr}})
     seeds = [0] if args.quick and args.seeds is None else list(range(args.seeds if args.seeds is not None else 3))
-    plan = BenchPlan(pairs=_pairs(args.pairs), seeds=seeds, methods=methods, overrides=overrides,
+    by_method = {}
+    if args.baseline_seeds is not None:   # the secondary baselines at fewer seeds than opcod, never, always
+        by_method = {m: list(range(args.baseline_seeds)) for m in methods if m not in PRIMARY_METHODS}
+    pairs = _pairs(args.pairs) if args.pairs else (list(WORLD3_PAIRS) if args.world == "v3" else
+                                                   [("chemistry", "physics")])
+    plan = BenchPlan(pairs=pairs, seeds=seeds, methods=methods, overrides=overrides,
                      student_seed=args.student_seed, vary_students=args.vary_students,
                      partial=_partial(args.partial) if args.partial else None,
-                     jobs=args.jobs or 1, threads=args.threads or 1)
+                     jobs=args.jobs or 1, threads=args.threads or 1, world=args.world, seeds_by_method=by_method,
+                     results_dir=Path(args.results_dir) if args.results_dir else None,
+                     select_seeds=list(range(args.select_seeds)))
     out = Path(args.out)
     if args.report_only:  # re-aggregate and re-write from the saved results (e.g. after editing the notes)
         import json
 
-        from opcod_core.bench.fidelity import aggregate
+        from opcod_core.bench.aggregate import aggregate
+        from opcod_core.bench.primary import primary_comparisons
 
         results = json.loads(out.with_suffix(".json").read_text())
         for pr in results["pairs"].values():
             pr["aggregate"] = aggregate(pr["runs"], pr["students"], pr["domains"])
+            if "primary" in pr:
+                pr["primary"] = primary_comparisons(pr["runs"], pr["students"], pr["strong"], pr["domains"])
         save_results(results, out.with_suffix(".json"))
         print(f"report: {write_report(results, out, command=results['command'], machine=results['machine'])}")
         return 0
@@ -90,7 +103,7 @@ def cmd_fidelity(args) -> int:
         grid = [float(x) for x in args.select_lr.split(",")] if args.select_lr else None
         results = run_benchmark(plan, Path(args.cache_dir), Path(args.work_dir), log=log, lr_grid=grid,
                                 lr_methods=args.select_methods.split(",") if args.select_methods else None,
-                                world_items=8 if args.quick else 48,
+                                world_items=8 if args.quick else (None if args.world == "v3" else 48),
                                 tau_grid=[float(x) for x in args.select_tau.split(",")] if args.select_tau else None)
     command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     machine = (f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, {plan.jobs} worker process(es) × "
@@ -122,6 +135,21 @@ def cmd_drift(args) -> int:
     return 0
 
 
+def cmd_students(args) -> int:
+    import torch
+
+    from opcod_core.bench.students import run_spread, write_spread_report
+
+    seeds = [int(x) for x in args.build_seeds.split(",")]
+    threads = [int(x) for x in args.threads.split(",")]
+    rows = run_spread(seeds, threads, Path(args.cache_dir), jobs=args.jobs, steps=args.steps,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+    machine = f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    print(f"report: {write_spread_report(rows, Path(args.out), command, machine)}")
+    return 0 if all(r["passed"] for r in rows) else 1
+
+
 def register(sub) -> None:
     from opcod_core.cli import default_cache_dir
 
@@ -130,9 +158,18 @@ def register(sub) -> None:
     fi = bsub.add_parser("fidelity", help="OPCoD vs never/always/domain-selective/GRPO/one-way in the science world")
     fi.add_argument("--out", default="docs/results/fidelity.md", help="report path (.md; .json, .log and "
                     ".png files are written next to it)")
-    fi.add_argument("--pairs", default="chemistry:physics", help="domain pairs A:B[,C:D] (chemistry, physics, "
-                    "electricity)")
+    fi.add_argument("--world", choices=("v2", "v3"), default="v2", help="science world: v2 (options listed, two "
+                    "students; v1 is v2 with --partial 0,0) or v3 (numeric answers, three specialists, corrupted "
+                    "fact table for incognizant tutors)")
+    fi.add_argument("--pairs", default=None, help="domain pairs A:B[,C:D] (chemistry, physics, electricity; "
+                    "default: chemistry:physics in v2, the three pairs of the cycle in v3)")
     fi.add_argument("--seeds", type=int, default=None, help="number of training seeds (default 3; quick: 1)")
+    fi.add_argument("--baseline-seeds", type=int, default=None, help="seeds of the secondary baselines "
+                    "(domain_selective, grpo, one_way); default: --seeds")
+    fi.add_argument("--results-dir", default=None, help="result cache of the runs: a run found there (same "
+                    "config, seed, students and code) is read, not run again, so an interrupted benchmark "
+                    "continues where it stopped")
+    fi.add_argument("--select-seeds", type=int, default=1, help="training seeds of each lr / tau candidate")
     fi.add_argument("--methods", default=None, help="comma-separated subset of the methods")
     fi.add_argument("--steps", type=int, default=None, help="K, steps per direction (default: the preset's)")
     fi.add_argument("--eval-k", type=int, default=None, help="samples per test question (default: the preset's)")
@@ -159,6 +196,15 @@ def register(sub) -> None:
     fi.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache (default ~/.cache/opcod)")
     fi.add_argument("--work-dir", default="/tmp/opcod-bench", help="scratch directory of the runs")
     fi.set_defaults(func=cmd_fidelity)
+    sp = bsub.add_parser("students", help="build the v3 specialists per build seed and torch thread count, "
+                         "report the spread of their knowledge split")
+    sp.add_argument("--build-seeds", default="0,1,2", help="build seeds (comma-separated)")
+    sp.add_argument("--threads", default="1,2", help="torch thread counts (comma-separated)")
+    sp.add_argument("--steps", type=int, default=None, help="warm-up steps (default: the preset's)")
+    sp.add_argument("--jobs", type=int, default=2, help="builds in parallel processes")
+    sp.add_argument("--cache-dir", default="/tmp/opcod-students", help="root of the per-thread-count caches")
+    sp.add_argument("--out", default="docs/results/fidelity-v3-students.md", help="report path (.md; .json beside)")
+    sp.set_defaults(func=cmd_students)
     dr = bsub.add_parser("drift", help="per-step drift metrics and per-round accuracy of headless runs, side by side")
     dr.add_argument("runs", nargs="+", metavar="LABEL=DIR", help="run directories written by `opcod train --out`")
     dr.add_argument("--out", default="docs/results/drift.md", help="report path (.md; a .json is written beside it)")

@@ -10,7 +10,8 @@ the end-of-sequence token scored) without re-running anything.
 
 Input: one or more ``LABEL=DIR`` pairs, each DIR written by ``opcod train --out DIR``. Output: a
 Markdown section per run (evaluation per round and cell, then per-step metrics per direction, averaged
-over blocks of steps so that a 2 x 40 run stays readable) and a JSON file with every number.
+over blocks of steps so that a 2 x 40 run stays readable), the reading from ``<report>-notes.md`` when
+that file exists, and a JSON file with every number.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class RunTrace:
     config: dict
     evals: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)   # round -> student -> domain
     steps: list[dict] = field(default_factory=list)                             # step events, in order
+    rollouts: list[dict] = field(default_factory=list)    # per exchange: round, direction, step, tutee,
+                                                          # domain, correct, finish_reason (automatic ones)
 
 
 def read_trace(label: str, run_dir: str | Path) -> RunTrace:
@@ -51,7 +54,29 @@ def read_trace(label: str, run_dir: str | Path) -> RunTrace:
             trace.evals.setdefault(int(e["round"]), {}).setdefault(e["student"], {})[e["domain"]] = e["accuracy"]
         elif e.get("type") == "step":
             trace.steps.append(e)
+        elif e.get("type") == "exchange" and e.get("feedback_source") != "human":
+            trace.rollouts.append({k: e.get(k) for k in ("round", "direction", "step", "tutee", "domain", "correct",
+                                                         "finish_reason")})
     return trace
+
+
+def domain_rows(trace: RunTrace, block: int) -> list[dict]:
+    """Per (round, direction, question domain): rollout accuracy and the share cut at the length limit,
+    over the whole direction and over its last ``block`` steps (a drift confined to one domain, e.g.
+    a student's weak one, is diluted in the per-step means)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in trace.rollouts:
+        groups.setdefault((r["round"], r["direction"], r["tutee"], r["domain"]), []).append(r)
+    rows = []
+    for (rnd, d, tutee, dom), rs in sorted(groups.items()):
+        last_step = max(r["step"] for r in rs)
+        tail = [r for r in rs if r["step"] > last_step - block]
+        rows.append({"round": rnd, "direction": d, "tutee": tutee, "domain": dom, "n": len(rs), "n_tail": len(tail),
+                     **{f"{k}{suffix}": sum(bool(test(r)) for r in part) / len(part)
+                        for suffix, part in (("", rs), ("_tail", tail))
+                        for k, test in (("acc", lambda r: r["correct"]),
+                                        ("cut", lambda r: r["finish_reason"] == "length"))}})
+    return rows
 
 
 def block_means(steps: list[dict], block: int) -> list[dict]:
@@ -101,6 +126,13 @@ def render_run(trace: RunTrace, block: int) -> list[str]:
         lines.append(f"| {row['round']} | {row['direction']} | {row['tutee']} | {row['steps']} | "
                      f"{_fmt(row['loss'], 4)} | " + " | ".join(
                          _fmt(row[k], 1 if k == "rollout/mean_length" else 3) for k in STEP_KEYS) + " |")
+    rows = domain_rows(trace, block)
+    if rows:
+        lines += ["", f"Rollouts per question domain (whole direction, and its last {block} steps):", "",
+                  "| round | dir | tutee | domain | rollouts | acc | cut | last steps: rollouts | acc | cut |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['round']} | {r['direction']} | {r['tutee']} | {r['domain']} | {r['n']} | {r['acc']:.3f} | "
+                  f"{r['cut']:.3f} | {r['n_tail']} | {r['acc_tail']:.3f} | {r['cut_tail']:.3f} |" for r in rows]
     return lines + [""]
 
 
@@ -122,6 +154,10 @@ def write_drift_report(runs: list[tuple[str, str]], out: str | Path, block: int 
     lines = [preamble.rstrip(), ""] if preamble else []
     for t in traces:
         lines += render_run(t, block)
+    notes = out.with_name(f"{out.stem}-notes.md")
+    if notes.exists():   # the human reading of the tables, kept across re-generations
+        lines += ["## Reading", "", f"(from `{notes.name}`, written after reading the tables above)", "",
+                  notes.read_text().strip(), ""]
     out.write_text("\n".join(lines))
     out.with_suffix(".json").write_text(json.dumps(
         [{"label": t.label, "config": t.config, "evals": t.evals,

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from opcod_core.bench.stats import interval, pareto, verdict
-from opcod_core.breakrate import break_counts
+from opcod_core.bench import runcache
+from opcod_core.bench.aggregate import aggregate
 from opcod_core.build import build_students
 from opcod_core.config import RunConfig, deep_merge, preset
+from opcod_core.presets import world3_pair
 from opcod_core.data import load_dataset
 from opcod_core.trainer import Trainer, data_spec
 
@@ -46,6 +47,8 @@ METHODS: dict[str, dict] = {
     "grpo": {"algorithm": "grpo", "gating": {"mode": "never"}},
     "one_way": {"algorithm": "one_way", "gating": {"mode": "never"}},
 }
+# The methods of the pre-registered primary comparisons (opcod_core.bench.primary): run at the most seeds.
+PRIMARY_METHODS = ("opcod", "never", "always")
 SHORT = {"chemistry": "chem", "physics": "phys", "electricity": "elec"}
 QUICK_OVERRIDES = {"schedule": {"rounds": 1, "steps_per_direction": 2},
                    "rollout": {"batch_prompts": 2, "n": 4},
@@ -54,9 +57,14 @@ QUICK_OVERRIDES = {"schedule": {"rounds": 1, "steps_per_direction": 2},
 
 
 def pair_config(pair: tuple[str, str], overrides: dict | None = None,
-                partial: tuple[float, float] | None = None) -> RunConfig:
-    """The sciworld preset for domain pair (A, B): student 1 strong in A, student 2 strong in B; each
-    partly knows the other's domain with the preset's shares (or ``partial``; 0 = hint use only)."""
+                partial: tuple[float, float] | None = None, world: str = "v2", student_seed: int = 0) -> RunConfig:
+    """The run config of domain pair (A, B), student 1 strong in A, student 2 strong in B.
+
+    ``world="v3"``: the two version-3 specialists of A and B (``presets.world3_pair``), built with
+    ``student_seed``. ``world="v2"``: the sciworld preset, each student partly knowing the other's domain
+    with the preset's shares (or ``partial``; 0 = hint use only; v1 is v2 with ``partial=(0, 0)``)."""
+    if world == "v3":
+        return RunConfig.from_dict(deep_merge(world3_pair(*pair, build_seed=student_seed), overrides or {}))
     a, b = pair
     base = preset("sciworld").to_dict()
     preset_shares = tuple(next(iter((st.get("warmup_partial") or {"": 0.0}).values())) for st in base["students"])
@@ -77,6 +85,7 @@ class BenchObserver:
         self.breaks: list[dict] = []
         self.divergence: dict[str, list[float]] = {}        # "tutee|domain|context" -> [rollout loss]
         self.steps = 0
+        self.weight_l2: dict[str, float] = {}               # tutee -> ‖θ − θ₀‖ after its last update
 
     def on_event(self, e: dict) -> None:
         kind = e["type"]
@@ -91,9 +100,12 @@ class BenchObserver:
                 self.divergence.setdefault(key, []).append(float(e.get("loss") or 0.0))
         elif kind == "break":
             self.breaks.append({"tutor": e["tutor"], "cognizant": e["tutor_cognizant"], "broken": e["broken"],
-                                "correct_without_f": e["correct_without_f"]})
+                                "correct_without_f": e["correct_without_f"], "domain": e.get("domain")})
         elif kind == "step":
             self.steps += 1
+            l2 = e["metrics"].get("train/weight_l2")
+            if l2 is not None:   # the last value per tutee: how far training moved it from its start
+                self.weight_l2[e["tutee"]] = float(l2)
 
 
 class ValidationTrainer(Trainer):
@@ -114,15 +126,34 @@ class BenchPlan:
     partial: tuple[float, float] | None = None
     jobs: int = 1           # worker processes for the runs (``run_many``)
     threads: int = 1        # torch threads per worker process
+    world: str = "v2"       # v2 (v1 with partial 0,0) or v3 (opcod_core.data.sciworld3)
+    seeds_by_method: dict[str, list[int]] = field(default_factory=dict)   # overrides ``seeds`` per method
+    results_dir: Path | None = None     # result cache of the runs (opcod_core.bench.runcache)
+    select_seeds: list[int] = field(default_factory=lambda: [0])         # training seeds of lr/tau selection
+
+    def seeds_of(self, method: str) -> list[int]:
+        return self.seeds_by_method.get(method, self.seeds)
 
 
 def _students(cfg: RunConfig, data, cache_dir: Path, student_seed: int, progress=None) -> dict:
+    """The pair's students built with ``student_seed``: the run seed of a v2 build, the build seeds of
+    v3 specialists (``1000 * student_seed + the specialist's place in the cycle``)."""
+    if any(st.build_seed is not None for st in cfg.students):
+        cfg = cfg.replace({"students": [{"build_seed": 1000 * student_seed + (st.build_seed or 0) % 1000}
+                                        for st in cfg.students]})
+        return build_students(cfg, data, cache_dir, progress=progress)
     return build_students(cfg.replace({"seed": student_seed}), data, cache_dir, progress=progress)
 
 
 def run_method(base: RunConfig, method: str, seed: int, data, cache_dir: Path, work: Path, student_seed: int,
-               validation: bool = False) -> dict:
+               validation: bool = False, results_dir: Path | None = None) -> dict:
+    """One run of ``method`` at ``seed`` from the students of ``student_seed``; read from (and stored in)
+    the result cache ``results_dir`` when given (``opcod_core.bench.runcache``)."""
     cfg = base.replace({**METHODS[method], "seed": seed, "name": f"fidelity-{method}-s{seed}"})
+    key = runcache.run_key(cfg.to_json(), method, seed, student_seed, validation)
+    cached = runcache.load(results_dir, key)
+    if cached is not None:
+        return {**cached, "cached": True}
     students = _students(base, data, cache_dir, student_seed)
     obs = BenchObserver()
     out = work / f"{method}-s{seed}{'-val' if validation else ''}"
@@ -135,10 +166,12 @@ def run_method(base: RunConfig, method: str, seed: int, data, cache_dir: Path, w
         if close is not None:
             close()
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    return {"method": method, "seed": seed, "wall_s": time.perf_counter() - t0, "summary": result.summary,
-            "gates": obs.gates, "categories": obs.categories, "breaks": obs.breaks,
-            "divergence": {k: sum(v) / len(v) for k, v in obs.divergence.items()},
-            "divergence_n": {k: len(v) for k, v in obs.divergence.items()}}
+    res = {"method": method, "seed": seed, "key": key, "wall_s": time.perf_counter() - t0,
+           "summary": result.summary, "gates": obs.gates, "categories": obs.categories, "breaks": obs.breaks,
+           "weight_l2": obs.weight_l2, "divergence": {k: sum(v) / len(v) for k, v in obs.divergence.items()},
+           "divergence_n": {k: len(v) for k, v in obs.divergence.items()}}
+    runcache.store(results_dir, key, res)
+    return res
 
 
 def _init_worker(threads: int) -> None:
@@ -184,111 +217,84 @@ def mean_final_accuracy(res: dict, rounds: int) -> float:
     return sum(v for per in fin.values() for v in per.values()) / sum(len(per) for per in fin.values())
 
 
-def select_lr(base: RunConfig, grid: list[float], methods: list[str], data, cache_dir: Path, work: Path,
-              student_seed: int, log: Callable[[str], None] = print, jobs: int = 1,
-              threads: int = 1) -> tuple[float, dict]:
-    """Chooses the learning rate on the validation split (seed 0 of training, one run per method)."""
-    tasks = [(base.replace({"optim": {"lr": lr}}), m, 0, data, cache_dir, work / f"lr-{lr:g}", student_seed, True)
-             for lr in grid for m in methods]
-
+def _selection(base: RunConfig, variants: list[tuple[str, RunConfig, str]], data, cache_dir: Path, work: Path,
+               student_seed: int, seeds: list[int], results_dir: Path | None, log: Callable[[str], None],
+               jobs: int, threads: int) -> dict[str, dict[str, dict]]:
+    """Runs every (label, config, method) variant at every seed on the validation split; returns
+    ``{label: {method: {"score", "scores", "weight_l2", "gates"}}}`` with score = mean over seeds of the
+    mean final validation accuracy and weight_l2 = mean final ‖θ − θ₀‖ over seeds and tutees."""
+    tasks = [(cfg, m, seed, data, cache_dir, work / f"select-{label}", student_seed, True, results_dir)
+             for label, cfg, m in variants for seed in seeds]
+    labels = [label for label, _, _ in variants for _ in seeds]
     score = functools.partial(mean_final_accuracy, rounds=base.schedule.rounds)
-
     results = run_many(tasks, jobs, threads, done=lambda t, res: log(
-        f"  lr {t[0].optim.lr:g} {t[1]}: mean final validation accuracy {score(res):.3f}"))
-    table: dict[str, dict[str, float]] = {}
-    for t, res in zip(tasks, results, strict=True):
-        table.setdefault(f"{t[0].optim.lr:g}", {})[t[1]] = score(res)
-    best = max(grid, key=lambda lr: sum(table[f"{lr:g}"].values()))
+        f"  {t[0].optim.lr:g} / tau {t[0].gating.tau:g} {t[1]} seed {t[2]}: mean final validation accuracy "
+        f"{score(res):.3f}, weight distance {_mean(list(res.get('weight_l2', {}).values())):.4f}"))
+    table: dict[str, dict[str, dict]] = {}
+    for label, t, res in zip(labels, tasks, results, strict=True):
+        cell = table.setdefault(label, {}).setdefault(t[1], {"scores": [], "weight_l2": [], "gates": []})
+        cell["scores"].append(score(res))
+        cell["weight_l2"] += list(res.get("weight_l2", {}).values())
+        cell["gates"] += res["gates"]
+    for per in table.values():
+        for cell in per.values():
+            cell["score"] = _mean(cell["scores"])
+            cell["weight_l2"] = _mean(cell["weight_l2"])
+    return table
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def select_lr(base: RunConfig, grid: list[float], methods: list[str], data, cache_dir: Path, work: Path,
+              student_seed: int, log: Callable[[str], None] = print, jobs: int = 1, threads: int = 1,
+              seeds: list[int] | None = None, results_dir: Path | None = None) -> tuple[float, dict]:
+    """Chooses the learning rate on the validation split: the rate with the best score summed over
+    ``methods`` (each the mean over ``seeds`` of the mean final validation accuracy). The table also
+    gives each rate's weight distance, so a reader sees whether a rate moved the models at all."""
+    variants = [(f"{lr:g}", base.replace({"optim": {"lr": lr}}), m) for lr in grid for m in methods]
+    table = _selection(base, variants, data, cache_dir, work, student_seed, seeds or [0], results_dir, log,
+                       jobs, threads)
+    best = max(grid, key=lambda lr: sum(c["score"] for c in table[f"{lr:g}"].values()))
     return best, table
 
 
 def select_tau(base: RunConfig, grid: list[float], data, cache_dir: Path, work: Path, student_seed: int,
-               log: Callable[[str], None] = print, jobs: int = 1, threads: int = 1) -> tuple[float, dict]:
-    """Chooses OPCoD's τ on the validation split (seed 0, at the chosen learning rate): the τ with the
-    best mean final validation accuracy; ties go to the earlier grid value (put the paper's 0.2 first).
-    τ is the one hyperparameter OPCoD has beyond the baselines': Δ is a sum of relative gaps, so its
-    scale depends on the number of domains and on how far from perfect the students are, and the
-    paper's 0.2 (Qwen3-8B on SciKnowEval) need not carry over to 1M-parameter students."""
-    tasks = [(base.replace({"gating": {"tau": tau}}), "opcod", 0, data, cache_dir, work / f"tau-{tau:g}",
-              student_seed, True) for tau in grid]
-
-    score = functools.partial(mean_final_accuracy, rounds=base.schedule.rounds)
-
-    results = run_many(tasks, jobs, threads, done=lambda t, res: log(
-        f"  tau {t[0].gating.tau:g}: mean final validation accuracy {score(res):.3f}, gate decisions "
-        + ", ".join(f"r{g['round']} {g['student']} {g['decision']} (Δ {g['delta']:.2f})" for g in res["gates"])))
-    table = {f"{t[0].gating.tau:g}": {"opcod": score(res),
-                                      "tutor_decisions": sum(g["decision"] == "tutor" for g in res["gates"]),
-                                      "gates": len(res["gates"])}
-             for t, res in zip(tasks, results, strict=True)}
-    best = max(grid, key=lambda tau: (table[f"{tau:g}"]["opcod"], -grid.index(tau)))
-    return best, table
-
-
-def aggregate(runs: list[dict], names: list[str], domains: list[str]) -> dict:
-    """Per method and student: intervals of initial, final and change per domain; Pareto counts."""
-    out: dict = {}
-    for method in dict.fromkeys(r["method"] for r in runs):
-        rs = [r for r in runs if r["method"] == method]
-        per_student = {}
-        for name in names:
-            init = [r["summary"]["students"][name]["initial"] for r in rs]
-            fin = [r["summary"]["students"][name]["final"] for r in rs]
-            change = {d: interval([f[d] - i[d] for i, f in zip(init, fin)]) for d in domains}
-            per_student[name] = {
-                "initial": {d: interval([x[d] for x in init]).to_dict() for d in domains},
-                "final": {d: interval([x[d] for x in fin]).to_dict() for d in domains},
-                "change": {d: c.to_dict() for d, c in change.items()},
-                "pareto_seeds": sum(pareto(i, f) for i, f in zip(init, fin)), "n_seeds": len(rs),
-                "verdict": verdict(change)}
-        gates: dict = {}
-        for r in rs:
-            for g in r["gates"]:
-                key = f"{g['round']}|{g['student']}"
-                d = gates.setdefault(key, {"tutor": 0, "n": 0, "deltas": []})
-                d["tutor"] += g["decision"] == "tutor"
-                d["n"] += 1
-                d["deltas"].append(g["delta"])
-        cats: dict = {}
-        for r in rs:
-            for tutor, c in r["categories"].items():
-                for k, v in c.items():
-                    cats.setdefault(tutor, {}).setdefault(k, 0)
-                    cats[tutor][k] += v
-        # tutor -> cognizant|incognizant -> break_counts over every seed's samples: the conditional rate
-        # P(wrong with f | right without f) = broken / eligible, counts summed, never rates averaged
-        breaks: dict = {}
-        for tutor in sorted({b["tutor"] for r in rs for b in r["breaks"]}):
-            breaks[tutor] = {c: break_counts(b for r in rs for b in r["breaks"]
-                                             if b["tutor"] == tutor and b["cognizant"] == (c == "cognizant"))
-                             for c in ("cognizant", "incognizant")}
-        div: dict = {}
-        for r in rs:
-            for k, v in r["divergence"].items():
-                n = r["divergence_n"][k]
-                acc = div.setdefault(k, [0.0, 0])
-                acc[0] += v * n
-                acc[1] += n
-        out[method] = {"students": per_student, "gates": gates, "categories": cats, "breaks": breaks,
-                       "divergence": {k: {"mean": s / n, "n": n} for k, (s, n) in div.items()},
-                       "wall_s": sum(r["wall_s"] for r in rs)}
-    return out
+               log: Callable[[str], None] = print, jobs: int = 1, threads: int = 1,
+               seeds: list[int] | None = None, results_dir: Path | None = None) -> tuple[float, dict]:
+    """Chooses OPCoD's τ on the validation split (at the chosen learning rate): the τ with the best
+    score; ties go to the earlier grid value (put the paper's 0.2 first). τ is the one hyperparameter
+    OPCoD has beyond the baselines': Δ is a sum of relative gaps, so its scale depends on the number of
+    domains and on how far from perfect the students are, and the paper's 0.2 (Qwen3-8B on SciKnowEval)
+    need not carry over to 1M-parameter students."""
+    variants = [(f"{tau:g}", base.replace({"gating": {"tau": tau}}), "opcod") for tau in grid]
+    table = _selection(base, variants, data, cache_dir, work, student_seed, seeds or [0], results_dir, log,
+                       jobs, threads)
+    flat = {label: {"opcod": per["opcod"]["score"], "weight_l2": per["opcod"]["weight_l2"],
+                    "tutor_decisions": sum(g["decision"] == "tutor" for g in per["opcod"]["gates"]),
+                    "gates": len(per["opcod"]["gates"])} for label, per in table.items()}
+    best = max(grid, key=lambda tau: (flat[f"{tau:g}"]["opcod"], -grid.index(tau)))
+    return best, flat
 
 
 def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[str], None] = print,
                   lr_grid: list[float] | None = None, lr_methods: list[str] | None = None,
-                  world_items: int = 48, tau_grid: list[float] | None = None) -> dict:
+                  world_items: int | None = 48, tau_grid: list[float] | None = None) -> dict:
+    from opcod_core.bench.primary import primary_comparisons
     from opcod_core.bench.world import measure_world
 
     t0 = time.perf_counter()
     results: dict = {"plan": {"pairs": [list(p) for p in plan.pairs], "seeds": plan.seeds, "methods": plan.methods,
+                              "seeds_by_method": {m: plan.seeds_of(m) for m in plan.methods},
                               "overrides": plan.overrides, "student_seed": plan.student_seed,
-                              "vary_students": plan.vary_students, "partial": plan.partial,
-                              "jobs": plan.jobs, "threads": plan.threads},
+                              "vary_students": plan.vary_students, "partial": plan.partial, "world": plan.world,
+                              "select_seeds": plan.select_seeds, "jobs": plan.jobs, "threads": plan.threads},
                "pairs": {}}
+    all_seeds = sorted({s for m in plan.methods for s in plan.seeds_of(m)})
     for pair in plan.pairs:
         key = f"{pair[0]}-{pair[1]}"
-        base = pair_config(pair, plan.overrides, plan.partial)
+        base = pair_config(pair, plan.overrides, plan.partial, plan.world, plan.student_seed)
         data = load_dataset(data_spec(base))
         names = [s.name for s in base.students]
         pwork = work / key
@@ -302,34 +308,39 @@ def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[s
         world = measure_world(base, students, data, "validation", k=base.eval.k, max_items=world_items)
         del students
         lr_table = None
+        sel = {"seeds": plan.select_seeds, "results_dir": plan.results_dir}
         if lr_grid:
-            log(f"[{key}] choosing the learning rate on validation from {lr_grid}")
+            log(f"[{key}] choosing the learning rate on validation from {lr_grid}, seeds {plan.select_seeds}")
             lr, lr_table = select_lr(base, lr_grid, lr_methods or plan.methods, data, cache_dir, pwork,
-                                     plan.student_seed, log, plan.jobs, plan.threads)
+                                     plan.student_seed, log, plan.jobs, plan.threads, **sel)
             base = base.replace({"optim": {"lr": lr}})
         tau_table = None
         if tau_grid and "opcod" in plan.methods:
             log(f"[{key}] choosing OPCoD's tau on validation from {tau_grid}")
             tau, tau_table = select_tau(base, tau_grid, data, cache_dir, pwork, plan.student_seed, log,
-                                        plan.jobs, plan.threads)
+                                        plan.jobs, plan.threads, **sel)
             base = base.replace({"gating": {"tau": tau}})
         if plan.vary_students:  # build every seed's pair once, before the workers load them from the cache
-            for seed in plan.seeds:
+            for seed in all_seeds:
                 _students(base, data, cache_dir, seed)
 
         def done(task: tuple, res: dict) -> None:
             s = res["summary"]["students"]
             log(f"[{key}] seed {task[2]} {task[1]}: " + "; ".join(
                 f"{n} " + " ".join(f"{d[:4]} {s[n]['initial'][d]:.2f}->{s[n]['final'][d]:.2f}"
-                                   for d in base.data.domains) for n in names) + f" ({res['wall_s']:.0f}s)")
+                                   for d in base.data.domains) for n in names)
+                + (" (cached)" if res.get("cached") else f" ({res['wall_s']:.0f}s)"))
 
-        tasks = [(base, m, seed, data, cache_dir, pwork, seed if plan.vary_students else plan.student_seed)
-                 for seed in plan.seeds for m in plan.methods]
+        tasks = [(base, m, seed, data, cache_dir, pwork, seed if plan.vary_students else plan.student_seed, False,
+                  plan.results_dir) for seed in all_seeds for m in plan.methods if seed in plan.seeds_of(m)]
+        t_runs = time.perf_counter()
         runs = run_many(tasks, plan.jobs, plan.threads, done=done)
+        strong = {s.name: s.strong_domain for s in base.students}
         results["pairs"][key] = {
-            "domains": list(base.data.domains), "students": names,
-            "strong": {s.name: s.strong_domain for s in base.students}, "config": base.to_dict(),
-            "build_s": build_s, "world": world, "lr_selection": lr_table, "tau_selection": tau_table,
+            "domains": list(base.data.domains), "students": names, "strong": strong, "config": base.to_dict(),
+            "build_s": build_s, "runs_s": time.perf_counter() - t_runs, "world": world,
+            "lr_selection": lr_table, "tau_selection": tau_table,
+            "primary": primary_comparisons(runs, names, strong, list(base.data.domains)),
             "aggregate": aggregate(runs, names, list(base.data.domains)), "runs": runs}
     results["wall_s"] = time.perf_counter() - t0
     return results

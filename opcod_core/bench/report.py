@@ -54,6 +54,17 @@ def plot_pair(pair_key: str, pr: dict, path: Path) -> None:
 
 
 def _world_table(pr: dict) -> list[str]:
+    first = pr["world"][pr["students"][0]][pr["domains"][0]]
+    if "with_s" in first:   # self-teacher with s, with f, with s+f (reports from the v3 benchmark on)
+        lines = ["| student (strong) | domain | plain | with s | with f (reference hint) | with s+f | "
+                 "with peer's kept f | peer kept rate | items |", "|---|---|---|---|---|---|---|---|---|"]
+        for name in pr["students"]:
+            for d in pr["domains"]:
+                w = pr["world"][name][d]
+                lines.append(f"| {name} ({pr['strong'][name]}) | {d} | {w['plain']:.3f} | {w['with_s']:.3f} | "
+                             f"{w['reference_hint']:.3f} | {w['with_s_f']:.3f} | {w['peer_hint']:.3f} | "
+                             f"{w['peer_kept_rate']:.2f} | {w['n_items']} |")
+        return lines
     lines = ["| student (strong) | domain | plain | with peer's kept hint | with reference hint | peer kept rate | items |",
              "|---|---|---|---|---|---|---|"]
     for name in pr["students"]:
@@ -61,6 +72,43 @@ def _world_table(pr: dict) -> list[str]:
             w = pr["world"][name][d]
             lines.append(f"| {name} ({pr['strong'][name]}) | {d} | {w['plain']:.3f} | {w['peer_hint']:.3f} | "
                          f"{w['reference_hint']:.3f} | {w['peer_kept_rate']:.2f} | {w['n_items']} |")
+    return lines
+
+
+def _primary_table(pr: dict) -> list[str]:
+    lines = ["| student | comparison | domain | OPCoD | baseline | OPCoD − baseline (paired, 95% interval) | "
+             "seeds | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for row in pr["primary"]:
+        what = ("help: OPCoD − never-give" if row["comparison"] == "help" else "harm: OPCoD − always-give")
+        lines.append(f"| {row['student']} | {what} | {row['domain']} ({row['domain_role']}) | {row['opcod']:.3f} | "
+                     f"{row['baseline']:.3f} | {_signed(row['interval'])} | {len(row['seeds'])} | {row['verdict']} |")
+    return lines
+
+
+def _selection_table(table: dict, what: str) -> list[str]:
+    """The lr (or τ) selection: score per method (mean final validation accuracy over the selection
+    seeds) and the mean final weight distance, so a rate that does not move the models shows."""
+    methods = list(next(iter(table.values())))
+    if not isinstance(next(iter(next(iter(table.values())).values())), dict):   # reports before weight distance
+        return [f"| {what} | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)] + [
+            f"| {k} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |" for k, row in table.items()]
+    lines = [f"| {what} | " + " | ".join(f"{m}: accuracy (‖θ−θ₀‖)" for m in methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for k, row in table.items():
+        lines.append(f"| {k} | " + " | ".join(f"{row[m]['score']:.3f} ({row[m]['weight_l2']:.3g})" for m in methods)
+                     + " |")
+    return lines
+
+
+def _domain_break_table(pr: dict) -> list[str]:
+    lines = ["| method | tutor | domain | cognizant tutor: broken / eligible | incognizant tutor: broken / eligible |",
+             "|---|---|---|---|---|"]
+    for method, agg in pr["aggregate"].items():
+        for tutor, per in sorted((agg.get("breaks_by_domain") or {}).items()):
+            for dom, c in sorted(per.items()):
+                cells = [(f"{v['broken']}/{v['eligible']} = {v['rate']:.2f}" if v["eligible"] else
+                          f"– ({v['samples']} samples)") for v in (c["cognizant"], c["incognizant"])]
+                lines.append(f"| {method} | {tutor} | {dom} | {cells[0]} | {cells[1]} |")
     return lines
 
 
@@ -171,11 +219,17 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
                       f"- Command: `{command}`",
                       f"- Machine: {machine or platform.platform()}, Python {platform.python_version()}",
                       f"- Wall time: {results['wall_s'] / 60:.1f} min "
-                      f"(seeds {results['plan']['seeds']}, methods {', '.join(results['plan']['methods'])})",
+                      f"(seeds {results['plan'].get('seeds_by_method') or results['plan']['seeds']}, "
+                      f"methods {', '.join(results['plan']['methods'])}; runs read from the result cache "
+                      f"count 0)",
                       f"- Students built once with seed {results['plan']['student_seed']}"
                       + (" per seed" if results["plan"]["vary_students"] else
                          "; every run starts from the same two students, the seeds vary training and evaluation"),
                       ""]
+    protocol = path.with_name(f"{path.stem}-protocol.md")
+    if protocol.exists():   # the protocol, fixed before the main run and stated before any number
+        out += ["## Protocol", "", f"(from `{protocol.name}`, written before the main run)", "",
+                protocol.read_text().strip(), ""]
     for key, pr in results["pairs"].items():
         cfg = pr["config"]
         png = path.with_name(f"{path.stem}-{key}.png")
@@ -185,23 +239,25 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
                 f"{cfg['rollout']['batch_prompts']} prompts × {cfg['rollout']['n']} rollouts per step, "
                 f"learning rate {cfg['optim']['lr']:g}, τ = {cfg['gating']['tau']}, test avg@{cfg['eval']['k']} on "
                 f"{cfg['eval']['max_items']} questions per domain, eval temperature {cfg['eval']['temperature']}. "
-                f"Student build (warm-up, or cache load): {pr['build_s']:.0f} s.", "",
+                f"Student build (warm-up, or cache load): {pr['build_s']:.0f} s"
+                + (f"; runs: {pr['runs_s'] / 60:.1f} min." if "runs_s" in pr else "."), "",
                 f"![Pareto plot]({png.name})", "",
                 "### Is the knowledge split real? (validation split, before training)", ""]
         out += _world_table(pr) + [""]
         if pr.get("lr_selection"):
-            out += ["### Learning rate chosen on validation", "",
-                    "| lr | " + " | ".join(next(iter(pr["lr_selection"].values()))) + " |",
-                    "|---|" + "---|" * len(next(iter(pr["lr_selection"].values())))]
-            out += [f"| {lr} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |"
-                    for lr, row in pr["lr_selection"].items()]
-            out += [""]
+            out += ["### Learning rate chosen on validation", ""] + _selection_table(pr["lr_selection"], "lr") + [""]
         if pr.get("tau_selection"):
             out += ["### OPCoD's τ chosen on validation (at the chosen learning rate)", "",
                     "| τ | OPCoD mean final validation accuracy | tutor decisions |", "|---|---|---|"]
             out += [f"| {tau} | {row['opcod']:.3f} | {row['tutor_decisions']}/{row['gates']} |"
                     for tau, row in pr["tau_selection"].items()]
             out += [""]
+        if pr.get("primary"):
+            out += ["### Primary comparisons (pre-registered, paired by seed)", "",
+                    "help = OPCoD − never-give on the student's weak domain (does tutoring teach it?); harm = "
+                    "OPCoD − always-give on its strong domain (does the gate block harmful feedback?). Final "
+                    "test accuracy; a verdict holds when the 95% interval of the per-seed differences lies "
+                    "above 0. Every other table is secondary.", ""] + _primary_table(pr) + [""]
         out += ["### Test accuracy: initial → final per domain (mean ± 95% interval over seeds)", ""]
         out += _results_table(pr) + [""]
         out += ["### OPCoD against the baselines (final accuracy, paired by seed)", ""] + _comparisons(pr) + [""]
@@ -209,6 +265,8 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
         out += ["### Feedback: anchoring kept rate and break rate by tutor cognizance", "",
                 "Break rate = P(wrong with f | right without f): broken / samples whose self-teacher was right "
                 "without the feedback, counts summed over seeds.", ""] + _feedback_table(pr) + [""]
+        if any(agg.get("breaks_by_domain") for agg in pr["aggregate"].values()):
+            out += ["Per domain of the question:", ""] + _domain_break_table(pr) + [""]
         out += ["### Per-token divergence by teacher context", ""] + _divergence_table(pr) + [""]
     notes = path.with_name(f"{path.stem}-notes.md")
     if notes.exists():  # the human reading of these numbers, kept across re-runs

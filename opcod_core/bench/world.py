@@ -7,7 +7,11 @@ For each student and each domain, avg@k accuracy of answers sampled in three con
   student's own first attempt through the run's tutor template, the anchoring check classifies and
   sanitises it, and only kept feedback is put in context (a question whose feedback is not kept is
   answered in the plain context, so this is what OPCoD's teacher would actually see);
-* ``reference_hint``: the self-teacher context with the item's reference hint (an upper bound).
+* ``reference_hint``: the self-teacher context with the item's reference hint f alone (an upper bound
+  of what a cognizant tutor's feedback can do);
+* ``with_s``: the self-teacher context with a correct solution s (the item's worked answer, as a correct
+  sibling rollout would read) and no feedback;
+* ``with_s_f``: the self-teacher context with s and the reference hint, the s+f context of OPCoD.
 
 It also reports the peer's kept rate per domain. A usable world has, for each student, high ``plain``
 accuracy on its strong domain, low ``plain`` accuracy on its weak domain, and ``peer_hint`` accuracy
@@ -23,7 +27,7 @@ from opcod_core.data.answers import is_correct
 from opcod_core.data.types import Item
 from opcod_core.generation.base import SamplingParams
 from opcod_core.prompts import format_choices, rollout_messages, teacher_messages
-from opcod_core.warmup import sanitised_hint
+from opcod_core.warmup import answer_target, sanitised_hint
 
 
 def _accuracy(student, items: list[Item], prompts: list[list[int]], k: int, temperature: float,
@@ -82,10 +86,17 @@ def measure_world(config, students: dict, data, split: str = "validation", k: in
             ref_ctx = [st.render(teacher_messages(it.question, list(it.labels), list(it.choices), it.answer_type,
                                                   solution=None, feedback=sanitised_hint(it, template)))
                        for it in items]
+            sol_ctx = [st.render(teacher_messages(it.question, list(it.labels), list(it.choices), it.answer_type,
+                                                  solution=answer_target(it), feedback=None)) for it in items]
+            sf_ctx = [st.render(teacher_messages(it.question, list(it.labels), list(it.choices), it.answer_type,
+                                                 solution=answer_target(it), feedback=sanitised_hint(it, template)))
+                      for it in items]
             out[name][d] = {
                 "plain": _accuracy(st, items, plain, k, temp, max_new, s + 11),
                 "peer_hint": _accuracy(st, items, peer_ctx, k, temp, max_new, s + 12),
                 "reference_hint": _accuracy(st, items, ref_ctx, k, temp, max_new, s + 13),
+                "with_s": _accuracy(st, items, sol_ctx, k, temp, max_new, s + 14),
+                "with_s_f": _accuracy(st, items, sf_ctx, k, temp, max_new, s + 15),
                 "peer_kept_rate": sum(f is not None for f in fb) / max(len(fb), 1),
                 "n_items": len(items),
             }

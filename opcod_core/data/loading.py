@@ -15,6 +15,7 @@ from .mmlu import load_mmlu
 from .records import LoadResult, normalize_domain
 from .sciknoweval import load_sciknoweval
 from .sciworld import sciworld_items, sciworld_split
+from .sciworld3 import sciworld3_items
 from .spec import DataSpec
 from .splits import split_items
 from .types import SplitDataset
@@ -28,6 +29,9 @@ def load_items(spec: DataSpec, strict: bool = True) -> LoadResult:
         result.n_records = len(result.items)
     elif spec.source == "sciworld":
         result = LoadResult(items=sciworld_items(doms, seed=spec.split_seed))
+        result.n_records = len(result.items)
+    elif spec.source == "sciworld3":
+        result = LoadResult(items=sciworld3_items(doms))
         result.n_records = len(result.items)
     elif spec.source == "sciknoweval":
         result = load_sciknoweval(spec.path, level=spec.level, domains=doms, strict=strict)
@@ -61,6 +65,6 @@ def load_dataset(spec: DataSpec) -> SplitDataset:
     if not result.items:
         where = spec.path or spec.hf_name or spec.source
         raise DataFormatError(where, None, None, f"no items selected ({dict(result.skipped) or 'empty'})")
-    if spec.source == "sciworld":  # held-out formulas / number combinations: split by group, not by item
+    if spec.source in ("sciworld", "sciworld3"):  # held-out formulas / number combinations: split by group, not by item
         return sciworld_split(result.items, spec.fractions, spec.split_seed, spec.domains, spec.max_items_per_domain)
     return split_items(result.items, spec.fractions, spec.split_seed, spec.max_items_per_domain, spec.domains)

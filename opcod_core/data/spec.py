@@ -13,8 +13,8 @@ from typing import Literal
 
 from .splits import check_fractions
 
-SOURCES = ("builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf", "sciworld")
-Source = Literal["builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf", "sciworld"]
+SOURCES = ("builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf", "sciworld", "sciworld3")
+Source = Literal["builtin", "sciknoweval", "jsonl", "csv", "mmlu", "hf", "sciworld", "sciworld3"]
 
 
 @dataclass(frozen=True)

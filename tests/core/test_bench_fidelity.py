@@ -118,7 +118,7 @@ def test_partial_knowledge_shapes_the_warm_up_pools():
     assert chem.warmup_partial == {"physics": 0.9} and phys.warmup_partial is None
     assert chem.warmup_sft_steps == 2 * phys.warmup_sft_steps
     data = load_dataset(data_spec(cfg))
-    own, hinted, partly = warmup_items(chem, cfg, 0, data)
+    own, hinted, partly, _corrupt = warmup_items(chem, cfg, 0, data)
     assert {it.domain for it in own} == {"chemistry"} and len(own) == len(data.get("chemistry", "train"))
     (known, share), = partly
     assert share == 0.9 and {it.domain for it in known} == {"physics"} == {it.domain for it in hinted}
@@ -146,3 +146,68 @@ def test_partial_share_is_validated_with_its_field_path():
     base["students"][0]["warmup_partial"] = {"physics": 1.5}
     with pytest.raises(ValidationError, match="share must be between 0 and 1"):
         RunConfig.from_dict(base)
+
+
+def _run(method, seed, finals):
+    return {"method": method, "seed": seed,
+            "summary": {"students": {n: {"final": f} for n, f in finals.items()}}}
+
+
+def test_primary_comparisons_pair_by_seed_and_read_the_interval():
+    from opcod_core.bench.primary import primary_comparisons
+
+    runs = []
+    for seed, (o, n, a) in enumerate([(0.50, 0.40, 0.30), (0.55, 0.43, 0.33), (0.60, 0.49, 0.41)]):
+        # student x (strong chemistry): physics rises with OPCoD; chemistry equal to always-give
+        runs += [_run("opcod", seed, {"x": {"chemistry": 0.8, "physics": o}, "y": {"chemistry": o, "physics": 0.7}}),
+                 _run("never", seed, {"x": {"chemistry": 0.8, "physics": n}, "y": {"chemistry": o + 0.1, "physics": 0.7}}),
+                 _run("always", seed, {"x": {"chemistry": 0.8 - 0.1 * (seed - 1), "physics": o},
+                                       "y": {"chemistry": o, "physics": a}})]
+    rows = {(r["student"], r["comparison"]): r for r in primary_comparisons(
+        runs, ["x", "y"], {"x": "chemistry", "y": "physics"}, ["chemistry", "physics"])}
+    help_x = rows[("x", "help")]
+    assert help_x["domain"] == "physics" and help_x["seeds"] == [0, 1, 2]
+    assert help_x["differences"] == pytest.approx([0.10, 0.12, 0.11]) and help_x["verdict"] == "holds"
+    assert rows[("x", "harm")]["verdict"].startswith("not resolved")        # -0.1, 0, +0.1 around 0
+    assert rows[("y", "help")]["verdict"] == "fails: OPCoD is worse"        # -0.1 at every seed
+    assert rows[("y", "harm")]["domain"] == "physics" and rows[("y", "harm")]["verdict"] == "holds"
+    one = primary_comparisons(runs[:3], ["x", "y"], {"x": "chemistry", "y": "physics"}, ["chemistry", "physics"])
+    assert one[0]["verdict"] == "+ (1 seed: no interval)"
+    # a comparison whose baseline was not run is left out, not faked
+    assert primary_comparisons([r for r in runs if r["method"] != "always"], ["x"], {"x": "chemistry"},
+                               ["chemistry", "physics"])[0]["comparison"] == "help"
+    assert len(primary_comparisons([r for r in runs if r["method"] != "always"], ["x"], {"x": "chemistry"},
+                                   ["chemistry", "physics"])) == 1
+
+
+def test_result_cache_keys_follow_config_seed_and_code(tmp_path):
+    from opcod_core.bench import runcache
+
+    cfg = pair_config(("chemistry", "physics"), world="v3")
+    key = runcache.run_key(cfg.to_json(), "opcod", 0, 0, False)
+    assert key == runcache.run_key(cfg.to_json(), "opcod", 0, 0, False)
+    assert len({key, runcache.run_key(cfg.to_json(), "opcod", 1, 0, False),
+                runcache.run_key(cfg.to_json(), "never", 0, 0, False),
+                runcache.run_key(cfg.to_json(), "opcod", 0, 1, False),
+                runcache.run_key(cfg.to_json(), "opcod", 0, 0, True),
+                runcache.run_key(cfg.replace({"optim": {"lr": 3e-4}}).to_json(), "opcod", 0, 0, False)}) == 6
+    assert runcache.load(tmp_path, key) is None
+    runcache.store(tmp_path, key, {"method": "opcod", "seed": 0})
+    assert runcache.load(tmp_path, key) == {"method": "opcod", "seed": 0}
+    assert [p.name for p in tmp_path.iterdir()] == [f"{key}.json"]    # no temporary file left behind
+
+
+def test_quick_v3_benchmark_resumes_from_its_result_cache(tmp_path):
+    args = ["bench", "fidelity", "--world", "v3", "--quick", "--quick-warmup", "4", "--pairs", "physics:electricity",
+            "--methods", "opcod,never,always", "--jobs", "1", "--results-dir", str(tmp_path / "runs"),
+            "--cache-dir", str(tmp_path / "cache"), "--work-dir", str(tmp_path / "work")]
+    assert main(args + ["--out", str(tmp_path / "a.md")]) == 0
+    first = json.loads((tmp_path / "a.json").read_text())["pairs"]["physics-electricity"]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 3
+    assert {r["student"] for r in first["primary"]} == {"phys", "elec"}
+    text = (tmp_path / "a.md").read_text()
+    assert "Primary comparisons (pre-registered, paired by seed)" in text and "| with s | with f (reference hint)" in text
+    assert main(args + ["--out", str(tmp_path / "b.md")]) == 0
+    again = json.loads((tmp_path / "b.json").read_text())["pairs"]["physics-electricity"]
+    assert all(r.get("cached") for r in again["runs"])
+    assert [r["summary"] for r in again["runs"]] == [r["summary"] for r in first["runs"]]

@@ -1,0 +1,73 @@
+"""Result cache of the fidelity benchmark's runs: an interrupted benchmark continues where it stopped.
+
+Why: the benchmark at the paper's schedule is tens of runs of 200 steps, hours on a 2-core CPU, more
+than one working session. Each run is a pure function of its task (config, method, seed, student build
+seed, split), so its result is stored under a key of everything it depends on, and a later invocation,
+on this machine or after the directory was committed and checked out elsewhere, reads it back instead
+of running it again. The key covers:
+
+* the run's full config after the method's overrides (``RunConfig.to_json``), the method, the seed, the
+  student build seed and whether it scores the validation split (learning-rate selection);
+* the code that decides a run's numbers: every ``.py`` file of ``opcod_core`` except the benchmark's
+  own reporting and command line (editing a report must not re-run hours of training; editing the
+  trainer, a loss or the data generator must);
+* the torch version (kernels change floats).
+
+Entries are small JSON files (the run's summary, gate records, feedback categories, break samples and
+per-context divergence; no per-token arrays), written atomically, so a killed run leaves no half entry.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+# Files whose edits cannot change a run's numbers (reporting and command lines).
+CODE_EXCLUDED = ("bench/report.py", "bench/cli.py", "bench/drift.py", "bench/runcache.py", "bench/primary.py",
+                 "cli.py")
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    import opcod_core
+
+    root = Path(opcod_core.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel in CODE_EXCLUDED:
+            continue
+        h.update(rel.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_key(config_json: str, method: str, seed: int, student_seed: int, validation: bool) -> str:
+    import torch
+
+    blob = json.dumps({"config": json.loads(config_json), "method": method, "seed": seed,
+                       "student_seed": student_seed, "validation": validation, "code": code_digest(),
+                       "torch": torch.__version__.split("+")[0]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def load(directory: Path | None, key: str) -> dict | None:
+    if directory is None:
+        return None
+    path = Path(directory) / f"{key}.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def store(directory: Path | None, key: str, result: dict) -> None:
+    if directory is None:
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{key}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(result, separators=(",", ":")))
+    os.replace(tmp, directory / f"{key}.json")

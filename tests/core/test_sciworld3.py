@@ -1,0 +1,141 @@
+"""The science world's third version and its specialists: open numeric questions, a corrupted fact table
+that anchoring keeps, specialists that are the same cached student in every pair, warm-up batches with
+incognizant-tutor and own-domain-hint examples, and a build that fails loudly when the split is missed."""
+
+import re
+
+import pytest
+from pydantic import ValidationError
+
+from opcod_core.anchoring import classify_feedback
+from opcod_core.build import build_student, tutor_template, warmup_data, warmup_items, warmup_key
+from opcod_core.build_check import BuildCheckError
+from opcod_core.config import RunConfig, preset
+from opcod_core.data import DataSpec, is_correct, load_dataset
+from opcod_core.data.sciworld3 import sciworld3_corpus, sciworld3_items
+from opcod_core.presets import WORLD3_CYCLE, WORLD3_PAIRS, world3_pair
+from opcod_core.trainer import data_spec
+from opcod_core.warmup import skewed_examples
+
+# Independent reference values (periodic table groups), not imported from the module under test.
+GROUP_VALENCE = {**{e: 1 for e in ("H", "Li", "Na", "K")}, **{e: 2 for e in ("Be", "Mg", "Ca")},
+                 **{e: 3 for e in ("B", "Al")}, **{e: 4 for e in ("C", "Si")}, **{e: 5 for e in ("N", "P")},
+                 **{e: 6 for e in ("O", "S")}, **{e: 7 for e in ("F", "Cl", "Br", "I")}}
+
+
+@pytest.fixture(scope="module")
+def items():
+    return sciworld3_items()
+
+
+def test_open_numeric_questions_with_recomputed_gold(items):
+    assert {it.domain for it in items} == set(WORLD3_CYCLE)
+    assert sum(it.domain == "chemistry" for it in items) == 7 + 13 * 6 * 9
+    for it in items:
+        assert it.answer_type == "numeric" and it.choices == () and "Options" not in it.question
+        if it.domain == "chemistry":
+            formula = re.search(r"one (\S+) unit", it.question).group(1)
+            value = sum(GROUP_VALENCE[el] * int(n or 1) for el, n in re.findall(r"([A-Z][a-z]?)(\d?)", formula))
+            assert int(it.gold) == value, it.id
+        assert is_correct(it, f"{it.meta['worked']} Answer: {it.gold}")[1]
+        assert not is_correct(it, f"Answer: {it.meta['corrupt_answer']}")[1], it.id
+
+
+def test_corrupted_hints_are_anchored_wrong_and_consistent(items):
+    kept = 0
+    for it in items:
+        bad = it.meta["corrupt_hint"]
+        assert bad != it.meta["hint"] and bad.startswith(it.meta["hint"].split(":")[0])
+        v = classify_feedback(f"<concept>{it.meta['concept']}</concept> {bad}", it.question, gold=it.gold,
+                              choices=None, labels=None)
+        kept += v.category == "kept" and not v.redactions
+    # anchoring keeps the wrong feedback (only a wrong fact that happens to equal the answer is scrubbed)
+    assert kept >= 0.95 * len(items)
+    co2 = next(it for it in items if it.id == "sciworld3-chemistry-CO2")
+    assert co2.meta["corrupt_hint"] == "Recall the table: C has 5 and O has 7 valence electrons."
+    force = next(it for it in items if it.id == "sciworld3-physics-force-3-4")
+    assert force.meta["corrupt_hint"].endswith("Force = mass + acceleration.") and force.meta["corrupt_answer"] == 7
+    assert not any(it.id.endswith("-2-2") for it in items)   # 2 x 2 = 2 + 2: left out
+
+
+def test_a_domain_loaded_alone_splits_as_in_a_pair():
+    pair = load_dataset(DataSpec(source="sciworld3", domains=("chemistry", "physics"), fractions=(0.6, 0.15, 0.25)))
+    alone = load_dataset(DataSpec(source="sciworld3", domains=("physics",), fractions=(0.6, 0.15, 0.25)))
+    for split in ("train", "validation", "test"):
+        assert [it.id for it in pair.get("physics", split)] == [it.id for it in alone.get("physics", split)]
+    groups = {s: {it.meta["group"] for it in pair.get("chemistry", s)} for s in ("train", "validation", "test")}
+    assert not groups["train"] & groups["test"] and not groups["validation"] & groups["test"]
+    assert "Recall the table: C has 5 and O has 7 valence electrons." in sciworld3_corpus()
+
+
+def test_specialists_follow_the_cycle_and_share_one_key_across_pairs():
+    keys = {}
+    for a, b in WORLD3_PAIRS:
+        cfg = RunConfig.from_dict(world3_pair(a, b))
+        first, second = cfg.students
+        # the first student partly knows the second's domain; the second writes wrong feedback on the first's
+        assert first.warmup_partial == {b: 0.9} and second.warmup_corrupt_domains == (a,)
+        data = load_dataset(data_spec(cfg))
+        for i, st in enumerate(cfg.students):
+            full = warmup_data(st, cfg, data)
+            assert set(full.splits) == set(WORLD3_CYCLE)   # the third domain is loaded for the warm-up
+            keys.setdefault(st.name, set()).add(warmup_key(st, cfg, i, full))
+    assert sorted(keys) == ["chem", "elec", "phys"] and all(len(k) == 1 for k in keys.values())
+    cfg = preset("sciworld3")
+    data = warmup_data(cfg.students[0], cfg, load_dataset(data_spec(cfg)))
+    other = cfg.replace({"students": [{"build_seed": 1000}, {}]})
+    tolerant = cfg.replace({"students": [{"warmup_expect": {"chemistry": [0.0, 1.0]}}, {}]})
+    assert warmup_key(other.students[0], other, 0, data) != warmup_key(cfg.students[0], cfg, 0, data)
+    assert warmup_key(tolerant.students[0], tolerant, 0, data) == warmup_key(cfg.students[0], cfg, 0, data)
+
+
+def test_warm_up_batches_teach_wrong_feedback_and_own_domain_hints():
+    cfg = preset("sciworld3")
+    phys = cfg.students[1]
+    data = warmup_data(phys, cfg, load_dataset(data_spec(cfg)))
+    own, hinted, partly, corrupt = warmup_items(phys, cfg, 1, data)
+    assert {it.domain for it in corrupt} == {"chemistry"} and {it.domain for k, _ in partly for it in k} == {"electricity"}
+    template = tutor_template(cfg)
+    batches = list(skewed_examples("phys", own, hinted, 40, template, 0, partly_known=partly, corrupt=corrupt,
+                                   own_contexts="balanced"))
+    flat = [e for b in batches for e in b]
+    wrong = [e for e in flat if e[0] == "corrupt_tutor"]
+    assert 0.05 * len(flat) < len(wrong) < 0.15 * len(flat)
+    assert all(e[2] == template.prefill and "</concept> Recall the table:" in e[3] for e in wrong)
+    by_id = {it.id: it for it in corrupt}
+    assert all(any(e[3].startswith(f"{it.meta['concept']}</concept> {it.meta['corrupt_hint']}")
+                   for it in by_id.values()) for e in wrong[:3])
+    own_ctx = [e[1][-1]["content"] for e in flat if e[0] == "own_context"]
+    hint_alone = [c for c in own_ctx if "feedback" in c and "correct solution" not in c]
+    assert hint_alone, "balanced own contexts include a hint without a solution"
+    # the v2 recipe: no corrupt pool, own-domain contexts always carry a solution
+    v2 = [e for b in skewed_examples("phys", own, hinted, 40, template, 0, partly_known=partly) for e in b]
+    assert not any(e[0] == "corrupt_tutor" for e in v2)
+    assert all("correct solution" in e[1][-1]["content"] for e in v2 if e[0] == "own_context")
+
+
+def test_v3_fields_are_validated_with_their_paths():
+    base = world3_pair("chemistry", "physics")
+    bad = {**base, "students": [dict(base["students"][0], warmup_corrupt_domains=["chemistry"]), base["students"][1]]}
+    with pytest.raises(ValidationError, match="warmup_corrupt_domains: 'chemistry' is not one of warmup_hinted"):
+        RunConfig.from_dict(bad)
+    bad = {**base, "students": [dict(base["students"][0], warmup_corrupt_domains=["physics"]), base["students"][1]]}
+    with pytest.raises(ValidationError, match="'physics' is partly known"):
+        RunConfig.from_dict(bad)
+    bad = {**base, "students": [dict(base["students"][0], warmup_expect={"chemistry": [0.9, 0.5]}), base["students"][1]]}
+    with pytest.raises(ValidationError, match=r"warmup_expect.chemistry: expected 0 <= low <= high <= 1"):
+        RunConfig.from_dict(bad)
+    # a warm-up domain outside the run's pair is allowed for a generated world only
+    builtin = {**base, "data": {"source": "builtin", "domains": ["chemistry", "physics"]}}
+    with pytest.raises(ValidationError, match="domain 'electricity' is not one of"):
+        RunConfig.from_dict(builtin)
+
+
+def test_a_build_that_misses_its_split_fails_loudly_and_caches_nothing(tmp_path):
+    cfg = preset("sciworld3", {"data": {"max_items_per_domain": 40},
+                               "students": [{"warmup_sft_steps": 3}, {}]})
+    data = load_dataset(data_spec(cfg))
+    with pytest.raises(BuildCheckError, match=r"student chem: the warm-up missed .*chemistry: 0\.\d+ not in \[0\.6, 1\]") as err:
+        build_student(0, cfg, data, cache_dir=tmp_path)
+    assert set(err.value.measured) == {"chemistry", "physics", "electricity"}
+    assert not (tmp_path / "warm").exists() or not any((tmp_path / "warm").rglob("config.json"))
