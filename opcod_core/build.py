@@ -205,7 +205,8 @@ def _specialize_code_digest() -> str:
 # key while at the default, so a config that does not use them keeps its key (and its cached warm-up).
 KEY_NEUTRAL_DEFAULTS: dict[str, object] = {"specialize": None, "chat_template_kwargs": {},
                                            "warmup_corrupt_domains": None, "warmup_schedule": "constant",
-                                           "warmup_own_contexts": "with_solution", "build_seed": None}
+                                           "warmup_own_contexts": "with_solution", "build_seed": None,
+                                           "warmup_batch_size": 16}
 # Not inputs of the warm-up: a check of its result (changing a tolerance must not rebuild the student).
 KEY_EXCLUDED = ("warmup_expect",)
 
@@ -276,10 +277,11 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
         if st.warmup_hinted_domains:  # domain skew: facts of own domains, hint use for the others
             skewed_warm_up(rt, items, hinted, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
                            seed=seed, unhinted_fraction=st.warmup_unhinted_fraction,
-                           progress=cb, partly_known=partly, corrupt=corrupt, schedule=st.warmup_schedule,
-                           own_contexts=st.warmup_own_contexts)
+                           batch_size=st.warmup_batch_size, progress=cb, partly_known=partly, corrupt=corrupt,
+                           schedule=st.warmup_schedule, own_contexts=st.warmup_own_contexts)
         else:
-            warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config), seed=seed, progress=cb)
+            warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config), seed=seed,
+                    batch_size=st.warmup_batch_size, progress=cb)
     if needs_warmup:
         rt.reset_optimizer()
         # fails loudly, before anything is cached, when the intended knowledge split is missed

@@ -97,6 +97,7 @@ class StudentConfig(_Section):
                                                            "corrupted fact table (meta 'corrupt_hint', sciworld3): "
                                                            "an incognizant tutor whose feedback there is "
                                                            "well-formed, anchored and wrong.")
+    warmup_batch_size: int = Field(16, ge=1, le=4096, description="Examples per warm-up step.")
     warmup_schedule: Literal["constant", "cosine"] = Field("constant", description="Warm-up learning rate: "
                                                            "constant, or cosine decay to 0 over the warm-up "
                                                            "steps (ends at a converged point, not a noisy one).")

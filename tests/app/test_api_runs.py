@@ -226,5 +226,5 @@ def test_fork_from_a_checkpoint(api):
 def test_presets(api):
     client, _ = api
     got = client.get(f"{V1}/presets").json()
-    assert [p["name"] for p in got] == ["tiny", "demo", "paper", "sciworld"]
+    assert [p["name"] for p in got] == ["tiny", "demo", "paper", "sciworld", "sciworld3"]
     assert got[0]["config"] == preset("tiny").to_dict()

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from opcod_core.config import RunConfig, format_validation_error, preset, preset_names
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "paper", "sciworld"])
+@pytest.mark.parametrize("name", preset_names())
 def test_presets_round_trip_json_and_yaml(name):
     cfg = preset(name)
     assert RunConfig.from_json(cfg.to_json()) == cfg

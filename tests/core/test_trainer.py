@@ -184,8 +184,11 @@ def test_cli_train_writes_the_headless_contract(tmp_path, tiny_cache):
     assert main(["bench", "drift", f"tiny={out}", "--out", str(report), "--block", "5"]) == 0
     text = report.read_text()
     assert "## tiny" in text and "| round | chem on chemistry | chem on physics |" in text
-    rows = [ln for ln in text.splitlines() if ln.startswith("| 1 | 1 | chem |") or ln.startswith("| 2 | 2 | phys |")]
+    rows = [ln for ln in text.splitlines() if ln.startswith("| 1 | 1 | chem | 0-") or ln.startswith("| 2 | 2 | phys | 0-")]
     assert len(rows) == 2
+    # and one row per (round, direction, question domain) in the per-domain table
+    per_domain = [ln for ln in text.splitlines() if ln.startswith(("| 1 | 1 | chem | chemistry |", "| 2 | 2 | phys | physics |"))]
+    assert len(per_domain) == 2
     data = json.loads(report.with_suffix(".json").read_text())
     assert sorted(data[0]["evals"]) == ["0", "1", "2"] and len(data[0]["steps"]) == 4
     assert main(["bench", "drift", f"x={tmp_path / 'nowhere'}", "--out", str(report)]) == 2
