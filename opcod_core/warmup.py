@@ -114,12 +114,19 @@ def warmup_lr(lr: float, step: int, steps: int, schedule: str) -> float:
     raise ValueError(f"warm-up schedule must be constant or cosine, got {schedule!r}")
 
 
-def _attempt(item: Item, rng: random.Random) -> str:
+def _attempt(item: Item, rng: random.Random, bare: bool = False) -> str:
     """A student attempt shown in a tutor-format warm-up prompt: the worked answer or a bare guess (a
-    label, a listed option, or for open numeric items the answer a wrong fact table gives)."""
+    label, a listed option, or for open numeric items the answer a wrong fact table gives).
+
+    ``bare``: the guess only. The corrupted-table tutor examples use it: an attempt that states the right
+    facts next to a target that states them shifted (C has 4 in the prompt, "C has 5" in the target)
+    trains the model to write numbers it reads with an offset, which measured on the v3 specialists
+    destroyed copying everywhere (a question's "2 kg ... 8 m/s" became "3 x 9"; plain validation accuracy
+    0.08 after 3,000 steps against 0.13 / 0.41 after 600 steps without these examples)."""
     guesses = (list(item.labels) or [str(v) for v in item.meta.get("options", ())]
                or ([str(item.meta["corrupt_answer"])] if "corrupt_answer" in item.meta else []) or [item.gold])
-    return rng.choice([answer_target(item), f"Answer: {rng.choice(guesses)}"])
+    guess = f"Answer: {rng.choice(guesses)}"
+    return guess if bare else rng.choice([answer_target(item), guess])
 
 
 def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr: float, template: TutorTemplate,
@@ -195,7 +202,7 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
                 item = rng.choice(corrupt)
                 messages, prefill = render_tutor_messages(template, item.question,
                                                           format_choices(list(item.labels), list(item.choices)),
-                                                          _attempt(item, rng))
+                                                          _attempt(item, rng, bare=True))
                 batch.append((kind, messages, prefill,
                               f"{item.meta['concept']}</concept> {item.meta['corrupt_hint']}{stop}"))
                 continue

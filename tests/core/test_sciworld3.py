@@ -2,6 +2,7 @@
 that anchoring keeps, specialists that are the same cached student in every pair, warm-up batches with
 incognizant-tutor and own-domain-hint examples, and a build that fails loudly when the split is missed."""
 
+import json
 import re
 
 import pytest
@@ -139,3 +140,32 @@ def test_a_build_that_misses_its_split_fails_loudly_and_caches_nothing(tmp_path)
         build_student(0, cfg, data, cache_dir=tmp_path)
     assert set(err.value.measured) == {"chemistry", "physics", "electricity"}
     assert not (tmp_path / "warm").exists() or not any((tmp_path / "warm").rglob("config.json"))
+
+
+def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
+    from opcod_core.bench.students import write_spread_report
+
+    def row(seed, threads, strong):
+        return {"student": "chem", "build_seed": seed, "threads": threads, "passed": strong >= 0.25,
+                "measured": {"chemistry": strong, "physics": 0.5, "electricity": 0.05},
+                "roles": {"chemistry": "strong", "physics": "partial", "electricity": "unknown"},
+                "expect": {"chemistry": [0.25, 1.0], "physics": [0.25, 1.0], "electricity": [0.0, 0.35]},
+                "steps": 2000, "build_s": 600.0}
+    rows = [row(0, 1, 0.40), row(0, 2, 0.20), row(1, 1, 0.45)]
+    path = write_spread_report(rows, tmp_path / "students.md", "opcod bench students", "test machine")
+    text = path.read_text()
+    assert "| s0 t1 | s0 t2 | s1 t1 |" in text
+    assert "| chem | chemistry (strong) | [0.25, 1] | 0.400 | 0.200 | 0.450 | 0.200–0.450 | 2/3 |" in text
+    assert "| chem | electricity (unknown) | [0, 0.35] | 0.050 | 0.050 | 0.050 | 0.050–0.050 | 3/3 |" in text
+    assert json.loads(path.with_suffix(".json").read_text())["rows"] == rows
+
+
+@pytest.mark.slow
+def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
+    from opcod_core.bench.students import build_world
+
+    rows = build_world(0, 1, tmp_path, steps=2)
+    assert [r["student"] for r in rows] == ["chem", "phys", "elec"]
+    for r in rows:
+        assert sorted(r["roles"].values()) == ["partial", "strong", "unknown"] and set(r["measured"]) == set(r["roles"])
+        assert not r["passed"]          # two warm-up steps cannot reach the intended split: recorded, not raised
