@@ -181,8 +181,6 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
     treated as own items; an own item is drawn from the own pool with weight 1 and from each known pool
     with its share, so a student that knows 90% of the other domain still sees its strong domain at
     least as often (drawing uniformly over the union would let the larger domain dominate)."""
-    from opcod_core.prompts import teacher_messages
-
     pools = [own] + [known for known, share in partly_known if known and share > 0]
     weights = [1.0] + [share for known, share in partly_known if known and share > 0]
     rng = random.Random(f"skewed-warmup-{seed}-{name}")
@@ -200,36 +198,38 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
                 item = rng.choice(hinted)
             elif kind == "corrupt_tutor":
                 item = rng.choice(corrupt)
-                messages, prefill = render_tutor_messages(template, item.question,
-                                                          format_choices(list(item.labels), list(item.choices)),
-                                                          _attempt(item, rng, bare=True))
-                batch.append((kind, messages, prefill,
-                              f"{item.meta['concept']}</concept> {item.meta['corrupt_hint']}{stop}"))
-                continue
             else:
-                pool = rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own
-                item = rng.choice(pool)
-            labels, choices = list(item.labels), list(item.choices)
-            tutor_text = tutor_target(item, stop) if kind == "own_tutor" else None
-            if tutor_text is not None:
-                messages, prefill = render_tutor_messages(template, item.question, format_choices(labels, choices),
-                                                          _attempt(item, rng))
-                batch.append((kind, messages, prefill, tutor_text))
-                continue
-            hint = sanitised_hint(item, template)
-            if kind == "hinted" and rng.random() < unhinted_fraction:
-                hint = None
-                kind = "own"
-            if kind == "own_context" and own_contexts == "balanced":
-                shown = rng.choice(("s", "f", "s+f")) if hint else "s"
-                s = answer_target(item) if "s" in shown else None
-                f = hint if "f" in shown else None
-                messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
-            elif kind == "hinted" or kind == "own_context":
-                s = answer_target(item) if (kind == "own_context" or rng.random() < 0.3) else None
-                f = hint if (kind == "hinted" or rng.random() < 0.5 or s is None) else None
-                messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
-            else:
-                messages = rollout_messages(item.question, labels, choices, item.answer_type)
-            batch.append((kind, messages, None, answer_target(item)))
+                item = rng.choice(rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own)
+            batch.append(_skewed_example(kind, item, rng, template, stop, unhinted_fraction, own_contexts))
         yield batch
+
+
+def _skewed_example(kind: str, item: Item, rng: random.Random, template: TutorTemplate, stop: str,
+                    unhinted_fraction: float, own_contexts: str) -> tuple[str, list[dict], str | None, str]:
+    """One example of ``skewed_examples`` (its kind, messages, tutor prefill or None, target), drawing
+    from ``rng`` in a fixed order so that a warm-up is a pure function of its seed."""
+    from opcod_core.prompts import teacher_messages
+
+    labels, choices = list(item.labels), list(item.choices)
+    target = (f"{item.meta['concept']}</concept> {item.meta['corrupt_hint']}{stop}" if kind == "corrupt_tutor"
+              else tutor_target(item, stop) if kind == "own_tutor" else None)
+    if target is not None:
+        messages, prefill = render_tutor_messages(template, item.question, format_choices(labels, choices),
+                                                  _attempt(item, rng, bare=kind == "corrupt_tutor"))
+        return kind, messages, prefill, target
+    hint = sanitised_hint(item, template)
+    if kind == "hinted" and rng.random() < unhinted_fraction:
+        hint = None
+        kind = "own"
+    if kind == "own_context" and own_contexts == "balanced":
+        shown = rng.choice(("s", "f", "s+f")) if hint else "s"
+        s = answer_target(item) if "s" in shown else None
+        f = hint if "f" in shown else None
+        messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
+    elif kind == "hinted" or kind == "own_context":
+        s = answer_target(item) if (kind == "own_context" or rng.random() < 0.3) else None
+        f = hint if (kind == "hinted" or rng.random() < 0.5 or s is None) else None
+        messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
+    else:
+        messages = rollout_messages(item.question, labels, choices, item.answer_type)
+    return kind, messages, None, answer_target(item)

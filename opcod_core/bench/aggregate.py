@@ -44,20 +44,7 @@ def aggregate(runs: list[dict], names: list[str], domains: list[str]) -> dict:
                 for k, v in c.items():
                     cats.setdefault(tutor, {}).setdefault(k, 0)
                     cats[tutor][k] += v
-        # tutor -> cognizant|incognizant -> break_counts over every seed's samples: the conditional rate
-        # P(wrong with f | right without f) = broken / eligible, counts summed, never rates averaged
-        breaks: dict = {}
-        breaks_by_domain: dict = {}
-        for tutor in sorted({b["tutor"] for r in rs for b in r["breaks"]}):
-            breaks[tutor] = {c: _counts(b for r in rs for b in r["breaks"]
-                                             if b["tutor"] == tutor and b["cognizant"] == (c == "cognizant"))
-                             for c in ("cognizant", "incognizant")}
-            # tutor -> domain -> cognizance (results written before break events named their domain: none)
-            for dom in sorted({b.get("domain") for r in rs for b in r["breaks"]} - {None}):
-                breaks_by_domain.setdefault(tutor, {})[dom] = {
-                    c: _counts(b for r in rs for b in r["breaks"] if b["tutor"] == tutor
-                                    and b.get("domain") == dom and b["cognizant"] == (c == "cognizant"))
-                    for c in ("cognizant", "incognizant")}
+        breaks, breaks_by_domain = _break_tables(rs)
         div: dict = {}
         for r in rs:
             for k, v in r["divergence"].items():
@@ -80,3 +67,20 @@ def _counts(samples) -> dict | list[int]:
     if samples and "correct_without_f" not in samples[0]:
         return [sum(bool(b["broken"]) for b in samples), len(samples)]
     return break_counts(samples)
+
+
+def _break_tables(rs: list[dict]) -> tuple[dict, dict]:
+    """tutor -> cognizant|incognizant -> counts, and tutor -> domain -> cognizance -> counts, over every
+    seed's samples: the conditional rate P(wrong with f | right without f) = broken / eligible, counts
+    summed, never rates averaged (results written before break events named their domain: no domain table)."""
+    breaks: dict = {}
+    by_domain: dict = {}
+    for tutor in sorted({b["tutor"] for r in rs for b in r["breaks"]}):
+        mine = [b for r in rs for b in r["breaks"] if b["tutor"] == tutor]
+        breaks[tutor] = {c: _counts(b for b in mine if b["cognizant"] == (c == "cognizant"))
+                         for c in ("cognizant", "incognizant")}
+        for dom in sorted({b.get("domain") for b in mine} - {None}):
+            by_domain.setdefault(tutor, {})[dom] = {
+                c: _counts(b for b in mine if b.get("domain") == dom and b["cognizant"] == (c == "cognizant"))
+                for c in ("cognizant", "incognizant")}
+    return breaks, by_domain

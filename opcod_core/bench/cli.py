@@ -38,20 +38,10 @@ def _partial(text: str) -> tuple[float, float]:
     return shares  # type: ignore[return-value]
 
 
-def cmd_fidelity(args) -> int:
-    import torch
+def _overrides(args) -> dict:
+    """The run-config overrides the flags ask for (quick mode, steps, evaluation size, lr)."""
+    from opcod_core.bench.fidelity import QUICK_OVERRIDES
 
-    from opcod_core.bench.fidelity import (METHODS, PRIMARY_METHODS, QUICK_OVERRIDES, BenchPlan, run_benchmark,
-                                           save_results)
-    from opcod_core.presets import WORLD3_PAIRS
-    from opcod_core.bench.report import write_report
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    methods = args.methods.split(",") if args.methods else list(METHODS)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; known: {list(METHODS)}")
     overrides: dict = {}
     if args.quick:   # students warmed up for a few steps cannot meet a build check: it is left out
         overrides = deep_merge(QUICK_OVERRIDES, {"students": [{"warmup_sft_steps": args.quick_warmup,
@@ -63,33 +53,62 @@ def cmd_fidelity(args) -> int:
         overrides = deep_merge(overrides, {"eval": ev})
     if args.lr is not None:
         overrides = deep_merge(overrides, {"optim": {"lr": args.lr}})
+    return overrides
+
+
+def _plan(args):
+    """The ``BenchPlan`` of the flags: methods, seeds per method, pairs of the chosen world."""
+    from opcod_core.bench.fidelity import METHODS, PRIMARY_METHODS, BenchPlan
+    from opcod_core.presets import WORLD3_PAIRS
+
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {list(METHODS)}")
     seeds = [0] if args.quick and args.seeds is None else list(range(args.seeds if args.seeds is not None else 3))
     by_method = {}
     if args.baseline_seeds is not None:   # the secondary baselines at fewer seeds than opcod, never, always
         by_method = {m: list(range(args.baseline_seeds)) for m in methods if m not in PRIMARY_METHODS}
     pairs = _pairs(args.pairs) if args.pairs else (list(WORLD3_PAIRS) if args.world == "v3" else
                                                    [("chemistry", "physics")])
-    plan = BenchPlan(pairs=pairs, seeds=seeds, methods=methods, overrides=overrides,
+    return BenchPlan(pairs=pairs, seeds=seeds, methods=methods, overrides=_overrides(args),
                      student_seed=args.student_seed, vary_students=args.vary_students,
                      partial=_partial(args.partial) if args.partial else None,
                      jobs=args.jobs or 1, threads=args.threads or 1, world=args.world, seeds_by_method=by_method,
                      results_dir=Path(args.results_dir) if args.results_dir else None,
                      select_seeds=list(range(args.select_seeds)))
+
+
+def _report_only(out: Path) -> int:
+    import json
+
+    from opcod_core.bench.aggregate import aggregate
+    from opcod_core.bench.fidelity import save_results
+    from opcod_core.bench.primary import primary_comparisons
+    from opcod_core.bench.report import write_report
+
+    results = json.loads(out.with_suffix(".json").read_text())
+    for pr in results["pairs"].values():
+        pr["aggregate"] = aggregate(pr["runs"], pr["students"], pr["domains"])
+        if "primary" in pr:
+            pr["primary"] = primary_comparisons(pr["runs"], pr["students"], pr["strong"], pr["domains"])
+    save_results(results, out.with_suffix(".json"))
+    print(f"report: {write_report(results, out, command=results['command'], machine=results['machine'])}")
+    return 0
+
+
+def cmd_fidelity(args) -> int:
+    import torch
+
+    from opcod_core.bench.fidelity import run_benchmark, save_results
+    from opcod_core.bench.report import write_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = _plan(args)
     out = Path(args.out)
     if args.report_only:  # re-aggregate and re-write from the saved results (e.g. after editing the notes)
-        import json
-
-        from opcod_core.bench.aggregate import aggregate
-        from opcod_core.bench.primary import primary_comparisons
-
-        results = json.loads(out.with_suffix(".json").read_text())
-        for pr in results["pairs"].values():
-            pr["aggregate"] = aggregate(pr["runs"], pr["students"], pr["domains"])
-            if "primary" in pr:
-                pr["primary"] = primary_comparisons(pr["runs"], pr["students"], pr["strong"], pr["domains"])
-        save_results(results, out.with_suffix(".json"))
-        print(f"report: {write_report(results, out, command=results['command'], machine=results['machine'])}")
-        return 0
+        return _report_only(out)
     log_path = out.with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -155,6 +174,12 @@ def register(sub) -> None:
 
     bench = sub.add_parser("bench", help="benchmarks of the algorithm (science-world fidelity)")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
+    _register_fidelity(bsub, default_cache_dir)
+    _register_students(bsub)
+    _register_drift(bsub)
+
+
+def _register_fidelity(bsub, default_cache_dir) -> None:
     fi = bsub.add_parser("fidelity", help="OPCoD vs never/always/domain-selective/GRPO/one-way in the science world")
     fi.add_argument("--out", default="docs/results/fidelity.md", help="report path (.md; .json, .log and "
                     ".png files are written next to it)")
@@ -196,6 +221,9 @@ def register(sub) -> None:
     fi.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache (default ~/.cache/opcod)")
     fi.add_argument("--work-dir", default="/tmp/opcod-bench", help="scratch directory of the runs")
     fi.set_defaults(func=cmd_fidelity)
+
+
+def _register_students(bsub) -> None:
     sp = bsub.add_parser("students", help="build the v3 specialists per build seed and torch thread count, "
                          "report the spread of their knowledge split")
     sp.add_argument("--build-seeds", default="0,1,2", help="build seeds (comma-separated)")
@@ -205,6 +233,9 @@ def register(sub) -> None:
     sp.add_argument("--cache-dir", default="/tmp/opcod-students", help="root of the per-thread-count caches")
     sp.add_argument("--out", default="docs/results/fidelity-v3-students.md", help="report path (.md; .json beside)")
     sp.set_defaults(func=cmd_students)
+
+
+def _register_drift(bsub) -> None:
     dr = bsub.add_parser("drift", help="per-step drift metrics and per-round accuracy of headless runs, side by side")
     dr.add_argument("runs", nargs="+", metavar="LABEL=DIR", help="run directories written by `opcod train --out`")
     dr.add_argument("--out", default="docs/results/drift.md", help="report path (.md; a .json is written beside it)")

@@ -278,6 +278,25 @@ def select_tau(base: RunConfig, grid: list[float], data, cache_dir: Path, work: 
     return best, flat
 
 
+def _choose(base: RunConfig, plan: BenchPlan, data, cache_dir: Path, pwork: Path, log: Callable[[str], None],
+            lr_grid: list[float] | None, lr_methods: list[str] | None, tau_grid: list[float] | None,
+            key: str) -> tuple[RunConfig, dict | None, dict | None]:
+    """The learning rate, then OPCoD's τ, chosen on the validation split (each when its grid is given)."""
+    lr_table = tau_table = None
+    sel = {"seeds": plan.select_seeds, "results_dir": plan.results_dir}
+    if lr_grid:
+        log(f"[{key}] choosing the learning rate on validation from {lr_grid}, seeds {plan.select_seeds}")
+        lr, lr_table = select_lr(base, lr_grid, lr_methods or plan.methods, data, cache_dir, pwork,
+                                 plan.student_seed, log, plan.jobs, plan.threads, **sel)
+        base = base.replace({"optim": {"lr": lr}})
+    if tau_grid and "opcod" in plan.methods:
+        log(f"[{key}] choosing OPCoD's tau on validation from {tau_grid}")
+        tau, tau_table = select_tau(base, tau_grid, data, cache_dir, pwork, plan.student_seed, log,
+                                    plan.jobs, plan.threads, **sel)
+        base = base.replace({"gating": {"tau": tau}})
+    return base, lr_table, tau_table
+
+
 def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[str], None] = print,
                   lr_grid: list[float] | None = None, lr_methods: list[str] | None = None,
                   world_items: int | None = 48, tau_grid: list[float] | None = None) -> dict:
@@ -307,19 +326,8 @@ def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[s
         log(f"[{key}] measuring the knowledge split on validation")
         world = measure_world(base, students, data, "validation", k=base.eval.k, max_items=world_items)
         del students
-        lr_table = None
-        sel = {"seeds": plan.select_seeds, "results_dir": plan.results_dir}
-        if lr_grid:
-            log(f"[{key}] choosing the learning rate on validation from {lr_grid}, seeds {plan.select_seeds}")
-            lr, lr_table = select_lr(base, lr_grid, lr_methods or plan.methods, data, cache_dir, pwork,
-                                     plan.student_seed, log, plan.jobs, plan.threads, **sel)
-            base = base.replace({"optim": {"lr": lr}})
-        tau_table = None
-        if tau_grid and "opcod" in plan.methods:
-            log(f"[{key}] choosing OPCoD's tau on validation from {tau_grid}")
-            tau, tau_table = select_tau(base, tau_grid, data, cache_dir, pwork, plan.student_seed, log,
-                                        plan.jobs, plan.threads, **sel)
-            base = base.replace({"gating": {"tau": tau}})
+        base, lr_table, tau_table = _choose(base, plan, data, cache_dir, pwork, log, lr_grid, lr_methods, tau_grid,
+                                            key)
         if plan.vary_students:  # build every seed's pair once, before the workers load them from the cache
             for seed in all_seeds:
                 _students(base, data, cache_dir, seed)

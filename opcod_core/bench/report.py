@@ -211,6 +211,49 @@ def _paired(iv) -> str:
     return f"{iv.mean:+.3f} ± {iv.half:.3f} ({word})"
 
 
+def _pair_section(key: str, pr: dict, path: Path) -> list[str]:
+    """The report's section of one domain pair (and its Pareto plot next to the report)."""
+    out: list[str] = []
+    cfg = pr["config"]
+    png = path.with_name(f"{path.stem}-{key}.png")
+    plot_pair(key, pr, png)
+    out += [f"## Pair {key}", "",
+            f"Schedule R × K = {cfg['schedule']['rounds']} × {cfg['schedule']['steps_per_direction']}, "
+            f"{cfg['rollout']['batch_prompts']} prompts × {cfg['rollout']['n']} rollouts per step, "
+            f"learning rate {cfg['optim']['lr']:g}, τ = {cfg['gating']['tau']}, test avg@{cfg['eval']['k']} on "
+            f"{'every' if (cfg['eval']['max_items'] or 0) >= 100_000 else cfg['eval']['max_items']} test question(s) per domain, eval temperature {cfg['eval']['temperature']}. "
+            f"Student build (warm-up, or cache load): {pr['build_s']:.0f} s"
+            + (f"; runs: {pr['runs_s'] / 60:.1f} min." if "runs_s" in pr else "."), "",
+            f"![Pareto plot]({png.name})", "",
+            "### Is the knowledge split real? (validation split, before training)", ""]
+    out += _world_table(pr) + [""]
+    if pr.get("lr_selection"):
+        out += ["### Learning rate chosen on validation", ""] + _selection_table(pr["lr_selection"], "lr") + [""]
+    if pr.get("tau_selection"):
+        out += ["### OPCoD's τ chosen on validation (at the chosen learning rate)", "",
+                "| τ | OPCoD mean final validation accuracy | tutor decisions |", "|---|---|---|"]
+        out += [f"| {tau} | {row['opcod']:.3f} | {row['tutor_decisions']}/{row['gates']} |"
+                for tau, row in pr["tau_selection"].items()]
+        out += [""]
+    if pr.get("primary"):
+        out += ["### Primary comparisons (pre-registered, paired by seed)", "",
+                "help = OPCoD − never-give on the student's weak domain (does tutoring teach it?); harm = "
+                "OPCoD − always-give on its strong domain (does the gate block harmful feedback?). Final "
+                "test accuracy; a verdict holds when the 95% interval of the per-seed differences lies "
+                "above 0. Every other table is secondary.", ""] + _primary_table(pr) + [""]
+    out += ["### Test accuracy: initial → final per domain (mean ± 95% interval over seeds)", ""]
+    out += _results_table(pr) + [""]
+    out += ["### OPCoD against the baselines (final accuracy, paired by seed)", ""] + _comparisons(pr) + [""]
+    out += ["### Gate decisions per round", ""] + _gate_table(pr) + [""]
+    out += ["### Feedback: anchoring kept rate and break rate by tutor cognizance", "",
+            "Break rate = P(wrong with f | right without f): broken / samples whose self-teacher was right "
+            "without the feedback, counts summed over seeds.", ""] + _feedback_table(pr) + [""]
+    if any(agg.get("breaks_by_domain") for agg in pr["aggregate"].values()):
+        out += ["Per domain of the question:", ""] + _domain_break_table(pr) + [""]
+    out += ["### Per-token divergence by teacher context", ""] + _divergence_table(pr) + [""]
+    return out
+
+
 def write_report(results: dict, path: Path, command: str, machine: str | None = None) -> Path:
     path = Path(path)
     out: list[str] = ["# Fidelity benchmark: OPCoD and its baselines in the science world", "",
@@ -231,43 +274,7 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
         out += ["## Protocol", "", f"(from `{protocol.name}`, written before the main run)", "",
                 protocol.read_text().strip(), ""]
     for key, pr in results["pairs"].items():
-        cfg = pr["config"]
-        png = path.with_name(f"{path.stem}-{key}.png")
-        plot_pair(key, pr, png)
-        out += [f"## Pair {key}", "",
-                f"Schedule R × K = {cfg['schedule']['rounds']} × {cfg['schedule']['steps_per_direction']}, "
-                f"{cfg['rollout']['batch_prompts']} prompts × {cfg['rollout']['n']} rollouts per step, "
-                f"learning rate {cfg['optim']['lr']:g}, τ = {cfg['gating']['tau']}, test avg@{cfg['eval']['k']} on "
-                f"{cfg['eval']['max_items']} questions per domain, eval temperature {cfg['eval']['temperature']}. "
-                f"Student build (warm-up, or cache load): {pr['build_s']:.0f} s"
-                + (f"; runs: {pr['runs_s'] / 60:.1f} min." if "runs_s" in pr else "."), "",
-                f"![Pareto plot]({png.name})", "",
-                "### Is the knowledge split real? (validation split, before training)", ""]
-        out += _world_table(pr) + [""]
-        if pr.get("lr_selection"):
-            out += ["### Learning rate chosen on validation", ""] + _selection_table(pr["lr_selection"], "lr") + [""]
-        if pr.get("tau_selection"):
-            out += ["### OPCoD's τ chosen on validation (at the chosen learning rate)", "",
-                    "| τ | OPCoD mean final validation accuracy | tutor decisions |", "|---|---|---|"]
-            out += [f"| {tau} | {row['opcod']:.3f} | {row['tutor_decisions']}/{row['gates']} |"
-                    for tau, row in pr["tau_selection"].items()]
-            out += [""]
-        if pr.get("primary"):
-            out += ["### Primary comparisons (pre-registered, paired by seed)", "",
-                    "help = OPCoD − never-give on the student's weak domain (does tutoring teach it?); harm = "
-                    "OPCoD − always-give on its strong domain (does the gate block harmful feedback?). Final "
-                    "test accuracy; a verdict holds when the 95% interval of the per-seed differences lies "
-                    "above 0. Every other table is secondary.", ""] + _primary_table(pr) + [""]
-        out += ["### Test accuracy: initial → final per domain (mean ± 95% interval over seeds)", ""]
-        out += _results_table(pr) + [""]
-        out += ["### OPCoD against the baselines (final accuracy, paired by seed)", ""] + _comparisons(pr) + [""]
-        out += ["### Gate decisions per round", ""] + _gate_table(pr) + [""]
-        out += ["### Feedback: anchoring kept rate and break rate by tutor cognizance", "",
-                "Break rate = P(wrong with f | right without f): broken / samples whose self-teacher was right "
-                "without the feedback, counts summed over seeds.", ""] + _feedback_table(pr) + [""]
-        if any(agg.get("breaks_by_domain") for agg in pr["aggregate"].values()):
-            out += ["Per domain of the question:", ""] + _domain_break_table(pr) + [""]
-        out += ["### Per-token divergence by teacher context", ""] + _divergence_table(pr) + [""]
+        out += _pair_section(key, pr, path)
     notes = path.with_name(f"{path.stem}-notes.md")
     if notes.exists():  # the human reading of these numbers, kept across re-runs
         out += ["## Discussion", "", f"(from `{notes.name}`, written after reading the numbers above)", "",
