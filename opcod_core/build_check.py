@@ -55,8 +55,3 @@ def write_check(cached: Path, st, measured: dict[str, float]) -> None:
     (Path(cached) / "build_check.json").write_text(json.dumps(
         {"student": st.name, "k": CHECK_K, "split": "validation", "measured": measured,
          "expect": {d: list(b) for d, b in (st.warmup_expect or {}).items()}}, indent=1))
-
-
-def read_check(cached: Path) -> dict | None:
-    path = Path(cached) / "build_check.json"
-    return json.loads(path.read_text()) if path.exists() else None
