@@ -105,10 +105,13 @@ def partial_split(items: list[Item], share: float, key: str) -> tuple[list[Item]
 
 # Shares of a skewed warm-up batch (see skewed_examples); the rest is own-domain unhinted answers.
 SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35, "corrupt_tutor": 0.1}
-# With random hinted facts, own-domain contexts also state random facts (see skewed_examples), and get a
-# larger share: measured on the v3 chem specialist with the first mix, a true hint on its own chemistry
-# made it misread the formula's counts (validation accuracy 0.28 with the hint, 0.88 without).
-SKEW_MIX_RANDOM = {"own_tutor": 0.15, "own_context": 0.2, "hinted": 0.3, "corrupt_tutor": 0.1}
+# With random hinted facts, own-domain contexts also state random facts in half of them (see
+# skewed_examples), and get a larger share: measured on the v3 chem specialist with the first mix, a true
+# hint on its own chemistry made it misread the formula's counts (validation accuracy 0.28 with the hint,
+# 0.88 without). Own contexts with random facts only (and own answers at 25%) cut its plain chemistry
+# to 0.52, so half state the true facts and own answers keep the largest share.
+SKEW_MIX_RANDOM = {"own_tutor": 0.1, "own_context": 0.2, "hinted": 0.25, "corrupt_tutor": 0.1}
+OWN_CONTEXT_RANDOM = 0.5
 
 
 def warmup_lr(lr: float, step: int, steps: int, schedule: str) -> float:
@@ -236,9 +239,10 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
     least as often (drawing uniformly over the union would let the larger domain dominate).
 
     ``hinted_facts="random"``: a hinted or own-domain context example states facts drawn at random and its
-    target computes from them (``counterfactual_example``; shares ``SKEW_MIX_RANDOM``), so hint use is
-    learned as a skill of every domain (the student computes from whatever its context states, its own
-    domain included) and never from the hinted domains' true facts."""
+    target computes from them (``counterfactual_example``; shares ``SKEW_MIX_RANDOM``; own contexts in a
+    share ``OWN_CONTEXT_RANDOM``, the others state the true facts as with ``own_contexts="balanced"``), so
+    hint use is learned as a skill of every domain (the student computes from whatever its context
+    states, its own domain included) and never from the hinted domains' true facts."""
     if hinted_facts not in ("given", "random"):
         raise ValueError(f"hinted_facts must be given or random, got {hinted_facts!r}")
     believed_wrong = {it.domain for it in corrupt}
@@ -262,7 +266,8 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
                 item = rng.choice(corrupt)
             else:
                 item = rng.choice(rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own)
-            if kind in ("hinted", "own_context") and hinted_facts == "random":
+            if hinted_facts == "random" and (kind == "hinted" or (kind == "own_context"
+                                                                  and rng.random() < OWN_CONTEXT_RANDOM)):
                 batch.append(counterfactual_example(item, rng, template, unhinted_fraction if kind == "hinted" else 0.0,
                                                     item.domain in believed_wrong, kind))
             else:
