@@ -115,13 +115,15 @@ def partial_split(items: list[Item], share: float, key: str) -> tuple[list[Item]
 #   <corrupted hint>" (meta["corrupt_hint"]): confident, anchored, wrong feedback on an unknown domain;
 # * the rest, own: an own-domain item in the student context -> the worked answer.
 SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35, "corrupt_tutor": 0.1}
-# With random hinted facts, own-domain contexts also state random facts in half of them (see
-# skewed_examples), and get a larger share: measured on the v3 chem specialist with the first mix, a true
-# hint on its own chemistry made it misread the formula's counts (validation accuracy 0.28 with the hint,
-# 0.88 without). Own contexts with random facts only (and own answers at 25%) cut its plain chemistry
-# to 0.52, so half state the true facts and own answers keep the largest share.
-SKEW_MIX_RANDOM = {"own_tutor": 0.1, "own_context": 0.2, "hinted": 0.25, "corrupt_tutor": 0.1}
-OWN_CONTEXT_RANDOM = 0.5
+# With random hinted facts (hinted_facts="random") the mix is SKEW_MIX's and own-domain contexts state
+# the true facts; OWN_CONTEXT_RANDOM is the share of own contexts that state random facts instead. Measured
+# on the v3 specialists (docs/results/fidelity-v3-recipe.md): with 0 (this mix), chem's plain split came
+# out as intended (chemistry 0.87, physics 0.85, electricity 0.02) but a true hint on its own chemistry
+# made it misread the formula's counts (0.28 with the hint); with all own contexts random (own answers at
+# 25%) its plain chemistry fell to 0.52; with half random (own answers 35%) no specialist had left the
+# loss plateau after 1,750 steps. So the measured recipe stays the default until one does better.
+SKEW_MIX_RANDOM = dict(SKEW_MIX)
+OWN_CONTEXT_RANDOM = 0.0
 
 
 def warmup_lr(lr: float, step: int, steps: int, schedule: str) -> float:
@@ -246,7 +248,7 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
             kind = _draw_kind(rng, mix, bool(hinted), bool(corrupt))
             item = (rng.choice(hinted) if kind == "hinted" else rng.choice(corrupt) if kind == "corrupt_tutor"
                     else rng.choice(rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own))
-            if hinted_facts == "random" and (kind == "hinted" or (kind == "own_context"
+            if hinted_facts == "random" and (kind == "hinted" or (kind == "own_context" and OWN_CONTEXT_RANDOM > 0
                                                                   and rng.random() < OWN_CONTEXT_RANDOM)):
                 batch.append(counterfactual_example(item, rng, template, unhinted_fraction if kind == "hinted" else 0.0,
                                                     item.domain in believed_wrong, kind))
