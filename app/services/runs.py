@@ -199,6 +199,19 @@ def _final(run: Run, verb: str) -> Conflict:
     return Conflict(f"run {run.id} is {run.status}: it cannot be {verb}")
 
 
+def allowed_actions(status: str, requested_action: str | None) -> frozenset[str]:
+    """What a person may ask of a run in this state ("pause", "resume", "cancel"): the buttons a page
+    shows. The same rules as the transitions below, where asking anything else is a no-op or a 409."""
+    allowed = set()
+    if status == "queued" or (status == "running" and requested_action is None):
+        allowed.add("pause")
+    if status in ("paused", "failed") or (status == "running" and requested_action == "pause"):
+        allowed.add("resume")
+    if status in ("queued", "paused") or (status == "running" and requested_action != "cancel"):
+        allowed.add("cancel")
+    return frozenset(allowed)
+
+
 def pause_run(db: SessionFactory, run_id: int) -> RunDetail:
     def decide(run: Run):
         if run.status == "queued":

@@ -39,14 +39,15 @@ from app.models import (
     Step,
 )
 from app.services.metrics import break_summary
+from app.services.runs import allowed_actions
+from opcod_core.vocabulary import ANCHORING_CATEGORIES, FINAL_RUN_STATUSES, pareto_improved
 
 SessionFactory = sessionmaker[Session]
 
 MAX_ID = 2**63 - 1
 FEED_LIMIT = 20
 PAGE_LIMIT = 50
-CATEGORIES = ("kept", "no_match", "no_concept_tag", "empty", "all_generic")
-FINAL = ("finished", "failed", "cancelled")
+CATEGORIES = ANCHORING_CATEGORIES
 
 
 # --- small helpers ----------------------------------------------------------------------------------
@@ -119,6 +120,7 @@ def _run_summary(run: Run, evals: list[EvalResult]) -> dict[str, Any]:
     return {
         "id": run.id, "name": run.name, "preset": run.preset, "status": run.status,
         "requested_action": run.requested_action, "error": run.error,
+        "final": run.status in FINAL_RUN_STATUSES, "actions": allowed_actions(run.status, run.requested_action),
         "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
         "parent_run_id": run.parent_run_id,
         "students": [{"name": s.name, "model": s.model_ref, "strong_domain": s.strong_domain}
@@ -333,8 +335,7 @@ def _pareto_panel(series: list[dict[str, Any]], domains: list[str], title: str,
                       "h": round(Y(init["b"]) - y1, 1)}
         p = [{"x": X(q["a"]), "y": Y(q["b"]), "round": q["round"], "a": q["a"], "b": q["b"]} for q in pts]
         last = pts[-1]
-        improved = (last["a"] >= init["a"] and last["b"] >= init["b"]
-                    and (last["a"] > init["a"] or last["b"] > init["b"]))
+        improved = pareto_improved({"a": init["a"], "b": init["b"]}, {"a": last["a"], "b": last["b"]})
         lines.append({"label": st.get("label") or st["student"], "color": color, "points": p,
                       "path": " ".join(f"{q['x']},{q['y']}" for q in p), "initial": p[0], "last": p[-1],
                       "improved": improved, "init_acc": init, "last_acc": last})
@@ -514,7 +515,7 @@ def exchanges_page(sf: SessionFactory, run_id: int, filters: ExchangeFilters, be
                 "top_id": max([r["id"] for r in rows] + [after or 0]) if after is not None else (
                     rows[0]["id"] if rows else 0),
                 "last_event_id": s.scalar(select(func.max(Event.id)).where(Event.run_id == run_id)) or 0,
-                "run": {"id": run.id, "name": run.name, "status": run.status,
+                "run": {"id": run.id, "name": run.name, "status": run.status, "final": run.status in FINAL_RUN_STATUSES,
                         "domains": _domains(run.config or {}),
                         "rounds": _cfg(run.config or {}, "schedule", "rounds")}}
 
@@ -620,7 +621,7 @@ def exchange_detail(sf: SessionFactory, exchange_id: int) -> dict[str, Any]:
                          "teacher_context": ex.teacher_context, "origin_exchange_id": ex.origin_exchange_id,
                          "override_id": ex.override_id, "step_id": ex.step_id,
                          "n_tokens": len(ex.tokens or [])},
-            "run": {"id": run.id, "name": run.name, "status": run.status,
+            "run": {"id": run.id, "name": run.name, "status": run.status, "final": run.status in FINAL_RUN_STATUSES,
                     "approval": _cfg(run.config or {}, "tutor", "approval"),
                     "context_mode": (run.config or {}).get("context_mode")},
             "prompt": {"id": pr.id, "item_key": pr.item_key, "domain": pr.domain, "split": pr.split,
@@ -716,7 +717,7 @@ def approvals_queue(sf: SessionFactory, run_id: int, limit: int = 100) -> dict[s
                     "feedback_raw": p.get("feedback_raw"), "feedback": p.get("feedback_sanitised"),
                     "question_pieces": concept_pieces(p.get("question") or "", p.get("concept"))}
 
-        return {"run": {"id": run.id, "name": run.name, "status": run.status,
+        return {"run": {"id": run.id, "name": run.name, "status": run.status, "final": run.status in FINAL_RUN_STATUSES,
                         "approval": _cfg(run.config or {}, "tutor", "approval"),
                         "gating_mode": _cfg(run.config or {}, "gating", "mode"),
                         "timeout_s": _cfg(run.config or {}, "tutor", "approval_timeout_s"),

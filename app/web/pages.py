@@ -23,6 +23,7 @@ from app.services import SessionFactory, approvals, overrides, replays, runs, vi
 from app.services.overrides import GATING_MODES
 from app.web import forms
 from app.web.templating import is_htmx, render, templates
+from opcod_core.vocabulary import TUTOR_OVERRIDE_KINDS, ExchangeOverrideKind, RunOverrideKind, values
 
 AUTHOR = "dashboard"
 
@@ -192,10 +193,10 @@ async def run_override(request: Request, run_id: int):
     kind = form.get("kind", "")
     errors: dict[str, str] = {}
     req = None
-    if kind not in ("force_tutor", "mute_tutor", "clear_tutor", "set_tau", "set_mode"):
+    if kind not in values(RunOverrideKind):
         errors["kind"] = "choose what to change"
     else:
-        student = form.get("student") or None if kind in ("force_tutor", "mute_tutor", "clear_tutor") else None
+        student = form.get("student") or None if kind in TUTOR_OVERRIDE_KINDS else None
         value: Any = None
         if kind == "set_tau":
             try:
@@ -288,7 +289,7 @@ async def exchange_override(request: Request, exchange_id: int):
     action = form.get("action", "")
     text = form.get("text")
     error = None
-    if action not in ("edit", "reject", "approve"):
+    if action not in values(ExchangeOverrideKind):
         error = "choose edit, reject or approve"
     else:
         try:

@@ -41,10 +41,9 @@ from app.worker.replays import IdleReplayer
 from opcod_core.checkpoint import checkpoint_root, latest_checkpoint, load_state
 from opcod_core.observer import JSONLObserver, MultiObserver
 from opcod_core.trainer import Trainer
+from opcod_core.vocabulary import FINAL_RUN_STATUSES as FINAL_STATUSES
 
 log = logging.getLogger(__name__)
-
-FINAL_STATUSES = ("finished", "failed", "cancelled")
 
 
 class WorkerTrainer(Trainer):
