@@ -36,7 +36,7 @@ from opcod_core.data.types import SplitDataset
 from opcod_core.generation.hf import HFBackend
 from opcod_core.specialize import specialize
 from opcod_core.student import StudentRuntime
-from opcod_core.warmup import partial_split, skewed_warm_up, warm_up
+from opcod_core.warmup import ConvergeSchedule, partial_split, skewed_warm_up, warm_up
 
 WARMUP_VERSION = 2  # 2: partly known domains in skewed_warm_up
 
@@ -206,7 +206,8 @@ def _specialize_code_digest() -> str:
 KEY_NEUTRAL_DEFAULTS: dict[str, object] = {"specialize": None, "chat_template_kwargs": {},
                                            "warmup_corrupt_domains": None, "warmup_schedule": "constant",
                                            "warmup_own_contexts": "with_solution", "build_seed": None,
-                                           "warmup_batch_size": 16}
+                                           "warmup_batch_size": 16, "warmup_hinted_facts": "given",
+                                           "warmup_converge_loss": 0.15, "warmup_decay_steps": 1000}
 # Not inputs of the warm-up: a check of its result (changing a tolerance must not rebuild the student).
 KEY_EXCLUDED = ("warmup_expect",)
 
@@ -268,30 +269,44 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
                         config.optim, device=device, chat_template_kwargs=st.chat_template_kwargs,
                         ema_rate=config.teacher.ema_rate,
                         total_updates=config.schedule.rounds * config.schedule.steps_per_direction)
-    if needs_warmup and st.specialize is not None:
-        cb = (lambda i, n, loss, _name=st.name: progress(f"specialise {_name}", i, n, loss)) if progress else None
-        specialize(rt, specialize_items(st, data), st.specialize, seed=seed, progress=cb)
-    elif needs_warmup:
-        items, hinted, partly, corrupt = warmup_items(st, config, index, data)
-        cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
-        if st.warmup_hinted_domains:  # domain skew: facts of own domains, hint use for the others
-            skewed_warm_up(rt, items, hinted, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
-                           seed=seed, unhinted_fraction=st.warmup_unhinted_fraction,
-                           batch_size=st.warmup_batch_size, progress=cb, partly_known=partly, corrupt=corrupt,
-                           schedule=st.warmup_schedule, own_contexts=st.warmup_own_contexts)
-        else:
-            warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config), seed=seed,
-                    batch_size=st.warmup_batch_size, progress=cb)
     if needs_warmup:
+        info = _warm(rt, st, config, index, data, seed, progress)
         rt.reset_optimizer()
         # fails loudly, before anything is cached, when the intended knowledge split is missed
         measured = check_build(rt, st, config, data) if st.warmup_expect else None
         if cached is not None:
             models.save_model(rt.model, rt.tokenizer, cached)
             if measured is not None:
-                write_check(cached, st, measured)
+                write_check(cached, st, measured, info)
     rt.mark_initial()   # the run starts here: initial weights for weight_l2, the KL anchor, one_way, the EMA
     return rt
+
+
+def _warm(rt: StudentRuntime, st: StudentConfig, config: RunConfig, index: int, data: SplitDataset, seed: int,
+          progress) -> dict:
+    """Runs the student's warm-up or specialisation; returns what the build check records of it (steps
+    run and, with the converge schedule, the step at which the decay began)."""
+    if st.specialize is not None:
+        cb = (lambda i, n, loss, _name=st.name: progress(f"specialise {_name}", i, n, loss)) if progress else None
+        specialize(rt, specialize_items(st, data), st.specialize, seed=seed, progress=cb)
+        return {}
+    items, hinted, partly, corrupt = warmup_items(st, config, index, data)
+    cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
+    if not st.warmup_hinted_domains:
+        curve = warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config), seed=seed,
+                        batch_size=st.warmup_batch_size, progress=cb)
+        return {"steps": len(curve)}
+    # domain skew: facts of own domains, hint use for the others
+    schedule = (ConvergeSchedule(st.warmup_lr, st.warmup_sft_steps, st.warmup_decay_steps, st.warmup_converge_loss)
+                if st.warmup_schedule == "converge" else st.warmup_schedule)
+    curve = skewed_warm_up(rt, items, hinted, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
+                           seed=seed, unhinted_fraction=st.warmup_unhinted_fraction,
+                           batch_size=st.warmup_batch_size, progress=cb, partly_known=partly, corrupt=corrupt,
+                           schedule=schedule, own_contexts=st.warmup_own_contexts, hinted_facts=st.warmup_hinted_facts)
+    info = {"steps": len(curve), "final_loss": sum(curve[-50:]) / max(len(curve[-50:]), 1)}
+    if isinstance(schedule, ConvergeSchedule):
+        info["decay_start"] = schedule.decay_start
+    return info
 
 
 def build_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None = None,

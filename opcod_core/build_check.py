@@ -51,7 +51,9 @@ def check_build(rt, st, config, data) -> dict[str, float]:
     return measured
 
 
-def write_check(cached: Path, st, measured: dict[str, float]) -> None:
+def write_check(cached: Path, st, measured: dict[str, float], warmup: dict | None = None) -> None:
+    """``build_check.json`` next to the cached weights: the measured split, the intervals and the warm-up's
+    record (steps run, when the converge schedule began its decay)."""
     (Path(cached) / "build_check.json").write_text(json.dumps(
-        {"student": st.name, "k": CHECK_K, "split": "validation", "measured": measured,
+        {"student": st.name, "k": CHECK_K, "split": "validation", "measured": measured, "warmup": warmup or {},
          "expect": {d: list(b) for d, b in (st.warmup_expect or {}).items()}}, indent=1))

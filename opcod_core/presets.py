@@ -166,10 +166,11 @@ def world3_specialist(strong: str, build_seed: int = 0) -> dict[str, Any]:
     i = WORLD3_CYCLE.index(strong)
     partial, unknown = WORLD3_CYCLE[(i + 1) % 3], WORLD3_CYCLE[(i - 1) % 3]
     return {"name": WORLD3_NAMES[strong], "model": "tinyword:llama", "strong_domain": strong,
-            "warmup_sft_steps": 2000, "warmup_lr": 3e-3, "warmup_schedule": "cosine",
+            "warmup_sft_steps": 2500, "warmup_lr": 3e-3, "warmup_schedule": "converge",
+            "warmup_converge_loss": 0.05, "warmup_decay_steps": 1500,
             "warmup_own_contexts": "balanced", "warmup_domains": [strong],
             "warmup_hinted_domains": [partial, unknown], "warmup_partial": {partial: WORLD3_PARTIAL_SHARE},
-            "warmup_corrupt_domains": [unknown], "warmup_unhinted_fraction": 0.05,
+            "warmup_corrupt_domains": [unknown], "warmup_hinted_facts": "random", "warmup_unhinted_fraction": 0.1,
             "warmup_expect": {strong: WORLD3_EXPECT["strong"], partial: WORLD3_EXPECT["partial"],
                               unknown: WORLD3_EXPECT["unknown"]},
             "build_seed": 1000 * build_seed + i}

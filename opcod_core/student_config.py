@@ -82,13 +82,23 @@ class StudentConfig(Section):
                                                            "an incognizant tutor whose feedback there is "
                                                            "well-formed, anchored and wrong.")
     warmup_batch_size: int = Field(16, ge=1, le=4096, description="Examples per warm-up step.")
-    warmup_schedule: Literal["constant", "cosine"] = Field("constant", description="Warm-up learning rate: "
-                                                           "constant, or cosine decay to 0 over the warm-up "
-                                                           "steps (ends at a converged point, not a noisy one).")
+    warmup_schedule: Literal["constant", "cosine", "converge"] = Field(
+        "constant", description="Warm-up learning rate: constant; cosine decay to 0 over the warm-up steps; or "
+        "converge: constant until the training loss's moving average falls below warmup_converge_loss (at "
+        "most warmup_sft_steps steps), then cosine decay to 0 over warmup_decay_steps (ends converged "
+        "whenever the loss dropped).")
+    warmup_converge_loss: float = Field(0.15, gt=0, description="Loss that ends the constant phase of the "
+                                        "converge schedule (exponential moving average, weight 0.02).")
+    warmup_decay_steps: int = Field(1000, ge=1, le=100_000, description="Cosine decay steps after the "
+                                    "constant phase of the converge schedule.")
     warmup_own_contexts: Literal["with_solution", "balanced"] = Field(
         "with_solution", description="Own-domain self-teacher contexts in the skewed warm-up: always with a "
         "solution s (and the hint in half), or balanced over s, hint alone and s + hint, so that a hint on "
         "the student's own domain reads as a restatement of what it knows.")
+    warmup_hinted_facts: Literal["given", "random"] = Field(
+        "given", description="Facts stated by the hinted domains' warm-up hints: the items' own (the student "
+        "can learn the facts from them), or random facts with the answers they give (hint use without the "
+        "domain's facts; needs a world that can vary its facts: sciworld3).")
     warmup_expect: dict[str, tuple[float, float]] | None = Field(
         None, description="Intended plain accuracy [low, high] per domain on the validation split after the "
         "warm-up (avg@4); the build fails, naming student, domain and measured value, when one is missed.")

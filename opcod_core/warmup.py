@@ -69,16 +69,18 @@ def warm_up(student, items: list[Item], steps: int, lr: float, template: TutorTe
     return curve
 
 
-def sanitised_hint(item: Item, template: TutorTemplate) -> str | None:
-    """The item's hint exactly as OPCoD would feed it to a self-teacher: written in the tutor format,
-    classified and sanitised by the anchoring check (``"Concept: X. <hint>"``); None if not kept."""
+def sanitised_hint(item: Item, template: TutorTemplate, hint: str | None = None, gold: str | None = None) -> str | None:
+    """The item's hint (or ``hint``, a variant's, whose answer is ``gold``) exactly as OPCoD would feed it
+    to a self-teacher: written in the tutor format, classified and sanitised by the anchoring check
+    (``"Concept: X. <hint>"``); None if not kept."""
     from opcod_core.anchoring import classify_feedback
 
-    concept, hint = item.meta.get("concept"), item.meta.get("hint")
+    concept, hint = item.meta.get("concept"), hint or item.meta.get("hint")
     if not concept or not hint:
         return None
-    v = classify_feedback(f"{template.prefill}{concept}</concept> {hint}", item.question, gold=item.gold,
-                          choices=list(item.choices), labels=list(item.labels))
+    v = classify_feedback(f"{template.prefill}{concept}</concept> {hint}", item.question,
+                          gold=item.gold if gold is None else gold, choices=list(item.choices),
+                          labels=list(item.labels))
     return v.sanitised if v.kept else None
 
 
@@ -101,8 +103,15 @@ def partial_split(items: list[Item], share: float, key: str) -> tuple[list[Item]
     return inside, outside, sorted(known)
 
 
-# Shares of a skewed warm-up batch (see skewed_warm_up); the rest is own-domain unhinted answers.
+# Shares of a skewed warm-up batch (see skewed_examples); the rest is own-domain unhinted answers.
 SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35, "corrupt_tutor": 0.1}
+# With random hinted facts, own-domain contexts also state random facts in half of them (see
+# skewed_examples), and get a larger share: measured on the v3 chem specialist with the first mix, a true
+# hint on its own chemistry made it misread the formula's counts (validation accuracy 0.28 with the hint,
+# 0.88 without). Own contexts with random facts only (and own answers at 25%) cut its plain chemistry
+# to 0.52, so half state the true facts and own answers keep the largest share.
+SKEW_MIX_RANDOM = {"own_tutor": 0.1, "own_context": 0.2, "hinted": 0.25, "corrupt_tutor": 0.1}
+OWN_CONTEXT_RANDOM = 0.5
 
 
 def warmup_lr(lr: float, step: int, steps: int, schedule: str) -> float:
@@ -112,6 +121,42 @@ def warmup_lr(lr: float, step: int, steps: int, schedule: str) -> float:
     if schedule == "cosine":
         return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
     raise ValueError(f"warm-up schedule must be constant or cosine, got {schedule!r}")
+
+
+class ConvergeSchedule:
+    """``warmup_schedule="converge"``: constant ``lr`` until the training loss has converged, then a fixed
+    cosine decay to 0 over ``decay_steps``.
+
+    Why: a tiny student learns to copy the question's numbers in a sudden transition (the loss sits on a
+    plateau near 0.8, then drops). Measured on the v3 specialists, that transition came after 250 steps in
+    one build and after 1,500 in another with the same recipe; a cosine decay fixed in advance had then
+    already cut the rate, and that build ended on the plateau (plain accuracy about 0.05 everywhere). Here
+    the decay starts when the loss's exponential moving average (weight ``EMA``) falls below ``loss``, or
+    at ``max_steps`` if it never does (the build check then fails loudly), so every build ends converged,
+    whenever its transition came. ``decay_start`` records when the decay began."""
+
+    EMA = 0.02
+
+    def __init__(self, lr: float, max_steps: int, decay_steps: int, loss: float):
+        self.lr, self.max_steps, self.decay_steps, self.loss = lr, max_steps, decay_steps, loss
+        self.ema: float | None = None
+        self.decay_start: int | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.max_steps + self.decay_steps
+
+    def lr_at(self, step: int) -> float | None:
+        """The rate of ``step``, or None once the decay is over (the warm-up ends)."""
+        if self.decay_start is None and (step >= self.max_steps or (self.ema is not None and self.ema < self.loss)):
+            self.decay_start = step
+        if self.decay_start is None:
+            return self.lr
+        done = step - self.decay_start
+        return None if done >= self.decay_steps else warmup_lr(self.lr, done, self.decay_steps, "cosine")
+
+    def observe(self, loss: float) -> None:
+        self.ema = loss if self.ema is None else (1 - self.EMA) * self.ema + self.EMA * loss
 
 
 def _attempt(item: Item, rng: random.Random, bare: bool = False) -> str:
@@ -132,31 +177,42 @@ def _attempt(item: Item, rng: random.Random, bare: bool = False) -> str:
 def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr: float, template: TutorTemplate,
                    seed: int, unhinted_fraction: float = 0.05, batch_size: int = 16, progress=None,
                    partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
-                   schedule: str = "constant", own_contexts: str = "with_solution") -> list[float]:
+                   schedule: str | ConvergeSchedule = "constant", own_contexts: str = "with_solution",
+                   hinted_facts: str = "given") -> list[float]:
     """Warm-up with domain skew (the science world's students): the student learns the facts of its
     ``own`` domains and only learns to *use* facts given in context for the ``hinted`` domains.
     The batches are ``skewed_examples``'s (seeded per student); each example's prompt is rendered with
     the student's chat template (tutor prompts with the "<concept>" prefill) and its target ends with EOS.
-    ``schedule="cosine"`` decays the learning rate to 0 (``warmup_lr``)."""
+    ``schedule="cosine"`` decays the learning rate to 0 (``warmup_lr``); a ``ConvergeSchedule`` runs until
+    the loss converged and then decays (``steps`` is then ignored: the schedule has its own bounds)."""
     if not own:
         raise ValueError(f"student {student.name}: no own-domain warm-up items")
     eos = student.tokenizer.eos_token or ""
-    examples = skewed_examples(student.name, own, hinted, steps, template, seed, unhinted_fraction, batch_size,
-                               partly_known, corrupt, own_contexts)
+    total = schedule.total_steps if isinstance(schedule, ConvergeSchedule) else steps
+    examples = skewed_examples(student.name, own, hinted, total, template, seed, unhinted_fraction, batch_size,
+                               partly_known, corrupt, own_contexts, hinted_facts)
     curve: list[float] = []
     for step, batch in enumerate(examples):
+        if isinstance(schedule, ConvergeSchedule):
+            rate = schedule.lr_at(step)
+            if rate is None:
+                break
+        else:
+            rate = warmup_lr(lr, step, steps, schedule)
         prompts = [student.render(messages, prefill=prefill or "") for _kind, messages, prefill, _target in batch]
         targets = [student.encode(target + eos) for _kind, _messages, _prefill, target in batch]
-        curve.append(student.sft_step(prompts, targets, lr=warmup_lr(lr, step, steps, schedule)))
+        curve.append(student.sft_step(prompts, targets, lr=rate))
+        if isinstance(schedule, ConvergeSchedule):
+            schedule.observe(curve[-1])
         if progress is not None:
-            progress(step + 1, steps, curve[-1])
+            progress(step + 1, total, curve[-1])
     return curve
 
 
 def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, template: TutorTemplate, seed: int,
                     unhinted_fraction: float = 0.05, batch_size: int = 16,
                     partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
-                    own_contexts: str = "with_solution"):
+                    own_contexts: str = "with_solution", hinted_facts: str = "given"):
     """The skewed warm-up's batches as text: per step a list of (kind, messages, prefill or None, target
     without EOS). Each example of a batch is drawn independently (``Random`` seeded by student name and seed):
 
@@ -180,27 +236,42 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
     ``partly_known``: (known items of a partly known domain, share) pairs (``partial_split``). They are
     treated as own items; an own item is drawn from the own pool with weight 1 and from each known pool
     with its share, so a student that knows 90% of the other domain still sees its strong domain at
-    least as often (drawing uniformly over the union would let the larger domain dominate)."""
+    least as often (drawing uniformly over the union would let the larger domain dominate).
+
+    ``hinted_facts="random"``: a hinted or own-domain context example states facts drawn at random and its
+    target computes from them (``counterfactual_example``; shares ``SKEW_MIX_RANDOM``; own contexts in a
+    share ``OWN_CONTEXT_RANDOM``, the others state the true facts as with ``own_contexts="balanced"``), so
+    hint use is learned as a skill of every domain (the student computes from whatever its context
+    states, its own domain included) and never from the hinted domains' true facts."""
+    if hinted_facts not in ("given", "random"):
+        raise ValueError(f"hinted_facts must be given or random, got {hinted_facts!r}")
+    believed_wrong = {it.domain for it in corrupt}
     pools = [own] + [known for known, share in partly_known if known and share > 0]
     weights = [1.0] + [share for known, share in partly_known if known and share > 0]
     rng = random.Random(f"skewed-warmup-{seed}-{name}")
     stop = template.stop[0] if template.stop else "\n"
-    edge = SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] + SKEW_MIX["own_context"]
+    mix = SKEW_MIX_RANDOM if hinted_facts == "random" else SKEW_MIX
+    edge = mix["hinted"] + mix["own_tutor"] + mix["own_context"]
     for _step in range(steps):
         batch = []
         for _ in range(batch_size):
             u = rng.random()
-            kind = ("hinted" if hinted and u < SKEW_MIX["hinted"] else
-                    "own_tutor" if u < SKEW_MIX["hinted"] + SKEW_MIX["own_tutor"] else
+            kind = ("hinted" if hinted and u < mix["hinted"] else
+                    "own_tutor" if u < mix["hinted"] + mix["own_tutor"] else
                     "own_context" if u < edge else
-                    "corrupt_tutor" if corrupt and u < edge + SKEW_MIX["corrupt_tutor"] else "own")
+                    "corrupt_tutor" if corrupt and u < edge + mix["corrupt_tutor"] else "own")
             if kind == "hinted":
                 item = rng.choice(hinted)
             elif kind == "corrupt_tutor":
                 item = rng.choice(corrupt)
             else:
                 item = rng.choice(rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own)
-            batch.append(_skewed_example(kind, item, rng, template, stop, unhinted_fraction, own_contexts))
+            if hinted_facts == "random" and (kind == "hinted" or (kind == "own_context"
+                                                                  and rng.random() < OWN_CONTEXT_RANDOM)):
+                batch.append(counterfactual_example(item, rng, template, unhinted_fraction if kind == "hinted" else 0.0,
+                                                    item.domain in believed_wrong, kind))
+            else:
+                batch.append(_skewed_example(kind, item, rng, template, stop, unhinted_fraction, own_contexts))
         yield batch
 
 
@@ -233,3 +304,37 @@ def _skewed_example(kind: str, item: Item, rng: random.Random, template: TutorTe
     else:
         messages = rollout_messages(item.question, labels, choices, item.answer_type)
     return kind, messages, None, answer_target(item)
+
+
+def counterfactual_example(item: Item, rng: random.Random, template: TutorTemplate, unhinted_fraction: float,
+                           believes_wrong: bool, kind: str = "hinted") -> tuple[str, list[dict], None, str]:
+    """A self-teacher example of ``hinted_facts="random"`` (its kind, messages, None, target).
+
+    In context: the question with, drawn uniformly, a hint stating random facts
+    (``sciworld3.random_facts``), the solution those facts give, or both -> the worked answer from those
+    facts. For a hinted domain the true facts are never a target unless the draw states them in the
+    context too, so the student learns to compute from the facts it is told, not the facts themselves;
+    for its own domain (``kind="own_context"``) it learns that a stated fact overrides what it knows,
+    which is what makes a wrong hint harmful and a right one harmless.
+    Unhinted (a fraction ``unhinted_fraction`` of hinted-domain examples): the plain question -> the
+    worked answer from the wrong table (``believes_wrong``: a domain the student tutors from the corrupted
+    table, so it also answers from it, as an incognizant student does) or from random facts (a partly
+    known domain's unknown units: the student guesses a fact)."""
+    from opcod_core.data.sciworld3 import random_facts
+    from opcod_core.prompts import teacher_messages
+
+    labels, choices = list(item.labels), list(item.choices)
+    if rng.random() < unhinted_fraction:
+        if believes_wrong:
+            worked, value = item.meta["corrupt_worked"], item.meta["corrupt_answer"]
+        else:
+            _hint, worked, value = random_facts(item, rng)
+        return "unhinted", rollout_messages(item.question, labels, choices, item.answer_type), None, \
+            f"{worked} Answer: {value}"
+    hint, worked, value = random_facts(item, rng)
+    target = f"{worked} Answer: {value}"
+    shown = rng.choice(("s", "f", "s+f"))
+    f = sanitised_hint(item, template, hint=hint, gold=str(value)) if "f" in shown else None
+    s = target if ("s" in shown or f is None) else None
+    messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)
+    return kind, messages, None, target

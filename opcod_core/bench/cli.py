@@ -45,6 +45,7 @@ def _overrides(args) -> dict:
     overrides: dict = {}
     if args.quick:   # students warmed up for a few steps cannot meet a build check: it is left out
         overrides = deep_merge(QUICK_OVERRIDES, {"students": [{"warmup_sft_steps": args.quick_warmup,
+                                                               "warmup_decay_steps": args.quick_warmup,
                                                                "warmup_expect": None}] * 2})
     if args.steps is not None:
         overrides = deep_merge(overrides, {"schedule": {"steps_per_direction": args.steps}})
@@ -162,6 +163,7 @@ def cmd_students(args) -> int:
     seeds = [int(x) for x in args.build_seeds.split(",")]
     threads = [int(x) for x in args.threads.split(",")]
     rows = run_spread(seeds, threads, Path(args.cache_dir), jobs=args.jobs, steps=args.steps,
+                      decay_steps=args.decay_steps,
                       log=lambda m: print(m, file=sys.stderr, flush=True))
     command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     machine = f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, torch {torch.__version__}"
@@ -228,7 +230,10 @@ def _register_students(bsub) -> None:
                          "report the spread of their knowledge split")
     sp.add_argument("--build-seeds", default="0,1,2", help="build seeds (comma-separated)")
     sp.add_argument("--threads", default="1,2", help="torch thread counts (comma-separated)")
-    sp.add_argument("--steps", type=int, default=None, help="warm-up steps (default: the preset's)")
+    sp.add_argument("--steps", type=int, default=None,
+                    help="warm-up steps, with the converge schedule the most before the decay (default: the preset's)")
+    sp.add_argument("--decay-steps", type=int, default=None, help="decay steps of the converge schedule "
+                    "(default: the preset's)")
     sp.add_argument("--jobs", type=int, default=2, help="builds in parallel processes")
     sp.add_argument("--cache-dir", default="/tmp/opcod-students", help="root of the per-thread-count caches")
     sp.add_argument("--out", default="docs/results/fidelity-v3-students.md", help="report path (.md; .json beside)")

@@ -26,7 +26,8 @@ def _roles(st) -> dict[str, str]:
     return {st.strong_domain: "strong", partial: "partial", unknown: "unknown"}
 
 
-def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | None = None) -> list[dict]:
+def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | None = None,
+                decay_steps: int | None = None) -> list[dict]:
     """Builds the three v3 specialists with ``build_seed`` under ``threads`` torch threads; one row per
     specialist: measured accuracy per domain, its role, whether the build check passed, build time."""
     import torch
@@ -44,6 +45,8 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         raw = world3_pair(strong, WORLD3_CYCLE[(i + 1) % 3], build_seed=build_seed)
         if steps is not None:
             raw["students"][0]["warmup_sft_steps"] = steps
+        if decay_steps is not None:
+            raw["students"][0]["warmup_decay_steps"] = decay_steps
         cfg = RunConfig.from_dict(raw)
         st = cfg.students[0]
         data = load_dataset(data_spec(cfg))
@@ -66,11 +69,11 @@ def _task(args: tuple) -> list[dict]:
 
 
 def run_spread(build_seeds: list[int], threads: list[int], cache_root: Path, jobs: int = 2,
-               steps: int | None = None, log=print) -> list[dict]:
+               steps: int | None = None, log=print, decay_steps: int | None = None) -> list[dict]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    tasks = [(seed, t, Path(cache_root) / f"threads-{t}", steps) for t in threads for seed in build_seeds]
+    tasks = [(seed, t, Path(cache_root) / f"threads-{t}", steps, decay_steps) for t in threads for seed in build_seeds]
     rows: list[dict] = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_task, t): t for t in tasks}

@@ -14,15 +14,22 @@ no harm to block. Version 3 changes the items, not the domains or the knowledge 
   instead of 319, so the held-out test formulas resolve smaller differences. Physics and electricity
   keep their input pairs per relation (63: all but (2, 2)) (single-digit inputs, the arithmetic tiny students learn).
 * **A corrupted fact table.** Every item carries ``meta["corrupt_hint"]``: the item's hint in the
-  same words with the domain fact made wrong, consistently over the world: every valence electron
-  count shifted up by one (F, Cl, Br, I wrap from 7 to 1), every product relation stated as a sum
-  ("force = mass + acceleration") and every quotient as a difference ("speed = distance - time"). A
-  student whose warm-up teaches it to write feedback from this table on a domain
+  same words with the domain fact made wrong, consistently over the world: every element has a wrong
+  valence electron count of its own (``CORRUPT_VALENCE``), every product relation is stated as a sum
+  ("force = mass + acceleration") and every quotient as a difference ("speed = distance - time");
+  ``meta["corrupt_worked"]`` and ``meta["corrupt_answer"]`` are the worked answer and the answer under
+  that table. A student whose warm-up teaches it this table on a domain
   (``StudentConfig.warmup_corrupt_domains``) is the paper's incognizant tutor: its feedback names the
   question's concept (anchoring keeps it) and states a fact with confidence, and the fact is wrong.
-  The corrupted answer never differs from the gold value by accident only: it always differs (checked
-  for every item when the world is built), which is why the input pair (2, 2) is left out of every
-  relation (2 x 2 = 2 + 2, and 4 / 2 = 4 - 2).
+  The corrupted answer always differs from the gold value (checked for every item when the world is
+  built), which is why the input pair (2, 2) is left out of every relation (2 x 2 = 2 + 2, and
+  4 / 2 = 4 - 2) and why the wrong valences are what they are (below).
+* **Facts in context can be any facts** (``random_facts``): a variant of an item in which the facts a
+  hint states are drawn at random (any valence 1-7 per element; the right or the wrong operation of a
+  relation) with the worked answer those facts give. A warm-up that teaches hint *use* on such variants
+  teaches the student to compute from whatever facts its context states, without ever pairing the
+  domain's questions with its true facts: shown the true hints instead, a tiny student memorised the
+  facts of a domain it was meant not to know (plain accuracy 0.83 on it after 3,000 steps).
 
 Everything else is version 2's (``opcod_core.data.sciworld``): the element table, the relations, the
 worked answers ("C has 4 and O has 6 valence electrons. 2 x 6 = 12. 4 + 12 = 16." then
@@ -41,11 +48,21 @@ from .types import Item
 
 WORLD3_COUNTS = (1, 2, 3)
 CORRUPT_OP = {"x": "+", "/": "-"}
+# The wrong valence table. A shifted table (every count + 1) was tried first: a specialist taught to write
+# it learned "write each number plus one" and misread the numbers of every question (a "2 kg ... 8 m/s"
+# cart became "3 x 9"), so each element gets a wrong count of its own, not a function of its true count.
+# Left elements move up (by 1 or 3), halogens and sulfur down (by 4 or 5), oxygen up by 1: with counts
+# 1-3 no formula XaYb then has a*dX + b*dY = 0, so the wrong table never gives the right total.
+CORRUPT_VALENCE: dict[str, int] = {
+    "H": 2, "Li": 4, "Na": 2, "K": 4, "Be": 5, "Mg": 3, "Ca": 5, "B": 6, "Al": 4, "C": 7, "Si": 5,
+    "N": 6, "P": 6, "O": 7, "S": 2, "F": 2, "Cl": 3, "Br": 2, "I": 3,
+}
+VALENCE_RANGE = tuple(range(1, 8))
 
 
 def corrupt_valence(element: str) -> int:
-    """The wrong table: each count shifted up by one, 7 wrapping to 1."""
-    return VALENCE[element] % 7 + 1
+    """The element's count in the wrong table (``CORRUPT_VALENCE``)."""
+    return CORRUPT_VALENCE[element]
 
 
 def _apply(op: str, x: int, y: int) -> int:
@@ -59,17 +76,52 @@ def _chem_facts(terms: Sequence[tuple[str, int]], table) -> str:
     return f"{names[0]} has {table(names[0])} and {names[1]} has {table(names[1])} valence electrons."
 
 
-def _chem_steps(terms: Sequence[tuple[str, int]]) -> tuple[str, int]:
-    """Arithmetic of a formula, one binary operation per step: "3 x 6 = 18. 4 + 18 = 22."."""
+def _chem_steps(terms: Sequence[tuple[str, int]], table=VALENCE.__getitem__) -> tuple[str, int]:
+    """Arithmetic of a formula under a valence ``table``, one binary operation per step:
+    "3 x 6 = 18. 4 + 18 = 22."."""
     steps, parts = [], []
     for el, n in terms:
-        v = VALENCE[el]
+        v = table(el)
         if n > 1:
             steps.append(f"{n} x {v} = {n * v}.")
         parts.append(n * v)
     if len(parts) == 2:
         steps.append(f"{parts[0]} + {parts[1]} = {sum(parts)}.")
     return " ".join(steps), sum(parts)
+
+
+def _chem_worked(terms: Sequence[tuple[str, int]], table) -> tuple[str, str, int]:
+    """(facts, worked answer, total) of a formula under a valence ``table``."""
+    facts = _chem_facts(terms, table)
+    steps, total = _chem_steps(terms, table)
+    return facts, f"{facts} {steps}", total
+
+
+def _relation_worked(fact: str, op: str, x: int, y: int) -> tuple[str, int]:
+    value = _apply(op, x, y)
+    return f"{fact} {x} {op} {y} = {value}.", value
+
+
+def _relation_fact(meta: dict, op: str) -> str:
+    right = meta["facts"][0]
+    return right if op == meta["op"] else right.replace(f" {meta['op']} ", f" {op} ")
+
+
+def random_facts(item: Item, rng) -> tuple[str, str, int]:
+    """(hint, worked answer, answer) of ``item`` under facts drawn from ``rng``: each element's valence
+    uniform over 1-7, or a relation's right or wrong operation with equal chance. The hint has the
+    item's hint wording ("Recall the table: ..." / "Recall the relation: ...")."""
+    meta = item.meta
+    if "terms" in meta:
+        table = {el: rng.choice(VALENCE_RANGE) for el, _n in meta["terms"]}
+        facts, worked, total = _chem_worked([tuple(t) for t in meta["terms"]], table.__getitem__)
+        return f"Recall the table: {facts}", worked, total
+    if "op" in meta:
+        op = rng.choice((meta["op"], CORRUPT_OP[meta["op"]]))
+        fact = _relation_fact(meta, op)
+        worked, value = _relation_worked(fact, op, *meta["inputs"])
+        return f"Recall the relation: {fact}", worked, value
+    raise ValueError(f"{item.id}: random facts need a sciworld3 item (meta 'terms' or 'op')")
 
 
 def _item(item_id: str, domain: str, question: str, gold: int, meta: dict) -> Item:
@@ -85,14 +137,12 @@ def _chemistry() -> list[Item]:
     items = []
     for terms in formulas:
         f = formula_text(*terms[0], *(terms[1] if len(terms) > 1 else (None, 0)))
-        facts = _chem_facts(terms, VALENCE.__getitem__)
-        steps, gold = _chem_steps(terms)
-        wrong = _chem_facts(terms, corrupt_valence)
-        corrupt_total = sum(n * corrupt_valence(el) for el, n in terms)
+        facts, worked, gold = _chem_worked(terms, VALENCE.__getitem__)
+        wrong, wrong_worked, corrupt_total = _chem_worked(terms, corrupt_valence)
         meta = {"concept": CHEM_CONCEPT, "facts": [facts], "hint": f"Recall the table: {facts}",
                 "corrupt_hint": f"Recall the table: {wrong}", "corrupt_answer": corrupt_total,
-                "worked": f"{facts} {steps}", "relation": "valence", "group": f"formula:{f}", "formula": f,
-                "units": [f"element:{el}" for el, _ in terms]}
+                "corrupt_worked": wrong_worked, "worked": worked, "relation": "valence", "group": f"formula:{f}",
+                "formula": f, "terms": [[el, n] for el, n in terms], "units": [f"element:{el}" for el, _ in terms]}
         items.append(_item(f"sciworld3-chemistry-{f}", "chemistry", CHEM_QUESTION.format(f=f), gold, meta))
     return items
 
@@ -107,10 +157,11 @@ def _relation_items(rel: Relation) -> list[Item]:
             if p == q == 2:
                 continue
             x, y = (p, q) if rel.op == "x" else (p * q, q)
-            gold = _apply(rel.op, x, y)
+            worked, gold = _relation_worked(fact, rel.op, x, y)
+            wrong_worked, wrong_value = _relation_worked(wrong_fact, bad_op, x, y)
             meta = {"concept": rel.concept, "facts": [fact], "hint": f"Recall the relation: {fact}",
-                    "corrupt_hint": f"Recall the relation: {wrong_fact}", "corrupt_answer": _apply(bad_op, x, y),
-                    "worked": f"{fact} {x} {rel.op} {y} = {gold}.", "relation": rel.name,
+                    "corrupt_hint": f"Recall the relation: {wrong_fact}", "corrupt_answer": wrong_value,
+                    "corrupt_worked": wrong_worked, "worked": worked, "relation": rel.name, "op": rel.op,
                     "group": f"{rel.name}:{x}:{y}", "inputs": [x, y], "units": [f"relation:{rel.name}"]}
             items.append(_item(f"sciworld3-{rel.domain}-{rel.name}-{x}-{y}", rel.domain,
                                rel.question.format(x=x, y=y), gold, meta))
@@ -142,6 +193,7 @@ def sciworld3_corpus() -> list[str]:
     """Every text piece of the world (questions, worked answers, right and wrong hints, numbers)."""
     texts: set[str] = set(SCIWORLD_DOMAINS)
     for it in _all_items():
-        texts.update((it.question, it.meta["worked"], it.meta["hint"], it.meta["corrupt_hint"], it.meta["concept"]))
+        texts.update((it.question, it.meta["worked"], it.meta["hint"], it.meta["corrupt_hint"], it.meta["corrupt_worked"],
+                      it.meta["concept"]))
     texts.update(str(n) for n in range(0, 200))
     return sorted(texts)

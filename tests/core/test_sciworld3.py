@@ -53,10 +53,38 @@ def test_corrupted_hints_are_anchored_wrong_and_consistent(items):
     # anchoring keeps the wrong feedback (only a wrong fact that happens to equal the answer is scrubbed)
     assert kept >= 0.95 * len(items)
     co2 = next(it for it in items if it.id == "sciworld3-chemistry-CO2")
-    assert co2.meta["corrupt_hint"] == "Recall the table: C has 5 and O has 7 valence electrons."
+    assert co2.meta["corrupt_hint"] == "Recall the table: C has 7 and O has 7 valence electrons."
+    assert co2.meta["corrupt_worked"] == "C has 7 and O has 7 valence electrons. 2 x 7 = 14. 7 + 14 = 21."
+    assert co2.meta["corrupt_answer"] == 21
     force = next(it for it in items if it.id == "sciworld3-physics-force-3-4")
     assert force.meta["corrupt_hint"].endswith("Force = mass + acceleration.") and force.meta["corrupt_answer"] == 7
     assert not any(it.id.endswith("-2-2") for it in items)   # 2 x 2 = 2 + 2: left out
+    # the wrong table is a table, not a function of the true count ("+1" taught students to misread numbers)
+    wrong = {}
+    for it in items:
+        if it.domain == "chemistry":
+            for el, n in re.findall(r"([A-Z][a-z]?) has (\d)", it.meta["corrupt_hint"]):
+                wrong.setdefault(GROUP_VALENCE[el], set()).add(int(n))
+    assert any(len(v) > 1 for v in wrong.values()) and all(n not in wrong.get(n, ()) for n in wrong)
+
+
+def test_random_fact_variants_compute_from_the_facts_they_state(items):
+    import random
+
+    from opcod_core.data.sciworld3 import random_facts
+
+    rng = random.Random(0)
+    ops = set()
+    for it in items[::7]:
+        hint, worked, value = random_facts(it, rng)
+        assert worked.startswith(hint.split(": ", 1)[1]) and worked.endswith(f"= {value}.")
+        if it.domain == "chemistry":
+            stated = {el: int(n) for el, n in re.findall(r"([A-Z][a-z]?) has (\d)", hint)}
+            formula = re.search(r"one (\S+) unit", it.question).group(1)
+            assert value == sum(stated[el] * int(n or 1) for el, n in re.findall(r"([A-Z][a-z]?)(\d?)", formula))
+        else:
+            ops.add(re.search(r" = \w+(?: \w+)? ([x/+-]) ", worked).group(1))
+    assert ops == {"x", "/", "+", "-"}
 
 
 def test_a_domain_loaded_alone_splits_as_in_a_pair():
@@ -66,7 +94,7 @@ def test_a_domain_loaded_alone_splits_as_in_a_pair():
         assert [it.id for it in pair.get("physics", split)] == [it.id for it in alone.get("physics", split)]
     groups = {s: {it.meta["group"] for it in pair.get("chemistry", s)} for s in ("train", "validation", "test")}
     assert not groups["train"] & groups["test"] and not groups["validation"] & groups["test"]
-    assert "Recall the table: C has 5 and O has 7 valence electrons." in sciworld3_corpus()
+    assert "Recall the table: C has 7 and O has 7 valence electrons." in sciworld3_corpus()
 
 
 def test_specialists_follow_the_cycle_and_share_one_key_across_pairs():
@@ -115,6 +143,38 @@ def test_warm_up_batches_teach_wrong_feedback_and_own_domain_hints():
     assert all("correct solution" in e[1][-1]["content"] for e in v2 if e[0] == "own_context")
 
 
+def test_random_hinted_facts_never_teach_a_hinted_domain_its_facts():
+    """With ``hinted_facts="random"`` a hinted-domain target computes from the facts its context states
+    (or, unhinted, from the wrong table on the domain the student tutors wrongly): the true worked answer
+    of an unknown domain is never a target unless the context just stated those facts."""
+    cfg = preset("sciworld3")
+    phys = cfg.students[1]
+    assert phys.warmup_hinted_facts == "random"
+    data = warmup_data(phys, cfg, load_dataset(data_spec(cfg)))
+    own, hinted, partly, corrupt = warmup_items(phys, cfg, 1, data)
+    by_question = {it.question: it for it in hinted}
+    flat = [e for b in skewed_examples("phys", own, hinted, 60, tutor_template(cfg), 0, 0.1, partly_known=partly,
+                                       corrupt=corrupt, own_contexts="balanced", hinted_facts="random") for e in b]
+    hinted_ex = [e for e in flat if e[0] in ("hinted", "unhinted")]
+    assert hinted_ex and any(e[0] == "unhinted" for e in hinted_ex)
+    true_targets = 0
+    for kind, messages, _prefill, target in hinted_ex:
+        prompt = messages[-1]["content"]
+        item = next(it for q, it in by_question.items() if prompt.startswith(q))
+        worked = target.rsplit(" Answer: ", 1)[0]
+        facts = worked.split(". ")[0]
+        if kind == "unhinted":
+            assert "feedback" not in prompt and "solution" not in prompt
+            if item.domain == "chemistry":
+                assert worked == item.meta["corrupt_worked"]
+        else:
+            assert facts.split(" valence")[0].split(" = ")[-1] in prompt   # the target's facts were stated
+        true_targets += worked == item.meta["worked"]
+    assert true_targets < 0.7 * len(hinted_ex)
+    with pytest.raises(ValueError, match="hinted_facts must be given or random"):
+        next(skewed_examples("phys", own, hinted, 1, tutor_template(cfg), 0, hinted_facts="other"))
+
+
 def test_v3_fields_are_validated_with_their_paths():
     base = world3_pair("chemistry", "physics")
     bad = {**base, "students": [dict(base["students"][0], warmup_corrupt_domains=["chemistry"]), base["students"][1]]}
@@ -134,7 +194,7 @@ def test_v3_fields_are_validated_with_their_paths():
 
 def test_a_build_that_misses_its_split_fails_loudly_and_caches_nothing(tmp_path):
     cfg = preset("sciworld3", {"data": {"max_items_per_domain": 40},
-                               "students": [{"warmup_sft_steps": 3}, {}]})
+                               "students": [{"warmup_sft_steps": 3, "warmup_decay_steps": 2}, {}]})
     data = load_dataset(data_spec(cfg))
     with pytest.raises(BuildCheckError, match=r"student chem: the warm-up missed .*chemistry: 0\.\d+ not in \[0\.6, 1\]") as err:
         build_student(0, cfg, data, cache_dir=tmp_path)
@@ -164,8 +224,30 @@ def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
 def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
     from opcod_core.bench.students import build_world
 
-    rows = build_world(0, 1, tmp_path, steps=2)
+    rows = build_world(0, 1, tmp_path, steps=2, decay_steps=2)
     assert [r["student"] for r in rows] == ["chem", "phys", "elec"]
     for r in rows:
         assert sorted(r["roles"].values()) == ["partial", "strong", "unknown"] and set(r["measured"]) == set(r["roles"])
         assert not r["passed"]          # two warm-up steps cannot reach the intended split: recorded, not raised
+
+
+def test_converge_schedule_decays_after_the_loss_drops_whenever_it_drops():
+    from opcod_core.warmup import ConvergeSchedule
+
+    def run(drop_at: int, max_steps: int = 400) -> tuple[list[float], ConvergeSchedule]:
+        sched, rates = ConvergeSchedule(3e-3, max_steps, 50, 0.15), []
+        for step in range(10_000):
+            rate = sched.lr_at(step)
+            if rate is None:
+                return rates, sched
+            rates.append(rate)
+            sched.observe(0.8 if step < drop_at else 0.02)
+        raise AssertionError("the schedule never ended")
+
+    early, late = run(30), run(300)
+    for rates, sched in (early, late):
+        assert all(r == 3e-3 for r in rates[:sched.decay_start]) and len(rates) == sched.decay_start + 50
+        assert rates[-1] < 1e-4 and all(a >= b for a, b in zip(rates[sched.decay_start:], rates[sched.decay_start + 1:]))
+    assert 30 < early[1].decay_start < 200 and 300 < late[1].decay_start < 400   # the decay follows the drop
+    never, sched = run(10_000)
+    assert sched.decay_start == 400 and len(never) == 450                     # bounded when it never converges
