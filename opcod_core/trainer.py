@@ -107,7 +107,8 @@ from pathlib import Path
 from typing import Callable
 
 from opcod_core import baselines, breakrate, checkpoint
-from opcod_core.build import build_students, tutor_template
+from opcod_core.build import tutor_template
+from opcod_core.executors import build_students
 from opcod_core.config import RunConfig
 from opcod_core.controls import Controls, NullControls
 from opcod_core.data import load_dataset

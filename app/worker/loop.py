@@ -38,23 +38,12 @@ from app.worker.claim import Heartbeat, RunLost, claim_next, fence, register_wor
 from app.worker.controls import DBControls, StopRequested
 from app.worker.recorder import Recorder
 from app.worker.replays import IdleReplayer
+from app.worker.trainer import WorkerTrainer
 from opcod_core.checkpoint import checkpoint_root, latest_checkpoint, load_state
 from opcod_core.observer import JSONLObserver, MultiObserver
-from opcod_core.trainer import Trainer
 from opcod_core.vocabulary import FINAL_RUN_STATUSES as FINAL_STATUSES
 
 log = logging.getLogger(__name__)
-
-
-class WorkerTrainer(Trainer):
-    """The core trainer, flushing the database observer before each checkpoint is written."""
-
-    recorder: Recorder | None = None
-
-    def save_checkpoint(self, permanent: bool = False) -> None:
-        if self.recorder is not None:
-            self.recorder.flush()
-        super().save_checkpoint(permanent)
 
 
 class Worker:

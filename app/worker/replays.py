@@ -94,7 +94,7 @@ class IdleReplayer:
         return replay_exchange(trainer, rq)
 
     def _trainer(self, run_id: int, config, out_dir: Path, ckpt: str):
-        from app.worker.loop import WorkerTrainer
+        from app.worker.trainer import WorkerTrainer   # imports torch: only when a replay runs
 
         if self._cached and self._cached[:2] == (run_id, ckpt):
             return self._cached[2]
