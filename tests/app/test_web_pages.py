@@ -109,9 +109,9 @@ def test_run_page_shows_newest_exchanges_only_and_live_hookups(web):
 
 
 def test_feed_is_capped(web):
-    from app.services import views
+    from app.services import run_views
 
-    rows = views.exchange_feed(web.sessions, web.ids["run"], limit=5)
+    rows = run_views.exchange_feed(web.sessions, web.ids["run"], limit=5)
     assert [r["id"] for r in rows] == sorted(web.ids["exchanges"], reverse=True)[:5]
 
 
@@ -300,7 +300,7 @@ def test_fork_from_a_checkpoint(web):
 
 
 def test_concept_pieces_and_heatmap_build_no_markup():
-    from app.services.views import concept_pieces, heatmap
+    from app.web.tokens import concept_pieces, heatmap
 
     assert concept_pieces("Zinc and ZINC <b>", "zinc") == [("Zinc", True), (" and ", False), ("ZINC", True),
                                                          (" <b>", False)]
