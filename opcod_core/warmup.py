@@ -103,7 +103,17 @@ def partial_split(items: list[Item], share: float, key: str) -> tuple[list[Item]
     return inside, outside, sorted(known)
 
 
-# Shares of a skewed warm-up batch (see skewed_examples); the rest is own-domain unhinted answers.
+# Shares of a skewed warm-up batch (skewed_examples), by kind of example:
+# * hinted: a hinted-domain item in the self-teacher context with the peer-style sanitised hint
+#   (sanitised_hint; with probability 0.3 also a correct solution s) -> the worked answer; a fraction
+#   unhinted_fraction is shown unhinted instead, so that the student answers unhinted weak-domain questions
+#   in the right format (without it the feasibility study found the wrong format) while seeing too few of
+#   them to learn that domain's facts;
+# * own_tutor: an own-domain item in the tutor format (prefilled "<concept>") -> "term</concept> hint";
+# * own_context: an own-domain item in a self-teacher context (s, and the hint in half) -> the worked answer;
+# * corrupt_tutor (only with a corrupt pool): a corrupt-domain item in the tutor format -> "term</concept>
+#   <corrupted hint>" (meta["corrupt_hint"]): confident, anchored, wrong feedback on an unknown domain;
+# * the rest, own: an own-domain item in the student context -> the worked answer.
 SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35, "corrupt_tutor": 0.1}
 # With random hinted facts, own-domain contexts also state random facts in half of them (see
 # skewed_examples), and get a larger share: measured on the v3 chem specialist with the first mix, a true
@@ -214,35 +224,14 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
                     partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
                     own_contexts: str = "with_solution", hinted_facts: str = "given"):
     """The skewed warm-up's batches as text: per step a list of (kind, messages, prefill or None, target
-    without EOS). Each example of a batch is drawn independently (``Random`` seeded by student name and seed):
-
-    * 35% a ``hinted``-domain item in the self-teacher context with the peer-style sanitised hint
-      (``sanitised_hint``; with probability 0.3 also a correct solution s) -> the worked answer; a
-      fraction ``unhinted_fraction`` of these is shown unhinted instead, so that the student answers
-      unhinted weak-domain questions in the right format (without it, the feasibility study found the
-      wrong format) while seeing too few of them to learn that domain's facts;
-    * 15% an own-domain item in the tutor format (prefilled "<concept>") -> "term</concept> hint";
-    * 10% an own-domain item in a self-teacher context (s, and the hint in half of them) -> the worked
-      answer;
-    * 40% an own-domain item in the student context -> the worked answer (30% when ``corrupt`` is given:
-      then 10% are a ``corrupt`` item in the tutor format -> "term</concept> <corrupted hint>", the
-      world's wrong fact table, ``meta["corrupt_hint"]``: the student learns to write confident, anchored,
-      wrong feedback on a domain it does not know).
-
-    ``own_contexts="balanced"`` draws the own-domain self-teacher context uniformly from s, hint alone and
-    s + hint (instead of s always, with the hint in half), so that a hint on the student's own domain
-    restates what it knows instead of being a context it has never seen.
-
-    ``partly_known``: (known items of a partly known domain, share) pairs (``partial_split``). They are
-    treated as own items; an own item is drawn from the own pool with weight 1 and from each known pool
-    with its share, so a student that knows 90% of the other domain still sees its strong domain at
-    least as often (drawing uniformly over the union would let the larger domain dominate).
-
-    ``hinted_facts="random"``: a hinted or own-domain context example states facts drawn at random and its
-    target computes from them (``counterfactual_example``; shares ``SKEW_MIX_RANDOM``; own contexts in a
-    share ``OWN_CONTEXT_RANDOM``, the others state the true facts as with ``own_contexts="balanced"``), so
-    hint use is learned as a skill of every domain (the student computes from whatever its context
-    states, its own domain included) and never from the hinted domains' true facts."""
+    without EOS), each example drawn independently (``Random`` seeded by student name and seed) by the
+    shares of ``SKEW_MIX`` (``SKEW_MIX_RANDOM`` with ``hinted_facts="random"``; the kinds are described
+    there). ``own_contexts="balanced"``: own-domain contexts drawn uniformly from s, hint alone and s + hint
+    (not s always), so that a hint on the student's own domain restates what it knows.
+    ``partly_known``: (known items of a partly known domain, share) pairs (``partial_split``), treated as
+    own items; an own item comes from the own pool with weight 1 and from each known pool with its share
+    (uniform over the union would let the larger domain dominate). ``hinted_facts="random"``: hinted and
+    (a share ``OWN_CONTEXT_RANDOM`` of) own contexts state random facts (``counterfactual_example``)."""
     if hinted_facts not in ("given", "random"):
         raise ValueError(f"hinted_facts must be given or random, got {hinted_facts!r}")
     believed_wrong = {it.domain for it in corrupt}
@@ -251,21 +240,12 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
     rng = random.Random(f"skewed-warmup-{seed}-{name}")
     stop = template.stop[0] if template.stop else "\n"
     mix = SKEW_MIX_RANDOM if hinted_facts == "random" else SKEW_MIX
-    edge = mix["hinted"] + mix["own_tutor"] + mix["own_context"]
     for _step in range(steps):
         batch = []
         for _ in range(batch_size):
-            u = rng.random()
-            kind = ("hinted" if hinted and u < mix["hinted"] else
-                    "own_tutor" if u < mix["hinted"] + mix["own_tutor"] else
-                    "own_context" if u < edge else
-                    "corrupt_tutor" if corrupt and u < edge + mix["corrupt_tutor"] else "own")
-            if kind == "hinted":
-                item = rng.choice(hinted)
-            elif kind == "corrupt_tutor":
-                item = rng.choice(corrupt)
-            else:
-                item = rng.choice(rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own)
+            kind = _draw_kind(rng, mix, bool(hinted), bool(corrupt))
+            item = (rng.choice(hinted) if kind == "hinted" else rng.choice(corrupt) if kind == "corrupt_tutor"
+                    else rng.choice(rng.choices(pools, weights=weights)[0] if len(pools) > 1 else own))
             if hinted_facts == "random" and (kind == "hinted" or (kind == "own_context"
                                                                   and rng.random() < OWN_CONTEXT_RANDOM)):
                 batch.append(counterfactual_example(item, rng, template, unhinted_fraction if kind == "hinted" else 0.0,
@@ -273,6 +253,16 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
             else:
                 batch.append(_skewed_example(kind, item, rng, template, stop, unhinted_fraction, own_contexts))
         yield batch
+
+
+def _draw_kind(rng: random.Random, mix: dict[str, float], has_hinted: bool, has_corrupt: bool) -> str:
+    """The kind of one skewed warm-up example, by the shares of ``mix`` (the rest: own-domain answers)."""
+    u = rng.random()
+    edge = mix["hinted"] + mix["own_tutor"] + mix["own_context"]
+    return ("hinted" if has_hinted and u < mix["hinted"] else
+            "own_tutor" if u < mix["hinted"] + mix["own_tutor"] else
+            "own_context" if u < edge else
+            "corrupt_tutor" if has_corrupt and u < edge + mix["corrupt_tutor"] else "own")
 
 
 def _skewed_example(kind: str, item: Item, rng: random.Random, template: TutorTemplate, stop: str,
