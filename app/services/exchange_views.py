@@ -96,16 +96,6 @@ def exchange_detail(sf: SessionFactory, exchange_id: int) -> dict[str, Any]:
                          .order_by(GateRecord.id.desc()).limit(1)).first()
         overrides = [override_dict(o) for o in s.scalars(
             select(Override).where(Override.exchange_id == ex.id).order_by(Override.id.desc()))]
-        provenance = None
-        if ex.override_id is not None:
-            o = s.get(Override, ex.override_id)
-            provenance = override_dict(o) if o else None
-        derived = list(s.scalars(select(Exchange.id).where(Exchange.origin_exchange_id == ex.id)
-                                 .order_by(Exchange.id)))
-        replays = [replay_view_from_row(r, ex.tokens) for r in s.scalars(
-            select(Replay).where(Replay.exchange_id == ex.id).order_by(Replay.id.desc()).limit(10))]
-        checkpoints = [{"id": c.id, "tag": c.tag, "round": c.round} for c in s.scalars(
-            select(Checkpoint).where(Checkpoint.run_id == ex.run_id).order_by(Checkpoint.id.desc()).limit(50))]
         approval = s.scalars(select(Approval).where(Approval.run_id == ex.run_id,
                                                     Approval.exchange_key == ex.key)).first()
         labels = list(pr.labels or [])
@@ -133,10 +123,7 @@ def exchange_detail(sf: SessionFactory, exchange_id: int) -> dict[str, Any]:
             "gate": gate_dict(gate) if gate else None,
             "overrides": overrides,
             "pending_overrides": [o for o in overrides if o["status"] == "pending"],
-            "provenance": provenance,
-            "derived": derived,
-            "replays": replays,
-            "checkpoints": checkpoints,
+            **_history(s, ex),
             "approval": None if approval is None else {"id": approval.id, "status": approval.status,
                                                        "text": approval.text, "deadline": approval.deadline},
             "tokens": list(ex.tokens or []),
@@ -144,6 +131,20 @@ def exchange_detail(sf: SessionFactory, exchange_id: int) -> dict[str, Any]:
             "divergence_s_only": ex.divergence_s_only,
             "has_tokens": bool(ex.tokens),
         }
+
+
+def _history(s, ex: Exchange) -> dict[str, Any]:
+    """Where an exchange came from and what followed: the override that made it, the exchanges derived
+    from it, its replays and the run's checkpoints a replay can use."""
+    o = s.get(Override, ex.override_id) if ex.override_id is not None else None
+    return {
+        "provenance": override_dict(o) if o else None,
+        "derived": list(s.scalars(select(Exchange.id).where(Exchange.origin_exchange_id == ex.id).order_by(Exchange.id))),
+        "replays": [replay_view_from_row(r, ex.tokens) for r in s.scalars(
+            select(Replay).where(Replay.exchange_id == ex.id).order_by(Replay.id.desc()).limit(10))],
+        "checkpoints": [{"id": c.id, "tag": c.tag, "round": c.round} for c in s.scalars(
+            select(Checkpoint).where(Checkpoint.run_id == ex.run_id).order_by(Checkpoint.id.desc()).limit(50))],
+    }
 
 
 def replay_view_from_row(r: Replay, tokens: list[Any] | None = None) -> dict[str, Any]:

@@ -53,12 +53,6 @@ def run_page(sf: SessionFactory, run_id: int, feed_limit: int = FEED_LIMIT) -> d
         cfg = run.config or {}
         gates = [gate_dict(g) for g in s.scalars(select(GateRecord).where(GateRecord.run_id == run_id)
                                                   .order_by(GateRecord.round, GateRecord.id))]
-        n_ex = s.scalar(select(func.count()).select_from(Exchange).where(Exchange.run_id == run_id)) or 0
-        n_steps = s.scalar(select(func.count()).select_from(Step).where(Step.run_id == run_id)) or 0
-        pending_overrides = s.scalar(select(func.count()).select_from(Override).where(
-            Override.run_id == run_id, Override.status == "pending")) or 0
-        pending_approvals = s.scalar(select(func.count()).select_from(Approval).where(
-            Approval.run_id == run_id, Approval.status == "pending")) or 0
         last_step = s.scalars(select(Step).where(Step.run_id == run_id)
                               .order_by(Step.global_step.desc()).limit(1)).first()
         run_overrides = [override_dict(o) for o in s.scalars(
@@ -74,19 +68,10 @@ def run_page(sf: SessionFactory, run_id: int, feed_limit: int = FEED_LIMIT) -> d
             tput = finite((last_step.metrics or {}).get("throughput/rollout_tokens_per_s"))
         return {
             "run": summary,
-            "config": {
-                "rounds": cfg_get(cfg, "schedule", "rounds"), "K": cfg_get(cfg, "schedule", "steps_per_direction"),
-                "n": cfg_get(cfg, "rollout", "n"), "batch": cfg_get(cfg, "rollout", "batch_prompts"),
-                "tau": cfg_get(cfg, "gating", "tau"), "mode": cfg_get(cfg, "gating", "mode"),
-                "context_mode": cfg.get("context_mode"), "divergence": cfg_get(cfg, "loss", "divergence"),
-                "lr": cfg_get(cfg, "optim", "lr"), "approval": cfg_get(cfg, "tutor", "approval"),
-                "backend": cfg.get("backend"), "seed": cfg.get("seed"), "algorithm": cfg.get("algorithm"),
-                "source": cfg_get(cfg, "data", "source"),
-            },
+            "config": _config_summary(cfg),
             "gates": gates,
             "pareto_series": pareto_series(evals, summary["students"], summary["domains"]),
-            "counts": {"exchanges": n_ex, "steps": n_steps, "pending_overrides": pending_overrides,
-                       "pending_approvals": pending_approvals},
+            "counts": _counts(s, run_id),
             "last_step": None if last_step is None else {
                 "global_step": last_step.global_step, "loss": last_step.loss, "tutee": last_step.tutee,
                 "tutor": last_step.tutor, "metrics": dict(last_step.metrics or {})},
@@ -100,6 +85,26 @@ def run_page(sf: SessionFactory, run_id: int, feed_limit: int = FEED_LIMIT) -> d
             # the live page subscribes to events after this id (it already shows everything before)
             "last_event_id": s.scalar(select(func.max(Event.id)).where(Event.run_id == run_id)) or 0,
         }
+
+
+def _config_summary(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The run config's headline settings, as the run page lists them."""
+    return {"rounds": cfg_get(cfg, "schedule", "rounds"), "K": cfg_get(cfg, "schedule", "steps_per_direction"),
+            "n": cfg_get(cfg, "rollout", "n"), "batch": cfg_get(cfg, "rollout", "batch_prompts"),
+            "tau": cfg_get(cfg, "gating", "tau"), "mode": cfg_get(cfg, "gating", "mode"),
+            "context_mode": cfg.get("context_mode"), "divergence": cfg_get(cfg, "loss", "divergence"),
+            "lr": cfg_get(cfg, "optim", "lr"), "approval": cfg_get(cfg, "tutor", "approval"),
+            "backend": cfg.get("backend"), "seed": cfg.get("seed"), "algorithm": cfg.get("algorithm"),
+            "source": cfg_get(cfg, "data", "source")}
+
+
+def _counts(s, run_id: int) -> dict[str, int]:
+    """Exchanges, steps and the pending overrides and approvals of a run."""
+    def count(model, *where) -> int:
+        return s.scalar(select(func.count()).select_from(model).where(model.run_id == run_id, *where)) or 0
+    return {"exchanges": count(Exchange), "steps": count(Step),
+            "pending_overrides": count(Override, Override.status == "pending"),
+            "pending_approvals": count(Approval, Approval.status == "pending")}
 
 
 def _series_from_steps(steps: list[Step], students: list[str]) -> dict[str, Any]:
