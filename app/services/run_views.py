@@ -43,48 +43,79 @@ def exchange_feed(sf: SessionFactory, run_id: int, limit: int = FEED_LIMIT) -> l
         return feed_rows(s, q)
 
 
-def run_page(sf: SessionFactory, run_id: int, feed_limit: int = FEED_LIMIT) -> dict[str, Any]:
-    """Everything the live run page shows except the chart series (``chart_data``)."""
+def _part_config(s, run: Run) -> dict[str, Any]:
+    return {"config": _config_summary(run.config or {})}
+
+
+def _part_counts(s, run: Run) -> dict[str, Any]:
+    return {"counts": _counts(s, run.id)}
+
+
+def _part_last_step(s, run: Run) -> dict[str, Any]:
+    last = s.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.global_step.desc()).limit(1)).first()
+    if last is None:
+        return {"last_step": None, "tokens_per_s": None}
+    return {"last_step": {"global_step": last.global_step, "loss": last.loss, "tutee": last.tutee,
+                          "tutor": last.tutor, "metrics": dict(last.metrics or {})},
+            "tokens_per_s": finite((last.metrics or {}).get("throughput/rollout_tokens_per_s"))}
+
+
+def _part_gates(s, run: Run) -> dict[str, Any]:
+    return {"gates": [gate_dict(g) for g in s.scalars(select(GateRecord).where(GateRecord.run_id == run.id)
+                                                      .order_by(GateRecord.round, GateRecord.id))]}
+
+
+def _part_pareto(s, run: Run) -> dict[str, Any]:
+    evals = list(s.scalars(select(EvalResult).where(EvalResult.run_id == run.id)
+                           .order_by(EvalResult.round, EvalResult.id)))
+    summary = run_summary(run, evals)
+    return {"run": summary, "pareto_series": pareto_series(evals, summary["students"], summary["domains"])}
+
+
+def _part_breaks(s, run: Run) -> dict[str, Any]:
+    return {"break": break_summary(s, run.id)}
+
+
+def _part_overrides(s, run: Run) -> dict[str, Any]:
+    return {"overrides": [override_dict(o) for o in s.scalars(
+        select(Override).where(Override.run_id == run.id, Override.exchange_id.is_(None))
+        .order_by(Override.id.desc()).limit(20))]}
+
+
+def _part_feed(s, run: Run) -> dict[str, Any]:
+    feed = feed_rows(s, feed_query(run.id).order_by(Exchange.id.desc()).limit(FEED_LIMIT))
+    return {"feed": feed, "feed_limit": FEED_LIMIT, "latest_exchange_id": feed[0]["id"] if feed else 0}
+
+
+def _part_page(s, run: Run) -> dict[str, Any]:
+    """What only the full page shows: checkpoints, and the event id the live page subscribes after (it
+    already shows everything before)."""
+    return {"checkpoints": [{"id": c.id, "tag": c.tag, "round": c.round, "created_at": c.created_at}
+                            for c in s.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id)
+                                               .order_by(Checkpoint.id.desc()).limit(20))],
+            "last_event_id": s.scalar(select(func.max(Event.id)).where(Event.run_id == run.id)) or 0}
+
+
+# The run page's parts, and the parts each block that the page refreshes on its own reads (run.html's
+# blocks; an SSE event refreshes one block, which reads only its parts, not the whole page).
+RUN_PARTS = {"config": _part_config, "counts": _part_counts, "last_step": _part_last_step, "gates": _part_gates,
+             "pareto": _part_pareto, "breaks": _part_breaks, "overrides": _part_overrides, "feed": _part_feed,
+             "page": _part_page}
+RUN_BLOCK_PARTS: dict[str, tuple[str, ...]] = {
+    "run_status": ("config", "counts", "last_step", "breaks"), "pareto": ("pareto",), "gates": ("gates",),
+    "breaks": ("breaks",), "overrides": ("config", "overrides"), "feed": ("counts", "feed")}
+
+
+def run_page(sf: SessionFactory, run_id: int, block: str | None = None) -> dict[str, Any]:
+    """The live run page's data (except the chart series, ``chart_data``), or only what ``block`` shows
+    (a name of ``RUN_BLOCK_PARTS``). Every part reads in the same unit of work."""
+    parts = RUN_BLOCK_PARTS[block] if block is not None else tuple(RUN_PARTS)
     with session_scope(sf) as s:
         run = run_or_404(s, run_id)
-        evals = list(s.scalars(select(EvalResult).where(EvalResult.run_id == run_id)
-                               .order_by(EvalResult.round, EvalResult.id)))
-        summary = run_summary(run, evals)
-        cfg = run.config or {}
-        gates = [gate_dict(g) for g in s.scalars(select(GateRecord).where(GateRecord.run_id == run_id)
-                                                  .order_by(GateRecord.round, GateRecord.id))]
-        last_step = s.scalars(select(Step).where(Step.run_id == run_id)
-                              .order_by(Step.global_step.desc()).limit(1)).first()
-        run_overrides = [override_dict(o) for o in s.scalars(
-            select(Override).where(Override.run_id == run_id, Override.exchange_id.is_(None))
-            .order_by(Override.id.desc()).limit(20))]
-        feed = feed_rows(s, feed_query(run_id).order_by(Exchange.id.desc()).limit(feed_limit))
-        checkpoints = [{"id": c.id, "tag": c.tag, "round": c.round, "created_at": c.created_at}
-                       for c in s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)
-                                          .order_by(Checkpoint.id.desc()).limit(20))]
-        breaks = break_summary(s, run_id)
-        tput = None
-        if last_step is not None:
-            tput = finite((last_step.metrics or {}).get("throughput/rollout_tokens_per_s"))
-        return {
-            "run": summary,
-            "config": _config_summary(cfg),
-            "gates": gates,
-            "pareto_series": pareto_series(evals, summary["students"], summary["domains"]),
-            "counts": _counts(s, run_id),
-            "last_step": None if last_step is None else {
-                "global_step": last_step.global_step, "loss": last_step.loss, "tutee": last_step.tutee,
-                "tutor": last_step.tutor, "metrics": dict(last_step.metrics or {})},
-            "tokens_per_s": tput,
-            "break": breaks,
-            "overrides": run_overrides,
-            "feed": feed,
-            "feed_limit": feed_limit,
-            "checkpoints": checkpoints,
-            "latest_exchange_id": feed[0]["id"] if feed else 0,
-            # the live page subscribes to events after this id (it already shows everything before)
-            "last_event_id": s.scalar(select(func.max(Event.id)).where(Event.run_id == run_id)) or 0,
-        }
+        page: dict[str, Any] = {"run": run_summary(run, [])}
+        for name in parts:
+            page.update(RUN_PARTS[name](s, run))
+        return page
 
 
 def _config_summary(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from app.schemas import ApprovalDecisionIn, ExchangeOverrideIn, ForkRequest, Rep
 from app.services import SessionFactory, approvals, exchange_views, overrides, replays, run_views, runs
 from app.services.overrides import GATING_MODES
 from app.web import forms, presenters
-from app.web.templating import is_htmx, render, templates
+from app.web.templating import is_htmx, render, target_block, templates
 from opcod_core.vocabulary import ANCHORING_CATEGORIES, TUTOR_OVERRIDE_KINDS, ExchangeOverrideKind, RunOverrideKind, values
 
 AUTHOR = "dashboard"
@@ -150,18 +150,20 @@ async def launch_submit(request: Request):
 
 # --- one run --------------------------------------------------------------------------------------------------
 
-RUN_BLOCKS = ("run_status", "feed", "gates", "pareto", "overrides", "breaks")
+RUN_BLOCKS = tuple(run_views.RUN_BLOCK_PARTS)
 
 
-def _run_ctx(request: Request, run_id: int, **extra) -> dict[str, Any]:
-    page = presenters.run_page(run_views.run_page(db_of(request), run_id))
-    return {"p": page, "run": page["run"], "gating_modes": GATING_MODES, "last_event_id": page["last_event_id"],
+def _run_ctx(request: Request, run_id: int, block: str | None = None, **extra) -> dict[str, Any]:
+    """The run page's context; for one block (an htmx refresh or a form's answer), only that block's reads."""
+    page = presenters.run_page(run_views.run_page(db_of(request), run_id, block=block))
+    return {"p": page, "run": page["run"], "gating_modes": GATING_MODES, "last_event_id": page.get("last_event_id"),
             "override_errors": {}, "override_values": {}, **extra}
 
 
 @router.get("/runs/{run_id}", name="run")
 def run_page(request: Request, run_id: int):
-    return render(request, "run.html", _run_ctx(request, run_id), swappable=RUN_BLOCKS)
+    block = target_block(request, RUN_BLOCKS, default="") if is_htmx(request) else ""
+    return render(request, "run.html", _run_ctx(request, run_id, block=block or None), swappable=RUN_BLOCKS)
 
 
 @router.get("/runs/{run_id}/charts.json", name="run_charts")
@@ -178,7 +180,7 @@ def _control(action: Callable[[SessionFactory, int], Any]):
             error = exc.message
         if not is_htmx(request) and error is None:
             return RedirectResponse(f"/runs/{run_id}", status_code=303)
-        ctx = await run_in_threadpool(_run_ctx, request, run_id, control_error=error)
+        ctx = await run_in_threadpool(_run_ctx, request, run_id, "run_status", control_error=error)
         return render(request, "run.html", ctx, block="run_status", status_code=409 if error else 200)
     return handler
 
@@ -222,7 +224,7 @@ async def run_override(request: Request, run_id: int):
         status = 422
     elif not is_htmx(request):
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
-    ctx = await run_in_threadpool(_run_ctx, request, run_id, override_errors=errors,
+    ctx = await run_in_threadpool(_run_ctx, request, run_id, "overrides", override_errors=errors,
                                   override_values=form if errors else {})
     return render(request, "run.html", ctx, block="overrides", status_code=status)
 

@@ -12,10 +12,14 @@ from app.web.tokens import concept_pieces, effect_values, heatmap
 
 
 def run_page(page: dict[str, Any]) -> dict[str, Any]:
-    """The run page: the gate chart and one Pareto panel per student."""
+    """The run page (or one of its blocks): the gate chart and one Pareto panel per student, when read."""
     students, domains = page["run"]["students"], page["run"]["domains"]
-    return {**page, "gate_svg": gate_geometry(page["gates"], students),
-            "pareto": pareto_geometry(page["pareto_series"], domains)}
+    out = dict(page)
+    if "gates" in page:
+        out["gate_svg"] = gate_geometry(page["gates"], students)
+    if "pareto_series" in page:
+        out["pareto"] = pareto_geometry(page["pareto_series"], domains)
+    return out
 
 
 def compare(data: dict[str, Any] | None) -> dict[str, Any] | None:
