@@ -35,7 +35,7 @@ from app.db import session_scope
 from app.models import Approval, Event, Exchange, Feedback, Override, Prompt, Replay, Rollout, Run, Step
 from app.types import utcnow
 from app.worker.claim import RunLost, fence
-from app.worker.recorder import json_safe
+from app.worker.rows import json_safe
 from opcod_core.controls import (ApprovalRequest, ControlBatch, Decision, ExchangeOverride, ReplayRequest,
                                  RunOverride)
 from opcod_core.gating import GATE_MODES

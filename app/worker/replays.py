@@ -23,7 +23,7 @@ from app.db import session_scope
 from app.models import Event, Replay, Run
 from app.types import utcnow
 from app.worker.controls import exchange_payload, resolve_tutor_checkpoint
-from app.worker.recorder import json_safe
+from app.worker.rows import json_safe
 from opcod_core.vocabulary import IDLE_RUN_STATUSES
 
 log = logging.getLogger(__name__)
