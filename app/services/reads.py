@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.models import EvalResult, Exchange, GateRecord, Override, Prompt, Rollout, Run, Step
 from app.services import get_run
-from app.services.runs import allowed_actions
+from app.lifecycle import allowed_actions
 from opcod_core.vocabulary import FINAL_RUN_STATUSES
 
 FEED_LIMIT = 20

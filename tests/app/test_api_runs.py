@@ -228,10 +228,10 @@ def test_presets(api):
 
 
 def test_allowed_actions_are_exactly_the_requests_that_change_the_run(api):
-    """The run page shows the buttons ``services.runs.allowed_actions`` returns: for every (status,
+    """The run page shows the buttons ``app.lifecycle.allowed_actions`` returns: for every (status,
     requested action) a run can be in, an allowed action changes the run and any other is a no-op or a
     409, so a page never offers what the service refuses or silently ignores."""
-    from app.services.runs import allowed_actions
+    from app.lifecycle import allowed_actions
     from opcod_core.vocabulary import RunAction, RunStatus
 
     client, db = api
