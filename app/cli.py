@@ -1,137 +1,22 @@
-"""``opcod serve``: migrate the database, start N worker processes and the web server.
-
-- The database is upgraded (``alembic upgrade head``) before anything serves or trains.
-- Workers are ``opcod worker`` subprocesses in their own process group, so a Ctrl-C in the terminal
-  reaches only this process, which then shuts everything down in order: uvicorn first (no new
-  requests), then SIGTERM to every worker (each pauses its run at the next step boundary and puts it
-  back in the queue, docs/database-contract.md), waiting for them up to ``--worker-grace`` seconds
-  before SIGKILL (a killed worker's run is resumed from its last checkpoint by the next worker).
-- It binds 127.0.0.1 by default and refuses a non-loopback address unless ``OPCOD_API_TOKEN`` is set:
-  the API can start training jobs, so it is never open to a network without a token.
-"""
+"""The app's subcommands of ``opcod`` (entry points in pyproject.toml): ``serve`` (``app.serve``) and ``demo``
+(``app.demo``)."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 
-log = logging.getLogger("opcod.serve")
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a hostname other than localhost may resolve to anything
-
-
-def worker_command() -> list[str]:
-    return [sys.executable, "-m", "opcod_core.cli", "worker"]
-
-
-def start_workers(n: int) -> list[subprocess.Popen]:
-    procs = []
-    for _ in range(n):
-        procs.append(subprocess.Popen(worker_command(), start_new_session=True, env=os.environ.copy()))
-    return procs
-
-
-def stop_workers(procs: list[subprocess.Popen], grace_s: float) -> None:
-    """SIGTERM to every worker, wait up to ``grace_s`` in all, then SIGKILL what is left."""
-    for p in procs:
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + grace_s
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("worker %d did not stop within %.0f s: killing it (its run resumes from its last "
-                        "checkpoint)", p.pid, grace_s)
-            p.kill()
-            p.wait()
-
-
-def cmd_serve(args) -> int:
-    from app.settings import get_settings
-
-    settings = get_settings()
-    host = args.host or settings.host
-    port = args.port or settings.port
-    if not is_loopback(host) and not settings.api_token:
-        print(f"opcod serve: refusing to bind {host}, which is not a loopback address, without a token: "
-              "set OPCOD_API_TOKEN (clients then send 'Authorization: Bearer <token>'), or bind 127.0.0.1",
-              file=sys.stderr)
-        return 2
-    n_workers = 0 if args.no_worker else args.workers
-    if n_workers < 0:
-        print("opcod serve: --workers must be >= 0", file=sys.stderr)
-        return 2
-
-    import uvicorn
-
-    from app.db import upgrade
-    from app.main import create_app
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    upgrade(settings.database_url)
-    app = create_app(settings)
-
-    # uvicorn re-raises the signal that stopped it once it has shut down; with these handlers that
-    # only records it, so we get to stop the workers before exiting.
-    received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    workers: list[subprocess.Popen] = []
-    try:
-        workers = start_workers(n_workers)
-        if workers:
-            log.info("started %d worker(s): pids %s", len(workers), [p.pid for p in workers])
-        config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level, proxy_headers=False,
-                                timeout_graceful_shutdown=5)
-        server = uvicorn.Server(config)
-        if not received:
-            server.run()
-    finally:
-        stop_workers(workers, args.worker_grace)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
-
-
-def _serve_arguments(sp) -> None:
-    sp.add_argument("--host", default=None, help="bind address (default OPCOD_HOST or 127.0.0.1; a "
-                    "non-loopback address needs OPCOD_API_TOKEN)")
-    sp.add_argument("--port", type=int, default=None, help="port (default OPCOD_PORT or 8000)")
-    sp.add_argument("--workers", type=int, default=1, help="training worker processes to start (default 1)")
-    sp.add_argument("--no-worker", action="store_true", help="start no worker (run `opcod worker` elsewhere)")
-    sp.add_argument("--worker-grace", type=float, default=120.0,
-                    help="seconds to wait for workers to pause their runs on shutdown before killing them")
-    sp.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+from app import demo, serve
 
 
 def register_serve(subparsers) -> None:
     sp = subparsers.add_parser("serve", help="web app + REST API, and local training worker(s)",
-                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _serve_arguments(sp)
-    sp.set_defaults(func=cmd_serve)
+                               description=serve.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.serve_arguments(sp)
+    sp.set_defaults(func=serve.cmd_serve)
 
 
 def register_demo(subparsers) -> None:
-    from app import demo
-
     sp = subparsers.add_parser("demo", help="prepare the offline demo, queue the demo run and serve it",
                                description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _serve_arguments(sp)
+    serve.serve_arguments(sp)
     sp.set_defaults(func=demo.cmd_demo)

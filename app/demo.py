@@ -54,7 +54,7 @@ def ensure_demo_run(settings, console: Console) -> int | None:
 
 
 def cmd_demo(args) -> int:
-    from app.cli import cmd_serve
+    from app.serve import cmd_serve
     from app.db import upgrade
     from app.settings import get_settings
 

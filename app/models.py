@@ -38,6 +38,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from app.types import BigId, FloatArray, IntArray, JSONType, UTCDateTime, utcnow
+from opcod_core.vocabulary import (ApprovalStatus, DecisionSource, FeedbackSource, GateDecision, OverrideStatus,
+                                   ReplayStatus, RunAction, RunStatus, values)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -47,14 +49,16 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_STATUSES = ("queued", "running", "paused", "finished", "failed", "cancelled")
-RUN_ACTIONS = ("pause", "cancel")
-GATE_DECISIONS = ("tutor", "silent")
-SOURCES = ("auto", "human")
-FEEDBACK_SOURCES = ("model", "human")
-OVERRIDE_STATUSES = ("pending", "applied", "rejected")
-APPROVAL_STATUSES = ("pending", "approved", "rejected", "edited", "timed_out")
-REPLAY_STATUSES = ("queued", "running", "done", "failed")
+# CHECK constraints from the domain vocabulary (opcod_core.vocabulary): the schema keeps its constraints
+# and their names, and a new status is added in one place (plus a migration).
+RUN_STATUSES = values(RunStatus)
+RUN_ACTIONS = values(RunAction)
+GATE_DECISIONS = values(GateDecision)
+SOURCES = values(DecisionSource)
+FEEDBACK_SOURCES = values(FeedbackSource)
+OVERRIDE_STATUSES = values(OverrideStatus)
+APPROVAL_STATUSES = values(ApprovalStatus)
+REPLAY_STATUSES = values(ReplayStatus)
 
 
 def _in(column: str, values: tuple[str, ...], nullable: bool = False) -> str:

@@ -13,9 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.models import APPROVAL_STATUSES, OVERRIDE_STATUSES, REPLAY_STATUSES, RUN_STATUSES
+from opcod_core.vocabulary import ApprovalStatus, ExchangeOverrideKind, OverrideStatus, ReplayStatus, RunOverrideKind
+from opcod_core.vocabulary import RunStatus as RunStatusEnum
+from opcod_core.vocabulary import values
 
-RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
+RunStatus = Literal[values(RunStatusEnum)]  # type: ignore[valid-type]
 
 MAX_TEXT = 20_000
 AUTHOR = Field("api", min_length=1, max_length=200, description="Who asked (stored in the audit record).")
@@ -266,7 +268,7 @@ class OverrideOut(_Out):
     kind: str
     payload: dict[str, Any]
     author: str
-    status: Literal[OVERRIDE_STATUSES]  # type: ignore[valid-type]
+    status: Literal[values(OverrideStatus)]  # type: ignore[valid-type]
     created_at: datetime
     applied_at: datetime | None
     applied_at_step: int | None
@@ -277,7 +279,7 @@ class ReplayOut(_Out):
     run_id: int
     exchange_id: int
     inputs: dict[str, Any]
-    status: Literal[REPLAY_STATUSES]  # type: ignore[valid-type]
+    status: Literal[values(ReplayStatus)]  # type: ignore[valid-type]
     result: dict[str, Any] | None
     error: str | None
     worker_id: int | None
@@ -308,13 +310,13 @@ class ExchangeDetail(ExchangeItem):
 # --- overrides, approvals, replays -------------------------------------------------------------------
 
 class ExchangeOverrideIn(_Request):
-    kind: Literal["edit", "reject", "approve"]
+    kind: Literal[values(ExchangeOverrideKind)]  # type: ignore[valid-type]
     text: str | None = Field(None, max_length=MAX_TEXT, description="The edited feedback (required for 'edit').")
     author: str = AUTHOR
 
 
 class RunOverrideIn(_Request):
-    kind: Literal["force_tutor", "mute_tutor", "clear_tutor", "set_tau", "set_mode"]
+    kind: Literal[values(RunOverrideKind)]  # type: ignore[valid-type]
     student: str | None = Field(None, max_length=100, description="force_tutor / mute_tutor / clear_tutor: "
                                 "a student name of the run.")
     value: float | str | None = Field(None, description="set_tau: a number; set_mode: a gating mode.")
@@ -326,7 +328,7 @@ class ApprovalOut(_Out):
     run_id: int
     exchange_key: str
     payload: dict[str, Any]
-    status: Literal[APPROVAL_STATUSES]  # type: ignore[valid-type]
+    status: Literal[values(ApprovalStatus)]  # type: ignore[valid-type]
     text: str | None
     decided_by: str | None
     created_at: datetime

@@ -43,9 +43,10 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from opcod_core.thinking import strip_think
+from opcod_core.vocabulary import ANCHORING_CATEGORIES
 
 Category = Literal["kept", "no_match", "no_concept_tag", "empty", "all_generic"]
-CATEGORIES: tuple[str, ...] = ("kept", "no_match", "no_concept_tag", "empty", "all_generic")
+CATEGORIES: tuple[str, ...] = ANCHORING_CATEGORIES
 
 REDACTED = "[redacted]"
 TEMPLATE_PLACEHOLDERS: frozenset[str] = frozenset({"question", "choices", "rollout", "gold"})

@@ -28,14 +28,13 @@ import torch
 from opcod_core import models
 from opcod_core.assets import resolve_local_model
 from opcod_core.build_check import check_build, write_check
-from opcod_core.anchoring import TutorTemplate, render_tutor_messages
+from opcod_core.anchoring import TutorTemplate
 from opcod_core.config import RunConfig, StudentConfig
-from opcod_core.data.builtin import builtin_corpus, builtin_items
-from opcod_core.prompts import format_choices, rollout_messages, teacher_messages
 from opcod_core.data.types import SplitDataset
 from opcod_core.generation.hf import HFBackend
 from opcod_core.specialize import specialize
 from opcod_core.student import StudentRuntime
+from opcod_core.tiny_corpus import tiny_corpus
 from opcod_core.warmup import ConvergeSchedule, partial_split, skewed_warm_up, warm_up
 
 WARMUP_VERSION = 2  # 2: partly known domains in skewed_warm_up
@@ -51,23 +50,6 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
-
-
-def tiny_corpus(template: TutorTemplate) -> list[str]:
-    """The built-in questions plus every prompt text the run will show a tiny model (rollout,
-    self-teacher and tutor prompts), so that the BPE vocabulary covers the templates too and the
-    prompts stay short."""
-    texts = list(builtin_corpus())
-    for item in builtin_items():
-        labels, choices = list(item.labels), list(item.choices)
-        msgs = rollout_messages(item.question, labels, choices, item.answer_type)
-        msgs += teacher_messages(item.question, labels, choices, item.answer_type,
-                                 solution=f"{item.meta.get('fact', '')} Answer: {item.gold}",
-                                 feedback=f"Concept: {item.meta.get('concept', '')}. Recall it.")
-        tutor_msgs, prefill = render_tutor_messages(template, item.question, format_choices(labels, choices),
-                                                    f"Answer: {item.gold}")
-        texts += [m["content"] for m in msgs + tutor_msgs] + [prefill + f"{item.meta.get('concept', '')}</concept>"]
-    return texts
 
 
 TINY_SIZE = {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256}
@@ -307,17 +289,3 @@ def _warm(rt: StudentRuntime, st: StudentConfig, config: RunConfig, index: int, 
     if isinstance(schedule, ConvergeSchedule):
         info["decay_start"] = schedule.decay_start
     return info
-
-
-def build_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None = None,
-                   aliases: dict[str, str] | None = None,
-                   progress: Callable[[str, int, int, float], None] | None = None) -> dict:
-    """Both students, where ``config.executor`` says they live: in this process, or each in a Ray
-    actor behind a proxy with the same methods (``opcod_core.executors.ray``)."""
-    if config.executor == "ray":
-        from opcod_core.executors.ray import ray_students
-
-        return ray_students(config, data, cache_dir, aliases)
-    from opcod_core.executors.local import local_students
-
-    return local_students(config, data, cache_dir, aliases, progress)

@@ -17,10 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from opcod_core.config import RunConfig, format_validation_error, preset, preset_names
-
-
-def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "opcod"
+from opcod_core.paths import default_cache_dir  # noqa: F401  (re-exported for the app CLI)
 
 
 def _parse_set(pairs: list[str]) -> dict:

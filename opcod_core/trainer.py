@@ -107,7 +107,8 @@ from pathlib import Path
 from typing import Callable
 
 from opcod_core import baselines, breakrate, checkpoint
-from opcod_core.build import build_students, tutor_template
+from opcod_core.build import tutor_template
+from opcod_core.executors import build_students
 from opcod_core.config import RunConfig
 from opcod_core.controls import Controls, NullControls
 from opcod_core.data import load_dataset
@@ -122,6 +123,7 @@ from opcod_core.step import (StepContext, build_examples, choose_siblings, excha
                              exchange_key, s_only_divergence, sample_rollouts, tutor_feedback)
 from opcod_core.step_metrics import step_metrics
 from opcod_core.student import DistillExample
+from opcod_core.vocabulary import pareto_improved, task_count
 
 
 @dataclass
@@ -136,10 +138,6 @@ def data_spec(config: RunConfig) -> DataSpec:
                     mmlu_groups=d.mmlu_groups, hf_name=d.hf_name, hf_config=d.hf_config, hf_split=d.hf_split,
                     fractions=tuple(d.fractions), split_seed=d.split_seed,
                     max_items_per_domain=d.max_items_per_domain)
-
-
-def pareto_improved(initial: dict[str, float], final: dict[str, float]) -> bool:
-    return all(final[d] >= initial[d] for d in initial) and any(final[d] > initial[d] for d in initial)
 
 
 class Trainer:
@@ -190,6 +188,7 @@ class Trainer:
             tasks.append(("gate", r))
             tasks += [("step", r, d, k) for d in (1, 2) for k in range(K)]
             tasks.append(("eval", r))
+        assert len(tasks) == task_count(self.config.schedule.rounds, K)
         return tasks
 
     def global_step(self, r: int, slot: int, k: int) -> int:

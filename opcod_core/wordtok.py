@@ -54,7 +54,7 @@ def world_corpus(source: str, template) -> list[str]:
     """Every text the run can show a model: the data source's texts plus the rendered rollout,
     self-teacher and tutor prompts of its items (and the sanitised-feedback wording)."""
     from opcod_core.anchoring import REDACTED, render_tutor_messages
-    from opcod_core.build import tiny_corpus
+    from opcod_core.tiny_corpus import tiny_corpus
     from opcod_core.data.sciworld import sciworld_corpus, sciworld_items
     from opcod_core.data.sciworld3 import sciworld3_corpus, sciworld3_items
     from opcod_core.prompts import format_choices, rollout_messages, teacher_messages

@@ -51,7 +51,7 @@ def free_port() -> int:
 
 
 def warm_cache(cache: Path) -> None:
-    from opcod_core.build import build_students
+    from opcod_core.executors import build_students
     from opcod_core.config import preset
     from opcod_core.data import load_dataset
     from opcod_core.trainer import data_spec

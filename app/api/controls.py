@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends
 
 from app.api.deps import get_db
-from app.models import APPROVAL_STATUSES, OVERRIDE_STATUSES
 from app.schemas import (
     ApprovalDecisionIn,
     ApprovalOut,
@@ -18,6 +17,7 @@ from app.schemas import (
     RunOverrideIn,
 )
 from app.services import SessionFactory, approvals, overrides, replays
+from opcod_core.vocabulary import ApprovalStatus, OverrideStatus, values
 
 router = APIRouter(tags=["controls"])
 Db = Annotated[SessionFactory, Depends(get_db)]
@@ -36,7 +36,7 @@ def override_run(run_id: int, req: RunOverrideIn, db: Db) -> OverrideOut:
 
 
 @router.get("/runs/{run_id}/overrides", response_model=list[OverrideOut], summary="A run's overrides (audit log)")
-def list_overrides(run_id: int, db: Db, status: Literal[OVERRIDE_STATUSES] | None = None) -> list[OverrideOut]:  # type: ignore[valid-type]
+def list_overrides(run_id: int, db: Db, status: Literal[values(OverrideStatus)] | None = None) -> list[OverrideOut]:  # type: ignore[valid-type]
     return overrides.list_overrides(db, run_id, status)
 
 
@@ -48,7 +48,7 @@ def get_override(override_id: int, db: Db) -> OverrideOut:
 @router.get("/runs/{run_id}/approvals", response_model=list[ApprovalOut],
             summary="Feedback waiting for a human (manual approval mode); ?status=all for every decision")
 def list_approvals(run_id: int, db: Db,
-                   status: Literal[(*APPROVAL_STATUSES, "all")] = "pending") -> list[ApprovalOut]:  # type: ignore[valid-type]
+                   status: Literal[(*values(ApprovalStatus), "all")] = "pending") -> list[ApprovalOut]:  # type: ignore[valid-type]
     return approvals.list_approvals(db, run_id, None if status == "all" else status)
 
 

@@ -8,7 +8,7 @@ from fastapi.security import HTTPBearer
 from app.services import SessionFactory
 from app.settings import Settings
 
-#: Documents the bearer token in OpenAPI; the check itself is ``app.main.Guard`` (it runs before the
+#: Documents the bearer token in OpenAPI; the check itself is ``app.guard.Guard`` (it runs before the
 #: body is read, so an unauthenticated client learns nothing about its request).
 bearer = HTTPBearer(auto_error=False, description="Needed on every /api/v1 call when OPCOD_API_TOKEN is set.")
 

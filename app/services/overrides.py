@@ -22,6 +22,7 @@ from app.models import Override, Run
 from app.schemas import ExchangeOverrideIn, OverrideOut, RunOverrideIn
 from app.services import FINAL_STATUSES, SessionFactory, add_event, get_exchange, get_row, get_run
 from opcod_core.config import GatingConfig
+from opcod_core.vocabulary import TUTOR_OVERRIDE_KINDS
 
 GATING_MODES: tuple[str, ...] = get_args(GatingConfig.model_fields["mode"].annotation)
 
@@ -67,7 +68,7 @@ def create_run_override(db: SessionFactory, run_id: int, req: RunOverrideIn) -> 
     with session_scope(db) as s:
         run = get_run(s, run_id)
         _check_open(run)
-        if req.kind in ("force_tutor", "mute_tutor", "clear_tutor"):
+        if req.kind in TUTOR_OVERRIDE_KINDS:
             names = [st.name for st in run.students]
             if req.student is None:
                 raise Invalid.field("student", f"'{req.kind}' needs a student (one of {names})")

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
+from app import lifecycle
 from app.db import session_scope
 from app.errors import Conflict, Invalid, NotFound
 from app.models import Approval, Checkpoint, GateRecord, Override, Replay, Run, Step, Student
@@ -171,12 +172,12 @@ def get_run_detail(db: SessionFactory, run_id: int) -> RunDetail:
 
 
 def _transition(db: SessionFactory, run_id: int, decide) -> RunDetail:
-    """Apply ``decide(run) -> (values | None, event | None)`` as a conditional update on the run's
+    """Apply ``decide(run, now) -> (values | None, event | None)`` (``app.lifecycle``) as a conditional update on the run's
     (status, requested_action) as read; retried when a worker changed the run in between."""
     for _ in range(_RETRIES):
         with session_scope(db) as s:
             run = get_run(s, run_id)
-            values, event = decide(run)
+            values, event = decide(run, utcnow())
             if values is None:  # nothing to change (idempotent repeat)
                 return _detail(s, run)
             res = s.execute(update(Run).where(Run.id == run_id, Run.status == run.status,
@@ -195,58 +196,16 @@ def _transition(db: SessionFactory, run_id: int, decide) -> RunDetail:
     raise Conflict(f"run {run_id} kept changing while we tried to update it; try again")
 
 
-def _final(run: Run, verb: str) -> Conflict:
-    return Conflict(f"run {run.id} is {run.status}: it cannot be {verb}")
-
-
 def pause_run(db: SessionFactory, run_id: int) -> RunDetail:
-    def decide(run: Run):
-        if run.status == "queued":
-            return {"status": "paused", "requested_action": None}, ("status", None, {"status": "paused"})
-        if run.status == "running":
-            if run.requested_action == "pause":
-                return None, None
-            if run.requested_action == "cancel":
-                raise Conflict(f"run {run.id} is being cancelled")
-            return {"requested_action": "pause"}, ("request", None, {"requested_action": "pause"})
-        if run.status == "paused":
-            return None, None
-        raise _final(run, "paused")
-    return _transition(db, run_id, decide)
+    return _transition(db, run_id, lifecycle.pause)
 
 
 def resume_run(db: SessionFactory, run_id: int) -> RunDetail:
-    def decide(run: Run):
-        if run.status == "paused":
-            return {"status": "queued", "requested_action": None}, ("status", None, {"status": "queued"})
-        if run.status == "running":
-            if run.requested_action == "pause":  # the pause was not taken yet: withdraw it
-                return {"requested_action": None}, ("request", None, {"requested_action": None})
-            if run.requested_action == "cancel":
-                raise Conflict(f"run {run.id} is being cancelled")
-            return None, None
-        if run.status == "queued":
-            return None, None
-        if run.status == "failed":  # retried from its last checkpoint by the worker that claims it
-            return ({"status": "queued", "requested_action": None, "error": None, "finished_at": None},
-                    ("status", None, {"status": "queued", "retry_of": "failed"}))
-        raise _final(run, "resumed")
-    return _transition(db, run_id, decide)
+    return _transition(db, run_id, lifecycle.resume)
 
 
 def cancel_run(db: SessionFactory, run_id: int) -> RunDetail:
-    def decide(run: Run):
-        if run.status in ("queued", "paused"):
-            return ({"status": "cancelled", "requested_action": None, "worker_id": None, "finished_at": utcnow()},
-                    ("status", None, {"status": "cancelled"}))
-        if run.status == "running":
-            if run.requested_action == "cancel":
-                return None, None
-            return {"requested_action": "cancel"}, ("request", None, {"requested_action": "cancel"})
-        if run.status == "cancelled":
-            return None, None
-        raise _final(run, "cancelled")
-    return _transition(db, run_id, decide)
+    return _transition(db, run_id, lifecycle.cancel)
 
 
 def list_checkpoints(db: SessionFactory, run_id: int) -> list[CheckpointOut]:

@@ -2,7 +2,7 @@
 
 Browsers cannot send a bearer header from a link, a form or an EventSource, so the dashboard trades
 the token once for an HttpOnly, SameSite=Strict session cookie holding an HMAC of the token (see
-``app.main.Guard``); scripts keep using ``Authorization: Bearer``. Without a token the server is a
+``app.guard.Guard``); scripts keep using ``Authorization: Bearer``. Without a token the server is a
 loopback-only, single-user install and there is nothing to sign in to.
 """
 
@@ -13,6 +13,7 @@ import secrets
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
+from app.guard import SESSION_COOKIE, session_cookie_value
 from app.web.templating import render
 
 router = APIRouter()
@@ -34,8 +35,6 @@ def login_page(request: Request, next: str | None = None):
 
 @router.post("/login")
 async def login_submit(request: Request):
-    from app.main import SESSION_COOKIE, session_cookie_value
-
     form = await request.form()
     token = request.app.state.settings.api_token
     target = _safe_next(str(form.get("next") or "/"))

@@ -1,6 +1,7 @@
 """HTML pages of the dashboard. Routes parse, call one service, render (full page or one block).
 
-Reads go through ``app.services.views`` (display-shaped read models); writes go through the same
+Reads go through the page read models (``app.services.run_views``, ``app.services.exchange_views``),
+presented by ``app.web.presenters`` (SVG geometry, heatmaps, the concept highlight); writes go through the same
 services as the REST API (runs, overrides, approvals, replays), so the browser and a script are held
 to the same rules. Domain errors become HTML error pages (or inline errors inside the form that caused
 them), never JSON: this router's routes render their own errors (``HtmlRoute``).
@@ -19,10 +20,11 @@ from starlette.responses import Response
 
 from app.errors import Conflict, DomainError, Invalid, NotFound
 from app.schemas import ApprovalDecisionIn, ExchangeOverrideIn, ForkRequest, ReplayIn, RunOverrideIn
-from app.services import SessionFactory, approvals, overrides, replays, runs, views
+from app.services import SessionFactory, approvals, exchange_views, overrides, replays, run_views, runs
 from app.services.overrides import GATING_MODES
-from app.web import forms
-from app.web.templating import is_htmx, render, templates
+from app.web import forms, presenters
+from app.web.templating import is_htmx, render, target_block, templates
+from opcod_core.vocabulary import ANCHORING_CATEGORIES, TUTOR_OVERRIDE_KINDS, ExchangeOverrideKind, RunOverrideKind, values
 
 AUTHOR = "dashboard"
 
@@ -98,7 +100,7 @@ def _opt_bool(raw: str | None, name: str) -> bool | None:
 
 @router.get("/", name="runs")
 def runs_page(request: Request, before: str | None = None):
-    data = views.runs_list(db_of(request), before=_opt_int(before, "before"))
+    data = run_views.runs_list(db_of(request), before=_opt_int(before, "before"))
     active = any(r["status"] in ("queued", "running", "paused") for r in data["items"])
     return render(request, "runs.html", {"data": data, "active": active}, swappable=("runs_table",))
 
@@ -148,23 +150,25 @@ async def launch_submit(request: Request):
 
 # --- one run --------------------------------------------------------------------------------------------------
 
-RUN_BLOCKS = ("run_status", "feed", "gates", "pareto", "overrides", "breaks")
+RUN_BLOCKS = tuple(run_views.RUN_BLOCK_PARTS)
 
 
-def _run_ctx(request: Request, run_id: int, **extra) -> dict[str, Any]:
-    page = views.run_page(db_of(request), run_id)
-    return {"p": page, "run": page["run"], "gating_modes": GATING_MODES, "last_event_id": page["last_event_id"],
+def _run_ctx(request: Request, run_id: int, block: str | None = None, **extra) -> dict[str, Any]:
+    """The run page's context; for one block (an htmx refresh or a form's answer), only that block's reads."""
+    page = presenters.run_page(run_views.run_page(db_of(request), run_id, block=block))
+    return {"p": page, "run": page["run"], "gating_modes": GATING_MODES, "last_event_id": page.get("last_event_id"),
             "override_errors": {}, "override_values": {}, **extra}
 
 
 @router.get("/runs/{run_id}", name="run")
 def run_page(request: Request, run_id: int):
-    return render(request, "run.html", _run_ctx(request, run_id), swappable=RUN_BLOCKS)
+    block = target_block(request, RUN_BLOCKS, default="") if is_htmx(request) else ""
+    return render(request, "run.html", _run_ctx(request, run_id, block=block or None), swappable=RUN_BLOCKS)
 
 
 @router.get("/runs/{run_id}/charts.json", name="run_charts")
 def run_charts(request: Request, run_id: int):
-    return JSONResponse(views.chart_data(db_of(request), run_id))
+    return JSONResponse(run_views.chart_data(db_of(request), run_id))
 
 
 def _control(action: Callable[[SessionFactory, int], Any]):
@@ -176,7 +180,7 @@ def _control(action: Callable[[SessionFactory, int], Any]):
             error = exc.message
         if not is_htmx(request) and error is None:
             return RedirectResponse(f"/runs/{run_id}", status_code=303)
-        ctx = await run_in_threadpool(_run_ctx, request, run_id, control_error=error)
+        ctx = await run_in_threadpool(_run_ctx, request, run_id, "run_status", control_error=error)
         return render(request, "run.html", ctx, block="run_status", status_code=409 if error else 200)
     return handler
 
@@ -192,10 +196,10 @@ async def run_override(request: Request, run_id: int):
     kind = form.get("kind", "")
     errors: dict[str, str] = {}
     req = None
-    if kind not in ("force_tutor", "mute_tutor", "clear_tutor", "set_tau", "set_mode"):
+    if kind not in values(RunOverrideKind):
         errors["kind"] = "choose what to change"
     else:
-        student = form.get("student") or None if kind in ("force_tutor", "mute_tutor", "clear_tutor") else None
+        student = form.get("student") or None if kind in TUTOR_OVERRIDE_KINDS else None
         value: Any = None
         if kind == "set_tau":
             try:
@@ -220,7 +224,7 @@ async def run_override(request: Request, run_id: int):
         status = 422
     elif not is_htmx(request):
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
-    ctx = await run_in_threadpool(_run_ctx, request, run_id, override_errors=errors,
+    ctx = await run_in_threadpool(_run_ctx, request, run_id, "overrides", override_errors=errors,
                                   override_values=form if errors else {})
     return render(request, "run.html", ctx, block="overrides", status_code=status)
 
@@ -238,16 +242,16 @@ async def run_fork(request: Request, run_id: int):
 
 # --- exchanges table -------------------------------------------------------------------------------------
 
-def _filters(request: Request) -> views.ExchangeFilters:
+def _filters(request: Request) -> exchange_views.ExchangeFilters:
     q = request.query_params
     domain = q.get("domain") or None
     category = q.get("category") or None
-    if category is not None and category not in (*views.CATEGORIES, "none"):
-        raise Invalid.field("category", f"one of {list(views.CATEGORIES)} or none")
+    if category is not None and category not in (*ANCHORING_CATEGORIES, "none"):
+        raise Invalid.field("category", f"one of {list(ANCHORING_CATEGORIES)} or none")
     direction = _opt_int(q.get("direction"), "direction")
     if direction is not None and direction not in (1, 2):
         raise Invalid.field("direction", "1 or 2")
-    return views.ExchangeFilters(domain=domain, round=_opt_int(q.get("round"), "round"), direction=direction,
+    return exchange_views.ExchangeFilters(domain=domain, round=_opt_int(q.get("round"), "round"), direction=direction,
                                  correct=_opt_bool(q.get("correct"), "correct"), category=category,
                                  human_edited=_opt_bool(q.get("human_edited"), "human_edited"))
 
@@ -256,9 +260,9 @@ def _filters(request: Request) -> views.ExchangeFilters:
 def exchanges_page(request: Request, run_id: int, before: str | None = None, after: str | None = None):
     f = _filters(request)
     after_id = _opt_int(after, "after")
-    page = views.exchanges_page(db_of(request), run_id, f, before=_opt_int(before, "before"), after=after_id)
+    page = exchange_views.exchanges_page(db_of(request), run_id, f, before=_opt_int(before, "before"), after=after_id)
     ctx = {"page": page, "filters": f, "filter_query": f.query_items(), "live": not f.active() and before is None,
-           "categories": views.CATEGORIES, "run": page["run"]}
+           "categories": ANCHORING_CATEGORIES, "run": page["run"]}
     if is_htmx(request) and after_id is not None:
         return render(request, "exchanges.html", ctx, block="new_rows")
     if is_htmx(request) and request.headers.get("HX-Target") == "more-rows":
@@ -272,7 +276,7 @@ EXCHANGE_BLOCKS = ("override_panel", "replays")
 
 
 def _exchange_ctx(request: Request, exchange_id: int, **extra) -> dict[str, Any]:
-    d = views.exchange_detail(db_of(request), exchange_id)
+    d = presenters.exchange(exchange_views.exchange_detail(db_of(request), exchange_id))
     return {"d": d, "ex": d["exchange"], "run": d["run"], "override_error": None, "override_text": None,
             "replay_error": None, **extra}
 
@@ -288,7 +292,7 @@ async def exchange_override(request: Request, exchange_id: int):
     action = form.get("action", "")
     text = form.get("text")
     error = None
-    if action not in ("edit", "reject", "approve"):
+    if action not in values(ExchangeOverrideKind):
         error = "choose edit, reject or approve"
     else:
         try:
@@ -330,7 +334,7 @@ async def exchange_replay(request: Request, exchange_id: int):
 
 @router.get("/exchanges/{exchange_id}/replays/{replay_id}", name="replay")
 def replay_fragment(request: Request, exchange_id: int, replay_id: int):
-    r = views.replay_view(db_of(request), exchange_id, replay_id)
+    r = presenters.replay(exchange_views.replay_view(db_of(request), exchange_id, replay_id))
     return templates.TemplateResponse(request, "partials/replay.html", {"request": request, "r": r,
                                                                          "exchange_id": exchange_id})
 
@@ -339,7 +343,7 @@ def replay_fragment(request: Request, exchange_id: int, replay_id: int):
 
 @router.get("/runs/{run_id}/approvals", name="approvals")
 def approvals_page(request: Request, run_id: int):
-    data = views.approvals_queue(db_of(request), run_id)
+    data = presenters.approvals(exchange_views.approvals_queue(db_of(request), run_id))
     return render(request, "approvals.html", {"data": data, "run": data["run"], "errors": {}},
                   swappable=("queue",))
 
@@ -367,7 +371,7 @@ async def approval_decide(request: Request, approval_id: int):
         raise NotFound(f"approval {approval_id} not found")
     if error is None and not is_htmx(request):
         return RedirectResponse(f"/runs/{run_id}/approvals", status_code=303)
-    data = await run_in_threadpool(views.approvals_queue, db_of(request), run_id)
+    data = presenters.approvals(await run_in_threadpool(exchange_views.approvals_queue, db_of(request), run_id))
     errors = {}
     if error:  # next to the item when it is still waiting, else at the top of the queue
         errors[approval_id if any(a["id"] == approval_id for a in data["pending"]) else 0] = error
@@ -380,7 +384,7 @@ async def approval_decide(request: Request, approval_id: int):
 @router.get("/compare", name="compare")
 def compare_page(request: Request, runs: str | None = None):
     picks = ",".join(request.query_params.getlist("pick"))
-    ids = views.parse_run_ids(",".join(x for x in (runs, picks) if x))
-    recent = views.runs_list(db_of(request), limit=30)["items"]
-    data = views.compare_data(db_of(request), ids) if ids else None
+    ids = exchange_views.parse_run_ids(",".join(x for x in (runs, picks) if x))
+    recent = run_views.runs_list(db_of(request), limit=30)["items"]
+    data = presenters.compare(run_views.compare_data(db_of(request), ids) if ids else None)
     return render(request, "compare.html", {"data": data, "ids": ids, "recent": recent})

@@ -20,6 +20,8 @@ from jinja2_fragments.fastapi import Jinja2Blocks
 from markupsafe import Markup
 from starlette.responses import Response
 
+from opcod_core.vocabulary import RUN_OVERRIDE_LABELS
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
@@ -115,3 +117,4 @@ env.filters.update(fmt=fmt, pct=pct, when=when, duration=duration, tojson_script
 #: The shared macros as a global (``ui.heatmap(...)``): a block rendered alone by jinja2-fragments does
 #: not see imports made outside it, a global it always sees.
 env.globals["ui"] = env.get_template("partials/macros.html").module
+env.globals["run_override_labels"] = {k.value: label for k, label in RUN_OVERRIDE_LABELS.items()}

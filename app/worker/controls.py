@@ -35,15 +35,14 @@ from app.db import session_scope
 from app.models import Approval, Event, Exchange, Feedback, Override, Prompt, Replay, Rollout, Run, Step
 from app.types import utcnow
 from app.worker.claim import RunLost, fence
-from app.worker.recorder import json_safe
+from app.worker.rows import json_safe
 from opcod_core.controls import (ApprovalRequest, ControlBatch, Decision, ExchangeOverride, ReplayRequest,
                                  RunOverride)
 from opcod_core.gating import GATE_MODES
+from opcod_core.vocabulary import TUTOR_OVERRIDE_KINDS, ExchangeOverrideKind, RunOverrideKind, values
 
 log = logging.getLogger(__name__)
 
-RUN_OVERRIDE_KINDS = ("force_tutor", "mute_tutor", "clear_tutor", "set_tau", "set_mode")
-EXCHANGE_OVERRIDE_KINDS = ("edit", "reject", "approve")
 APPROVAL_DECISIONS: dict[str, str] = {"approved": "approve", "rejected": "reject", "edited": "edit"}
 
 
@@ -158,9 +157,9 @@ class DBControls:
     def _override(self, s: Session, ov: Override) -> RunOverride | ExchangeOverride | None:
         payload = ov.payload or {}
         if ov.exchange_id is None:
-            if ov.kind not in RUN_OVERRIDE_KINDS:
+            if ov.kind not in values(RunOverrideKind):
                 return None
-            if ov.kind in ("force_tutor", "mute_tutor", "clear_tutor"):
+            if ov.kind in TUTOR_OVERRIDE_KINDS:
                 student = payload.get("student")
                 if student not in self.students:
                     return None
@@ -173,7 +172,7 @@ class DBControls:
             if value not in GATE_MODES:
                 return None
             return RunOverride(str(ov.id), ov.kind, value=value, author=ov.author)
-        if ov.kind not in EXCHANGE_OVERRIDE_KINDS:
+        if ov.kind not in values(ExchangeOverrideKind):
             return None
         ex = exchange_payload(s, ov.exchange_id)
         if ex is None or s.get(Exchange, ov.exchange_id).run_id != self.run_id:

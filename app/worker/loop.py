@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, update
 
+from app import lifecycle
 from app.db import make_engine, session_factory, session_scope
 from app.models import Event, Replay, Run
 from app.settings import Settings
@@ -38,24 +39,11 @@ from app.worker.claim import Heartbeat, RunLost, claim_next, fence, register_wor
 from app.worker.controls import DBControls, StopRequested
 from app.worker.recorder import Recorder
 from app.worker.replays import IdleReplayer
+from app.worker.trainer import WorkerTrainer
 from opcod_core.checkpoint import checkpoint_root, latest_checkpoint, load_state
 from opcod_core.observer import JSONLObserver, MultiObserver
-from opcod_core.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-FINAL_STATUSES = ("finished", "failed", "cancelled")
-
-
-class WorkerTrainer(Trainer):
-    """The core trainer, flushing the database observer before each checkpoint is written."""
-
-    recorder: Recorder | None = None
-
-    def save_checkpoint(self, permanent: bool = False) -> None:
-        if self.recorder is not None:
-            self.recorder.flush()
-        super().save_checkpoint(permanent)
 
 
 class Worker:
@@ -200,23 +188,12 @@ class Worker:
             with session_scope(self.factory) as s:
                 fence(s, run_id, self.worker_id)
                 run = s.get(Run, run_id)
-                if status == "paused" and run.requested_action == "cancel":
-                    status = "cancelled"   # cancel requested after the trainer paused
-                now = utcnow()
-                run.status = status
-                run.worker_id = None
-                run.requested_action = None
-                if status in FINAL_STATUSES:
-                    run.finished_at = now
-                if status == "failed":
-                    run.error = error
-                payload: dict = {"status": status}
-                if shutdown:
-                    run.progress = {**(run.progress or {}), "paused_by": "shutdown"}
-                    payload["paused_by"] = "shutdown"
-                if error:
-                    payload["error"] = error.split("\n", 1)[0][:500]
-                s.add(Event(run_id=run_id, type="status", payload=payload))
+                values, (kind, ref, payload) = lifecycle.worker_release(run, status, utcnow(), shutdown=shutdown,
+                                                                        error=error)
+                for column, value in values.items():
+                    setattr(run, column, value)
+                status = values["status"]
+                s.add(Event(run_id=run_id, type=kind, ref_id=ref, payload=payload))
                 # replays claimed at a step boundary the trainer never finished go back to the queue
                 s.execute(update(Replay).where(Replay.run_id == run_id, Replay.worker_id == self.worker_id,
                                                Replay.status == "running")

@@ -32,7 +32,6 @@ deleted: they are inputs, not outputs.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from app.models import (BreakSample, Checkpoint, EvalResult, Event, Exchange, Fe
                         Prompt, Replay, Rollout, Run, Step, Worker)
 from app.types import utcnow
 from app.worker.claim import fence, stale_before
+from app.worker.rows import ROW_BUILDERS, ROW_UPDATES, _finite, json_safe, step_metrics
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +51,6 @@ log = logging.getLogger(__name__)
 TRAINER_EVENT_TYPES = ("run_start", "resume", "gate", "exchange", "break", "step", "eval", "checkpoint", "override")
 #: Events that flush the buffer (plus ``flush()`` before every checkpoint write).
 FLUSH_ON = ("step", "checkpoint", "finish", "run_start", "resume")
-
-
-def json_safe(value: Any) -> Any:
-    """JSON-able copy with non-finite floats as None (PostgreSQL's JSONB rejects NaN/Infinity)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
-
-
-def _checkpoint_round(after: list | None) -> int | None:
-    return after[1] if after and len(after) > 1 and isinstance(after[1], int) else None
 
 
 class Recorder:
@@ -109,8 +90,44 @@ class Recorder:
         return self._prompt_ids
 
     def _write(self, s: Session, events: list[dict]) -> None:
-        run_id = self.run_id
-        run = s.get(Run, run_id)
+        """One batch of events: the restart markers, a row per event (``ROW_BUILDERS``), the exchanges,
+        the updates of existing rows (``ROW_UPDATES``), the step metrics and progress, and an event row
+        per event that the live pages announce (``_event_payload``), pointing at the row it made."""
+        run = s.get(Run, self.run_id)
+        self._restart(s, run, events)
+        rows: list[Any] = [None] * len(events)   # the row each event's event row points to
+        steps: dict[int, Step] = {}
+        for i, e in enumerate(events):
+            build = ROW_BUILDERS.get(e["type"])
+            if build is None:
+                continue
+            rows[i] = build(self.run_id, e)
+            s.add(rows[i])
+            if e["type"] == "step":
+                steps[e["global_step"]] = rows[i]
+            elif e["type"] == "checkpoint":
+                run.next_task = e["next_task"]
+        s.flush()
+        exchanges = [(i, e) for i, e in enumerate(events) if e["type"] == "exchange"]
+        if exchanges:
+            self._write_exchanges(s, exchanges, steps, rows)
+        now = utcnow()
+        for i, e in enumerate(events):
+            apply = ROW_UPDATES.get(e["type"])
+            ref = apply(s, run, e, now) if apply is not None else None
+            if ref is not None:
+                rows[i] = ref
+        step_metrics(s, run, steps)
+        for i, e in enumerate(events):
+            payload = self._event_payload(e)
+            if payload is not None:
+                ref = rows[i]
+                s.add(Event(run_id=self.run_id, type=e["type"], payload=json_safe(payload),
+                            ref_id=ref if isinstance(ref, int) or ref is None else ref.id))
+        s.flush()
+
+    def _restart(self, s: Session, run: Run, events: list[dict]) -> None:
+        """A fresh start wipes the run's rows; a resume drops what was written after its checkpoint."""
         for e in events:
             if e["type"] == "run_start":
                 self._wipe(s)
@@ -121,106 +138,11 @@ class Recorder:
                 self._cleanup_after_checkpoint(s)
                 run.next_task = e["next_task"]
 
-        rows: list[Any] = [None] * len(events)   # the row each event's event row points to
-        steps: dict[int, Step] = {}
-        for i, e in enumerate(events):
-            t = e["type"]
-            if t == "step":
-                row = Step(run_id=run_id, round=e["round"], direction=e["direction"], step=e["step"],
-                           global_step=e["global_step"], tutee=e["tutee"], tutor=e["tutor"],
-                           loss=_finite(e.get("loss")), metrics=json_safe(e.get("metrics") or {}))
-                steps[e["global_step"]] = row
-            elif t == "gate":
-                row = GateRecord(run_id=run_id, round=e["round"], student=e["student"], scores=json_safe(e["scores"]),
-                                 best=json_safe(e["best"]), delta=e["delta"], tau=e["tau"], mode=e["mode"],
-                                 decision=e["decision"], source=e.get("source") or "auto",
-                                 allowed_domains=e.get("allowed_domains"), reason=e.get("reason") or "",
-                                 split=e.get("split"), k=e.get("k"), note=e.get("note"),
-                                 delta_se=_finite(e.get("delta_se")), score_se=json_safe(e.get("score_se")),
-                                 n_items=json_safe(e.get("n_items")))
-            elif t == "eval":
-                row = EvalResult(run_id=run_id, round=e["round"], student=e["student"], domain=e["domain"],
-                                 split=e.get("split") or "test", k=e["k"], accuracy=e["accuracy"],
-                                 n_items=e.get("n_items") or 0)
-            elif t == "break":
-                row = BreakSample(run_id=run_id, exchange_key=e["exchange_key"], round=e["round"],
-                                  direction=e["direction"], global_step=e["global_step"], tutee=e["tutee"],
-                                  tutor=e["tutor"], tutor_cognizant=bool(e["tutor_cognizant"]),
-                                  difficulty=e["difficulty"], context=e.get("context"), baseline=e.get("baseline"),
-                                  correct_with_f=bool(e["correct_with_f"]),
-                                  correct_without_f=bool(e["correct_without_f"]), broken=bool(e["broken"]))
-            elif t == "checkpoint":
-                row = Checkpoint(run_id=run_id, tag=e["tag"], path=e["path"], next_task=e["next_task"],
-                                 round=_checkpoint_round(e.get("after")), events_before=e.get("events_before"),
-                                 permanent=bool(e.get("permanent")))
-                run.next_task = e["next_task"]
-            else:
-                continue
-            rows[i] = row
-            s.add(row)
-        s.flush()
-
-        exchanges = [(i, e) for i, e in enumerate(events) if e["type"] == "exchange"]
-        if exchanges:
-            self._write_exchanges(s, exchanges, steps, rows)
-
-        now = utcnow()
-        for i, e in enumerate(events):
-            t = e["type"]
-            if t == "override" and str(e.get("id", "")).isdigit():
-                oid = int(e["id"])
-                s.execute(update(Override).where(Override.id == oid, Override.run_id == run_id)
-                          .values(status="applied", applied_at=now, applied_at_step=e.get("applied_at_step"))
-                          .execution_options(synchronize_session=False))
-                rows[i] = oid
-            elif t == "replay" and str(e.get("id", "")).isdigit():
-                rid = int(e["id"])
-                ok = e.get("status") == "done"
-                s.execute(update(Replay).where(Replay.id == rid, Replay.run_id == run_id)
-                          .values(status="done" if ok else "failed", result=json_safe(e.get("result")) if ok else None,
-                                  error=None if ok else (e.get("error") or "replay failed"), finished_at=now)
-                          .execution_options(synchronize_session=False))
-                rows[i] = rid
-            elif t == "finish" and e.get("summary") is not None:
-                run.summary = json_safe(e["summary"])
-
-        for gs in sorted(steps):
-            st = steps[gs]
-            for key, value in (st.metrics or {}).items():
-                v = _finite(value)
-                if v is not None:
-                    s.add(Metric(run_id=run_id, global_step=gs, key=key[:128], value=v))
-        if steps:
-            last = steps[max(steps)]
-            run.progress = {"round": last.round, "direction": last.direction, "step": last.step,
-                            "global_step": last.global_step}
-
-        for i, e in enumerate(events):
-            payload = self._event_payload(e)
-            if payload is None:
-                continue
-            ref = rows[i]
-            s.add(Event(run_id=run_id, type=e["type"], ref_id=ref if isinstance(ref, int) or ref is None else ref.id,
-                        payload=json_safe(payload)))
-        s.flush()
-
     def _write_exchanges(self, s: Session, exchanges: list[tuple[int, dict]], steps: dict[int, Step],
                          rows: list[Any]) -> None:
+        """Prompt (once per item), rollout, feedback and exchange rows of a batch's exchange events."""
         run_id = self.run_id
-        prompts = self._prompts(s)
-        new_prompts: dict[str, Prompt] = {}
-        for _, e in exchanges:
-            key = str(e["prompt_id"])
-            if key not in prompts and key not in new_prompts:
-                labels = list(e.get("labels") or [])
-                new_prompts[key] = Prompt(run_id=run_id, item_key=key, domain=e["domain"], split="train",
-                                          answer_type="mcq" if labels else "numeric", question=e["question"],
-                                          choices=list(e.get("choices") or []), labels=labels, gold=str(e["gold"]))
-        if new_prompts:
-            s.add_all(new_prompts.values())
-            s.flush()
-            prompts.update({k: p.id for k, p in new_prompts.items()})
-
+        prompts = self._ensure_prompts(s, exchanges)
         step_ids: dict[int, int] = {g: st.id for g, st in steps.items()}
         missing = {e["global_step"] for _, e in exchanges} - set(step_ids)
         if missing:  # exchanges are always flushed with their step; kept for robustness
@@ -237,18 +159,8 @@ class Recorder:
         s.add_all(rollouts)
         s.flush()
 
-        feedbacks: list[Feedback | None] = []
-        for (_, e), r in zip(exchanges, rollouts, strict=True):
-            human = e.get("feedback_source") == "human"
-            if e.get("feedback_raw") is not None or human:
-                fb = Feedback(rollout_id=r.id, tutor=e["tutor"], raw=e.get("feedback_raw"), concept=e.get("concept"),
-                              category=e.get("category"), sanitised=e.get("feedback_sanitised"),
-                              redactions=json_safe(e.get("redactions") or []), used_text=e.get("feedback_used"),
-                              source="human" if human else "model", approval=e.get("approval"))
-                s.add(fb)
-            else:
-                fb = None
-            feedbacks.append(fb)
+        feedbacks = [_feedback_row(r, e) for (_, e), r in zip(exchanges, rollouts, strict=True)]
+        s.add_all([fb for fb in feedbacks if fb is not None])
         s.flush()
 
         origin_keys = {e["origin_key"] for _, e in exchanges if e.get("origin_key")}
@@ -272,6 +184,23 @@ class Recorder:
             rows[i] = x
             s.add(x)
         s.flush()
+
+    def _ensure_prompts(self, s: Session, exchanges: list[tuple[int, dict]]) -> dict[str, int]:
+        """Item key -> prompt id, adding a Prompt row for each item seen for the first time."""
+        prompts = self._prompts(s)
+        new_prompts: dict[str, Prompt] = {}
+        for _, e in exchanges:
+            key = str(e["prompt_id"])
+            if key not in prompts and key not in new_prompts:
+                labels = list(e.get("labels") or [])
+                new_prompts[key] = Prompt(run_id=self.run_id, item_key=key, domain=e["domain"], split="train",
+                                          answer_type="mcq" if labels else "numeric", question=e["question"],
+                                          choices=list(e.get("choices") or []), labels=labels, gold=str(e["gold"]))
+        if new_prompts:
+            s.add_all(new_prompts.values())
+            s.flush()
+            prompts.update({k: p.id for k, p in new_prompts.items()})
+        return prompts
 
     @staticmethod
     def _event_payload(e: dict) -> dict | None:
@@ -386,3 +315,14 @@ class Recorder:
             Replay.run_id == self.run_id, Replay.status == "running",
             (Replay.worker_id.is_(None)) | (Replay.worker_id == self.worker_id) | Replay.worker_id.in_(dead))
             .values(status="queued", worker_id=None, started_at=None).execution_options(synchronize_session=False))
+
+
+def _feedback_row(rollout: Rollout, e: dict) -> Feedback | None:
+    """The tutor's (or a person's) feedback on an exchange's rollout, when there is any."""
+    human = e.get("feedback_source") == "human"
+    if e.get("feedback_raw") is None and not human:
+        return None
+    return Feedback(rollout_id=rollout.id, tutor=e["tutor"], raw=e.get("feedback_raw"), concept=e.get("concept"),
+                    category=e.get("category"), sanitised=e.get("feedback_sanitised"),
+                    redactions=json_safe(e.get("redactions") or []), used_text=e.get("feedback_used"),
+                    source="human" if human else "model", approval=e.get("approval"))

@@ -23,18 +23,18 @@ from app.db import session_scope
 from app.models import Event, Replay, Run
 from app.types import utcnow
 from app.worker.controls import exchange_payload, resolve_tutor_checkpoint
-from app.worker.recorder import json_safe
+from app.worker.rows import json_safe
+from opcod_core.vocabulary import IDLE_RUN_STATUSES
 
 log = logging.getLogger(__name__)
 
-IDLE_RUN_STATUSES = ("paused", "finished", "failed", "cancelled")
 
 
 def claim_idle_replay(factory: sessionmaker[Session], worker_id: int) -> int | None:
     """Claim the oldest queued replay of a run nobody is running; its id, or None."""
     with factory() as s:
         ids = list(s.scalars(select(Replay.id).join(Run, Run.id == Replay.run_id)
-                             .where(Replay.status == "queued", Run.status.in_(IDLE_RUN_STATUSES))
+                             .where(Replay.status == "queued", Run.status.in_(sorted(IDLE_RUN_STATUSES)))
                              .order_by(Replay.id).limit(20)))
     for rid in ids:
         with session_scope(factory) as s:
@@ -94,7 +94,7 @@ class IdleReplayer:
         return replay_exchange(trainer, rq)
 
     def _trainer(self, run_id: int, config, out_dir: Path, ckpt: str):
-        from app.worker.loop import WorkerTrainer
+        from app.worker.trainer import WorkerTrainer   # imports torch: only when a replay runs
 
         if self._cached and self._cached[:2] == (run_id, ckpt):
             return self._cached[2]

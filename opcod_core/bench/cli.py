@@ -172,7 +172,7 @@ def cmd_students(args) -> int:
 
 
 def register(sub) -> None:
-    from opcod_core.cli import default_cache_dir
+    from opcod_core.paths import default_cache_dir
 
     bench = sub.add_parser("bench", help="benchmarks of the algorithm (science-world fidelity)")
     bsub = bench.add_subparsers(dest="bench_command", required=True)

@@ -33,7 +33,7 @@ from typing import Callable
 
 from opcod_core.bench import runcache
 from opcod_core.bench.aggregate import aggregate
-from opcod_core.build import build_students
+from opcod_core.executors import build_students
 from opcod_core.config import RunConfig, deep_merge, preset
 from opcod_core.presets import world3_pair
 from opcod_core.data import load_dataset

@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from opcod_core.vocabulary import pareto_improved
+
 # two-sided 95% Student t quantiles by degrees of freedom
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
          10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
@@ -70,8 +72,8 @@ def interval(values: Sequence[float]) -> Interval:
 
 
 def pareto(initial: Mapping[str, float], final: Mapping[str, float]) -> bool:
-    return (all(final[d] >= initial[d] - TOL for d in initial)
-            and any(final[d] > initial[d] + TOL for d in initial))
+    """The Pareto rule (``opcod_core.vocabulary.pareto_improved``) with a float tolerance."""
+    return pareto_improved(initial, final, tol=TOL)
 
 
 def verdict(changes: Mapping[str, Interval]) -> str:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parent))
-import api_seed  # noqa: E402
+import api_seed
 
-from app.db import session_scope  # noqa: E402
-from app.models import Approval, Event, Exchange, Feedback, Override, Replay, Rollout  # noqa: E402
-from app.types import utcnow  # noqa: E402
+from app.db import session_scope
+from app.models import Approval, Event, Exchange, Feedback, Override, Replay, Rollout
+from app.types import utcnow
 
 V1 = "/api/v1"
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parent))
-import api_seed  # noqa: E402
+import api_seed
 
-from app.db import session_scope  # noqa: E402
-from app.models import Event  # noqa: E402
+from app.db import session_scope
+from app.models import Event
 
 V1 = "/api/v1"
 

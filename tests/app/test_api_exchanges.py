@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import api_seed  # noqa: E402
+import api_seed
 
 V1 = "/api/v1"
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parent))
-import api_seed  # noqa: E402
+import api_seed
 
-from app.db import session_scope  # noqa: E402
-from app.models import Event  # noqa: E402
-from opcod_core.config import preset  # noqa: E402
+from app.db import session_scope
+from app.models import Event
+from opcod_core.config import preset
 
 V1 = "/api/v1"
 
@@ -228,3 +225,26 @@ def test_presets(api):
     got = client.get(f"{V1}/presets").json()
     assert [p["name"] for p in got] == ["tiny", "demo", "paper", "sciworld", "sciworld3"]
     assert got[0]["config"] == preset("tiny").to_dict()
+
+
+def test_allowed_actions_are_exactly_the_requests_that_change_the_run(api):
+    """The run page shows the buttons ``app.lifecycle.allowed_actions`` returns: for every (status,
+    requested action) a run can be in, an allowed action changes the run and any other is a no-op or a
+    409, so a page never offers what the service refuses or silently ignores."""
+    from app.lifecycle import allowed_actions
+    from opcod_core.vocabulary import RunAction, RunStatus
+
+    client, db = api
+    rid = api_seed.seed_run(db, status="running", n_steps=1, per_step=1).run_id
+    for status in RunStatus:
+        for requested in (None, *RunAction):
+            if requested is not None and status != RunStatus.RUNNING:
+                continue   # only a running run carries a request for its worker
+            for action in ("pause", "resume", "cancel"):
+                api_seed.set_status(db, rid, status.value, requested_action=requested and requested.value)
+                before = client.get(f"{V1}/runs/{rid}").json()
+                r = client.post(f"{V1}/runs/{rid}/{action}")
+                changed = r.status_code == 200 and (r.json()["status"], r.json()["requested_action"]) != (
+                    before["status"], before["requested_action"])
+                assert changed == (action in allowed_actions(status.value, requested and requested.value)), (
+                    status, requested, action, r.status_code)

@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import api_seed  # noqa: E402
+import api_seed
 
 ACCEPTANCE = Path("/work/shared/acceptance/api_scenario.py")
 FINAL = ("finished", "failed", "cancelled")
@@ -67,7 +66,7 @@ class SSEFollower(threading.Thread):
 def warm_tiny_cache(tiny_cache):
     """The tiny students' warm-up, trained once in-process into the session's cache (a no-op when
     another test already did it): the server's worker then loads warmed weights instead of training."""
-    from opcod_core.build import build_students
+    from opcod_core.executors import build_students
     from opcod_core.config import preset
     from opcod_core.data import load_dataset
     from opcod_core.trainer import data_spec

@@ -5,15 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import api_seed  # noqa: E402
+import api_seed
 
-from app.cli import is_loopback  # noqa: E402
+from app.serve import is_loopback
 
 
 def test_loopback_detection():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -84,7 +83,6 @@ def test_finish_reason_revision_keeps_every_exchange(db_url):
     """exchange.finish_reason is nullable: going down to the revision before it and back up keeps
     every exchange (a batch copy of the table would cascade to the rows that reference it) and leaves
     the old rows' finish reasons NULL."""
-    sys.path.insert(0, str(Path(__file__).parent))
     import api_seed
     from sqlalchemy import select, text
 

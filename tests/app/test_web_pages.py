@@ -109,9 +109,9 @@ def test_run_page_shows_newest_exchanges_only_and_live_hookups(web):
 
 
 def test_feed_is_capped(web):
-    from app.services import views
+    from app.services import run_views
 
-    rows = views.exchange_feed(web.sessions, web.ids["run"], limit=5)
+    rows = run_views.exchange_feed(web.sessions, web.ids["run"], limit=5)
     assert [r["id"] for r in rows] == sorted(web.ids["exchanges"], reverse=True)[:5]
 
 
@@ -300,7 +300,7 @@ def test_fork_from_a_checkpoint(web):
 
 
 def test_concept_pieces_and_heatmap_build_no_markup():
-    from app.services.views import concept_pieces, heatmap
+    from app.web.tokens import concept_pieces, heatmap
 
     assert concept_pieces("Zinc and ZINC <b>", "zinc") == [("Zinc", True), (" and ", False), ("ZINC", True),
                                                          (" <b>", False)]
@@ -355,3 +355,36 @@ def test_break_rate_is_conditional_with_counts_and_gates_show_their_standard_err
     assert {g["delta_se"] for g in api_gates} == {0.125}
     assert api_gates[0]["score_se"] == {"chemistry": 0.0625, "physics": 0.0625}
     assert api_gates[0]["n_items"] == {"chemistry": 16, "physics": 16}
+
+
+def test_an_sse_block_refresh_reads_only_its_block(web):
+    """A block that an SSE event refreshes issues a bounded number of queries, well under the full page's
+    (the page read model reads per block: services.run_views.RUN_BLOCK_PARTS)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from app.services.run_views import RUN_BLOCK_PARTS
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    url = f"/runs/{web.ids['run']}"
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        assert web.get(url).status_code == 200
+        full = len(statements)
+        per_block = {}
+        for block in RUN_BLOCK_PARTS:
+            statements.clear()
+            r = web.get(url, headers={**HX, "HX-Target": block.replace("_", "-")})
+            assert r.status_code == 200 and f'id="{block.replace("_", "-")}"' in r.text
+            per_block[block] = len(statements)
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert full >= 12, full
+    assert all(n <= 8 for n in per_block.values()), per_block
+    assert per_block["pareto"] <= 3 and per_block["gates"] <= 3 and per_block["breaks"] <= 3, per_block
+    assert all(n < full for n in per_block.values()), (full, per_block)

@@ -3,21 +3,18 @@ SQLite and PostgreSQL. No training here: these are fast."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
-sys.path.insert(0, str(Path(__file__).parent))
-import worker_support as ws  # noqa: E402
+import worker_support as ws
 
-from app.db import make_engine, session_factory, session_scope  # noqa: E402
-from app.models import Event, Run, Worker as WorkerRow  # noqa: E402
-from app.types import utcnow  # noqa: E402
-from app.worker.claim import (Heartbeat, RunLost, candidates, claim_next, fence, register_worker,  # noqa: E402
+from app.db import make_engine, session_factory, session_scope
+from app.models import Event, Run, Worker as WorkerRow
+from app.types import utcnow
+from app.worker.claim import (Heartbeat, RunLost, candidates, claim_next, fence, register_worker,
                               try_claim)
 
 

@@ -4,20 +4,17 @@ and replays served by the run's own worker and by an idle worker."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
-sys.path.insert(0, str(Path(__file__).parent))
-import worker_support as ws  # noqa: E402
+import worker_support as ws
 
-from app.db import make_engine, session_factory, session_scope, upgrade  # noqa: E402
-from app.models import (Approval, Checkpoint, Event, Exchange, Feedback, GateRecord, Override, Replay, Run,  # noqa: E402
+from app.db import make_engine, session_factory, session_scope, upgrade
+from app.models import (Approval, Checkpoint, Event, Exchange, Feedback, GateRecord, Override, Replay, Run,
                         Step)
-from app.types import utcnow  # noqa: E402
-from app.worker.loop import Worker  # noqa: E402
+from app.types import utcnow
+from app.worker.loop import Worker
 
 pytestmark = pytest.mark.slow
 

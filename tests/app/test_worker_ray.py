@@ -4,19 +4,16 @@ stores for the same run on the local executor: the dashboard sees a Ray run as i
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 ray = pytest.importorskip("ray") if os.environ.get("OPCOD_REQUIRE_RAY") != "1" else __import__("ray")
 
-sys.path.insert(0, str(Path(__file__).parent))
-import worker_support as ws  # noqa: E402
+import worker_support as ws
 
-from app.db import make_engine, session_factory  # noqa: E402
-from app.worker.loop import Worker  # noqa: E402
+from app.db import make_engine, session_factory
+from app.worker.loop import Worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

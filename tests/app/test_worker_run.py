@@ -5,23 +5,20 @@ records equal to an uninterrupted run's."""
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
-sys.path.insert(0, str(Path(__file__).parent))
-import worker_support as ws  # noqa: E402
+import worker_support as ws
 
-from app.db import make_engine, session_factory, session_scope  # noqa: E402
-from app.models import (BreakSample, Checkpoint, EvalResult, Event, Exchange, Feedback, GateRecord, Metric,  # noqa: E402
+from app.db import make_engine, session_factory, session_scope
+from app.models import (BreakSample, Checkpoint, EvalResult, Event, Exchange, Feedback, GateRecord, Metric,
                         Override, Rollout, Run, Step)
-from app.types import utcnow  # noqa: E402
-from app.worker.loop import Worker  # noqa: E402
-from app.worker.recorder import Recorder  # noqa: E402
+from app.types import utcnow
+from app.worker.loop import Worker
+from app.worker.recorder import Recorder
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parent))
-import worker_support as ws  # noqa: E402
+import worker_support as ws
 
-from app.db import make_engine, session_factory, upgrade  # noqa: E402
-from app.models import Event, Exchange, Metric, Rollout, Step, Worker as WorkerRow  # noqa: E402
+from app.db import make_engine, session_factory, upgrade
+from app.models import Event, Exchange, Metric, Rollout, Step, Worker as WorkerRow
 
 pytestmark = pytest.mark.slow
 

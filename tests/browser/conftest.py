@@ -138,7 +138,7 @@ def page(browser, request):
 def warm_tiny_cache(tiny_cache):
     """The tiny students' warm-up, trained once in-process into the session's cache (a no-op when another
     test already did it), so the server's worker loads warmed weights instead of training them."""
-    from opcod_core.build import build_students
+    from opcod_core.executors import build_students
     from opcod_core.config import preset
     from opcod_core.data import load_dataset
     from opcod_core.trainer import data_spec

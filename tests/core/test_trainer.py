@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +11,8 @@ from opcod_core.controls import ControlBatch, ExchangeOverride, ReplayRequest, R
 from opcod_core.observer import CollectingObserver
 from opcod_core.trainer import Trainer
 
-sys.path.insert(0, str(Path(__file__).parent))
-import tiny_support  # noqa: E402
-from tiny_support import run  # noqa: E402
+import tiny_support
+from tiny_support import run
 
 pytestmark = pytest.mark.slow
 

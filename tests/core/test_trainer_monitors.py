@@ -11,8 +11,6 @@ every student cognizant, so switching to ``manual`` (which decides like ``cogniz
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,9 +19,8 @@ from opcod_core.observer import CollectingObserver
 from opcod_core.prompts import SOLUTION_HEADER
 from opcod_core.trainer import Trainer
 
-sys.path.insert(0, str(Path(__file__).parent))
-import tiny_support  # noqa: E402
-from tiny_support import run  # noqa: E402
+import tiny_support
+from tiny_support import run
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,233 @@
+"""Page read models of the run list, the run page, its charts and the compare page: each function reads
+in one unit of work and returns rows and series (no geometry: ``app.web.presenters`` draws)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app.db import session_scope
+from app.models import Approval, Checkpoint, EvalResult, Event, Exchange, GateRecord, Override, Run, Step
+from app.services import SessionFactory
+from app.services.metrics import break_summary
+from app.services.reads import (FEED_LIMIT, PAGE_LIMIT, cfg_get, domains_of, feed_query, feed_rows, finite, gate_dict,
+                                override_dict, pareto_series, run_or_404, run_summary, step_rows)
+from opcod_core.vocabulary import ANCHORING_CATEGORIES
+
+
+def runs_list(sf: SessionFactory, before: int | None = None, limit: int = PAGE_LIMIT) -> dict[str, Any]:
+    """Newest runs first (keyset on id), each with students, domains, progress and latest accuracies."""
+    limit = max(1, min(limit, 200))
+    with session_scope(sf) as s:
+        q = select(Run).order_by(Run.id.desc()).limit(limit + 1)
+        if before is not None:
+            q = q.where(Run.id < before)
+        runs = list(s.scalars(q))
+        more = len(runs) > limit
+        runs = runs[:limit]
+        ids = [r.id for r in runs]
+        evals: dict[int, list[EvalResult]] = {}
+        if ids:
+            for e in s.scalars(select(EvalResult).where(EvalResult.run_id.in_(ids))):
+                evals.setdefault(e.run_id, []).append(e)
+        items = [run_summary(r, evals.get(r.id, [])) for r in runs]
+        return {"items": items, "next_before": runs[-1].id if more and runs else None}
+
+
+def exchange_feed(sf: SessionFactory, run_id: int, limit: int = FEED_LIMIT) -> list[dict[str, Any]]:
+    """The newest ``limit`` exchanges of a run (never all of them)."""
+    with session_scope(sf) as s:
+        run_or_404(s, run_id)
+        q = feed_query(run_id).order_by(Exchange.id.desc()).limit(max(1, min(limit, 200)))
+        return feed_rows(s, q)
+
+
+def _part_config(s, run: Run) -> dict[str, Any]:
+    return {"config": _config_summary(run.config or {})}
+
+
+def _part_counts(s, run: Run) -> dict[str, Any]:
+    return {"counts": _counts(s, run.id)}
+
+
+def _part_last_step(s, run: Run) -> dict[str, Any]:
+    last = s.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.global_step.desc()).limit(1)).first()
+    if last is None:
+        return {"last_step": None, "tokens_per_s": None}
+    return {"last_step": {"global_step": last.global_step, "loss": last.loss, "tutee": last.tutee,
+                          "tutor": last.tutor, "metrics": dict(last.metrics or {})},
+            "tokens_per_s": finite((last.metrics or {}).get("throughput/rollout_tokens_per_s"))}
+
+
+def _part_gates(s, run: Run) -> dict[str, Any]:
+    return {"gates": [gate_dict(g) for g in s.scalars(select(GateRecord).where(GateRecord.run_id == run.id)
+                                                      .order_by(GateRecord.round, GateRecord.id))]}
+
+
+def _part_pareto(s, run: Run) -> dict[str, Any]:
+    evals = list(s.scalars(select(EvalResult).where(EvalResult.run_id == run.id)
+                           .order_by(EvalResult.round, EvalResult.id)))
+    summary = run_summary(run, evals)
+    return {"run": summary, "pareto_series": pareto_series(evals, summary["students"], summary["domains"])}
+
+
+def _part_breaks(s, run: Run) -> dict[str, Any]:
+    return {"break": break_summary(s, run.id)}
+
+
+def _part_overrides(s, run: Run) -> dict[str, Any]:
+    return {"overrides": [override_dict(o) for o in s.scalars(
+        select(Override).where(Override.run_id == run.id, Override.exchange_id.is_(None))
+        .order_by(Override.id.desc()).limit(20))]}
+
+
+def _part_feed(s, run: Run) -> dict[str, Any]:
+    feed = feed_rows(s, feed_query(run.id).order_by(Exchange.id.desc()).limit(FEED_LIMIT))
+    return {"feed": feed, "feed_limit": FEED_LIMIT, "latest_exchange_id": feed[0]["id"] if feed else 0}
+
+
+def _part_page(s, run: Run) -> dict[str, Any]:
+    """What only the full page shows: checkpoints, and the event id the live page subscribes after (it
+    already shows everything before)."""
+    return {"checkpoints": [{"id": c.id, "tag": c.tag, "round": c.round, "created_at": c.created_at}
+                            for c in s.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id)
+                                               .order_by(Checkpoint.id.desc()).limit(20))],
+            "last_event_id": s.scalar(select(func.max(Event.id)).where(Event.run_id == run.id)) or 0}
+
+
+# The run page's parts, and the parts each block that the page refreshes on its own reads (run.html's
+# blocks; an SSE event refreshes one block, which reads only its parts, not the whole page).
+RUN_PARTS = {"config": _part_config, "counts": _part_counts, "last_step": _part_last_step, "gates": _part_gates,
+             "pareto": _part_pareto, "breaks": _part_breaks, "overrides": _part_overrides, "feed": _part_feed,
+             "page": _part_page}
+RUN_BLOCK_PARTS: dict[str, tuple[str, ...]] = {
+    "run_status": ("config", "counts", "last_step", "breaks"), "pareto": ("pareto",), "gates": ("gates",),
+    "breaks": ("breaks",), "overrides": ("config", "overrides"), "feed": ("counts", "feed")}
+
+
+def run_page(sf: SessionFactory, run_id: int, block: str | None = None) -> dict[str, Any]:
+    """The live run page's data (except the chart series, ``chart_data``), or only what ``block`` shows
+    (a name of ``RUN_BLOCK_PARTS``). Every part reads in the same unit of work."""
+    parts = RUN_BLOCK_PARTS[block] if block is not None else tuple(RUN_PARTS)
+    with session_scope(sf) as s:
+        run = run_or_404(s, run_id)
+        page: dict[str, Any] = {"run": run_summary(run, [])}
+        for name in parts:
+            page.update(RUN_PARTS[name](s, run))
+        return page
+
+
+def _config_summary(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The run config's headline settings, as the run page lists them."""
+    return {"rounds": cfg_get(cfg, "schedule", "rounds"), "K": cfg_get(cfg, "schedule", "steps_per_direction"),
+            "n": cfg_get(cfg, "rollout", "n"), "batch": cfg_get(cfg, "rollout", "batch_prompts"),
+            "tau": cfg_get(cfg, "gating", "tau"), "mode": cfg_get(cfg, "gating", "mode"),
+            "context_mode": cfg.get("context_mode"), "divergence": cfg_get(cfg, "loss", "divergence"),
+            "lr": cfg_get(cfg, "optim", "lr"), "approval": cfg_get(cfg, "tutor", "approval"),
+            "backend": cfg.get("backend"), "seed": cfg.get("seed"), "algorithm": cfg.get("algorithm"),
+            "source": cfg_get(cfg, "data", "source")}
+
+
+def _counts(s, run_id: int) -> dict[str, int]:
+    """Exchanges, steps and the pending overrides and approvals of a run."""
+    def count(model, *where) -> int:
+        return s.scalar(select(func.count()).select_from(model).where(model.run_id == run_id, *where)) or 0
+    return {"exchanges": count(Exchange), "steps": count(Step),
+            "pending_overrides": count(Override, Override.status == "pending"),
+            "pending_approvals": count(Approval, Approval.status == "pending")}
+
+
+def _series_from_steps(steps: list[Step], students: list[str]) -> dict[str, Any]:
+    x = [st.global_step for st in steps]
+
+    def col(key: str) -> list[float | None]:
+        return [finite((st.metrics or {}).get(key)) for st in steps]
+
+    loss_by = {n: [(finite(st.loss) if st.tutee == n else None) for st in steps] for n in students}
+    return {
+        "x": x,
+        "loss": {"labels": [f"loss ({n} tutee)" for n in students], "series": [loss_by[n] for n in students]},
+        "anchoring": {"labels": list(ANCHORING_CATEGORIES), "series": [col(f"anchoring/{c}") for c in ANCHORING_CATEGORIES]},
+        "kept_rate": {"labels": ["kept rate"], "series": [col("anchoring/kept_rate")]},
+        "break_rate": {"labels": ["break rate"], "series": [col("break/rate")]},
+        "throughput": {"labels": ["rollout tokens/s"], "series": [col("throughput/rollout_tokens_per_s")]},
+        "accuracy": {"labels": ["rollout accuracy"], "series": [col("rollout/accuracy")]},
+        "finish": {"labels": ["stopped (EOS)", "stop string", "cut at limit", "no parsable answer"],
+                   "series": [col("rollout/finish_eos"), col("rollout/finish_stop"), col("rollout/finish_length"),
+                              col("rollout/parse_failure")]},
+        "length": {"labels": ["mean rollout tokens"], "series": [col("rollout/mean_length")]},
+        "weight_l2": {"labels": [f"‖θ−θ₀‖ ({n} tutee)" for n in students],
+                      "series": [[(finite((st.metrics or {}).get("train/weight_l2")) if st.tutee == n else None)
+                                  for st in steps] for n in students]},
+        "grad_norm": {"labels": ["grad norm"], "series": [col("train/grad_norm")]},
+    }
+
+
+def chart_data(sf: SessionFactory, run_id: int) -> dict[str, Any]:
+    """Per-step series for the run page's uPlot charts (x = global step; missing values are null)."""
+    with session_scope(sf) as s:
+        run = run_or_404(s, run_id)
+        students = [st.name for st in run.students]
+        steps = step_rows(s, run_id)
+        out = _series_from_steps(steps, students)
+        loss_key = "loss/" + str(cfg_get(run.config or {}, "loss", "divergence", default="jsd"))
+        out["loss"]["title"] = loss_key
+        # mean per-token divergence of the stored exchanges, per step (the "divergence" curve)
+        div = dict(s.execute(select(Exchange.global_step, func.avg(Exchange.loss))
+                             .where(Exchange.run_id == run_id, Exchange.skipped.is_(False))
+                             .group_by(Exchange.global_step)).all())
+        out["divergence"] = {"labels": ["mean exchange divergence"],
+                             "series": [[finite(div.get(g)) for g in out["x"]]]}
+        out["status"] = run.status
+        return out
+
+
+def compare_data(sf: SessionFactory, run_ids: list[int]) -> dict[str, Any]:
+    """Pareto trajectories of every (run, student) on one pair of axes per student position, and the
+    key curves (loss, kept rate, break rate, gate delta) on a shared global-step axis."""
+    with session_scope(sf) as s:
+        runs = []
+        for rid in run_ids:
+            runs.append(run_or_404(s, rid))
+        panels = []
+        curves: dict[str, Any] = {}
+        xs: set[int] = set()
+        per_run: list[tuple[Run, dict[int, Step]]] = []
+        summaries = []
+        evals_by: dict[int, list[EvalResult]] = {}
+        for run in runs:
+            evals_by[run.id] = list(s.scalars(select(EvalResult).where(EvalResult.run_id == run.id)))
+            steps = step_rows(s, run.id)
+            per_run.append((run, {st.global_step: st for st in steps}))
+            xs.update(st.global_step for st in steps)
+            summaries.append(run_summary(run, evals_by[run.id]))
+        x = sorted(xs)
+        # Pareto: one panel per student position; a line per run
+        for pos in (0, 1):
+            series = []
+            for run in runs:
+                students = [{"name": st.name} for st in run.students]
+                doms = domains_of(run.config or {})
+                ser = pareto_series(evals_by[run.id], students, doms)
+                st = ser[pos] if pos < len(ser) else {"student": "?", "points": []}
+                series.append({**st, "label": f"#{run.id} {run.name}: {st['student']}"})
+            doms0 = domains_of(runs[0].config or {}) if runs else []
+            panels.append({"title": f"student {pos + 1}", "domains": doms0, "series": series})
+
+        def per_step(fn) -> list[list[float | None]]:
+            return [[(fn(steps[g]) if g in steps else None) for g in x] for _run, steps in per_run]
+
+        labels = [f"#{run.id} {run.name}" for run in runs]
+        curves["loss"] = {"title": "loss", "labels": labels, "series": per_step(lambda st: finite(st.loss))}
+        curves["kept_rate"] = {"title": "kept rate", "labels": labels,
+                               "series": per_step(lambda st: finite((st.metrics or {}).get("anchoring/kept_rate")))}
+        curves["break_rate"] = {"title": "break rate", "labels": labels,
+                                "series": per_step(lambda st: finite((st.metrics or {}).get("break/rate")))}
+        curves["delta"] = {"title": "gate delta of the tutor", "labels": labels,
+                           "series": per_step(lambda st: finite((st.metrics or {}).get("gate/delta")))}
+        curves["throughput"] = {"title": "rollout tokens/s", "labels": labels,
+                                "series": per_step(lambda st: finite(
+                                    (st.metrics or {}).get("throughput/rollout_tokens_per_s")))}
+        return {"runs": summaries, "pareto_panels": panels,
+                "charts": {"x": x, "curves": curves}}
