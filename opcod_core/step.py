@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from opcod_core.anchoring import classify_feedback, render_tutor_messages
 from opcod_core.controls import ApprovalRequest
@@ -41,6 +42,12 @@ from opcod_core.prompts import format_choices, rollout_messages, teacher_context
 from opcod_core.student import DistillExample
 from opcod_core.thinking import strip_think
 
+if TYPE_CHECKING:
+    from opcod_core.anchoring import TutorTemplate
+    from opcod_core.config import RunConfig
+    from opcod_core.controls import Controls
+    from opcod_core.student import StudentRuntime
+
 
 def derive_seed(seed: int, global_step: int, purpose: str) -> int:
     """A sampling seed that is a pure function of its position: what makes resume exact."""
@@ -49,17 +56,17 @@ def derive_seed(seed: int, global_step: int, purpose: str) -> int:
 
 @dataclass
 class StepContext:
-    config: object            # RunConfig
+    config: RunConfig
     round: int
     direction: int
     step: int                 # index within the direction, 0-based
     global_step: int
-    tutee: object             # StudentRuntime
-    tutor: object             # StudentRuntime
+    tutee: StudentRuntime     # or a Ray proxy with its methods (opcod_core.executors.ray)
+    tutor: StudentRuntime
     tutor_gate: GateRecord | None
     items: list[Item]
-    controls: object
-    template: object          # TutorTemplate
+    controls: Controls
+    template: TutorTemplate
     gating_mode: str          # the live gating mode (a run-level override may have changed the config's)
 
     @property

@@ -106,7 +106,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from opcod_core import baselines, breakrate, checkpoint
+from opcod_core import baselines, checkpoint
 from opcod_core.build import tutor_template
 from opcod_core.executors import build_students
 from opcod_core.config import RunConfig
@@ -116,14 +116,14 @@ from opcod_core.data.spec import DataSpec
 from opcod_core.data.types import Item, SplitDataset
 from opcod_core.evaluation import EvalScore, evaluate_domains
 from opcod_core.gating import GapUncertainty, GateRecord, decide_gates, gap_uncertainty
-from opcod_core.human_feedback import human_event, human_examples
+from opcod_core.human_feedback import human_event
 from opcod_core.observer import NullObserver, Observer
 from opcod_core.replay import replay_exchange
-from opcod_core.step import (StepContext, build_examples, choose_siblings, exchange_event,
-                             exchange_key, s_only_divergence, sample_rollouts, tutor_feedback)
+from opcod_core.step import StepContext, exchange_event, sample_rollouts
 from opcod_core.step_metrics import step_metrics
-from opcod_core.student import DistillExample
-from opcod_core.vocabulary import pareto_improved, task_count
+from opcod_core.algorithms import ALGORITHMS
+from opcod_core.tasks import task_list
+from opcod_core.vocabulary import pareto_improved
 
 
 @dataclass
@@ -182,14 +182,7 @@ class Trainer:
 
     # --- the fixed task list ---------------------------------------------------------------------
     def _task_list(self) -> list[tuple]:
-        K = self.config.schedule.steps_per_direction
-        tasks: list[tuple] = [("eval", 0)]   # ("step", round, slot, k): slot 1 runs first (direction_of)
-        for r in range(1, self.config.schedule.rounds + 1):
-            tasks.append(("gate", r))
-            tasks += [("step", r, d, k) for d in (1, 2) for k in range(K)]
-            tasks.append(("eval", r))
-        assert len(tasks) == task_count(self.config.schedule.rounds, K)
-        return tasks
+        return task_list(self.config.schedule.rounds, self.config.schedule.steps_per_direction)
 
     def global_step(self, r: int, slot: int, k: int) -> int:
         """Position of step k of the ``slot``-th direction (1 or 2) to run in round r."""
@@ -329,29 +322,8 @@ class Trainer:
         t0 = time.perf_counter()
         sync0 = ctx.tutee.sync_seconds()
         rows, t_rollout, n_tokens = sample_rollouts(ctx)
-        t_feedback = 0.0
-        breaks: list[dict] = []
-        if cfg.algorithm == "grpo":
-            advantages = baselines.grpo_advantages(rows)
-            t1 = time.perf_counter()
-            out = ctx.tutee.policy_gradient_step([r_.prompt_ids for r_ in rows], [r_.token_ids for r_ in rows],
-                                                 advantages, cfg.loss)
-            human: list[tuple[dict, DistillExample]] = []
-        else:
-            if cfg.algorithm == "one_way":
-                baselines.one_way_examples(rows, self._one_way_domain(tutor_name))
-            else:
-                choose_siblings(ctx, rows)
-                t_feedback = tutor_feedback(ctx, rows)
-                build_examples(ctx, rows)
-                s_only_divergence(ctx, rows)
-                breaks = breakrate.break_samples(ctx, rows, lambda row: exchange_key(ctx, row))
-            pending, self.pending_human[tutee_name] = self.pending_human.get(tutee_name, []), []
-            human = human_examples(ctx, pending, self.items_by_id)
-            t1 = time.perf_counter()
-            out = ctx.tutee.distill_step([r_.example for r_ in rows] + [e for _, e in human], cfg.loss,
-                                         teacher=ctx.tutor if cfg.algorithm == "one_way" else None)
-        t_train = time.perf_counter() - t1
+        up = ALGORITHMS[cfg.algorithm](self, ctx, rows)
+        out, human, breaks, t_feedback, t_train = up.out, up.human, up.breaks, up.t_feedback, up.t_train
         for row, res in zip(rows, out.results[:len(rows)], strict=True):
             tc = ctx.tutee.decode(row.example.teacher_prefix) if row.example and row.example.teacher_prefix else None
             self.emit(exchange_event(ctx, row, res, tc))
@@ -418,24 +390,24 @@ class Trainer:
                        "steps": 2 * self.config.schedule.rounds * self.config.schedule.steps_per_direction})
         while self.next_task < len(self.tasks):
             task = self.tasks[self.next_task]
-            if task[0] == "step":
-                action = self._apply_controls(*task[1:])
+            if task.kind == "step":
+                action = self._apply_controls(task.round, task.slot, task.k)
                 if action in ("pause", "cancel"):
                     self.save_checkpoint()
                     self.emit({"type": "finish", "status": "paused" if action == "pause" else "cancelled"})
                     return RunResult("paused" if action == "pause" else "cancelled", None)
-                self.task_step(*task[1:])
-            elif task[0] == "gate":
-                self.task_gate(task[1])
+                self.task_step(task.round, task.slot, task.k)
+            elif task.kind == "gate":
+                self.task_gate(task.round)
             else:
-                self.task_eval(task[1])
+                self.task_eval(task.round)
             self.next_task += 1
             if self.progress:
                 self.progress({"phase": "train", "task": task, "done": self.next_task, "total": len(self.tasks)})
-            is_step = task[0] == "step"
-            g = self.global_step(*task[1:]) + 1 if is_step else None
+            is_step = task.kind == "step"
+            g = self.global_step(task.round, task.slot, task.k) + 1 if is_step else None
             if not is_step or g % self.config.checkpoint_every == 0:
-                self.save_checkpoint(permanent=task[0] == "eval")
+                self.save_checkpoint(permanent=task.kind == "eval")
         summary = self.summary()
         self.emit({"type": "finish", "status": "finished", "summary": summary})
         return RunResult("finished", summary)
