@@ -16,11 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import Invalid, NotFound
 from app.models import Event, Exchange, Run
-from opcod_core.vocabulary import FINAL_RUN_STATUSES
 
 SessionFactory = sessionmaker[Session]
 
-FINAL_STATUSES = FINAL_RUN_STATUSES  # opcod_core.vocabulary
 MAX_ID = 2**63 - 1  # BigId tables (exchange, event, ...)
 MAX_INT_ID = 2**31 - 1  # Integer primary keys (run, override, approval, replay, checkpoint) on PostgreSQL
 

@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.models import Event, Run
-from app.services import FINAL_STATUSES, MAX_ID, SessionFactory, get_run
+from app.services import MAX_ID, SessionFactory, get_run
+from opcod_core.vocabulary import FINAL_RUN_STATUSES
 
 BATCH = 500
 
@@ -32,4 +33,4 @@ def events_after(db: SessionFactory, run_id: int, after_id: int, limit: int = BA
 
 
 def is_final(status: str | None) -> bool:
-    return status is None or status in FINAL_STATUSES
+    return status is None or status in FINAL_RUN_STATUSES

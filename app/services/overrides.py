@@ -20,15 +20,15 @@ from app.db import session_scope
 from app.errors import Conflict, Invalid
 from app.models import Override, Run
 from app.schemas import ExchangeOverrideIn, OverrideOut, RunOverrideIn
-from app.services import FINAL_STATUSES, SessionFactory, add_event, get_exchange, get_row, get_run
+from app.services import SessionFactory, add_event, get_exchange, get_row, get_run
 from opcod_core.config import GatingConfig
-from opcod_core.vocabulary import TUTOR_OVERRIDE_KINDS
+from opcod_core.vocabulary import FINAL_RUN_STATUSES, TUTOR_OVERRIDE_KINDS
 
 GATING_MODES: tuple[str, ...] = get_args(GatingConfig.model_fields["mode"].annotation)
 
 
 def _check_open(run: Run) -> None:
-    if run.status in FINAL_STATUSES:
+    if run.status in FINAL_RUN_STATUSES:
         raise Conflict(f"run {run.id} is {run.status}: overrides can no longer be applied")
 
 
