@@ -166,7 +166,8 @@ def world3_specialist(strong: str, build_seed: int = 0) -> dict[str, Any]:
     i = WORLD3_CYCLE.index(strong)
     partial, unknown = WORLD3_CYCLE[(i + 1) % 3], WORLD3_CYCLE[(i - 1) % 3]
     return {"name": WORLD3_NAMES[strong], "model": "tinyword:llama", "strong_domain": strong,
-            "warmup_sft_steps": 2000, "warmup_lr": 3e-3, "warmup_schedule": "cosine",
+            "warmup_sft_steps": 2500, "warmup_lr": 3e-3, "warmup_schedule": "converge",
+            "warmup_converge_loss": 0.15, "warmup_decay_steps": 1000,
             "warmup_own_contexts": "balanced", "warmup_domains": [strong],
             "warmup_hinted_domains": [partial, unknown], "warmup_partial": {partial: WORLD3_PARTIAL_SHARE},
             "warmup_corrupt_domains": [unknown], "warmup_hinted_facts": "random", "warmup_unhinted_fraction": 0.1,
