@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from opcod_core import baselines, breakrate
+from opcod_core.events import BreakEvent, ExchangeEvent
 from opcod_core.human_feedback import human_examples
 from opcod_core.step import (StepContext, build_examples, choose_siblings, exchange_key, s_only_divergence,
                              tutor_feedback)
-from opcod_core.student import DistillExample
+from opcod_core.student_types import DistillExample
 
 
 
@@ -37,8 +38,8 @@ class Update:
     """What a step's update produced, and the time spent writing feedback and training."""
 
     out: object                                   # StepOutput
-    human: list[tuple[dict, DistillExample]] = field(default_factory=list)
-    breaks: list[dict] = field(default_factory=list)
+    human: list[tuple[ExchangeEvent, DistillExample]] = field(default_factory=list)
+    breaks: list[BreakEvent] = field(default_factory=list)
     t_feedback: float = 0.0
     t_train: float = 0.0
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 
-from opcod_core.student import DistillExample
+from opcod_core.student_types import DistillExample
 
 
 def grpo_advantages(rows) -> list[float]:

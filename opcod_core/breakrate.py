@@ -28,6 +28,7 @@ import random
 from typing import Iterable
 
 from opcod_core.data.answers import is_correct
+from opcod_core.events import BreakEvent
 from opcod_core.generation.base import SamplingParams
 from opcod_core.prompts import teacher_context
 
@@ -50,12 +51,12 @@ def break_counts(samples: Iterable[dict]) -> dict:
             "rate": broken / eligible if eligible else None}
 
 
-def step_metrics(samples: list[dict]) -> dict[str, float]:
+def step_metrics(samples: list[BreakEvent]) -> dict[str, float]:
     """A step's ``break/*`` metrics: samples, eligible (denominator), broken (numerator) and, only when
     something is eligible, ``break/rate``; nothing at all for a step without samples."""
     if not samples:
         return {}
-    c = break_counts(samples)
+    c = break_counts(b.to_dict() for b in samples)
     m = {"break/samples": float(c["samples"]), "break/eligible": float(c["eligible"]),
          "break/broken": float(c["broken"])}
     if c["rate"] is not None:
@@ -63,7 +64,7 @@ def step_metrics(samples: list[dict]) -> dict[str, float]:
     return m
 
 
-def break_samples(ctx, rows, key_of) -> list[dict]:
+def break_samples(ctx, rows, key_of) -> list[BreakEvent]:
     cfg = ctx.config
     want = cfg.break_rate.samples_per_step
     pool = [r for r in rows if r.correct and r.used in ("s+f", "f")]
@@ -92,9 +93,8 @@ def break_samples(ctx, rows, key_of) -> list[dict]:
         ok_f = bool(is_correct(r.item, outs[i][0].text)[1])
         ok_base = bool(is_correct(r.item, outs[len(chosen) + i][0].text)[1])
         fc = frac[r.p]
-        events.append({"type": "break", **ctx.position, "exchange_key": key_of(r), "domain": r.item.domain,
-                       "tutor_cognizant": cognizant, "difficulty": difficulty_bin(sum(fc) / len(fc)),
-                       "context": r.used, "baseline": baseline,
-                       "correct_with_f": ok_f, "correct_without_f": ok_base,
-                       "eligible": ok_base, "broken": ok_base and not ok_f})
+        events.append(BreakEvent(**ctx.position, exchange_key=key_of(r), domain=r.item.domain,
+                                 tutor_cognizant=cognizant, difficulty=difficulty_bin(sum(fc) / len(fc)),
+                                 context=r.used, baseline=baseline, correct_with_f=ok_f, correct_without_f=ok_base,
+                                 eligible=ok_base, broken=ok_base and not ok_f))
     return events

@@ -49,6 +49,22 @@ def load_config(args) -> RunConfig:
     return RunConfig.from_file(args.config).replace(overrides) if overrides else RunConfig.from_file(args.config)
 
 
+def _train_config(args, saved: Path) -> RunConfig | None:
+    """The run's config (a resumed run's saved one unless a new one is given); None after printing why
+    the config is invalid."""
+    try:
+        if args.resume and saved.exists() and not (args.preset or args.config):
+            return RunConfig.from_json(saved.read_text())
+        if not (args.preset or args.config):
+            raise SystemExit("opcod train: give --preset NAME or a CONFIG file")
+        return load_config(args)
+    except ValidationError as err:
+        print("invalid config:\n  " + "\n  ".join(format_validation_error(err)), file=sys.stderr)
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        print(f"invalid config: {err}", file=sys.stderr)
+    return None
+
+
 def cmd_train(args) -> int:
     from opcod_core.observer import JSONLObserver
     from opcod_core.progress import ProgressReporter, print_summary
@@ -56,18 +72,8 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     saved = out / "config.json"
-    try:
-        if args.resume and saved.exists() and not (args.preset or args.config):
-            config = RunConfig.from_json(saved.read_text())
-        else:
-            if not (args.preset or args.config):
-                raise SystemExit("opcod train: give --preset NAME or a CONFIG file")
-            config = load_config(args)
-    except ValidationError as err:
-        print("invalid config:\n  " + "\n  ".join(format_validation_error(err)), file=sys.stderr)
-        return 2
-    except (KeyError, ValueError, FileNotFoundError) as err:
-        print(f"invalid config: {err}", file=sys.stderr)
+    config = _train_config(args, saved)
+    if config is None:
         return 2
     if args.resume and saved.exists() and RunConfig.from_json(saved.read_text()) != config:
         print(f"--resume: {saved} holds a different config; use another --out", file=sys.stderr)
@@ -121,6 +127,18 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_export_model(args) -> int:
+    from opcod_core.export_model import ExportError, export_model
+
+    try:
+        dest = export_model(args.run, args.checkpoint, args.student, args.dir, overwrite=args.overwrite)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported {args.student} to {dest} (AutoModelForCausalLM.from_pretrained({str(dest)!r}))")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="opcod", description="On-Policy Co-Distillation (OPCoD) Studio")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -145,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("path")
     ins.add_argument("--format", choices=["sciknoweval", "jsonl", "csv", "mmlu"], default=None)
     ins.set_defaults(func=cmd_data_inspect)
+
+    ex = sub.add_parser("export-model", help="a student at a checkpoint as a plain transformers directory")
+    ex.add_argument("run", help="the run's output directory (opcod train --out; a served run: <data dir>/runs/<id>)")
+    ex.add_argument("checkpoint", help="checkpoint tag, 'latest', or a checkpoint directory")
+    ex.add_argument("student", help="student name")
+    ex.add_argument("dir", help="destination directory")
+    ex.add_argument("--overwrite", action="store_true", help="replace a non-empty destination")
+    ex.set_defaults(func=cmd_export_model)
 
     pr = sub.add_parser("presets", help="list presets")
     pr.add_argument("--show", action="store_true", help="print each preset's full config")

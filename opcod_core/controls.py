@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from opcod_core.events import ExchangeEvent
+
 RunOverrideKind = Literal["force_tutor", "mute_tutor", "clear_tutor", "set_tau", "set_mode"]
 ExchangeOverrideKind = Literal["edit", "reject", "approve"]
 
@@ -34,7 +36,7 @@ class ExchangeOverride:
 
     id: str
     kind: ExchangeOverrideKind
-    exchange: dict
+    exchange: ExchangeEvent
     text: str | None = None
     author: str = "human"
 
@@ -44,7 +46,7 @@ class ReplayRequest:
     """Recompute an exchange with edited feedback and/or another tutor checkpoint's feedback."""
 
     id: str
-    exchange: dict
+    exchange: ExchangeEvent
     feedback: str | None = None
     tutor_checkpoint: str | None = None
 
@@ -62,7 +64,7 @@ class ApprovalRequest:
     """Kept feedback waiting for a human in manual approval mode."""
 
     exchange_id: str
-    exchange: dict
+    exchange: ExchangeEvent
 
 
 Decision = tuple[Literal["approve", "reject", "edit"], str | None]

@@ -217,17 +217,8 @@ def decide_gates(
 ) -> dict[str, GateRecord]:
     """Gate every student in ``scores`` for this round under ``mode``; see the module docstring.
     ``uncertainty`` (from ``gap_uncertainty`` on the same evaluation) adds the standard errors."""
-    if mode not in GATE_MODES:
-        raise ValueError(f"mode: unknown gating mode {mode!r}; expected one of {list(GATE_MODES)}")
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau):
-        raise ValueError(f"tau: expected a finite number, got {tau!r}")
+    _check_inputs(scores, tau, mode, forced)
     forced = dict(forced or {})
-    for student, decision in forced.items():
-        if student not in scores:
-            raise ValueError(f"forced[{student!r}]: unknown student; expected one of {list(scores)}")
-        if decision not in DECISIONS:
-            raise ValueError(f"forced[{student!r}]: expected 'tutor' or 'silent', got {decision!r}")
-
     best = best_scores(scores)
     gaps = cognizance_gap(scores)
     records: dict[str, GateRecord] = {}
@@ -237,25 +228,7 @@ def decide_gates(
         delta_se = uncertainty.delta_se.get(student) if uncertainty is not None else None
         se_text = f" (SE {delta_se:.2f})" if delta_se is not None else ""
         gap_text = f"delta={delta:.4f}{se_text} {'<=' if within else '>'} tau={tau:g}"
-        allowed: tuple[str, ...] | None = None
-        if mode == "cognizance":
-            decision = "tutor" if within else "silent"
-            reason = f"cognizance: {gap_text}"
-        elif mode == "always":
-            decision, reason = "tutor", "always: gate disabled"
-        elif mode == "never":
-            decision, reason = "silent", "never: self-distillation only, no peer feedback"
-        elif mode == "domain_selective":
-            strong = strong_domains.get(student)
-            if strong is None:
-                decision, reason = "silent", "domain_selective: strong domain unknown"
-            else:
-                decision, allowed = "tutor", (strong,)
-                reason = f"domain_selective: tutors on {strong!r} only"
-        else:  # manual
-            decision = "tutor" if within else "silent"
-            reason = f"manual: default from cognizance ({gap_text}); feedback awaits human approval"
-
+        decision, allowed, reason = _mode_decision(mode, within, gap_text, strong_domains.get(student))
         source = "auto"
         if student in forced:
             decision, source = forced[student], "human"
@@ -270,6 +243,36 @@ def decide_gates(
             score_se=dict(uncertainty.score_se[student]) if uncertainty is not None else None,
         )
     return records
+
+
+def _check_inputs(scores: Mapping[str, Mapping[str, float]], tau: float, mode: str,
+                  forced: Mapping[str, str] | None) -> None:
+    if mode not in GATE_MODES:
+        raise ValueError(f"mode: unknown gating mode {mode!r}; expected one of {list(GATE_MODES)}")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau):
+        raise ValueError(f"tau: expected a finite number, got {tau!r}")
+    for student, decision in (forced or {}).items():
+        if student not in scores:
+            raise ValueError(f"forced[{student!r}]: unknown student; expected one of {list(scores)}")
+        if decision not in DECISIONS:
+            raise ValueError(f"forced[{student!r}]: expected 'tutor' or 'silent', got {decision!r}")
+
+
+def _mode_decision(mode: str, within: bool, gap_text: str,
+                   strong: str | None) -> tuple[Decision, tuple[str, ...] | None, str]:
+    """(decision, domains it may tutor on (None: all), reason) of one student under ``mode``."""
+    if mode == "cognizance":
+        return ("tutor" if within else "silent"), None, f"cognizance: {gap_text}"
+    if mode == "always":
+        return "tutor", None, "always: gate disabled"
+    if mode == "never":
+        return "silent", None, "never: self-distillation only, no peer feedback"
+    if mode == "domain_selective":
+        if strong is None:
+            return "silent", None, "domain_selective: strong domain unknown"
+        return "tutor", (strong,), f"domain_selective: tutors on {strong!r} only"
+    return ("tutor" if within else "silent"), None, \
+        f"manual: default from cognizance ({gap_text}); feedback awaits human approval"
 
 
 def tutor_allowed(record: GateRecord, prompt_domain: str) -> bool:

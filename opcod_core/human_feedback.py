@@ -11,37 +11,40 @@ The resulting exchange event names its origin (``origin_key``, ``override_id``) 
 from __future__ import annotations
 
 from opcod_core.data.types import Item
+from opcod_core.events import ExchangeEvent
 from opcod_core.prompts import rollout_messages, teacher_messages
 from opcod_core.step import StepContext
-from opcod_core.student import DistillExample
+from opcod_core.student_types import DistillExample
 
 
 def human_examples(ctx: StepContext, pending: list[dict],
-                   items_by_id: dict[str, Item]) -> list[tuple[dict, DistillExample]]:
-    """One distillation example per queued human edit: the stored rollout under (x, s, f_human)."""
+                   items_by_id: dict[str, Item]) -> list[tuple[ExchangeEvent, DistillExample]]:
+    """One distillation example per queued human edit (the stored exchange event's JSON, with the edited
+    ``feedback_used`` and ``override_id``): the stored rollout under (x, s, f_human)."""
     out = []
-    for ex in pending:
-        item = items_by_id.get(ex["prompt_id"]) or Item(
-            ex["prompt_id"], ex["domain"], ex["question"], tuple(ex["choices"]), tuple(ex["labels"]), ex["gold"])
+    for queued in pending:
+        ex = ExchangeEvent.model_validate(queued)
+        item = items_by_id.get(ex.prompt_id) or Item(ex.prompt_id, ex.domain, ex.question, tuple(ex.choices),
+                                                     tuple(ex.labels), ex.gold, ex.answer_type)
         sp = ctx.tutee.render(rollout_messages(item.question, list(item.labels), list(item.choices),
                                                item.answer_type))
         tp = ctx.tutee.render(teacher_messages(item.question, list(item.labels), list(item.choices),
-                                               item.answer_type, solution=ex.get("s_text"),
-                                               feedback=ex["feedback_used"]))
-        out.append((ex, DistillExample(sp, list(ex["token_ids"]), tp, None)))
+                                               item.answer_type, solution=ex.s_text, feedback=ex.feedback_used))
+        out.append((ex, DistillExample(sp, list(ex.token_ids), tp, None)))
     return out
 
 
-def human_event(ctx: StepContext, ex: dict, example: DistillExample, res) -> dict:
+#: What a human-feedback exchange keeps of the stored exchange it was made from.
+_KEPT = {"domain", "prompt_id", "question", "choices", "labels", "gold", "rollout_text", "token_ids", "answer",
+         "correct", "s_index", "s_text", "tokens", "prompt_index", "rollout_index", "finish_reason", "concept"}
+
+
+def human_event(ctx: StepContext, ex: ExchangeEvent, example: DistillExample, res) -> ExchangeEvent:
     """The exchange event of a human-feedback example, keyed by the step and the override."""
-    keep = {k: ex[k] for k in ("domain", "prompt_id", "question", "choices", "labels", "gold", "rollout_text",
-                               "token_ids", "answer", "correct", "s_index", "s_text", "tokens")}
-    return {"type": "exchange", "key": f"r{ctx.round}-d{ctx.direction}-s{ctx.step}-human-{ex['override_id']}",
-            **ctx.position, **keep, "feedback_raw": None, "concept": ex.get("concept"), "category": "kept",
-            "feedback_sanitised": ex["feedback_used"], "redactions": [], "feedback_used": ex["feedback_used"],
-            "feedback_source": "human", "approval": "edit", "origin_key": ex.get("key"),
-            "override_id": ex["override_id"], "context_used": "s+f" if ex.get("s_text") else "f",
-            "skipped": False, "teacher_context": ctx.tutee.decode(example.teacher_prefix),
-            "divergence": res.divergence, "divergence_s_only": None, "student_logprob": res.student_logprob,
-            "loss": res.loss, "prompt_index": ex.get("prompt_index"), "rollout_index": ex.get("rollout_index"),
-            "finish_reason": ex.get("finish_reason")}
+    return ExchangeEvent(
+        **ex.model_dump(include=_KEPT), **ctx.position,
+        key=f"r{ctx.round}-d{ctx.direction}-s{ctx.step}-human-{ex.override_id}", category="kept",
+        feedback_sanitised=ex.feedback_used, feedback_used=ex.feedback_used, feedback_source="human",
+        approval="edit", origin_key=ex.key, override_id=ex.override_id,
+        context_used="s+f" if ex.s_text else "f", teacher_context=ctx.tutee.decode(example.teacher_prefix),
+        divergence=res.divergence, student_logprob=res.student_logprob, loss=res.loss)

@@ -238,6 +238,26 @@ def per_token_divergence(
         [B, T] float tensor (float32 for half-precision inputs), >= 0, exactly 0 at masked-out
         positions, differentiable w.r.t. ``student_logits_BTV`` only.
     """
+    _check_divergence_args(student_logits_BTV, teacher_logits_BTV, mask_BT, kind, beta, topk, chunk_size,
+                           temperature)
+    B, T, V = student_logits_BTV.shape
+    topk = None if topk is None else int(topk)
+    chunk_size = int(chunk_size)
+    student_flat_NV = student_logits_BTV.reshape(B * T, V)
+    teacher_flat_NV = teacher_logits_BTV.detach().reshape(B * T, V)
+    rows_M = mask_BT.reshape(-1).to(device=student_logits_BTV.device).bool().nonzero().squeeze(-1)
+    options = (kind, float(beta), topk, chunk_size, float(temperature))
+
+    if torch.is_grad_enabled() and student_logits_BTV.requires_grad:
+        out_N = _ChunkedDivergence.apply(student_flat_NV, teacher_flat_NV, rows_M, *options)
+    else:
+        out_N = _chunked_divergence_no_grad(student_flat_NV, teacher_flat_NV, rows_M, *options)
+    return out_N.reshape(B, T)
+
+
+def _check_divergence_args(student_logits_BTV, teacher_logits_BTV, mask_BT, kind, beta, topk, chunk_size,
+                           temperature) -> None:
+    """``per_token_divergence``'s arguments, each refused with a message naming it."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if kind == "jsd" and not 0.0 < beta < 1.0:
@@ -260,20 +280,6 @@ def per_token_divergence(
         )
     if mask_BT.shape != student_logits_BTV.shape[:2]:
         raise ValueError(f"mask must be [B, T] = {tuple(student_logits_BTV.shape[:2])}, got {tuple(mask_BT.shape)}")
-
-    B, T, V = student_logits_BTV.shape
-    topk = None if topk is None else int(topk)
-    chunk_size = int(chunk_size)
-    student_flat_NV = student_logits_BTV.reshape(B * T, V)
-    teacher_flat_NV = teacher_logits_BTV.detach().reshape(B * T, V)
-    rows_M = mask_BT.reshape(-1).to(device=student_logits_BTV.device).bool().nonzero().squeeze(-1)
-    options = (kind, float(beta), topk, chunk_size, float(temperature))
-
-    if torch.is_grad_enabled() and student_logits_BTV.requires_grad:
-        out_N = _ChunkedDivergence.apply(student_flat_NV, teacher_flat_NV, rows_M, *options)
-    else:
-        out_N = _chunked_divergence_no_grad(student_flat_NV, teacher_flat_NV, rows_M, *options)
-    return out_N.reshape(B, T)
 
 
 def sequence_loss(per_token_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:

@@ -83,23 +83,28 @@ def load_causal_lm(ref: str | Path, device: str | torch.device = "cpu", dtype: s
     pad token is set to EOS. Nothing here forces offline mode: a hub id may download, a local
     directory never does.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     ref = str(ref)
-    if _is_verbatim_tokenizer_dir(ref):
-        # Our own tokenizers load exactly as saved: AutoTokenizer would rebuild some model types'
-        # tokenizers from vocab + merges with that family's rules (e.g. qwen2 -> Qwen2Tokenizer, which
-        # adds an <|endoftext|> unk token beyond the model's vocabulary).
-        from transformers import PreTrainedTokenizerFast
-
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(ref)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(ref, dtype=_to_dtype(dtype), trust_remote_code=trust_remote_code)
     model.to(device)
     model.eval()
     _ensure_pad_token(tokenizer, model)
     return model, tokenizer
+
+
+def load_tokenizer(ref: str | Path, trust_remote_code: bool = False):
+    """The tokenizer of a hub id or local directory. Our own tokenizers load exactly as saved:
+    AutoTokenizer would rebuild some model types' tokenizers from vocab + merges with that family's
+    rules (e.g. qwen2 -> Qwen2Tokenizer, which adds an <|endoftext|> unk token beyond the model's
+    vocabulary)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    ref = str(ref)
+    if _is_verbatim_tokenizer_dir(ref):
+        return PreTrainedTokenizerFast.from_pretrained(ref)
+    return AutoTokenizer.from_pretrained(ref, trust_remote_code=trust_remote_code)
 
 
 def _is_verbatim_tokenizer_dir(ref: str) -> bool:
@@ -288,20 +293,10 @@ def token_logits(model, prefix_ids_list: Sequence[Sequence[int]],
         raise ValueError("token_logits needs at least one row")
     if any(len(p) == 0 for p in prefixes):
         raise ValueError("every prefix needs at least one token")
-    device = _model_device(model)
-    B = len(prefixes)
-    full_lens = [len(p) + len(c) for p, c in zip(prefixes, conts, strict=True)]
-    T_full = max(full_lens)
+    device, B = _model_device(model), len(prefixes)
+    T_full = max(len(p) + len(c) for p, c in zip(prefixes, conts, strict=True))
     T_cont = max(len(c) for c in conts)
-    pad_id = getattr(model.config, "pad_token_id", None)
-    pad_id = 0 if pad_id is None else int(pad_id)
-
-    input_ids_BL = torch.full((B, T_full), pad_id, dtype=torch.long)
-    attention_mask_BL = torch.zeros((B, T_full), dtype=torch.long)
-    for b, (p, c) in enumerate(zip(prefixes, conts, strict=True)):
-        seq = p + c
-        input_ids_BL[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask_BL[b, : len(seq)] = 1
+    input_ids_BL, attention_mask_BL = _right_padded(prefixes, conts, T_full, model.config)
 
     # Position of the logits predicting continuation token t of row b: len(prefix_b) - 1 + t.
     t_T = torch.arange(T_cont)
@@ -328,6 +323,21 @@ def token_logits(model, prefix_ids_list: Sequence[Sequence[int]],
     mask_BT = mask_BT.to(device)
     logits_BTV = logits_BTV * mask_BT[:, :, None].to(logits_BTV.dtype)
     return logits_BTV, mask_BT
+
+
+def _right_padded(prefixes: list[list[int]], conts: list[list[int]], T_full: int,
+                  config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``prefix + continuation`` right-padded to ``T_full`` with the model's pad id (0 if none),
+    and their attention mask."""
+    pad_id = getattr(config, "pad_token_id", None)
+    pad_id = 0 if pad_id is None else int(pad_id)
+    input_ids_BL = torch.full((len(prefixes), T_full), pad_id, dtype=torch.long)
+    attention_mask_BL = torch.zeros((len(prefixes), T_full), dtype=torch.long)
+    for b, (p, c) in enumerate(zip(prefixes, conts, strict=True)):
+        seq = p + c
+        input_ids_BL[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask_BL[b, : len(seq)] = 1
+    return input_ids_BL, attention_mask_BL
 
 
 def sequence_logprobs(model, prefix_ids_list: Sequence[Sequence[int]],

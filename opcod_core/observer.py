@@ -2,7 +2,7 @@
 
 The core never knows who listens. The headless CLI writes ``events.jsonl`` (the public contract of
 ``opcod train --out DIR``); the web worker writes the same events into the database. Every callback
-receives a plain JSON-able dict with a ``type`` key, so one event shape serves both sinks.
+receives a typed event (``opcod_core.events``), so one schema serves both sinks.
 
 Exact resume: ``on_checkpoint`` events carry ``events_before`` (how many events preceded the
 checkpoint); a resumed JSONL observer truncates the log to that count so nothing is duplicated.
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-Event = dict[str, Any]
+from opcod_core.events import Event
 
 
 class Observer(Protocol):
@@ -47,7 +47,11 @@ class CollectingObserver:
         self.events.append(event)
 
     def of_type(self, kind: str) -> list[Event]:
-        return [e for e in self.events if e["type"] == kind]
+        return [e for e in self.events if e.type == kind]
+
+    def dicts(self, kind: str | None = None) -> list[dict]:
+        """The events (of one type) as the JSON objects ``events.jsonl`` holds (tables, notebooks)."""
+        return [e.to_dict() for e in self.events if kind is None or e.type == kind]
 
 
 class JSONLObserver:
@@ -68,7 +72,7 @@ class JSONLObserver:
         self._fh = self.path.open("a", encoding="utf-8")
 
     def on_event(self, event: Event) -> None:
-        self._fh.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self._fh.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
         self._fh.flush()
         self.count += 1
 

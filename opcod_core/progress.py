@@ -45,9 +45,9 @@ class ProgressReporter:
             tid = self._task(p["phase"], p["n"])
             self.progress.update(tid, completed=p["i"], info=f"loss {p['loss']:.3f}")
 
-    def on_event(self, event: dict) -> None:
-        if event["type"] == "step":
-            self.loss = event["loss"]
+    def on_event(self, event) -> None:
+        if event.type == "step":
+            self.loss = event.loss
 
     def wrap(self, observer):
         return MultiObserver(observer, self)

@@ -36,10 +36,11 @@ from opcod_core.anchoring import classify_feedback, render_tutor_messages
 from opcod_core.controls import ApprovalRequest
 from opcod_core.data.answers import is_correct
 from opcod_core.data.types import Item
+from opcod_core.events import ExchangeEvent
 from opcod_core.gating import GateRecord, tutor_allowed
 from opcod_core.generation.base import SamplingParams
 from opcod_core.prompts import format_choices, rollout_messages, teacher_context
-from opcod_core.student import DistillExample
+from opcod_core.student_types import DistillExample
 from opcod_core.thinking import strip_think
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ def exchange_key(ctx: StepContext, r: Row) -> str:
     return f"r{ctx.round}-d{ctx.direction}-s{ctx.step}-{r.key}"
 
 
-def exchange_event(ctx: StepContext, r: Row, result, teacher_context: str | None) -> dict:
+def exchange_event(ctx: StepContext, r: Row, result, teacher_context: str | None) -> ExchangeEvent:
     """The exchange as the headless contract and the database store it."""
     fb = r.feedback
     it = r.item
@@ -234,20 +235,20 @@ def exchange_event(ctx: StepContext, r: Row, result, teacher_context: str | None
         div_s = divergence
     else:
         div_s = [0.0] * n
-    return {
-        "type": "exchange", "key": exchange_key(ctx, r), **ctx.position,
-        "domain": it.domain, "prompt_id": it.id, "question": it.question,
-        "choices": list(it.choices), "labels": list(it.labels), "gold": it.gold,
-        "prompt_index": r.p, "rollout_index": r.k,
-        "rollout_text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
-        "answer": r.answer, "correct": r.correct,
-        "s_index": r.s_index, "s_text": r.s_text,
-        "feedback_raw": fb.get("raw"), "concept": fb.get("concept"), "category": fb.get("category"),
-        "feedback_sanitised": fb.get("sanitised"), "redactions": fb.get("redactions", []),
-        "feedback_used": fb.get("used") if r.used in ("s+f", "f") else None,
-        "feedback_source": fb.get("source"), "approval": fb.get("approval"),
-        "context_used": r.used, "skipped": r.used == "none", "teacher_context": teacher_context,
-        "tokens": ctx.tutee.token_strings(r.token_ids), "divergence": divergence,
-        "divergence_s_only": div_s, "student_logprob": result.student_logprob if result else None,
-        "loss": result.loss if result else 0.0,
-    }
+    return ExchangeEvent(
+        key=exchange_key(ctx, r), **ctx.position,
+        domain=it.domain, prompt_id=it.id, question=it.question,
+        choices=list(it.choices), labels=list(it.labels), gold=it.gold,
+        prompt_index=r.p, rollout_index=r.k,
+        rollout_text=r.text, token_ids=r.token_ids, finish_reason=r.finish_reason,
+        answer=r.answer, correct=r.correct,
+        s_index=r.s_index, s_text=r.s_text,
+        feedback_raw=fb.get("raw"), concept=fb.get("concept"), category=fb.get("category"),
+        feedback_sanitised=fb.get("sanitised"), redactions=fb.get("redactions", []),
+        feedback_used=fb.get("used") if r.used in ("s+f", "f") else None,
+        feedback_source=fb.get("source"), approval=fb.get("approval"),
+        context_used=r.used, skipped=r.used == "none", teacher_context=teacher_context,
+        tokens=ctx.tutee.token_strings(r.token_ids), divergence=divergence,
+        divergence_s_only=div_s, student_logprob=result.student_logprob if result else None,
+        loss=result.loss if result else 0.0,
+    )

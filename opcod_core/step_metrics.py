@@ -11,10 +11,11 @@ of this step's samples (``break/*``, absent when nothing was eligible).
 from __future__ import annotations
 
 from opcod_core import breakrate
+from opcod_core.events import BreakEvent
 from opcod_core.step import Row, StepContext
 
 
-def step_metrics(ctx: StepContext, rows: list[Row], out, breaks: list[dict], t_rollout: float, t_feedback: float,
+def step_metrics(ctx: StepContext, rows: list[Row], out, breaks: list[BreakEvent], t_rollout: float, t_feedback: float,
                  t_train: float, t_step: float, n_tokens: int) -> dict[str, float]:
     cats: dict[str, int] = {}
     for r in rows:

@@ -23,8 +23,6 @@ its learning-rate schedule are in ``opcod_core.optim``.
 from __future__ import annotations
 
 import copy
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -35,32 +33,8 @@ from opcod_core.config import LossConfig, OptimConfig
 from opcod_core.generation.base import Completion, SamplingParams
 from opcod_core.optim import build_optimizer, set_lr
 from opcod_core.reference import EMAWeights, WeightSnapshot, swapped_weights
-
-
-@dataclass
-class DistillExample:
-    """One rollout to train on. ``teacher_prefix`` None means teacher = student (skipped)."""
-
-    student_prefix: list[int]
-    rollout: list[int]
-    teacher_prefix: list[int] | None
-    s_only_prefix: list[int] | None = None   # for the feedback-effect heatmap (divergence with s only)
-    weight: float = 1.0
-
-
-@dataclass
-class ExampleResult:
-    divergence: list[float]                  # per rollout token, under the teacher context used
-    divergence_s_only: list[float] | None    # per rollout token, teacher with s only (None: not computed)
-    student_logprob: list[float]             # log p_student(y_t) per token
-    loss: float                              # this rollout's mean token divergence (0 when skipped)
-
-
-@dataclass
-class StepOutput:
-    loss: float
-    results: list[ExampleResult]
-    metrics: dict[str, float] = field(default_factory=dict)
+from opcod_core.student_storage import load_student, save_student
+from opcod_core.student_types import DistillExample, ExampleResult, StepOutput, TextOps
 
 
 def gather_token_logprobs(logits_BTV: torch.Tensor, rollouts: list[list[int]]) -> torch.Tensor:
@@ -70,30 +44,6 @@ def gather_token_logprobs(logits_BTV: torch.Tensor, rollouts: list[list[int]]) -
         ids_BT[i, : len(r)] = torch.tensor(r, dtype=torch.long, device=logits_BTV.device)
     logp_BTV = torch.log_softmax(logits_BTV.float(), dim=-1)
     return logp_BTV.gather(-1, ids_BT.unsqueeze(-1)).squeeze(-1)
-
-
-class TextOps:
-    """Tokenizer-only operations; shared by the runtime and by proxies of students that live in
-    another process (they keep a copy of the tokenizer, so text never crosses the boundary twice)."""
-
-    tokenizer = None
-    chat_template_kwargs: dict = {}  # the student's StudentConfig.chat_template_kwargs (never mutated)
-
-    def render(self, messages: list[dict], prefill: str = "") -> list[int]:
-        """Every prompt of this student (rollouts, self-teacher, tutor, evaluation, warm-up) goes
-        through here, with the student's chat template variables."""
-        return models.render_prompt(self.tokenizer, messages, add_generation_prompt=True, prefill=prefill,
-                                    chat_template_kwargs=self.chat_template_kwargs)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
-
-    def token_strings(self, ids: Sequence[int]) -> list[str]:
-        """Each token as the text it contributes (byte-level pieces decoded one at a time)."""
-        return [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
 
 
 class StudentRuntime(TextOps):
@@ -238,41 +188,12 @@ class StudentRuntime(TextOps):
         total, anchor_total = 0.0, 0.0
         for ci, start in enumerate(range(0, n_trained, self.micro_batch)):
             chunk = trained[start:start + self.micro_batch]
-            rollouts = [e.rollout for e in chunk]
-            if teacher_logits is not None:
-                t_BTV = teacher_logits[ci].to(self.device)
-            else:
-                t_BTV = self.teacher_logits(chunk, micro_batch=len(chunk))[0]
-            s_BTV, mask_BT = self._logits([e.student_prefix for e in chunk], rollouts)
-            div_BT = losses.per_token_divergence(s_BTV, t_BTV, mask_BT, kind=loss_cfg.divergence,
-                                                 beta=loss_cfg.beta, topk=loss_cfg.topk,
-                                                 chunk_size=loss_cfg.chunk_size)
-            lens_B = mask_BT.sum(dim=1).clamp(min=1)
-            seq_B = (div_BT * mask_BT).sum(dim=1) / lens_B
-            weights_B = torch.tensor([e.weight for e in chunk], device=seq_B.device)
-            loss = (seq_B * weights_B).sum() / n_trained
-            objective = loss
-            if anchor_w is not None:
-                anchor = self._anchor(s_BTV, [e.student_prefix for e in chunk], rollouts, mask_BT, anchor_w,
-                                      loss_cfg).sum() / n_trained
-                objective = loss + loss_cfg.kl_anchor * anchor
-                anchor_total += float(anchor.detach())
-            objective.backward()
-            total += float(loss.detach())
-            tok_lp_BT = gather_token_logprobs(s_BTV.detach(), rollouts)
-            for i, e in enumerate(chunk):
-                n = len(e.rollout)
-                results[id(e)] = ExampleResult(divergence=div_BT[i, :n].detach().tolist(), divergence_s_only=None,
-                                               student_logprob=tok_lp_BT[i, :n].tolist(),
-                                               loss=float(seq_B[i].detach()))
+            t_BTV = (teacher_logits[ci].to(self.device) if teacher_logits is not None
+                     else self.teacher_logits(chunk, micro_batch=len(chunk))[0])
+            loss, anchor = self._distill_chunk(chunk, t_BTV, n_trained, anchor_w, loss_cfg, results)
+            total, anchor_total = total + loss, anchor_total + anchor
         del anchor_w
-        # Skipped rollouts: teacher = student, divergence exactly zero; still report their logprobs, under
-        # the weights that sampled them (before the update, like every other number of this step).
-        skipped = [e for e in examples if e.teacher_prefix is None]
-        if skipped:
-            lps = self.token_logprobs([e.student_prefix for e in skipped], [e.rollout for e in skipped])
-            for e, lp in zip(skipped, lps, strict=True):
-                results[id(e)] = ExampleResult([0.0] * len(e.rollout), None, lp, 0.0)
+        skipped = self._skipped_results(examples, results)
         grad_norm = 0.0
         metrics: dict[str, float] = {"train/lr": lr}
         if n_trained:
@@ -286,7 +207,42 @@ class StudentRuntime(TextOps):
             metrics["loss/kl_anchor"] = anchor_total
         return StepOutput(loss=total, results=[results[id(e)] for e in examples],
                           metrics={"train/grad_norm": grad_norm, "train/trained": float(n_trained),
-                                   "train/skipped": float(len(skipped)), **metrics})
+                                   "train/skipped": float(skipped), **metrics})
+
+    def _distill_chunk(self, chunk: list[DistillExample], t_BTV: torch.Tensor, n_trained: int, anchor_w,
+                       loss_cfg: LossConfig, results: dict[int, ExampleResult]) -> tuple[float, float]:
+        """Backward of one micro-batch's share of the loss (and of the KL anchor); fills ``results``.
+        Returns the chunk's (distillation loss, anchor) contributions."""
+        rollouts = [e.rollout for e in chunk]
+        s_BTV, mask_BT = self._logits([e.student_prefix for e in chunk], rollouts)
+        div_BT = losses.per_token_divergence(s_BTV, t_BTV, mask_BT, kind=loss_cfg.divergence, beta=loss_cfg.beta,
+                                             topk=loss_cfg.topk, chunk_size=loss_cfg.chunk_size)
+        seq_B = (div_BT * mask_BT).sum(dim=1) / mask_BT.sum(dim=1).clamp(min=1)
+        weights_B = torch.tensor([e.weight for e in chunk], device=seq_B.device)
+        loss = (seq_B * weights_B).sum() / n_trained
+        objective, anchor_value = loss, 0.0
+        if anchor_w is not None:
+            anchor = self._anchor(s_BTV, [e.student_prefix for e in chunk], rollouts, mask_BT, anchor_w,
+                                  loss_cfg).sum() / n_trained
+            objective = loss + loss_cfg.kl_anchor * anchor
+            anchor_value = float(anchor.detach())
+        objective.backward()
+        tok_lp_BT = gather_token_logprobs(s_BTV.detach(), rollouts)
+        for i, e in enumerate(chunk):
+            n = len(e.rollout)
+            results[id(e)] = ExampleResult(divergence=div_BT[i, :n].detach().tolist(), divergence_s_only=None,
+                                           student_logprob=tok_lp_BT[i, :n].tolist(), loss=float(seq_B[i].detach()))
+        return float(loss.detach()), anchor_value
+
+    def _skipped_results(self, examples: list[DistillExample], results: dict[int, ExampleResult]) -> int:
+        """Skipped rollouts: teacher = student, divergence exactly zero; still report their logprobs, under
+        the weights that sampled them (before the update, like every other number of this step)."""
+        skipped = [e for e in examples if e.teacher_prefix is None]
+        if skipped:
+            lps = self.token_logprobs([e.student_prefix for e in skipped], [e.rollout for e in skipped])
+            for e, lp in zip(skipped, lps, strict=True):
+                results[id(e)] = ExampleResult([0.0] * len(e.rollout), None, lp, 0.0)
+        return len(skipped)
 
     def policy_gradient_step(self, prefixes: list[list[int]], rollouts: list[list[int]],
                              advantages: list[float], loss_cfg: LossConfig | None = None) -> StepOutput:
@@ -411,53 +367,9 @@ class StudentRuntime(TextOps):
         if close is not None:
             close()
 
-    # --- persistence -------------------------------------------------------------------------------
+    # --- persistence (opcod_core.student_storage) ------------------------------------------------------
     def save(self, directory: Path, with_optimizer: bool = True, previous: Path | None = None) -> None:
-        """Weights, optimizer state, the initial weights and the EMA. ``previous``: this student's
-        directory in the checkpoint this run wrote or resumed from last; its (immutable) initial
-        weights are hard-linked instead of written again."""
-        directory.mkdir(parents=True, exist_ok=True)
-        models.save_model(self.model, self.tokenizer, directory / "model")
-        if with_optimizer:
-            torch.save({"optimizer": self.optimizer.state_dict(), "updates": self.updates},
-                       directory / "optimizer.pt")
-        if self.reference is not None:
-            ref, prev = directory / "reference.safetensors", (Path(previous) / "reference.safetensors"
-                                                             if previous else None)
-            try:
-                if prev is None or not prev.exists():
-                    raise FileNotFoundError(prev)
-                os.link(prev, ref)
-            except OSError:
-                self.reference.save(ref)
-        if self.ema is not None:
-            self.ema.save(directory / "ema.safetensors")
+        save_student(self, directory, with_optimizer=with_optimizer, previous=previous)
 
     def load(self, directory: Path) -> None:
-        from safetensors.torch import load_file
-
-        files = sorted((directory / "model").glob("*.safetensors"))
-        state: dict = {}
-        for f in files:
-            state.update(load_file(str(f), device=str(self.device)))
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        real_missing = [m for m in missing if not m.endswith("lm_head.weight")]
-        if real_missing or unexpected:
-            raise RuntimeError(f"checkpoint {directory} does not match model {self.name}: "
-                               f"missing {real_missing[:3]}, unexpected {unexpected[:3]}")
-        if getattr(self.model.config, "tie_word_embeddings", False):
-            self.model.tie_weights()
-        opt = directory / "optimizer.pt"
-        if opt.exists():
-            blob = torch.load(opt, map_location=self.device, weights_only=True)
-            self.optimizer.load_state_dict(blob["optimizer"])
-            self.updates = int(blob["updates"])
-        # A checkpoint without them (written before they existed) keeps the build's initial weights
-        # and starts the EMA at the loaded weights.
-        if (directory / "reference.safetensors").exists():
-            self.reference = WeightSnapshot.load(directory / "reference.safetensors")
-        if self.ema_rate:
-            self.ema = EMAWeights.of(self.model, self.ema_rate)
-            if (directory / "ema.safetensors").exists():
-                self.ema.load(directory / "ema.safetensors")
-        self.backend.sync_weights(self.model)
+        load_student(self, directory)

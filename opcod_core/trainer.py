@@ -107,6 +107,8 @@ from pathlib import Path
 from typing import Callable
 
 from opcod_core import baselines, checkpoint
+from opcod_core import events as ev
+from opcod_core.apply_controls import apply_controls
 from opcod_core.build import tutor_template
 from opcod_core.executors import build_students
 from opcod_core.config import RunConfig
@@ -118,7 +120,6 @@ from opcod_core.evaluation import EvalScore, evaluate_domains
 from opcod_core.gating import GapUncertainty, GateRecord, decide_gates, gap_uncertainty
 from opcod_core.human_feedback import human_event
 from opcod_core.observer import NullObserver, Observer
-from opcod_core.replay import replay_exchange
 from opcod_core.step import StepContext, exchange_event, sample_rollouts
 from opcod_core.step_metrics import step_metrics
 from opcod_core.algorithms import ALGORITHMS
@@ -194,7 +195,7 @@ class Trainer:
         return self.orders.get(str(r), [1, 2])[slot - 1]
 
     # --- events ----------------------------------------------------------------------------------
-    def emit(self, event: dict) -> None:
+    def emit(self, event: ev.Event) -> None:
         self.events_written += 1
         self.observer.on_event(event)
 
@@ -237,9 +238,8 @@ class Trainer:
         self.evals[str(r)] = scores
         for name, per in scores.items():
             for d, acc in per.items():
-                self.emit({"type": "eval", "round": r, "student": name, "split": "test", "domain": d,
-                           "k": self.config.eval.k, "accuracy": acc,
-                           "n_items": len(self.eval_items(d, "test"))})
+                self.emit(ev.EvalEvent(round=r, student=name, split="test", domain=d, k=self.config.eval.k,
+                                       accuracy=acc, n_items=len(self.eval_items(d, "test"))))
 
     def task_gate(self, r: int) -> None:
         res = self._evaluate_scores("validation", self.config.gating.val_k, "gate")
@@ -265,9 +265,8 @@ class Trainer:
         for name in self.names:
             rec = records[name]
             self.gates[name] = rec.to_dict()
-            self.emit({"type": "gate", **rec.to_dict(), "split": "validation", "k": self.config.gating.val_k,
-                       "n_items": dict(unc.n_items) if unc else None,
-                       **({"note": source_note} if source_note else {})})
+            self.emit(ev.GateEvent(**rec.to_dict(), split="validation", k=self.config.gating.val_k,
+                                   n_items=dict(unc.n_items) if unc else None, note=source_note))
 
     def gate_record(self, name: str) -> GateRecord | None:
         d = self.gates.get(name)
@@ -278,37 +277,7 @@ class Trainer:
 
     # --- controls ---------------------------------------------------------------------------------------
     def _apply_controls(self, r: int, slot: int, k: int) -> str:
-        g = self.global_step(r, slot, k)
-        batch = self.controls.poll({"round": r, "direction": self.direction_of(r, slot), "step": k,
-                                    "global_step": g})
-        regate = False
-        for ov in batch.run_overrides:
-            if ov.kind == "force_tutor":
-                self.forced[ov.student] = "tutor"
-            elif ov.kind == "mute_tutor":
-                self.forced[ov.student] = "silent"
-            elif ov.kind == "clear_tutor":
-                self.forced.pop(ov.student, None)
-            elif ov.kind == "set_tau":
-                self.tau = float(ov.value)
-            elif ov.kind == "set_mode":
-                self.mode = str(ov.value)
-            regate = True
-            self.emit({"type": "override", "id": ov.id, "kind": ov.kind, "student": ov.student,
-                       "value": ov.value, "author": ov.author, "applied_at_step": g, "round": r})
-        if regate and self.round_scores:
-            self._decide(r, source_note="override")
-        for ov in batch.exchange_overrides:
-            ex = ov.exchange
-            if ov.kind == "edit" and ov.text:
-                self.pending_human.setdefault(ex["tutee"], []).append({**ex, "feedback_used": ov.text,
-                                                                       "override_id": ov.id})
-            self.emit({"type": "override", "id": ov.id, "kind": ov.kind, "exchange_key": ex.get("key"),
-                       "text": ov.text, "author": ov.author, "applied_at_step": g, "round": r,
-                       "tutee": ex.get("tutee")})
-        for rq in batch.replays:
-            self.emit(replay_exchange(self, rq))
-        return batch.action
+        return apply_controls(self, r, slot, k)
 
     # --- one step -------------------------------------------------------------------------------------
     def task_step(self, r: int, slot: int, k: int) -> None:
@@ -336,7 +305,7 @@ class Trainer:
         sync1 = ctx.tutee.sync_seconds()
         if sync1 is not None and sync0 is not None:
             metrics["time/weight_sync"] = sync1 - sync0   # the previous update's sync, paid before this rollout
-        self.emit({"type": "step", **ctx.position, "loss": out.loss, "metrics": metrics})
+        self.emit(ev.StepEvent(**ctx.position, loss=out.loss, metrics=metrics))
 
     def _one_way_domain(self, tutor_name: str) -> str | None:
         """The only domain the frozen peer teaches on (``one_way_domains: strong``), else None (all)."""
@@ -360,8 +329,8 @@ class Trainer:
                                           keep=self.config.keep_checkpoints, permanent=permanent,
                                           previous=self.last_checkpoint)
         self.last_checkpoint = path
-        self.emit({"type": "checkpoint", "tag": tag, "path": str(path), "next_task": self.next_task,
-                   "after": list(task), "events_before": self.events_written, "permanent": permanent})
+        self.emit(ev.CheckpointEvent(tag=tag, path=str(path), next_task=self.next_task, after=list(task),
+                                     events_before=self.events_written, permanent=permanent))
 
     def restore(self) -> bool:
         path = checkpoint.latest_checkpoint(self.out_dir)
@@ -383,18 +352,18 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunResult:
         if resume and self.restore():
-            self.emit({"type": "resume", "next_task": self.next_task})
+            self.emit(ev.ResumeEvent(next_task=self.next_task))
         else:
-            self.emit({"type": "run_start", "config": self.config.to_dict(), "students": self.names,
-                       "domains": list(self.config.data.domains), "tasks": len(self.tasks),
-                       "steps": 2 * self.config.schedule.rounds * self.config.schedule.steps_per_direction})
+            self.emit(ev.RunStartEvent(config=self.config.to_dict(), students=self.names,
+                                       domains=list(self.config.data.domains), tasks=len(self.tasks),
+                                       steps=2 * self.config.schedule.rounds * self.config.schedule.steps_per_direction))
         while self.next_task < len(self.tasks):
             task = self.tasks[self.next_task]
             if task.kind == "step":
                 action = self._apply_controls(task.round, task.slot, task.k)
                 if action in ("pause", "cancel"):
                     self.save_checkpoint()
-                    self.emit({"type": "finish", "status": "paused" if action == "pause" else "cancelled"})
+                    self.emit(ev.FinishEvent(status="paused" if action == "pause" else "cancelled"))
                     return RunResult("paused" if action == "pause" else "cancelled", None)
                 self.task_step(task.round, task.slot, task.k)
             elif task.kind == "gate":
@@ -409,7 +378,7 @@ class Trainer:
             if not is_step or g % self.config.checkpoint_every == 0:
                 self.save_checkpoint(permanent=task.kind == "eval")
         summary = self.summary()
-        self.emit({"type": "finish", "status": "finished", "summary": summary})
+        self.emit(ev.FinishEvent(status="finished", summary=summary))
         return RunResult("finished", summary)
 
     def close(self) -> None:

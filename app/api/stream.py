@@ -52,9 +52,17 @@ async def run_events(run_id: int, request: Request, db: Db,
     return EventSourceResponse(stream(), ping=15)
 
 
-@router.get("/runs/{run_id}/export", summary="All exchanges of a run as JSON Lines (streamed, oldest first)",
-            response_class=StreamingResponse, responses={200: {"content": {"application/x-ndjson": {}}}})
-def export_run(run_id: int, db: Db, format: Literal["jsonl"] = "jsonl") -> StreamingResponse:
+_EXPORTS = {"jsonl": (export.jsonl, "application/x-ndjson"), "parquet": (export.parquet, "application/vnd.apache.parquet")}
+
+
+@router.get("/runs/{run_id}/export", summary="All exchanges of a run as JSON Lines or Parquet (oldest first)",
+            description="One record per exchange in the schema of the trainer's `exchange` events (the lines of "
+                        "`events.jsonl`, `opcod_core.events.ExchangeEvent`) plus `id`, `run_id`, "
+                        "`origin_exchange_id` and `created_at`. Parquet: the per-token arrays as list columns.",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-ndjson": {}, "application/vnd.apache.parquet": {}}}})
+def export_run(run_id: int, db: Db, format: Literal["jsonl", "parquet"] = "jsonl") -> StreamingResponse:
     export.check_run(db, run_id)
-    return StreamingResponse(export.jsonl(db, run_id), media_type="application/x-ndjson",
-                             headers={"Content-Disposition": f'attachment; filename="run-{run_id}-exchanges.jsonl"'})
+    write, media = _EXPORTS[format]
+    return StreamingResponse(write(db, run_id), media_type=media,
+                             headers={"Content-Disposition": f'attachment; filename="run-{run_id}-exchanges.{format}"'})

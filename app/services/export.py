@@ -1,18 +1,22 @@
-"""Export a run's exchanges as JSON Lines, streamed in keyset chunks (oldest first, one short
+"""Export a run's exchanges as JSON Lines or Parquet, streamed in keyset chunks (oldest first, one short
 transaction per chunk, so a million-exchange export neither holds a transaction open nor builds the
-whole file in memory). One line = one exchange with its prompt, rollout, feedback and per-token arrays."""
+whole file in memory). One line = one exchange in the schema of the trainer's ``exchange`` events (``opcod_core.events``, the
+lines of ``events.jsonl``) plus the row's id, run, origin row and time: one parser reads both."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+import tempfile
+from typing import Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.db import session_scope
+from app.exchange_events import exchange_event
 from app.models import Exchange, Rollout
 from app.services import SessionFactory, get_run
+from opcod_core.events import ExchangeEvent
 
 CHUNK = 200
 
@@ -22,39 +26,55 @@ def check_run(db: SessionFactory, run_id: int) -> None:
         get_run(s, run_id)
 
 
-def _row(ex: Exchange) -> dict[str, Any]:
-    r, p, f = ex.rollout, ex.rollout.prompt, ex.feedback
-    return {
-        "id": ex.id, "run_id": ex.run_id, "key": ex.key, "round": ex.round, "direction": ex.direction,
-        "global_step": ex.global_step, "tutee": ex.tutee, "tutor": ex.tutor, "domain": ex.domain,
-        "correct": ex.correct, "category": ex.category, "human_edited": ex.human_edited,
-        "origin_exchange_id": ex.origin_exchange_id, "override_id": ex.override_id,
-        "context_used": ex.context_used, "skipped": ex.skipped, "finish_reason": ex.finish_reason, "loss": ex.loss,
-        "prompt": {"item_key": p.item_key, "domain": p.domain, "split": p.split, "answer_type": p.answer_type,
-                   "question": p.question, "choices": p.choices, "labels": p.labels, "gold": p.gold},
-        "rollout": {"text": r.text, "token_ids": r.token_ids, "answer": r.answer, "correct": r.correct,
-                    "prompt_index": r.prompt_index, "rollout_index": r.rollout_index},
-        "s_index": ex.s_index, "s_text": ex.s_text,
-        "feedback": None if f is None else {
-            "tutor": f.tutor, "raw": f.raw, "concept": f.concept, "category": f.category,
-            "sanitised": f.sanitised, "redactions": f.redactions, "used_text": f.used_text,
-            "source": f.source, "approval": f.approval},
-        "teacher_context": ex.teacher_context, "tokens": ex.tokens, "student_logprob": ex.student_logprob,
-        "divergence": ex.divergence, "divergence_s_only": ex.divergence_s_only,
-        "created_at": ex.created_at.isoformat(),
-    }
+class ExportedExchange(ExchangeEvent):
+    """One exported exchange: the trainer's exchange event as stored, plus the row's identity."""
+
+    id: int
+    run_id: int
+    origin_exchange_id: int | None = None
+    created_at: str
 
 
-def jsonl(db: SessionFactory, run_id: int, chunk: int = CHUNK) -> Iterator[bytes]:
+def exported(ex: Exchange) -> ExportedExchange:
+    return ExportedExchange(**exchange_event(ex).model_dump(), id=ex.id, run_id=ex.run_id,
+                            origin_exchange_id=ex.origin_exchange_id, created_at=ex.created_at.isoformat())
+
+
+def _chunks(db: SessionFactory, run_id: int, chunk: int) -> Iterator[list[ExportedExchange]]:
+    """The run's exchanges, oldest first, ``chunk`` rows per short transaction (keyset on the id)."""
     after = 0
     while True:
         with session_scope(db) as s:
             rows = s.scalars(select(Exchange).where(Exchange.run_id == run_id, Exchange.id > after)
                              .order_by(Exchange.id).limit(chunk)
                              .options(selectinload(Exchange.rollout).selectinload(Rollout.prompt),
-                                      selectinload(Exchange.feedback))).all()
+                                      selectinload(Exchange.feedback), selectinload(Exchange.step_row))).all()
             if not rows:
                 return
-            lines = [json.dumps(_row(ex), ensure_ascii=False, separators=(",", ":")) for ex in rows]
+            out = [exported(ex) for ex in rows]
             after = rows[-1].id
-        yield ("\n".join(lines) + "\n").encode()
+        yield out
+
+
+def jsonl(db: SessionFactory, run_id: int, chunk: int = CHUNK) -> Iterator[bytes]:
+    for rows in _chunks(db, run_id, chunk):
+        yield ("\n".join(json.dumps(x.to_dict(), ensure_ascii=False, separators=(",", ":")) for x in rows)
+               + "\n").encode()
+
+
+def parquet(db: SessionFactory, run_id: int, chunk: int = 10 * CHUNK) -> Iterator[bytes]:
+    """The same rows as one Parquet file (schema: ``app.services.parquet_schema``; the per-token arrays as
+    list columns): written a row group per chunk to
+    a temporary file, then streamed, so memory stays bounded by a chunk."""
+    import pyarrow.parquet as pq
+
+    from app.services.parquet_schema import arrow_table, schema_of
+
+    schema, as_json = schema_of(ExportedExchange)
+    with tempfile.TemporaryFile() as fh:
+        with pq.ParquetWriter(fh, schema) as writer:
+            for rows in _chunks(db, run_id, chunk):
+                writer.write_table(arrow_table(rows, schema, as_json))
+        fh.seek(0)
+        while block := fh.read(1 << 20):
+            yield block

@@ -32,12 +32,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope
-from app.models import Approval, Event, Exchange, Feedback, Override, Prompt, Replay, Rollout, Run, Step
+from app.exchange_events import exchange_event
+from app.models import Approval, Event, Exchange, Override, Replay, Run
 from app.types import utcnow
 from app.worker.claim import RunLost, fence
 from app.worker.rows import json_safe
 from opcod_core.controls import (ApprovalRequest, ControlBatch, Decision, ExchangeOverride, ReplayRequest,
                                  RunOverride)
+from opcod_core.events import ExchangeEvent
 from opcod_core.gating import GATE_MODES
 from opcod_core.vocabulary import TUTOR_OVERRIDE_KINDS, ExchangeOverrideKind, RunOverrideKind, values
 
@@ -56,29 +58,10 @@ class StopRequested(Exception):
         self.action = action
 
 
-def exchange_payload(s: Session, exchange_id: int) -> dict | None:
-    """A stored exchange rebuilt as the trainer's exchange event dict (what overrides and replays need)."""
-    row = s.execute(
-        select(Exchange, Rollout, Prompt, Step.step)
-        .join(Rollout, Rollout.id == Exchange.rollout_id)
-        .join(Prompt, Prompt.id == Rollout.prompt_id)
-        .join(Step, Step.id == Exchange.step_id)
-        .where(Exchange.id == exchange_id)).first()
-    if row is None:
-        return None
-    x, r, p, step_index = row
-    fb = s.get(Feedback, x.feedback_id) if x.feedback_id is not None else None
-    return {
-        "type": "exchange", "key": x.key, "round": x.round, "direction": x.direction, "step": step_index,
-        "global_step": x.global_step, "tutee": x.tutee, "tutor": x.tutor, "prompt_id": p.item_key,
-        "domain": x.domain, "question": p.question, "choices": list(p.choices or []), "labels": list(p.labels or []),
-        "gold": p.gold, "rollout_text": r.text, "token_ids": list(r.token_ids),
-        "finish_reason": x.finish_reason, "answer": r.answer,
-        "correct": bool(r.correct), "s_index": x.s_index, "s_text": x.s_text, "tokens": x.tokens,
-        "concept": fb.concept if fb else None, "category": x.category,
-        "feedback_used": fb.used_text if fb else None, "prompt_index": r.prompt_index,
-        "rollout_index": r.rollout_index,
-    }
+def exchange_payload(s: Session, exchange_id: int) -> ExchangeEvent | None:
+    """A stored exchange as the trainer's exchange event (what overrides and replays need)."""
+    x = s.get(Exchange, exchange_id)
+    return None if x is None else exchange_event(x)
 
 
 def resolve_tutor_checkpoint(value: str | None, out_dir: Path, tutor: str) -> str | None:
@@ -145,7 +128,7 @@ class DBControls:
                 batch.replays.append(ReplayRequest(
                     str(rp.id), ex, feedback=inputs.get("feedback"),
                     tutor_checkpoint=resolve_tutor_checkpoint(inputs.get("tutor_checkpoint"), self.out_dir,
-                                                              ex["tutor"])))
+                                                              ex.tutor)))
         if requested in ("pause", "cancel"):
             batch.action = requested
         elif self.stop.is_set():
@@ -188,46 +171,14 @@ class DBControls:
         if not pending:
             return {}
         keys = [p.exchange_id for p in pending]
-        deadline = utcnow() + timedelta(seconds=timeout_s)
-        with session_scope(self.factory) as s:
-            fence(s, self.run_id, self.worker_id)
-            existing = set(s.scalars(select(Approval.exchange_key).where(
-                Approval.run_id == self.run_id, Approval.exchange_key.in_(keys))))
-            new = [Approval(run_id=self.run_id, exchange_key=p.exchange_id, payload=json_safe(p.exchange),
-                            status="pending", deadline=deadline) for p in pending if p.exchange_id not in existing]
-            s.add_all(new)
-            s.flush()
-            for a in new:
-                s.add(Event(run_id=self.run_id, type="approval", ref_id=a.id,
-                            payload={"key": a.exchange_key, "status": "pending", "deadline": deadline.isoformat()}))
+        self._ask(pending, utcnow() + timedelta(seconds=timeout_s))
         while True:
             if self.lost.is_set():
                 raise RunLost(self.run_id)
-            now = utcnow()
-            with session_scope(self.factory) as s:
-                requested = s.scalar(select(Run.requested_action).where(Run.id == self.run_id))
-                if requested in ("pause", "cancel"):
-                    raise StopRequested(f"{requested} requested while waiting for approvals", action=requested)
-                rows = list(s.scalars(select(Approval).where(Approval.run_id == self.run_id,
-                                                             Approval.exchange_key.in_(keys))))
-                waiting = [a for a in rows if a.status == "pending"]
-                expired = [a for a in waiting if a.deadline is None or a.deadline <= now]
-                if expired:
-                    fence(s, self.run_id, self.worker_id)
-                    for a in expired:
-                        # conditional: a human decision committed meanwhile wins over the timeout
-                        if s.execute(update(Approval).where(Approval.id == a.id, Approval.status == "pending")
-                                     .values(status="timed_out", decided_at=now, decided_by="timeout")
-                                     .execution_options(synchronize_session=False)).rowcount:
-                            s.add(Event(run_id=self.run_id, type="approval", ref_id=a.id,
-                                        payload={"key": a.exchange_key, "status": "timed_out"}))
-                    continue_polling = True
-                else:
-                    continue_polling = bool(waiting)
-                    decided = {a.exchange_key: (a.status, a.text) for a in rows}
+            waiting, decided, expired = self._poll_approvals(keys)
             if expired:
                 continue  # re-read the rows just timed out (or decided at the last moment)
-            if not continue_polling:
+            if not waiting:
                 break
             if self.stop.is_set():
                 raise StopRequested("worker stopping while waiting for approvals")
@@ -236,8 +187,41 @@ class DBControls:
         out: dict[str, Decision] = {}
         for key in keys:
             status, text = decided[key]
-            if status == "timed_out":
-                out[key] = (default, None)
-            else:
-                out[key] = (APPROVAL_DECISIONS[status], text)  # type: ignore[assignment]
+            out[key] = (default, None) if status == "timed_out" else (APPROVAL_DECISIONS[status], text)  # type: ignore[assignment]
         return out
+
+    def _ask(self, pending: list[ApprovalRequest], deadline) -> None:
+        """One pending approval row (and its ``approval`` event) per request not asked before."""
+        with session_scope(self.factory) as s:
+            fence(s, self.run_id, self.worker_id)
+            existing = set(s.scalars(select(Approval.exchange_key).where(
+                Approval.run_id == self.run_id, Approval.exchange_key.in_([p.exchange_id for p in pending]))))
+            new = [Approval(run_id=self.run_id, exchange_key=p.exchange_id, payload=json_safe(p.exchange.to_dict()),
+                            status="pending", deadline=deadline) for p in pending if p.exchange_id not in existing]
+            s.add_all(new)
+            s.flush()
+            for a in new:
+                s.add(Event(run_id=self.run_id, type="approval", ref_id=a.id,
+                            payload={"key": a.exchange_key, "status": "pending", "deadline": deadline.isoformat()}))
+
+    def _poll_approvals(self, keys: list[str]) -> tuple[list[Approval], dict[str, tuple[str, str | None]], bool]:
+        """(rows still waiting, decisions by key, whether any expired now): expired rows are timed out,
+        conditionally, so a human decision committed meanwhile wins over the timeout."""
+        now = utcnow()
+        with session_scope(self.factory) as s:
+            requested = s.scalar(select(Run.requested_action).where(Run.id == self.run_id))
+            if requested in ("pause", "cancel"):
+                raise StopRequested(f"{requested} requested while waiting for approvals", action=requested)
+            rows = list(s.scalars(select(Approval).where(Approval.run_id == self.run_id,
+                                                         Approval.exchange_key.in_(keys))))
+            waiting = [a for a in rows if a.status == "pending"]
+            expired = [a for a in waiting if a.deadline is None or a.deadline <= now]
+            if expired:
+                fence(s, self.run_id, self.worker_id)
+                for a in expired:
+                    if s.execute(update(Approval).where(Approval.id == a.id, Approval.status == "pending")
+                                 .values(status="timed_out", decided_at=now, decided_by="timeout")
+                                 .execution_options(synchronize_session=False)).rowcount:
+                        s.add(Event(run_id=self.run_id, type="approval", ref_id=a.id,
+                                    payload={"key": a.exchange_key, "status": "timed_out"}))
+            return waiting, {a.exchange_key: (a.status, a.text) for a in rows}, bool(expired)

@@ -145,29 +145,7 @@ class Worker:
             _own_out_dir(out_dir, run_id, created_at, config)
             if fork and latest_checkpoint(out_dir) is None:
                 _copy_checkpoint(Path(fork), out_dir)
-            ckpt = latest_checkpoint(out_dir)
-            resume = ckpt is not None
-            jsonl = JSONLObserver(out_dir / "events.jsonl")
-            try:
-                if resume:
-                    jsonl.truncate_to(load_state(ckpt)["events_written"] + 1)
-                else:
-                    jsonl.truncate_to(0)
-                    shutil.rmtree(checkpoint_root(out_dir), ignore_errors=True)
-                recorder = self.recorder_cls(self.factory, run_id, self.worker_id, out_dir,
-                                             stale_after_s=self.settings.stale_after_s)
-                controls = DBControls(self.factory, run_id, self.worker_id, students=[st.name for st in config.students],
-                                      out_dir=out_dir, stop=self.stop_event, lost=self.heartbeat.lost,
-                                      approval_poll_s=self.settings.approval_poll_s)
-                trainer = WorkerTrainer(config, out_dir, observer=MultiObserver(jsonl, recorder), controls=controls,
-                                        cache_dir=self.settings.model_cache_dir)
-                trainer.recorder = recorder
-                try:
-                    result = trainer.run(resume=resume)
-                finally:
-                    trainer.close()   # vLLM engines, Ray actors: nothing outlives the run in this worker
-            finally:
-                jsonl.close()
+            result, controls = self._train(run_id, config, out_dir)
         except RunLost:
             log.warning("run %s: lost to another worker; stopping without writing", run_id)
             return "lost"
@@ -181,6 +159,33 @@ class Worker:
         if result.status == "paused" and controls.shutdown:
             return self._finalize(run_id, "queued", shutdown=True)
         return self._finalize(run_id, result.status)
+
+    def _train(self, run_id: int, config, out_dir: Path):
+        """Run (or resume from its latest checkpoint) the held run's trainer, reporting to events.jsonl and
+        the database; returns (the trainer's result, the controls it polled)."""
+        ckpt = latest_checkpoint(out_dir)
+        resume = ckpt is not None
+        jsonl = JSONLObserver(out_dir / "events.jsonl")
+        try:
+            if resume:
+                jsonl.truncate_to(load_state(ckpt)["events_written"] + 1)
+            else:
+                jsonl.truncate_to(0)
+                shutil.rmtree(checkpoint_root(out_dir), ignore_errors=True)
+            recorder = self.recorder_cls(self.factory, run_id, self.worker_id, out_dir,
+                                         stale_after_s=self.settings.stale_after_s)
+            controls = DBControls(self.factory, run_id, self.worker_id, students=[st.name for st in config.students],
+                                  out_dir=out_dir, stop=self.stop_event, lost=self.heartbeat.lost,
+                                  approval_poll_s=self.settings.approval_poll_s)
+            trainer = WorkerTrainer(config, out_dir, observer=MultiObserver(jsonl, recorder), controls=controls,
+                                    cache_dir=self.settings.model_cache_dir)
+            trainer.recorder = recorder
+            try:
+                return trainer.run(resume=resume), controls
+            finally:
+                trainer.close()   # vLLM engines, Ray actors: nothing outlives the run in this worker
+        finally:
+            jsonl.close()
 
     def _finalize(self, run_id: int, status: str, *, shutdown: bool = False, error: str | None = None) -> str:
         """Move a held run on (one fenced transaction + a ``status`` event); returns the outcome."""

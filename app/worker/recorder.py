@@ -43,7 +43,8 @@ from app.models import (BreakSample, Checkpoint, EvalResult, Event, Exchange, Fe
                         Prompt, Replay, Rollout, Run, Step, Worker)
 from app.types import utcnow
 from app.worker.claim import fence, stale_before
-from app.worker.rows import ROW_BUILDERS, ROW_UPDATES, _finite, json_safe, step_metrics
+from app.worker.rows import EVENT_PAYLOADS, ROW_BUILDERS, ROW_UPDATES, _finite, json_safe, step_metrics
+from opcod_core import events as ev
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,14 @@ class Recorder:
         self.worker_id = worker_id
         self.out_dir = Path(out_dir)
         self.stale_after_s = stale_after_s
-        self.buffer: list[dict] = []
+        self.buffer: list[ev.Event] = []
         self.transactions = 0
         self._prompt_ids: dict[str, int] | None = None
 
     # --- observer ---------------------------------------------------------------------------------
-    def on_event(self, event: dict) -> None:
+    def on_event(self, event: ev.Event) -> None:
         self.buffer.append(event)
-        if event["type"] in FLUSH_ON:
+        if event.type in FLUSH_ON:
             self.flush()
 
     def flush(self) -> None:
@@ -89,149 +90,97 @@ class Recorder:
             self._prompt_ids = dict(s.execute(select(Prompt.item_key, Prompt.id).where(Prompt.run_id == self.run_id)).all())
         return self._prompt_ids
 
-    def _write(self, s: Session, events: list[dict]) -> None:
+    def _write(self, s: Session, events: list[ev.Event]) -> None:
         """One batch of events: the restart markers, a row per event (``ROW_BUILDERS``), the exchanges,
         the updates of existing rows (``ROW_UPDATES``), the step metrics and progress, and an event row
-        per event that the live pages announce (``_event_payload``), pointing at the row it made."""
+        per event that the live pages announce (``EVENT_PAYLOADS``), pointing at the row it made."""
         run = s.get(Run, self.run_id)
         self._restart(s, run, events)
         rows: list[Any] = [None] * len(events)   # the row each event's event row points to
         steps: dict[int, Step] = {}
         for i, e in enumerate(events):
-            build = ROW_BUILDERS.get(e["type"])
+            build = ROW_BUILDERS.get(e.type)
             if build is None:
                 continue
             rows[i] = build(self.run_id, e)
             s.add(rows[i])
-            if e["type"] == "step":
-                steps[e["global_step"]] = rows[i]
-            elif e["type"] == "checkpoint":
-                run.next_task = e["next_task"]
+            if isinstance(e, ev.StepEvent):
+                steps[e.global_step] = rows[i]
+            elif isinstance(e, ev.CheckpointEvent):
+                run.next_task = e.next_task
         s.flush()
-        exchanges = [(i, e) for i, e in enumerate(events) if e["type"] == "exchange"]
+        exchanges = [(i, e) for i, e in enumerate(events) if isinstance(e, ev.ExchangeEvent)]
         if exchanges:
             self._write_exchanges(s, exchanges, steps, rows)
         now = utcnow()
         for i, e in enumerate(events):
-            apply = ROW_UPDATES.get(e["type"])
+            apply = ROW_UPDATES.get(e.type)
             ref = apply(s, run, e, now) if apply is not None else None
             if ref is not None:
                 rows[i] = ref
         step_metrics(s, run, steps)
         for i, e in enumerate(events):
-            payload = self._event_payload(e)
+            payload = EVENT_PAYLOADS.get(e.type)
             if payload is not None:
                 ref = rows[i]
-                s.add(Event(run_id=self.run_id, type=e["type"], payload=json_safe(payload),
+                s.add(Event(run_id=self.run_id, type=e.type, payload=json_safe(payload(e)),
                             ref_id=ref if isinstance(ref, int) or ref is None else ref.id))
         s.flush()
 
-    def _restart(self, s: Session, run: Run, events: list[dict]) -> None:
+    def _restart(self, s: Session, run: Run, events: list[ev.Event]) -> None:
         """A fresh start wipes the run's rows; a resume drops what was written after its checkpoint."""
         for e in events:
-            if e["type"] == "run_start":
+            if isinstance(e, ev.RunStartEvent):
                 self._wipe(s)
                 run.next_task, run.progress, run.summary = 0, None, None
-                if e.get("tasks"):
-                    run.total_tasks = e["tasks"]
-            elif e["type"] == "resume":
+                if e.tasks:
+                    run.total_tasks = e.tasks
+            elif isinstance(e, ev.ResumeEvent):
                 self._cleanup_after_checkpoint(s)
-                run.next_task = e["next_task"]
+                run.next_task = e.next_task
 
-    def _write_exchanges(self, s: Session, exchanges: list[tuple[int, dict]], steps: dict[int, Step],
+    def _write_exchanges(self, s: Session, exchanges: list[tuple[int, ev.ExchangeEvent]], steps: dict[int, Step],
                          rows: list[Any]) -> None:
         """Prompt (once per item), rollout, feedback and exchange rows of a batch's exchange events."""
         run_id = self.run_id
         prompts = self._ensure_prompts(s, exchanges)
         step_ids: dict[int, int] = {g: st.id for g, st in steps.items()}
-        missing = {e["global_step"] for _, e in exchanges} - set(step_ids)
+        missing = {e.global_step for _, e in exchanges} - set(step_ids)
         if missing:  # exchanges are always flushed with their step; kept for robustness
             step_ids.update(dict(s.execute(select(Step.global_step, Step.id).where(
                 Step.run_id == run_id, Step.global_step.in_(missing))).all()))
-
-        rollouts = []
-        for _, e in exchanges:
-            r = Rollout(run_id=run_id, step_id=step_ids[e["global_step"]], student=e["tutee"],
-                        prompt_id=prompts[str(e["prompt_id"])], prompt_index=e.get("prompt_index"),
-                        rollout_index=e.get("rollout_index"), text=e["rollout_text"], token_ids=list(e["token_ids"]),
-                        answer=e.get("answer"), correct=bool(e["correct"]))
-            rollouts.append(r)
+        rollouts = [Rollout(run_id=run_id, step_id=step_ids[e.global_step], student=e.tutee,
+                            prompt_id=prompts[e.prompt_id], prompt_index=e.prompt_index,
+                            rollout_index=e.rollout_index, text=e.rollout_text, token_ids=list(e.token_ids),
+                            answer=e.answer, correct=e.correct) for _, e in exchanges]
         s.add_all(rollouts)
         s.flush()
-
         feedbacks = [_feedback_row(r, e) for (_, e), r in zip(exchanges, rollouts, strict=True)]
         s.add_all([fb for fb in feedbacks if fb is not None])
         s.flush()
-
-        origin_keys = {e["origin_key"] for _, e in exchanges if e.get("origin_key")}
+        origin_keys = {e.origin_key for _, e in exchanges if e.origin_key}
         origins = dict(s.execute(select(Exchange.key, Exchange.id).where(
             Exchange.run_id == run_id, Exchange.key.in_(origin_keys))).all()) if origin_keys else {}
         for (i, e), r, fb in zip(exchanges, rollouts, feedbacks, strict=True):
-            ov = e.get("override_id")
-            x = Exchange(run_id=run_id, key=e["key"], step_id=r.step_id, rollout_id=r.id,
-                         feedback_id=fb.id if fb is not None else None, round=e["round"], direction=e["direction"],
-                         global_step=e["global_step"], tutee=e["tutee"], tutor=e["tutor"], domain=e["domain"],
-                         correct=bool(e["correct"]), category=e.get("category"),
-                         human_edited=e.get("feedback_source") == "human",
-                         origin_exchange_id=origins.get(e.get("origin_key")),
-                         override_id=int(ov) if ov is not None and str(ov).isdigit() else None,
-                         s_index=e.get("s_index"), s_text=e.get("s_text"), context_used=e.get("context_used") or "none",
-                         finish_reason=e.get("finish_reason"),
-                         skipped=bool(e.get("skipped")), teacher_context=e.get("teacher_context"),
-                         tokens=e.get("tokens"), student_logprob=e.get("student_logprob"),
-                         divergence=e.get("divergence"), divergence_s_only=e.get("divergence_s_only"),
-                         loss=_finite(e.get("loss")))
-            rows[i] = x
-            s.add(x)
+            rows[i] = _exchange_row(run_id, e, r, fb, origins)
+            s.add(rows[i])
         s.flush()
 
-    def _ensure_prompts(self, s: Session, exchanges: list[tuple[int, dict]]) -> dict[str, int]:
+    def _ensure_prompts(self, s: Session, exchanges: list[tuple[int, ev.ExchangeEvent]]) -> dict[str, int]:
         """Item key -> prompt id, adding a Prompt row for each item seen for the first time."""
         prompts = self._prompts(s)
         new_prompts: dict[str, Prompt] = {}
         for _, e in exchanges:
-            key = str(e["prompt_id"])
+            key = e.prompt_id
             if key not in prompts and key not in new_prompts:
-                labels = list(e.get("labels") or [])
-                new_prompts[key] = Prompt(run_id=self.run_id, item_key=key, domain=e["domain"], split="train",
-                                          answer_type="mcq" if labels else "numeric", question=e["question"],
-                                          choices=list(e.get("choices") or []), labels=labels, gold=str(e["gold"]))
+                new_prompts[key] = Prompt(run_id=self.run_id, item_key=key, domain=e.domain, split="train",
+                                          answer_type=e.answer_type, question=e.question, choices=list(e.choices),
+                                          labels=list(e.labels), gold=e.gold)
         if new_prompts:
             s.add_all(new_prompts.values())
             s.flush()
             prompts.update({k: p.id for k, p in new_prompts.items()})
         return prompts
-
-    @staticmethod
-    def _event_payload(e: dict) -> dict | None:
-        t = e["type"]
-        pos = {k: e.get(k) for k in ("round", "direction", "global_step")}
-        if t == "exchange":
-            return {"key": e["key"], **pos, "domain": e.get("domain"), "correct": e.get("correct"),
-                    "category": e.get("category"), "tutee": e.get("tutee"),
-                    "human": e.get("feedback_source") == "human"}
-        if t == "step":
-            return {**pos, "step": e.get("step"), "tutee": e.get("tutee"), "tutor": e.get("tutor"), "loss": e.get("loss")}
-        if t == "gate":
-            return {"round": e["round"], "student": e["student"], "decision": e["decision"], "delta": e["delta"],
-                    "delta_se": e.get("delta_se"), "tau": e["tau"], "mode": e["mode"], "source": e.get("source"), "note": e.get("note")}
-        if t == "eval":
-            return {"round": e["round"], "student": e["student"], "domain": e["domain"], "accuracy": e["accuracy"]}
-        if t == "break":
-            return {"exchange_key": e["exchange_key"], **pos, "broken": e.get("broken"),
-                    "eligible": e.get("correct_without_f")}
-        if t == "checkpoint":
-            return {"tag": e["tag"], "next_task": e["next_task"]}
-        if t == "override":
-            return {"status": "applied", "kind": e.get("kind"), "applied_at_step": e.get("applied_at_step"),
-                    "exchange_key": e.get("exchange_key")}
-        if t == "replay":
-            return {"status": e.get("status"), "exchange_key": e.get("exchange_key")}
-        if t == "run_start":
-            return {"tasks": e.get("tasks"), "steps": e.get("steps")}
-        if t == "resume":
-            return {"next_task": e.get("next_task")}
-        return None  # finish: the worker writes the run's status event
 
     # --- exact resume ------------------------------------------------------------------------------
     def _wipe(self, s: Session) -> None:
@@ -317,12 +266,24 @@ class Recorder:
             .values(status="queued", worker_id=None, started_at=None).execution_options(synchronize_session=False))
 
 
-def _feedback_row(rollout: Rollout, e: dict) -> Feedback | None:
+def _feedback_row(rollout: Rollout, e: ev.ExchangeEvent) -> Feedback | None:
     """The tutor's (or a person's) feedback on an exchange's rollout, when there is any."""
-    human = e.get("feedback_source") == "human"
-    if e.get("feedback_raw") is None and not human:
+    if e.feedback_raw is None and not e.human:
         return None
-    return Feedback(rollout_id=rollout.id, tutor=e["tutor"], raw=e.get("feedback_raw"), concept=e.get("concept"),
-                    category=e.get("category"), sanitised=e.get("feedback_sanitised"),
-                    redactions=json_safe(e.get("redactions") or []), used_text=e.get("feedback_used"),
-                    source="human" if human else "model", approval=e.get("approval"))
+    return Feedback(rollout_id=rollout.id, tutor=e.tutor, raw=e.feedback_raw, concept=e.concept,
+                    category=e.category, sanitised=e.feedback_sanitised, redactions=json_safe(e.redactions),
+                    used_text=e.feedback_used, source="human" if e.human else "model", approval=e.approval)
+
+
+def _exchange_row(run_id: int, e: ev.ExchangeEvent, r: Rollout, fb: Feedback | None,
+                  origins: dict[str, int]) -> Exchange:
+    ov = e.override_id
+    return Exchange(run_id=run_id, key=e.key, step_id=r.step_id, rollout_id=r.id,
+                    feedback_id=fb.id if fb is not None else None, round=e.round, direction=e.direction,
+                    global_step=e.global_step, tutee=e.tutee, tutor=e.tutor, domain=e.domain, correct=e.correct,
+                    category=e.category, human_edited=e.human, origin_exchange_id=origins.get(e.origin_key),
+                    override_id=int(ov) if ov is not None and ov.isdigit() else None,
+                    s_index=e.s_index, s_text=e.s_text, context_used=e.context_used, finish_reason=e.finish_reason,
+                    skipped=e.skipped, teacher_context=e.teacher_context, tokens=e.tokens,
+                    student_logprob=e.student_logprob, divergence=e.divergence,
+                    divergence_s_only=e.divergence_s_only, loss=_finite(e.loss))

@@ -23,7 +23,8 @@ from app.db import session_scope
 from app.models import Event, Replay, Run
 from app.types import utcnow
 from app.worker.controls import exchange_payload, resolve_tutor_checkpoint
-from app.worker.rows import json_safe
+from app.worker.rows import EVENT_PAYLOADS, finish_replay
+from opcod_core.events import ReplayEvent
 from opcod_core.vocabulary import IDLE_RUN_STATUSES
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,12 @@ class IdleReplayer:
             event = self._serve(rid)
         except Exception as exc:  # noqa: BLE001 - a bad replay is reported, it never kills the worker
             log.exception("replay %s failed", rid)
-            event = {"status": "failed", "error": f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"}
+            event = ReplayEvent(id=str(rid), status="failed",
+                                error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
         self._store(rid, event)
         return True
 
-    def _serve(self, rid: int) -> dict:
+    def _serve(self, rid: int) -> ReplayEvent:
         from opcod_core.checkpoint import latest_checkpoint
         from opcod_core.config import RunConfig
         from opcod_core.controls import ReplayRequest
@@ -83,14 +85,14 @@ class IdleReplayer:
             inputs, config_dict, run_id = dict(rp.inputs or {}), run.config, run.id
             out_dir = Path(run.out_dir) if run.out_dir else self.runs_dir / str(run.id)
         if ex is None:
-            return {"status": "failed", "error": "exchange not found"}
+            return ReplayEvent(id=str(rid), status="failed", error="exchange not found")
         ckpt = latest_checkpoint(out_dir)
         if ckpt is None:
-            return {"status": "failed", "error": f"run {run_id} has no checkpoint in {out_dir}"}
+            return ReplayEvent(id=str(rid), status="failed", error=f"run {run_id} has no checkpoint in {out_dir}")
         trainer = self._trainer(run_id, RunConfig.from_dict(config_dict), out_dir, str(ckpt))
         rq = ReplayRequest(str(rid), ex, feedback=inputs.get("feedback"),
                            tutor_checkpoint=resolve_tutor_checkpoint(inputs.get("tutor_checkpoint"), out_dir,
-                                                                     ex["tutor"]))
+                                                                     ex.tutor))
         return replay_exchange(trainer, rq)
 
     def _trainer(self, run_id: int, config, out_dir: Path, ckpt: str):
@@ -107,15 +109,8 @@ class IdleReplayer:
         self._cached = (run_id, ckpt, trainer)
         return trainer
 
-    def _store(self, rid: int, event: dict) -> None:
-        ok = event.get("status") == "done"
+    def _store(self, rid: int, event: ReplayEvent) -> None:
         with session_scope(self.factory) as s:
-            rp = s.get(Replay, rid)
-            res = s.execute(update(Replay).where(Replay.id == rid, Replay.worker_id == self.worker_id,
-                                                 Replay.status == "running")
-                            .values(status="done" if ok else "failed", result=json_safe(event.get("result")) if ok else None,
-                                    error=None if ok else (event.get("error") or "replay failed"), finished_at=utcnow())
-                            .execution_options(synchronize_session=False))
-            if res.rowcount == 1:
-                s.add(Event(run_id=rp.run_id, type="replay", ref_id=rid,
-                            payload={"status": "done" if ok else "failed", "exchange_key": event.get("exchange_key")}))
+            run_id = s.get(Replay, rid).run_id
+            if finish_replay(s, run_id, event, utcnow(), worker_id=self.worker_id) is not None:
+                s.add(Event(run_id=run_id, type="replay", ref_id=rid, payload=EVENT_PAYLOADS["replay"](event)))

@@ -12,6 +12,8 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.models import BreakSample, Checkpoint, EvalResult, GateRecord, Metric, Override, Replay, Run, Step
+from opcod_core import events as ev
+from opcod_core.vocabulary import OverrideStatus, ReplayStatus
 
 def json_safe(value: Any) -> Any:
     """JSON-able copy with non-finite floats as None (PostgreSQL's JSONB rejects NaN/Infinity)."""
@@ -34,76 +36,104 @@ def _checkpoint_round(after: list | None) -> int | None:
 
 # --- one row per event type (the trainer's event -> its table) ------------------------------------------
 
-def _step_row(run_id: int, e: dict) -> Step:
-    return Step(run_id=run_id, round=e["round"], direction=e["direction"], step=e["step"],
-                global_step=e["global_step"], tutee=e["tutee"], tutor=e["tutor"],
-                loss=_finite(e.get("loss")), metrics=json_safe(e.get("metrics") or {}))
+def _step_row(run_id: int, e: ev.StepEvent) -> Step:
+    return Step(run_id=run_id, round=e.round, direction=e.direction, step=e.step, global_step=e.global_step,
+                tutee=e.tutee, tutor=e.tutor, loss=_finite(e.loss), metrics=json_safe(e.metrics))
 
 
-def _gate_row(run_id: int, e: dict) -> GateRecord:
-    return GateRecord(run_id=run_id, round=e["round"], student=e["student"], scores=json_safe(e["scores"]),
-                      best=json_safe(e["best"]), delta=e["delta"], tau=e["tau"], mode=e["mode"],
-                      decision=e["decision"], source=e.get("source") or "auto",
-                      allowed_domains=e.get("allowed_domains"), reason=e.get("reason") or "",
-                      split=e.get("split"), k=e.get("k"), note=e.get("note"),
-                      delta_se=_finite(e.get("delta_se")), score_se=json_safe(e.get("score_se")),
-                      n_items=json_safe(e.get("n_items")))
+def _gate_row(run_id: int, e: ev.GateEvent) -> GateRecord:
+    return GateRecord(run_id=run_id, round=e.round, student=e.student, scores=json_safe(e.scores),
+                      best=json_safe(e.best), delta=e.delta, tau=e.tau, mode=e.mode, decision=e.decision,
+                      source=e.source, allowed_domains=e.allowed_domains, reason=e.reason, split=e.split, k=e.k,
+                      note=e.note, delta_se=_finite(e.delta_se), score_se=json_safe(e.score_se),
+                      n_items=json_safe(e.n_items))
 
 
-def _eval_row(run_id: int, e: dict) -> EvalResult:
-    return EvalResult(run_id=run_id, round=e["round"], student=e["student"], domain=e["domain"],
-                      split=e.get("split") or "test", k=e["k"], accuracy=e["accuracy"], n_items=e.get("n_items") or 0)
+def _eval_row(run_id: int, e: ev.EvalEvent) -> EvalResult:
+    return EvalResult(run_id=run_id, round=e.round, student=e.student, domain=e.domain, split=e.split, k=e.k,
+                      accuracy=e.accuracy, n_items=e.n_items)
 
 
-def _break_row(run_id: int, e: dict) -> BreakSample:
-    return BreakSample(run_id=run_id, exchange_key=e["exchange_key"], round=e["round"], direction=e["direction"],
-                       global_step=e["global_step"], tutee=e["tutee"], tutor=e["tutor"],
-                       tutor_cognizant=bool(e["tutor_cognizant"]), difficulty=e["difficulty"],
-                       context=e.get("context"), baseline=e.get("baseline"), correct_with_f=bool(e["correct_with_f"]),
-                       correct_without_f=bool(e["correct_without_f"]), broken=bool(e["broken"]))
+def _break_row(run_id: int, e: ev.BreakEvent) -> BreakSample:
+    return BreakSample(run_id=run_id, exchange_key=e.exchange_key, round=e.round, direction=e.direction,
+                       global_step=e.global_step, tutee=e.tutee, tutor=e.tutor, tutor_cognizant=e.tutor_cognizant,
+                       difficulty=e.difficulty, context=e.context, baseline=e.baseline,
+                       correct_with_f=e.correct_with_f, correct_without_f=e.correct_without_f, broken=e.broken)
 
 
-def _checkpoint_row(run_id: int, e: dict) -> Checkpoint:
-    return Checkpoint(run_id=run_id, tag=e["tag"], path=e["path"], next_task=e["next_task"],
-                      round=_checkpoint_round(e.get("after")), events_before=e.get("events_before"),
-                      permanent=bool(e.get("permanent")))
+def _checkpoint_row(run_id: int, e: ev.CheckpointEvent) -> Checkpoint:
+    return Checkpoint(run_id=run_id, tag=e.tag, path=e.path, next_task=e.next_task,
+                      round=_checkpoint_round(e.after), events_before=e.events_before, permanent=e.permanent)
 
 
-ROW_BUILDERS: dict[str, Callable[[int, dict], Any]] = {
+ROW_BUILDERS: dict[str, Callable[[int, Any], Any]] = {
     "step": _step_row, "gate": _gate_row, "eval": _eval_row, "break": _break_row, "checkpoint": _checkpoint_row}
 
 
 # --- events that update rows the web side wrote (requests the trainer took) -----------------------------
 
-def _apply_override(s: Session, run: Run, e: dict, now) -> int | None:
-    if not str(e.get("id", "")).isdigit():
+def _apply_override(s: Session, run: Run, e: ev.OverrideEvent, now) -> int | None:
+    if not e.id.isdigit():
         return None
-    oid = int(e["id"])
+    oid = int(e.id)
     s.execute(update(Override).where(Override.id == oid, Override.run_id == run.id)
-              .values(status="applied", applied_at=now, applied_at_step=e.get("applied_at_step"))
+              .values(status=OverrideStatus.APPLIED, applied_at=now, applied_at_step=e.applied_at_step)
               .execution_options(synchronize_session=False))
     return oid
 
 
-def _finish_replay(s: Session, run: Run, e: dict, now) -> int | None:
-    if not str(e.get("id", "")).isdigit():
+def finish_replay(s: Session, run_id: int, e: ev.ReplayEvent, now, worker_id: int | None = None) -> int | None:
+    """Store a replay's outcome on its row; the row id, or None when no row took it. With ``worker_id``
+    (an idle worker's replay) only a row still ``running`` under that worker does."""
+    if not e.id.isdigit():
         return None
-    rid = int(e["id"])
-    ok = e.get("status") == "done"
-    s.execute(update(Replay).where(Replay.id == rid, Replay.run_id == run.id)
-              .values(status="done" if ok else "failed", result=json_safe(e.get("result")) if ok else None,
-                      error=None if ok else (e.get("error") or "replay failed"), finished_at=now)
-              .execution_options(synchronize_session=False))
-    return rid
+    rid = int(e.id)
+    ok = e.status == "done"
+    where = [Replay.id == rid, Replay.run_id == run_id]
+    if worker_id is not None:
+        where += [Replay.worker_id == worker_id, Replay.status == ReplayStatus.RUNNING]
+    res = s.execute(update(Replay).where(*where)
+                    .values(status=e.status, result=json_safe(e.result) if ok else None,
+                            error=None if ok else (e.error or "replay failed"), finished_at=now)
+                    .execution_options(synchronize_session=False))
+    return rid if res.rowcount == 1 else None
 
 
-def _finish(s: Session, run: Run, e: dict, now) -> None:
-    if e.get("summary") is not None:
-        run.summary = json_safe(e["summary"])
+def _finish_replay(s: Session, run: Run, e: ev.ReplayEvent, now) -> int | None:
+    return finish_replay(s, run.id, e, now)
 
 
-ROW_UPDATES: dict[str, Callable[[Session, Run, dict, Any], int | None]] = {
+def _finish(s: Session, run: Run, e: ev.FinishEvent, now) -> None:
+    if e.summary is not None:
+        run.summary = json_safe(e.summary)
+
+
+ROW_UPDATES: dict[str, Callable[[Session, Run, Any, Any], int | None]] = {
     "override": _apply_override, "replay": _finish_replay, "finish": _finish}
+
+
+# --- the event row the live pages announce (SSE): a small payload per event type ------------------------
+
+def _at(e) -> dict:
+    return {"round": e.round, "direction": e.direction, "global_step": e.global_step}
+
+
+EVENT_PAYLOADS: dict[str, Callable[[Any], dict]] = {
+    "exchange": lambda e: {"key": e.key, **_at(e), "domain": e.domain, "correct": e.correct,
+                           "category": e.category, "tutee": e.tutee, "human": e.human},
+    "step": lambda e: {**_at(e), "step": e.step, "tutee": e.tutee, "tutor": e.tutor, "loss": e.loss},
+    "gate": lambda e: {"round": e.round, "student": e.student, "decision": e.decision, "delta": e.delta,
+                       "delta_se": e.delta_se, "tau": e.tau, "mode": e.mode, "source": e.source, "note": e.note},
+    "eval": lambda e: {"round": e.round, "student": e.student, "domain": e.domain, "accuracy": e.accuracy},
+    "break": lambda e: {"exchange_key": e.exchange_key, **_at(e), "broken": e.broken,
+                        "eligible": e.correct_without_f},
+    "checkpoint": lambda e: {"tag": e.tag, "next_task": e.next_task},
+    "override": lambda e: {"status": OverrideStatus.APPLIED, "kind": e.kind, "applied_at_step": e.applied_at_step,
+                           "exchange_key": e.exchange_key},
+    "replay": lambda e: {"status": e.status, "exchange_key": e.exchange_key},
+    "run_start": lambda e: {"tasks": e.tasks, "steps": e.steps},
+    "resume": lambda e: {"next_task": e.next_task},
+}   # finish has none: the worker writes the run's status event
 
 
 def step_metrics(s: Session, run: Run, steps: dict[int, Step]) -> None:

@@ -37,6 +37,7 @@ from opcod_core.executors import build_students
 from opcod_core.config import RunConfig, deep_merge, preset
 from opcod_core.presets import world3_pair
 from opcod_core.data import load_dataset
+from opcod_core.events import BreakEvent, Event, ExchangeEvent, GateEvent, StepEvent
 from opcod_core.trainer import Trainer, data_spec
 
 METHODS: dict[str, dict] = {
@@ -87,25 +88,24 @@ class BenchObserver:
         self.steps = 0
         self.weight_l2: dict[str, float] = {}               # tutee -> ‖θ − θ₀‖ after its last update
 
-    def on_event(self, e: dict) -> None:
-        kind = e["type"]
-        if kind == "gate":
-            self.gates.append({k: e[k] for k in ("round", "student", "decision", "delta", "tau", "scores")})
-        elif kind == "exchange":
-            if e.get("category"):
-                c = self.categories.setdefault(e["tutor"], {})
-                c[e["category"]] = c.get(e["category"], 0) + 1
-            if not e.get("skipped"):
-                key = f"{e['tutee']}|{e['domain']}|{e['context_used']}"
-                self.divergence.setdefault(key, []).append(float(e.get("loss") or 0.0))
-        elif kind == "break":
-            self.breaks.append({"tutor": e["tutor"], "cognizant": e["tutor_cognizant"], "broken": e["broken"],
-                                "correct_without_f": e["correct_without_f"], "domain": e.get("domain")})
-        elif kind == "step":
+    def on_event(self, e: Event) -> None:
+        if isinstance(e, GateEvent):
+            self.gates.append(e.model_dump(include={"round", "student", "decision", "delta", "tau", "scores"}))
+        elif isinstance(e, ExchangeEvent):
+            if e.category:
+                c = self.categories.setdefault(e.tutor, {})
+                c[e.category] = c.get(e.category, 0) + 1
+            if not e.skipped:
+                key = f"{e.tutee}|{e.domain}|{e.context_used}"
+                self.divergence.setdefault(key, []).append(float(e.loss or 0.0))
+        elif isinstance(e, BreakEvent):
+            self.breaks.append({"tutor": e.tutor, "cognizant": e.tutor_cognizant, "broken": e.broken,
+                                "correct_without_f": e.correct_without_f, "domain": e.domain})
+        elif isinstance(e, StepEvent):
             self.steps += 1
-            l2 = e["metrics"].get("train/weight_l2")
+            l2 = e.metrics.get("train/weight_l2")
             if l2 is not None:   # the last value per tutee: how far training moved it from its start
-                self.weight_l2[e["tutee"]] = float(l2)
+                self.weight_l2[e.tutee] = float(l2)
 
 
 class ValidationTrainer(Trainer):
@@ -304,12 +304,7 @@ def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[s
     from opcod_core.bench.world import measure_world
 
     t0 = time.perf_counter()
-    results: dict = {"plan": {"pairs": [list(p) for p in plan.pairs], "seeds": plan.seeds, "methods": plan.methods,
-                              "seeds_by_method": {m: plan.seeds_of(m) for m in plan.methods},
-                              "overrides": plan.overrides, "student_seed": plan.student_seed,
-                              "vary_students": plan.vary_students, "partial": plan.partial, "world": plan.world,
-                              "select_seeds": plan.select_seeds, "jobs": plan.jobs, "threads": plan.threads},
-               "pairs": {}}
+    results: dict = {"plan": _plan_record(plan), "pairs": {}}
     all_seeds = sorted({s for m in plan.methods for s in plan.seeds_of(m)})
     for pair in plan.pairs:
         key = f"{pair[0]}-{pair[1]}"
@@ -332,17 +327,10 @@ def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[s
             for seed in all_seeds:
                 _students(base, data, cache_dir, seed)
 
-        def done(task: tuple, res: dict) -> None:
-            s = res["summary"]["students"]
-            log(f"[{key}] seed {task[2]} {task[1]}: " + "; ".join(
-                f"{n} " + " ".join(f"{d[:4]} {s[n]['initial'][d]:.2f}->{s[n]['final'][d]:.2f}"
-                                   for d in base.data.domains) for n in names)
-                + (" (cached)" if res.get("cached") else f" ({res['wall_s']:.0f}s)"))
-
         tasks = [(base, m, seed, data, cache_dir, pwork, seed if plan.vary_students else plan.student_seed, False,
                   plan.results_dir) for seed in all_seeds for m in plan.methods if seed in plan.seeds_of(m)]
         t_runs = time.perf_counter()
-        runs = run_many(tasks, plan.jobs, plan.threads, done=done)
+        runs = run_many(tasks, plan.jobs, plan.threads, done=_run_logger(key, names, list(base.data.domains), log))
         strong = {s.name: s.strong_domain for s in base.students}
         results["pairs"][key] = {
             "domains": list(base.data.domains), "students": names, "strong": strong, "config": base.to_dict(),
@@ -352,6 +340,23 @@ def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[s
             "aggregate": aggregate(runs, names, list(base.data.domains)), "runs": runs}
     results["wall_s"] = time.perf_counter() - t0
     return results
+
+
+def _plan_record(plan: BenchPlan) -> dict:
+    return {"pairs": [list(p) for p in plan.pairs], "seeds": plan.seeds, "methods": plan.methods,
+            "seeds_by_method": {m: plan.seeds_of(m) for m in plan.methods}, "overrides": plan.overrides,
+            "student_seed": plan.student_seed, "vary_students": plan.vary_students, "partial": plan.partial,
+            "world": plan.world, "select_seeds": plan.select_seeds, "jobs": plan.jobs, "threads": plan.threads}
+
+
+def _run_logger(key: str, names: list[str], domains: list[str], log: Callable[[str], None]):
+    """One log line per finished run: each student's initial -> final accuracy per domain."""
+    def done(task: tuple, res: dict) -> None:
+        s = res["summary"]["students"]
+        log(f"[{key}] seed {task[2]} {task[1]}: " + "; ".join(
+            f"{n} " + " ".join(f"{d[:4]} {s[n]['initial'][d]:.2f}->{s[n]['final'][d]:.2f}" for d in domains)
+            for n in names) + (" (cached)" if res.get("cached") else f" ({res['wall_s']:.0f}s)"))
+    return done
 
 
 def save_results(results: dict, path: Path) -> None:

@@ -68,6 +68,23 @@ def _csv_choices(row: dict[str, str]):
     return [part.strip() for part in raw.split("|")] if raw else None
 
 
+def _header_problem(header: list[str]) -> tuple[str, str] | None:
+    """(column, message) of what makes a CSV header unusable, or None."""
+    for col in ("question", "answer", "domain"):
+        if col not in header:
+            return col, f"missing column (header: {header})"
+    if "choices" in header and any(c in header for c in CSV_CHOICE_COLUMNS):
+        return "choices", "use either a 'choices' column or choice_a.. columns, not both"
+    return None
+
+
+def _csv_item(row: dict[str, str], path: Path, want: set[str], result: LoadResult):
+    rec = {"question": row["question"], "domain": row["domain"], "answer": row["answer"], "choices": _csv_choices(row)}
+    if (row.get("id") or "").strip():
+        rec["id"] = row["id"]
+    return parse_generic_record(rec, slug(path.stem), want, result)
+
+
 def load_csv(path: str | Path, *, domains: Iterable[str] = (), strict: bool = True) -> LoadResult:
     path = Path(path)
     if not path.exists():
@@ -82,13 +99,9 @@ def load_csv(path: str | Path, *, domains: Iterable[str] = (), strict: bool = Tr
         except StopIteration:
             result.errors = sink.errors
             return result
-        for col in ("question", "answer", "domain"):
-            if col not in header:
-                sink.add(path, 1, col, f"missing column (header: {header})")
-                result.errors = sink.errors
-                return result
-        if "choices" in header and any(c in header for c in CSV_CHOICE_COLUMNS):
-            sink.add(path, 1, "choices", "use either a 'choices' column or choice_a.. columns, not both")
+        bad = _header_problem(header)
+        if bad is not None:
+            sink.add(path, 1, *bad)
             result.errors = sink.errors
             return result
         while True:
@@ -106,13 +119,8 @@ def load_csv(path: str | Path, *, domains: Iterable[str] = (), strict: bool = Tr
             if len(cells) != len(header):
                 sink.add(path, start, None, f"{len(cells)} cells but the header has {len(header)} columns")
                 continue
-            row = dict(zip(header, cells))
             try:
-                rec = {"question": row["question"], "domain": row["domain"], "answer": row["answer"],
-                       "choices": _csv_choices(row)}
-                if (row.get("id") or "").strip():
-                    rec["id"] = row["id"]
-                item = parse_generic_record(rec, slug(path.stem), want, result)
+                item = _csv_item(dict(zip(header, cells)), path, want, result)
             except RecordError as e:
                 if e.field == "choices" and "choices" not in header:
                     e.field = "choice_a..choice_h"

@@ -51,38 +51,44 @@ def load_sciknoweval(path: str | Path, *, level: str | None = None, domains: Ite
         for lineno, rec in iter_jsonl(file, sink):
             result.n_records += 1
             try:
-                domain = normalize_domain(require_text(rec, "domain"))
-                details = rec.get("details")
-                if details is not None and not isinstance(details, dict):
-                    raise RecordError("details", f"expected an object, got {type(details).__name__}")
-                details = details or {}
-                rec_level = details.get("level")
-                if want_level is not None:
-                    if rec_level is None or not str(rec_level).strip():
-                        raise RecordError("details.level", "missing (needed to filter by level)")
-                    if str(rec_level).strip().lower() != want_level:
-                        result.skipped["other level"] += 1
-                        continue
-                if want_domains and domain not in want_domains:
-                    result.skipped["other domain"] += 1
-                    continue
-                question = require_text(rec, "question")
-                if not _has_choices(rec):
-                    result.skipped[f"not multiple choice ({rec.get('type') or 'no choices'})"] += 1
-                    continue
-                if rec.get("answerKey") in (None, ""):
-                    raise RecordError("answerKey", "missing")
-                choices = rec["choices"]
-                if isinstance(choices, dict) and not isinstance(choices.get("label"), list):
-                    raise RecordError("choices.label", "missing or not a list")
-                meta = {"source": "sciknoweval", "level": rec_level, "task": details.get("task"),
-                        "subtask": details.get("subtask"), "type": rec.get("type")}
-                item = build_item(prefix=prefix, domain=domain, question=question, choices_value=choices,
-                                  answer=str(rec["answerKey"]), meta={k: v for k, v in meta.items() if v is not None},
-                                  answer_field="answerKey")
+                item = _item(rec, prefix, want_level, want_domains, result)
             except RecordError as e:
                 sink.add(file, lineno, e.field, e.message)
                 continue
-            dedupe.add(item, lineno)
+            if item is not None:
+                dedupe.add(item, lineno)
     result.errors = sink.errors
     return result
+
+
+def _item(rec: dict, prefix: str, want_level: str | None, want_domains: set[str], result: LoadResult):
+    """The item of one record, or None when the filters skip it (counted in ``result.skipped``)."""
+    domain = normalize_domain(require_text(rec, "domain"))
+    details = rec.get("details")
+    if details is not None and not isinstance(details, dict):
+        raise RecordError("details", f"expected an object, got {type(details).__name__}")
+    details = details or {}
+    rec_level = details.get("level")
+    if want_level is not None:
+        if rec_level is None or not str(rec_level).strip():
+            raise RecordError("details.level", "missing (needed to filter by level)")
+        if str(rec_level).strip().lower() != want_level:
+            result.skipped["other level"] += 1
+            return None
+    if want_domains and domain not in want_domains:
+        result.skipped["other domain"] += 1
+        return None
+    question = require_text(rec, "question")
+    if not _has_choices(rec):
+        result.skipped[f"not multiple choice ({rec.get('type') or 'no choices'})"] += 1
+        return None
+    if rec.get("answerKey") in (None, ""):
+        raise RecordError("answerKey", "missing")
+    choices = rec["choices"]
+    if isinstance(choices, dict) and not isinstance(choices.get("label"), list):
+        raise RecordError("choices.label", "missing or not a list")
+    meta = {"source": "sciknoweval", "level": rec_level, "task": details.get("task"),
+            "subtask": details.get("subtask"), "type": rec.get("type")}
+    return build_item(prefix=prefix, domain=domain, question=question, choices_value=choices,
+                      answer=str(rec["answerKey"]), meta={k: v for k, v in meta.items() if v is not None},
+                      answer_field="answerKey")

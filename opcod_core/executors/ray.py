@@ -38,7 +38,7 @@ import torch
 
 from opcod_core.config import RunConfig
 from opcod_core.data.types import SplitDataset
-from opcod_core.student import StepOutput, TextOps
+from opcod_core.student_types import StepOutput, TextOps
 
 try:
     import ray

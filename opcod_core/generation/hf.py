@@ -36,6 +36,8 @@ batch size) gives the same samples; ``seed=None`` draws a fresh seed from OS ent
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import inspect
 from typing import Iterable, Sequence
 
@@ -197,65 +199,81 @@ class HFBackend:
     def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams,
                         gen: torch.Generator) -> list[Completion]:
         B = len(prompts)
-        tokens: list[list[int]] = [[] for _ in range(B)]
-        logprobs: list[list[float]] = [[] for _ in range(B)]
-        finish: list[str | None] = [None] * B
-        stop_hit: list[tuple[str, int] | None] = [None] * B
+        rows = _Rows.empty(B)
         if params.max_new_tokens == 0:
             return [Completion(token_ids=[], text="", logprobs=[], finish_reason="length") for _ in range(B)]
-
-        L = max(len(p) for p in prompts)
-        input_ids_BL = torch.full((B, L), self.pad_token_id, dtype=torch.long)
-        attention_mask_BL = torch.zeros((B, L), dtype=torch.long)
-        for b, p in enumerate(prompts):
-            input_ids_BL[b, L - len(p):] = torch.tensor(p, dtype=torch.long)
-            attention_mask_BL[b, L - len(p):] = 1
+        input_ids_BL, attention_mask_BL = _left_padded(prompts, self.pad_token_id)
         position_ids_BL = (attention_mask_BL.cumsum(-1) - 1).clamp(min=0)
         next_pos_B = attention_mask_BL.sum(-1)
-
         dev = self.device
         attention_mask = attention_mask_BL.to(dev)
         logits_BV, past = self._forward(input_ids_BL.to(dev), attention_mask, position_ids_BL.to(dev))
-        stops = tuple(params.stop)
-        # A stop string of m characters spans at most 4m bytes, hence at most 4m + 1 tokens (every token
-        # is at least one byte). Checked after every token, a new occurrence must end in the newest
-        # token, so decoding that many trailing tokens finds it; the offset is taken on the full text.
-        max_stop = max((len(s) for s in stops), default=0)
-        tail_tokens = 4 * max_stop + 1
         for step in range(params.max_new_tokens):
             tokens_B, logprobs_B = self._sample(logits_BV, params, gen)
             tok_list = tokens_B.tolist()
-            lp_list = logprobs_B.tolist()
-            for b in range(B):
-                if finish[b] is not None:
-                    continue
-                t = tok_list[b]
-                tokens[b].append(t)
-                logprobs[b].append(lp_list[b])
-                if t in self.eos_token_ids:
-                    finish[b] = "eos"
-                    continue
-                if stops:
-                    if _find_stop(self._tail_text(tokens[b], tail_tokens, max_stop), stops) is not None:
-                        finish[b] = "stop"
-                        stop_hit[b] = _find_stop(self._decode(tokens[b]), stops)  # None only for odd decoders
-                        continue
-                if len(tokens[b]) >= params.max_new_tokens:
-                    finish[b] = "length"
-            if all(f is not None for f in finish) or step == params.max_new_tokens - 1:
+            self._take(rows, tok_list, logprobs_B.tolist(), params)
+            if all(f is not None for f in rows.finish) or step == params.max_new_tokens - 1:
                 break
-            feed_B = torch.tensor([t if finish[b] is None else self.pad_token_id for b, t in enumerate(tok_list)],
+            feed_B = torch.tensor([t if rows.finish[b] is None else self.pad_token_id for b, t in enumerate(tok_list)],
                                   dtype=torch.long)
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((B, 1))], dim=1)
             logits_BV, past = self._forward(feed_B[:, None].to(dev), attention_mask, next_pos_B[:, None].to(dev), past)
             next_pos_B = next_pos_B + 1
+        return rows.completions(self._decode)
 
-        completions = []
-        for b in range(B):
+    def _take(self, rows: "_Rows", tok_list: list[int], lp_list: list[float], params: SamplingParams) -> None:
+        """Append each unfinished row's sampled token and decide whether it ends it (EOS, a stop string, the
+        token budget). A stop string of m characters spans at most 4m bytes, hence at most 4m + 1 tokens
+        (every token is at least one byte). Checked after every token, a new occurrence must end in the
+        newest token, so decoding that many trailing tokens finds it; the offset is taken on the full text."""
+        stops = tuple(params.stop)
+        max_stop = max((len(s) for s in stops), default=0)
+        for b, t in enumerate(tok_list):
+            if rows.finish[b] is not None:
+                continue
+            rows.tokens[b].append(t)
+            rows.logprobs[b].append(lp_list[b])
+            if t in self.eos_token_ids:
+                rows.finish[b] = "eos"
+            elif stops and _find_stop(self._tail_text(rows.tokens[b], 4 * max_stop + 1, max_stop), stops) is not None:
+                rows.finish[b] = "stop"
+                rows.stop_hit[b] = _find_stop(self._decode(rows.tokens[b]), stops)  # None only for odd decoders
+            elif len(rows.tokens[b]) >= params.max_new_tokens:
+                rows.finish[b] = "length"
+
+
+def _left_padded(prompts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts left-padded to the longest (so every row's next token is at the same index) and their mask."""
+    L = max(len(p) for p in prompts)
+    input_ids_BL = torch.full((len(prompts), L), pad_token_id, dtype=torch.long)
+    attention_mask_BL = torch.zeros((len(prompts), L), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        input_ids_BL[b, L - len(p):] = torch.tensor(p, dtype=torch.long)
+        attention_mask_BL[b, L - len(p):] = 1
+    return input_ids_BL, attention_mask_BL
+
+
+@dataclass
+class _Rows:
+    """Per-row state of one generation chunk: sampled tokens, their log-probabilities, how each row ended
+    and where a stop string was found."""
+
+    tokens: list[list[int]]
+    logprobs: list[list[float]]
+    finish: list[str | None]
+    stop_hit: list[tuple[str, int] | None]
+
+    @classmethod
+    def empty(cls, B: int) -> "_Rows":
+        return cls([[] for _ in range(B)], [[] for _ in range(B)], [None] * B, [None] * B)
+
+    def completions(self, decode) -> list[Completion]:
+        out = []
+        for b, toks in enumerate(self.tokens):
             meta: dict = {}
-            if stop_hit[b] is not None:
-                meta["stop"], meta["stop_end"] = stop_hit[b]
-            text_ids = tokens[b][:-1] if finish[b] == "eos" else tokens[b]
-            completions.append(Completion(token_ids=tokens[b], text=self._decode(text_ids), logprobs=logprobs[b],
-                                          finish_reason=finish[b] or "length", meta=meta))
-        return completions
+            if self.stop_hit[b] is not None:
+                meta["stop"], meta["stop_end"] = self.stop_hit[b]
+            text_ids = toks[:-1] if self.finish[b] == "eos" else toks
+            out.append(Completion(token_ids=toks, text=decode(text_ids), logprobs=self.logprobs[b],
+                                  finish_reason=self.finish[b] or "length", meta=meta))
+        return out

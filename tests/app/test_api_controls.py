@@ -203,9 +203,32 @@ def test_export_jsonl(seeded_api):
     rows = [json.loads(line) for line in r.text.splitlines()]
     assert [x["id"] for x in rows] == seeded.exchange_ids
     assert rows[0]["tokens"] == ["a", "b", "c", "d"] and rows[0]["divergence"] == [0.5, 0.25, 0.125, 1.0]
-    assert rows[0]["prompt"]["gold"] == "B" and rows[0]["feedback"]["concept"] == "entropy"
+    assert rows[0]["gold"] == "B" and rows[0]["concept"] == "entropy" and rows[0]["type"] == "exchange"
+    from opcod_core.events import ExchangeEvent
+    assert all(ExchangeEvent.model_validate({k: v for k, v in x.items() if k in ExchangeEvent.model_fields})
+               for x in rows)
     assert [x["finish_reason"] for x in rows] == [api_seed.finish_of(i) for i in range(len(rows))]
     assert client.get(f"{V1}/runs/{seeded.run_id}/export", params={"format": "csv"}).status_code == 422
+
+
+def test_export_parquet_reads_in_pandas_polars_and_datasets(seeded_api, tmp_path):
+    import datasets
+    import pandas as pd
+    import polars as pl
+
+    client, _, seeded = seeded_api
+    r = client.get(f"{V1}/runs/{seeded.run_id}/export", params={"format": "parquet"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.parquet"
+    path = tmp_path / "x.parquet"
+    path.write_bytes(r.content)
+    lines = [json.loads(x) for x in client.get(f"{V1}/runs/{seeded.run_id}/export").text.splitlines()]
+    df = pd.read_parquet(path)
+    assert list(df["id"]) == seeded.exchange_ids == [x["id"] for x in lines]
+    assert list(df["tokens"][0]) == lines[0]["tokens"] and list(df["divergence"][0]) == lines[0]["divergence"]
+    assert pl.read_parquet(path)["token_ids"].to_list() == [x["token_ids"] for x in lines]
+    ds = datasets.load_dataset("parquet", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds[0]["gold"] == lines[0]["gold"] and ds[0]["feedback_used"] == lines[0]["feedback_used"]
+    assert json.loads(ds[0]["redactions"]) == lines[0]["redactions"]
 
 
 def test_export_streams_in_chunks(seeded_api, monkeypatch):

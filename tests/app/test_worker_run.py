@@ -38,12 +38,12 @@ class CrashingRecorder(Recorder):
 
     def on_event(self, event):
         super().on_event(event)
-        if event["type"] == "step" and event["global_step"] == 2:
+        if event.type == "step" and event.global_step == 2:
             with session_scope(self.factory) as s:
                 # the config's own tau: the override is applied and re-gates, but decides as before, so the
                 # resumed run must equal the uninterrupted one
                 s.add(Override(run_id=self.run_id, kind="set_tau", payload={"value": SAME_TAU}, author="test"))
-        if event["type"] == "step" and event["global_step"] == 3:
+        if event.type == "step" and event.global_step == 3:
             raise Crash()
 
 

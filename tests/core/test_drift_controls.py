@@ -19,7 +19,7 @@ from opcod_core.optim import lr_factor, set_lr
 from opcod_core.prompts import rollout_messages, teacher_messages
 from opcod_core.reference import swapped_weights
 from opcod_core.step import Row
-from opcod_core.student import DistillExample
+from opcod_core.student_types import DistillExample
 from opcod_core.trainer import data_spec
 
 
@@ -266,7 +266,7 @@ def test_resume_is_exact_with_ema_teacher_kl_anchor_and_schedule(tmp_path, tiny_
                           "loss": {"kl_anchor": 0.2},
                           "optim": {"warmup_steps": 1, "schedule": "cosine", "min_lr_ratio": 0.1}})
     _, full_obs, full = _run(cfg, tmp_path / "full", tiny_cache)
-    steps = full_obs.of_type("step")
+    steps = full_obs.dicts("step")
     for s in steps:
         assert {"train/lr", "train/weight_l2", "loss/kl_anchor"} <= set(s["metrics"])
     assert len({s["metrics"]["train/lr"] for s in steps}) > 1   # the schedule moved
@@ -275,7 +275,7 @@ def test_resume_is_exact_with_ema_teacher_kl_anchor_and_schedule(tmp_path, tiny_
     assert res1.status == "paused"
     _, obs2, res2 = _run(cfg, tmp_path / "cut", tiny_cache, resume=True)
     assert res2.status == "finished" and res2.summary == full.summary
-    assert _comparable(obs1.events + obs2.events) == _comparable(full_obs.events)
+    assert _comparable(obs1.dicts() + obs2.dicts()) == _comparable(full_obs.dicts())
 
 
 @pytest.mark.slow
@@ -286,7 +286,7 @@ def test_one_way_teacher_stays_the_peers_initial_weights(tmp_path, tiny_cache):
                           "students": [{"model": "tiny:llama"}, {"model": "tiny:llama"}]})
     tr, obs, res = _run(cfg, tmp_path / "ow", tiny_cache)
     assert res.status == "finished"
-    assert {e["context_used"] for e in obs.of_type("exchange")} == {"peer"}
+    assert {e["context_used"] for e in obs.dicts("exchange")} == {"peer"}
     root = tmp_path / "ow" / "checkpoints"
     first = sorted(root.glob("task-000001-*"))[0]          # after the initial evaluation, before any step
     last = root / (root / "LATEST").read_text().strip()

@@ -76,7 +76,7 @@ def test_eos_is_one_more_scored_position_and_the_step_reports_finish_reasons(tmp
     tr_off, obs_off, _ = _one_step(_config(False), tmp_path, tiny_cache, "off")
     tutee = tr_on.students["chem"]
     eos_ids = tutee.backend.eos_token_ids
-    on, off = obs_on.of_type("exchange"), obs_off.of_type("exchange")
+    on, off = obs_on.dicts("exchange"), obs_off.dicts("exchange")
     assert [e["key"] for e in on] == [e["key"] for e in off] and on
     ended = 0
     for a, b in zip(on, off, strict=True):
@@ -126,7 +126,7 @@ def test_eos_is_one_more_scored_position_and_the_step_reports_finish_reasons(tmp
 
     # step metrics: finish-reason shares (summing to 1), parse failures, mean scored length
     for obs, exchanges in ((obs_on, on), (obs_off, off)):
-        (step,) = obs.of_type("step")
+        (step,) = obs.dicts("step")
         m, n = step["metrics"], len(exchanges)
         shares = [m[f"rollout/finish_{f}"] for f in ("eos", "stop", "length")]
         assert sum(shares) == pytest.approx(1.0) and all(0 <= x <= 1 for x in shares)
@@ -134,7 +134,7 @@ def test_eos_is_one_more_scored_position_and_the_step_reports_finish_reasons(tmp
             assert share == pytest.approx(sum(e["finish_reason"] == f for e in exchanges) / n)
         assert m["rollout/parse_failure"] == pytest.approx(sum(e["answer"] is None for e in exchanges) / n)
         assert m["rollout/mean_length"] == pytest.approx(sum(len(e["token_ids"]) for e in exchanges) / n)
-    on_len, off_len = (obs.of_type("step")[0]["metrics"]["rollout/mean_length"] for obs in (obs_on, obs_off))
+    on_len, off_len = (obs.dicts("step")[0]["metrics"]["rollout/mean_length"] for obs in (obs_on, obs_off))
     assert on_len == pytest.approx(off_len + ended / len(on))
 
 
@@ -143,7 +143,7 @@ def test_baselines_score_the_stop_decision(tmp_path, tiny_cache):
     # GRPO: the log-probability of the EOS is in the policy gradient
     tr, obs, before = _one_step(_config(algorithm="grpo", students=same_tokenizer), tmp_path, tiny_cache, "grpo")
     checked = 0
-    for e in obs.of_type("exchange"):
+    for e in obs.dicts("exchange"):
         assert len(e["student_logprob"]) == len(e["token_ids"])
         if e["finish_reason"] == "eos":
             s_V = _next_logits(before["chem"], _student_prefix(tr, e), e["token_ids"][:-1])
@@ -154,7 +154,7 @@ def test_baselines_score_the_stop_decision(tmp_path, tiny_cache):
     # one-way: the peer teacher scores the EOS position too
     tr, obs, before = _one_step(_config(algorithm="one_way", students=same_tokenizer), tmp_path, tiny_cache, "ow")
     checked = 0
-    for e in obs.of_type("exchange"):
+    for e in obs.dicts("exchange"):
         assert len(e["divergence"]) == len(e["token_ids"])
         if e["finish_reason"] == "eos":
             prefix, body = _student_prefix(tr, e), e["token_ids"][:-1]

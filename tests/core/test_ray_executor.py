@@ -52,7 +52,7 @@ def test_ray_run_matches_local(local_ray, local_summary, tmp_path, tiny_cache):
     assert res.status == "finished"
     assert type(trainer.students["chem"]).__name__ == "RemoteStudent"
     assert res.summary == local_summary
-    kinds = {e["type"] for e in obs.events}
+    kinds = {e["type"] for e in obs.dicts()}
     assert {"gate", "exchange", "step", "eval", "checkpoint"} <= kinds
 
 

@@ -23,18 +23,18 @@ def small(**over):
 
 def test_tiny_run_exercises_every_path(tiny_run):
     obs, summary = tiny_run
-    ex = obs.of_type("exchange")
+    ex = obs.dicts("exchange")
     assert {e["round"] for e in ex} == {1, 2}
     assert {e["direction"] for e in ex} == {1, 2}
     assert {e["correct"] for e in ex} == {True, False}
     cats = {e["category"] for e in ex}
     assert "kept" in cats and cats & {"no_match", "no_concept_tag", "empty", "all_generic"}
     assert {"s+f", "s", "none"} <= {e["context_used"] for e in ex}
-    decisions = {g["decision"] for g in obs.of_type("gate")}
+    decisions = {g["decision"] for g in obs.dicts("gate")}
     assert decisions == {"tutor", "silent"}
     # round 1's gate is computed and recorded before the fixture's overrides recompute it; the forced
     # decisions then hold for round 2's gate too (human run-level overrides persist across rounds)
-    assert {(g["round"], g["source"]) for g in obs.of_type("gate")} == {(1, "auto"), (1, "human"), (2, "human")}
+    assert {(g["round"], g["source"]) for g in obs.dicts("gate")} == {(1, "auto"), (1, "human"), (2, "human")}
     for e in ex:
         assert len(e["tokens"]) == len(e["divergence"]) == len(e["token_ids"]) == len(e["divergence_s_only"])
         if e["skipped"]:
@@ -44,14 +44,27 @@ def test_tiny_run_exercises_every_path(tiny_run):
             assert e["feedback_used"] in e["teacher_context"]
         if e["s_index"] is not None:
             assert e["s_index"] != e["rollout_index"]
-    evals = obs.of_type("eval")
+    evals = obs.dicts("eval")
     assert {e["round"] for e in evals} == {0, 1, 2}
     for name, s in summary["students"].items():
         assert set(s["initial"]) == {"chemistry", "physics"}
         assert isinstance(s["pareto_improved"], bool)
-    steps = obs.of_type("step")
+    steps = obs.dicts("step")
     assert len(steps) == 2 * 2 * 3
     assert all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
+
+
+def test_every_event_is_typed_and_survives_its_json_line(tiny_run):
+    """The events the sinks receive are the schema's models, and a line of events.jsonl reads back as the
+    same event (the schema is the contract of both)."""
+    from opcod_core.events import EVENT_TYPES, parse_event
+
+    obs, _ = tiny_run
+    assert {"run_start", "gate", "exchange", "step", "eval", "break", "checkpoint", "override", "finish"} <= {
+        e.type for e in obs.events}
+    for e in obs.events:
+        assert type(e) is EVENT_TYPES[e.type]
+        assert parse_event(json.loads(json.dumps(e.to_dict()))) == e
 
 
 def test_only_the_tutee_changes(tmp_path, tiny_cache):
@@ -88,8 +101,8 @@ def test_interrupted_run_resumes_exactly(tmp_path, tiny_cache):
     _, obs2, res2 = run(cfg, tmp_path, tiny_cache, resume=True, out="cut")
     assert res2.status == "finished"
     assert res2.summary == full.summary
-    joined = [_strip_times(e) for e in _comparable(obs1.events + obs2.events)]
-    assert joined == [_strip_times(e) for e in _comparable(full_obs.events)]
+    joined = [_strip_times(e) for e in _comparable(obs1.dicts() + obs2.dicts())]
+    assert joined == [_strip_times(e) for e in _comparable(full_obs.dicts())]
 
 
 def test_baselines_run_as_modes(tmp_path, tiny_cache):
@@ -98,21 +111,21 @@ def test_baselines_run_as_modes(tmp_path, tiny_cache):
                     students=[{"model": "tiny:llama"}, {"model": "tiny:llama"}])
         _, obs, res = run(cfg, tmp_path, tiny_cache, out=algorithm)
         assert res.status == "finished"
-        ex = obs.of_type("exchange")
+        ex = obs.dicts("exchange")
         assert ex and all(e["feedback_raw"] is None for e in ex)
-        assert all(s["loss"] == s["loss"] for s in obs.of_type("step"))
+        assert all(s["loss"] == s["loss"] for s in obs.dicts("step"))
 
 
 def test_run_level_override_mutes_tutor_from_next_step(tmp_path, tiny_cache):
     cfg = small(schedule={"rounds": 1, "steps_per_direction": 2}, gating={"mode": "always"})
     ctl = ScriptedControls({1: ControlBatch(run_overrides=[RunOverride("ov1", "mute_tutor", student="phys")])})
     _, obs, _ = run(cfg, tmp_path, tiny_cache, controls=ctl)
-    human_gates = [g for g in obs.of_type("gate") if g["source"] == "human"]
+    human_gates = [g for g in obs.dicts("gate") if g["source"] == "human"]
     assert human_gates and human_gates[0]["student"] == "phys" and human_gates[0]["decision"] == "silent"
-    ex = obs.of_type("exchange")
+    ex = obs.dicts("exchange")
     assert any(e["feedback_raw"] for e in ex if e["global_step"] == 0)
     assert all(e["feedback_raw"] is None for e in ex if e["global_step"] == 1)
-    applied = [o for o in obs.of_type("override") if o["id"] == "ov1"]
+    applied = [o for o in obs.dicts("override") if o["id"] == "ov1"]
     assert applied[0]["applied_at_step"] == 1
 
 
@@ -123,12 +136,12 @@ def test_edited_feedback_becomes_a_human_exchange_at_the_next_step(tmp_path, tin
     tr.task_eval(0)
     tr.task_gate(1)
     tr.task_step(1, 1, 0)
-    target = first.of_type("exchange")[0]
+    target = first.dicts("exchange")[0]
     tr.controls = ScriptedControls({1: ControlBatch(exchange_overrides=[
-        ExchangeOverride("e1", "edit", target, text="Think about the element sodium.")])})
+        ExchangeOverride("e1", "edit", first.of_type("exchange")[0], text="Think about the element sodium.")])})
     tr._apply_controls(1, 1, 1)
     tr.task_step(1, 1, 1)
-    human = [e for e in first.of_type("exchange") if e.get("feedback_source") == "human"]
+    human = [e for e in first.dicts("exchange") if e.get("feedback_source") == "human"]
     assert len(human) == 1
     h = human[0]
     assert h["origin_key"] == target["key"] and h["global_step"] == 1 and h["tutee"] == target["tutee"]
@@ -142,7 +155,7 @@ def test_manual_approval_asks_and_applies_decisions(tmp_path, tiny_cache):
     ctl = ScriptedControls(approver=lambda req: ("reject", None))
     _, obs, _ = run(cfg, tmp_path, tiny_cache, controls=ctl)
     assert ctl.asked, "kept feedback must wait for a decision"
-    rejected = [e for e in obs.of_type("exchange") if e["approval"] == "reject"]
+    rejected = [e for e in obs.dicts("exchange") if e["approval"] == "reject"]
     assert rejected and all(e["feedback_used"] is None for e in rejected)
 
 
@@ -153,10 +166,11 @@ def test_replay_recomputes_divergence_with_edited_feedback(tmp_path, tiny_cache)
     tr.task_eval(0)
     tr.task_gate(1)
     tr.task_step(1, 1, 0)
-    ex = obs.of_type("exchange")[0]
-    tr.controls = ScriptedControls({1: ControlBatch(replays=[ReplayRequest("rp1", ex, feedback="Consider the periodic table.")])})
+    ex = obs.dicts("exchange")[0]
+    tr.controls = ScriptedControls({1: ControlBatch(replays=[ReplayRequest("rp1", obs.of_type("exchange")[0],
+                                                                           feedback="Consider the periodic table.")])})
     tr._apply_controls(1, 1, 1)
-    rep = obs.of_type("replay")[0]
+    rep = obs.dicts("replay")[0]
     assert rep["status"] == "done", rep
     res = rep["result"]
     assert len(res["before"]["divergence"]) == len(res["after"]["divergence"]) == len(ex["token_ids"])

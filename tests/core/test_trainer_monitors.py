@@ -35,14 +35,14 @@ def test_context_mode_f_shows_no_s_and_breaks_against_the_bare_question(tmp_path
     cfg = small(context_mode="f", gating={"mode": "always"}, tutor=ALWAYS_KEPT, break_rate={"samples_per_step": 6})
     _, obs, res = run(cfg, tmp_path, tiny_cache)
     assert res.status == "finished"
-    ex = obs.of_type("exchange")
+    ex = obs.dicts("exchange")
     assert ex and all(e["category"] == "kept" for e in ex)
     # the teacher never sees s in mode f, so no exchange shows one
     assert all(e["s_index"] is None and e["s_text"] is None for e in ex)
     assert {e["context_used"] for e in ex} == {"f"}
     assert all(SOLUTION_HEADER not in e["teacher_context"] for e in ex)
-    breaks = obs.of_type("break")
-    for st in obs.of_type("step"):
+    breaks = obs.dicts("break")
+    for st in obs.dicts("step"):
         g = st["global_step"]
         pool = [e for e in ex if e["global_step"] == g and e["correct"]]   # correct rollouts with kept f
         mine = [b for b in breaks if b["global_step"] == g]
@@ -70,12 +70,12 @@ def test_context_mode_s_plus_f_breaks_against_s_alone(tmp_path, tiny_cache):
     cfg = small(schedule={"rounds": 1, "steps_per_direction": 1}, gating={"mode": "always"}, tutor=ALWAYS_KEPT,
                 break_rate={"samples_per_step": 8})
     _, obs, _ = run(cfg, tmp_path, tiny_cache)
-    ex = {e["key"]: e for e in obs.of_type("exchange")}
+    ex = {e["key"]: e for e in obs.dicts("exchange")}
     for e in ex.values():   # an exchange shows s exactly when its teacher saw it
         assert (e["s_text"] is not None) == (e["context_used"] in ("s+f", "s"))
         if e["s_text"] is not None:
             assert SOLUTION_HEADER in e["teacher_context"]
-    for b in obs.of_type("break"):
+    for b in obs.dicts("break"):
         assert b["baseline"] == ("s" if ex[b["exchange_key"]]["context_used"] == "s+f" else "none")
         assert b["context"] == ex[b["exchange_key"]]["context_used"]
 
@@ -87,11 +87,11 @@ def test_set_mode_override_to_and_from_manual_reaches_the_approval_queue(tmp_pat
     ctl = ScriptedControls({1: ControlBatch(run_overrides=[RunOverride("m1", "set_mode", value=switch)])},
                            approver=lambda req: ("approve", None))
     _, obs, _ = run(cfg, tmp_path, tiny_cache, controls=ctl)
-    assert {req.exchange["global_step"] for req in ctl.asked} == asked_steps
-    for e in obs.of_type("exchange"):
+    assert {req.exchange.global_step for req in ctl.asked} == asked_steps
+    for e in obs.dicts("exchange"):
         assert e["category"] == "kept"
         assert e["approval"] == ("approve" if e["global_step"] in asked_steps else None)
-    assert [g["mode"] for g in obs.of_type("gate") if g.get("note") == "override"] == [switch, switch]
+    assert [g["mode"] for g in obs.dicts("gate") if g.get("note") == "override"] == [switch, switch]
 
 
 def test_evaluations_use_common_random_numbers(tmp_path, tiny_cache):
@@ -104,7 +104,7 @@ def test_evaluations_use_common_random_numbers(tmp_path, tiny_cache):
     first = (tr.round_scores, tr.round_uncertainty)
     tr.task_gate(2)
     assert (tr.round_scores, tr.round_uncertainty) == first
-    gates = obs.of_type("gate")
+    gates = obs.dicts("gate")
     n_val = len(tr.eval_items("chemistry", "validation"))
     for g in gates:
         assert g["n_items"] == {"chemistry": n_val, "physics": n_val}
@@ -118,14 +118,14 @@ def test_tutor_first_runs_the_direction_of_the_only_tutor_first_and_resumes_exac
     # phys is direction 1's tutor, so with tutor_first direction 2 (phys tutee, chem tutor) runs first.
     over = {"gating": {"mode": "domain_selective"}, "students": [{}, {"strong_domain": None}]}
     _, fixed, _ = run(small(**over), tmp_path, tiny_cache, out="fixed")
-    assert [(s["global_step"], s["direction"]) for s in fixed.of_type("step")] == [(0, 1), (1, 1), (2, 2), (3, 2)]
+    assert [(s["global_step"], s["direction"]) for s in fixed.dicts("step")] == [(0, 1), (1, 1), (2, 2), (3, 2)]
     cfg = small(**over, schedule={"rounds": 1, "steps_per_direction": 2, "tutor_first": True})
     _, full, res = run(cfg, tmp_path, tiny_cache, out="full")
-    steps = full.of_type("step")
+    steps = full.dicts("step")
     assert [(s["global_step"], s["direction"], s["tutor"]) for s in steps] == [
         (0, 2, "chem"), (1, 2, "chem"), (2, 1, "phys"), (3, 1, "phys")]
-    assert {g["student"]: g["decision"] for g in full.of_type("gate")} == {"chem": "tutor", "phys": "silent"}
-    assert all(e["key"].startswith("r1-d2-") for e in full.of_type("exchange") if e["global_step"] < 2)
+    assert {g["student"]: g["decision"] for g in full.dicts("gate")} == {"chem": "tutor", "phys": "silent"}
+    assert all(e["key"].startswith("r1-d2-") for e in full.dicts("exchange") if e["global_step"] < 2)
     # paused after the first step, resumed: the order comes back from the checkpoint
     pause = ScriptedControls({1: ControlBatch(action="pause")})
     _, cut1, r1 = run(cfg, tmp_path, tiny_cache, controls=pause, out="cut")
@@ -135,4 +135,4 @@ def test_tutor_first_runs_the_direction_of_the_only_tutor_first_and_resumes_exac
     def comparable(events):
         return [{**e, "metrics": {k: v for k, v in e["metrics"].items() if not k.startswith(("time/", "throughput/"))}}
                 if e["type"] == "step" else e for e in events if e["type"] in ("gate", "exchange", "step", "eval", "break")]
-    assert comparable(cut1.events + cut2.events) == comparable(full.events)
+    assert comparable(cut1.dicts() + cut2.dicts()) == comparable(full.dicts())

@@ -1,0 +1,218 @@
+"""The trainer's events: one typed schema for every sink.
+
+Why: the same facts about a run go to ``events.jsonl`` (the headless contract of ``opcod train --out``),
+to the web worker's recorder (database rows), back into the trainer (an exchange a person edits or
+replays is the stored exchange event), to the export and to the pages. Each event type is one frozen
+pydantic model here, so a field is named once, validated where the event is made, and read by
+attribute everywhere else. ``to_dict()`` is the JSON object a line of ``events.jsonl`` holds (every
+field, ``type`` first); ``parse_event`` reads one back.
+
+Types: ``run_start``, ``resume``, ``gate``, ``exchange``, ``step``, ``eval``, ``break``, ``checkpoint``,
+``override``, ``replay``, ``finish``. Step-level events carry the trainer's position (``Position``: round,
+direction, step within the direction, global step, tutee and tutor names).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this event (floats as they are: NaN stays NaN, as ``json.dumps`` writes it)."""
+        return self.model_dump()
+
+
+class Position(_Event):
+    """Where in the schedule a step-level event happened (``opcod_core.step.StepContext.position``)."""
+
+    round: int
+    direction: int
+    step: int
+    global_step: int
+    tutee: str
+    tutor: str
+
+
+class RunStartEvent(_Event):
+    type: Literal["run_start"] = "run_start"
+    config: dict[str, Any]
+    students: list[str]
+    domains: list[str]
+    tasks: int
+    steps: int
+
+
+class ResumeEvent(_Event):
+    type: Literal["resume"] = "resume"
+    next_task: int
+
+
+class GateEvent(_Event):
+    """One student's gate decision of a round (``opcod_core.gating.GateRecord``) and how it was measured."""
+
+    type: Literal["gate"] = "gate"
+    round: int
+    student: str
+    scores: dict[str, float]
+    best: dict[str, float]
+    delta: float
+    tau: float
+    mode: str
+    decision: Literal["tutor", "silent"]
+    source: Literal["auto", "human"] = "auto"
+    allowed_domains: list[str] | None = None
+    reason: str = ""
+    delta_se: float | None = None
+    score_se: dict[str, float | None] | None = None
+    split: str = "validation"
+    k: int | None = None
+    n_items: dict[str, Any] | None = None
+    note: str | None = None
+
+
+class ExchangeEvent(Position):
+    """One tutoring exchange: the tutee's rollout y, the sibling s, the tutor's feedback f (raw, anchoring
+    verdict, what the teacher context used), and the per-token divergence the update trained on.
+
+    The same model is the stored exchange a person edits or replays (``app.worker.controls``); the fields
+    a stored row does not keep (the tutor's raw text, redactions) are then None. An exchange made from a
+    human edit names its origin (``origin_key``) and the override (``override_id``)."""
+
+    type: Literal["exchange"] = "exchange"
+    key: str
+    domain: str
+    prompt_id: str
+    question: str
+    choices: list[str] = []
+    labels: list[str] = []
+    gold: str
+    prompt_index: int | None = None
+    rollout_index: int | None = None
+    rollout_text: str
+    token_ids: list[int]
+    finish_reason: str | None = None
+    answer: str | None = None
+    correct: bool
+    s_index: int | None = None
+    s_text: str | None = None
+    feedback_raw: str | None = None
+    concept: str | None = None
+    category: str | None = None
+    feedback_sanitised: str | None = None
+    redactions: list[dict[str, Any]] = []
+    feedback_used: str | None = None
+    feedback_source: Literal["model", "human"] | None = None
+    approval: str | None = None
+    context_used: str = "none"
+    skipped: bool = False
+    teacher_context: str | None = None
+    tokens: list[str] | None = None
+    divergence: list[float] | None = None
+    divergence_s_only: list[float] | None = None
+    student_logprob: list[float] | None = None
+    loss: float | None = None
+    origin_key: str | None = None
+    override_id: str | None = None
+
+    @property
+    def answer_type(self) -> Literal["mcq", "numeric"]:
+        return "mcq" if self.labels else "numeric"
+
+    @property
+    def human(self) -> bool:
+        return self.feedback_source == "human"
+
+
+class StepEvent(Position):
+    type: Literal["step"] = "step"
+    loss: float
+    metrics: dict[str, Any]
+
+
+class EvalEvent(_Event):
+    type: Literal["eval"] = "eval"
+    round: int
+    student: str
+    split: str = "test"
+    domain: str
+    k: int
+    accuracy: float
+    n_items: int = 0
+
+
+class BreakEvent(Position):
+    """One break-rate probe (``opcod_core.breakrate``): the tutee answering greedily with and without f."""
+
+    type: Literal["break"] = "break"
+    exchange_key: str
+    domain: str
+    tutor_cognizant: bool
+    difficulty: str
+    context: str | None = None
+    baseline: str | None = None
+    correct_with_f: bool
+    correct_without_f: bool
+    eligible: bool
+    broken: bool
+
+
+class CheckpointEvent(_Event):
+    type: Literal["checkpoint"] = "checkpoint"
+    tag: str
+    path: str
+    next_task: int
+    after: list[Any]
+    events_before: int
+    permanent: bool = False
+
+
+class OverrideEvent(_Event):
+    """A human override the trainer applied, at ``applied_at_step``: run-level (``student``, ``value``)
+    or exchange-level (``exchange_key``, ``text``, ``tutee``)."""
+
+    type: Literal["override"] = "override"
+    id: str
+    kind: str
+    author: str = "human"
+    applied_at_step: int
+    round: int
+    student: str | None = None
+    value: Any = None
+    exchange_key: str | None = None
+    text: str | None = None
+    tutee: str | None = None
+
+
+class ReplayEvent(_Event):
+    type: Literal["replay"] = "replay"
+    id: str
+    exchange_key: str | None = None
+    status: Literal["done", "failed"]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class FinishEvent(_Event):
+    type: Literal["finish"] = "finish"
+    status: Literal["finished", "paused", "cancelled"]
+    summary: dict[str, Any] | None = None
+
+
+Event = Annotated[Union[RunStartEvent, ResumeEvent, GateEvent, ExchangeEvent, StepEvent, EvalEvent, BreakEvent,
+                        CheckpointEvent, OverrideEvent, ReplayEvent, FinishEvent], Field(discriminator="type")]
+EVENT_TYPES: dict[str, type[_Event]] = {
+    m.model_fields["type"].default: m
+    for m in (RunStartEvent, ResumeEvent, GateEvent, ExchangeEvent, StepEvent, EvalEvent, BreakEvent,
+              CheckpointEvent, OverrideEvent, ReplayEvent, FinishEvent)}
+_ADAPTER: TypeAdapter = TypeAdapter(Event)
+
+
+def parse_event(data: dict[str, Any]) -> Event:
+    """A typed event from its JSON object (a line of ``events.jsonl``); a ``ValidationError`` names the
+    field that does not fit."""
+    return _ADAPTER.validate_python(data)
