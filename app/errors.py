@@ -61,7 +61,7 @@ class Invalid(DomainError):
     @classmethod
     def from_validation_error(cls, err: ValidationError, prefix: tuple[Any, ...] = (),
                               message: str = "invalid run config") -> "Invalid":
-        fields = [{"path": _path((*prefix, *e["loc"])) or "(body)", "message": e["msg"]} for e in err.errors()]
+        fields = field_errors(err, prefix)
         return cls(message + ": " + "; ".join(f"{f['path']}: {f['message']}" for f in fields), fields)
 
 
@@ -81,20 +81,29 @@ def error_response(status: int, message: str, fields: list[dict[str, str]] | Non
                         headers=headers)
 
 
-def _request_validation_fields(err: RequestValidationError) -> tuple[bool, list[dict[str, str]]]:
-    malformed = False
-    fields = []
+#: Where FastAPI says a request value came from (the first element of its error locations).
+_SOURCES = ("body", "query", "path", "header", "cookie")
+
+
+def field_errors(err: ValidationError | RequestValidationError, prefix: tuple[Any, ...] = ()) -> list[dict[str, str]]:
+    """Every error of a pydantic or FastAPI validation as ``{"path", "message"}``: the field's dotted path
+    (after ``prefix``; FastAPI's body/query/path location dropped, kept alone for a missing parameter)
+    and pydantic's message without its "Value error, " prefix. The one place validation errors become
+    field messages: the API's JSON errors, the pages' error pages and the forms' inline errors."""
+    out = []
     for e in err.errors():
         loc = list(e.get("loc", ()))
-        if e.get("type") == "json_invalid":
-            malformed = True
-        # FastAPI prefixes the location: "body", "query", "path", "header"; keep the field path only
-        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+        if isinstance(err, RequestValidationError) and loc and loc[0] in _SOURCES:
             where, loc = loc[0], loc[1:]
             if where != "body" and not loc:
                 loc = [where]
-        fields.append({"path": _path(loc) or "(body)", "message": str(e.get("msg", "invalid"))})
-    return malformed, fields
+        message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        out.append({"path": _path((*prefix, *loc)) or "(body)", "message": message})
+    return out
+
+
+def _request_validation_fields(err: RequestValidationError) -> tuple[bool, list[dict[str, str]]]:
+    return any(e.get("type") == "json_invalid" for e in err.errors()), field_errors(err)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from opcod_core.config import RunConfig, format_validation_error, preset, preset_names
+from opcod_core.dotted import set_path
 from opcod_core.paths import default_cache_dir  # noqa: F401  (re-exported for the app CLI)
 
 
@@ -31,11 +32,7 @@ def _parse_set(pairs: list[str]) -> dict:
             val = json.loads(raw)
         except json.JSONDecodeError:
             val = raw
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = val
+        set_path(out, key, val)
     return out
 
 

@@ -16,21 +16,8 @@ Db = Annotated[SessionFactory, Depends(get_db)]
 
 @router.get("/runs/{run_id}/exchanges", response_model=ExchangePage,
             summary="A run's exchanges, newest first, filtered; pass next_cursor back as cursor")
-def list_exchanges(
-    run_id: int, db: Db,
-    domain: str | None = Query(None, max_length=100),
-    round: int | None = Query(None, ge=0, le=2**31 - 1),
-    direction: int | None = Query(None, ge=1, le=2),
-    category: str | None = Query(None, max_length=32),
-    correct: bool | None = None,
-    human_edited: bool | None = None,
-    tutee: str | None = Query(None, max_length=100),
-    cursor: str | None = Query(None, max_length=200),
-    limit: int = Query(50, ge=1, le=500),
-) -> ExchangePage:
-    filters = exchanges.ExchangeFilters(domain=domain, round=round, direction=direction, category=category,
-                                        correct=correct, human_edited=human_edited, tutee=tutee)
-    return exchanges.list_exchanges(db, run_id, filters, cursor=cursor, limit=limit)
+def list_exchanges(run_id: int, db: Db, query: Annotated[exchanges.ExchangeListQuery, Query()]) -> ExchangePage:
+    return exchanges.list_exchanges(db, run_id, query.filters(), cursor=query.cursor, limit=query.limit)
 
 
 @router.get("/exchanges/{exchange_id}", response_model=ExchangeDetail,

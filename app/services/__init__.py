@@ -73,6 +73,21 @@ def decode_cursor(cursor: str | None) -> int | None:
         raise Invalid.field("cursor", "not a cursor returned by this API") from None
 
 
+def keyset_page(s: Session, query, id_col, limit: int, before: int | None = None, after: int | None = None,
+                newest_first: bool = True, scalars: bool = True) -> tuple[list, bool]:
+    """One keyset page of ``query``: at most ``limit`` rows with ``id_col`` below ``before`` and above
+    ``after``, newest first (or oldest first), and whether more rows follow. Every list view pages this
+    way (``WHERE ... AND id < :before ORDER BY id DESC LIMIT :n + 1``): constant cost per page at any
+    depth, no OFFSET, stable while workers append. ``scalars``: rows are single entities."""
+    if before is not None:
+        query = query.where(id_col < before)
+    if after is not None:
+        query = query.where(id_col > after)
+    query = query.order_by(id_col.desc() if newest_first else id_col.asc()).limit(limit + 1)
+    rows = list(s.scalars(query)) if scalars else list(s.execute(query))
+    return rows[:limit], len(rows) > limit
+
+
 def ping(db: SessionFactory) -> None:
     """``SELECT 1``: raises when the database cannot be reached (``GET /healthz``)."""
     from sqlalchemy import text

@@ -3,83 +3,45 @@ raw per-token arrays (``app.web.presenters`` turns them into heatmap cells and t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from pydantic import Field
+from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.errors import Invalid, NotFound
 from app.models import Approval, Checkpoint, Event, Exchange, Feedback, GateRecord, Override, Prompt, Replay, Rollout, Run
-from app.services import MAX_ID, SessionFactory
-from app.services.reads import (PAGE_LIMIT, cfg_get, domains_of, exchange_row, feed_query, feed_rows, finite,
+from app.services import MAX_ID, SessionFactory, keyset_page
+from app.services.exchanges import ExchangeFilters
+from app.services.reads import (PAGE_LIMIT, domains_of, exchange_row, feed_dicts, feed_query, finite,
                                 gate_dict, override_dict, run_or_404)
+from opcod_core.dotted import get_path
 from opcod_core.vocabulary import FINAL_RUN_STATUSES
 
 
-@dataclass
-class ExchangeFilters:
-    domain: str | None = None
-    round: int | None = None
-    direction: int | None = None
-    correct: bool | None = None
-    category: str | None = None
-    human_edited: bool | None = None
+class ExchangePageQuery(ExchangeFilters):
+    """The exchanges page's query: the shared filters plus its keyset position (older than ``before``,
+    or the live head: newer than ``after``)."""
 
-    def active(self) -> bool:
-        return any(v is not None for v in (self.domain, self.round, self.direction, self.correct,
-                                           self.category, self.human_edited))
-
-    def query_items(self) -> list[tuple[str, str]]:
-        out = []
-        for k in ("domain", "round", "direction", "category"):
-            v = getattr(self, k)
-            if v is not None:
-                out.append((k, str(v)))
-        for k in ("correct", "human_edited"):
-            v = getattr(self, k)
-            if v is not None:
-                out.append((k, "true" if v else "false"))
-        return out
+    before: int | None = Field(None, ge=1, le=MAX_ID)
+    after: int | None = Field(None, ge=0, le=MAX_ID)
 
 
 def exchanges_page(sf: SessionFactory, run_id: int, filters: ExchangeFilters, before: int | None = None,
                    after: int | None = None, limit: int = PAGE_LIMIT) -> dict[str, Any]:
     """Keyset page newest-first (``id < before``), or the rows newer than ``after`` (live head)."""
-    limit = max(1, min(limit, 200))
     with session_scope(sf) as s:
         run = run_or_404(s, run_id)
-        q = feed_query(run_id)
-        f = filters
-        conds = []
-        if f.domain is not None:
-            conds.append(Exchange.domain == f.domain)
-        if f.round is not None:
-            conds.append(Exchange.round == f.round)
-        if f.direction is not None:
-            conds.append(Exchange.direction == f.direction)
-        if f.correct is not None:
-            conds.append(Exchange.correct.is_(f.correct))
-        if f.category is not None:
-            conds.append(Exchange.category.is_(None) if f.category == "none" else Exchange.category == f.category)
-        if f.human_edited is not None:
-            conds.append(Exchange.human_edited.is_(f.human_edited))
-        if conds:
-            q = q.where(and_(*conds))
-        if after is not None:
-            q = q.where(Exchange.id > after)
-        if before is not None:
-            q = q.where(Exchange.id < before)
-        rows = feed_rows(s, q.order_by(Exchange.id.desc()).limit(limit + 1))
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, more = keyset_page(s, feed_query(run_id).where(*filters.clauses()), Exchange.id,
+                                 min(max(1, limit), 200), before=before, after=after, scalars=False)
+        rows = feed_dicts(rows)
         return {"items": rows, "next_before": rows[-1]["id"] if more and rows and after is None else None,
                 "top_id": max([r["id"] for r in rows] + [after or 0]) if after is not None else (
                     rows[0]["id"] if rows else 0),
                 "last_event_id": s.scalar(select(func.max(Event.id)).where(Event.run_id == run_id)) or 0,
                 "run": {"id": run.id, "name": run.name, "status": run.status, "final": run.status in FINAL_RUN_STATUSES,
                         "domains": domains_of(run.config or {}),
-                        "rounds": cfg_get(run.config or {}, "schedule", "rounds")}}
+                        "rounds": get_path(run.config or {}, "schedule.rounds")}}
 
 
 def exchange_detail(sf: SessionFactory, exchange_id: int) -> dict[str, Any]:
@@ -106,7 +68,7 @@ def exchange_detail(sf: SessionFactory, exchange_id: int) -> dict[str, Any]:
                          "override_id": ex.override_id, "step_id": ex.step_id,
                          "n_tokens": len(ex.tokens or [])},
             "run": {"id": run.id, "name": run.name, "status": run.status, "final": run.status in FINAL_RUN_STATUSES,
-                    "approval": cfg_get(run.config or {}, "tutor", "approval"),
+                    "approval": get_path(run.config or {}, "tutor.approval"),
                     "context_mode": (run.config or {}).get("context_mode")},
             "prompt": {"id": pr.id, "item_key": pr.item_key, "domain": pr.domain, "split": pr.split,
                        "answer_type": pr.answer_type, "question": pr.question,
@@ -206,10 +168,10 @@ def approvals_queue(sf: SessionFactory, run_id: int, limit: int = 100) -> dict[s
                     "feedback_raw": p.get("feedback_raw"), "feedback": p.get("feedback_sanitised")}
 
         return {"run": {"id": run.id, "name": run.name, "status": run.status, "final": run.status in FINAL_RUN_STATUSES,
-                        "approval": cfg_get(run.config or {}, "tutor", "approval"),
-                        "gating_mode": cfg_get(run.config or {}, "gating", "mode"),
-                        "timeout_s": cfg_get(run.config or {}, "tutor", "approval_timeout_s"),
-                        "default": cfg_get(run.config or {}, "tutor", "approval_default")},
+                        "approval": get_path(run.config or {}, "tutor.approval"),
+                        "gating_mode": get_path(run.config or {}, "gating.mode"),
+                        "timeout_s": get_path(run.config or {}, "tutor.approval_timeout_s"),
+                        "default": get_path(run.config or {}, "tutor.approval_default")},
                 "pending": [item(a) for a in pending], "decided": [item(a) for a in decided]}
 
 

@@ -7,9 +7,9 @@ while a worker appends (new rows have larger ids, so they never shift a page alr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -26,33 +26,73 @@ from app.schemas import (
     ReplayOut,
     RolloutOut,
 )
-from app.services import SessionFactory, decode_cursor, encode_cursor, get_exchange, get_run
+from app.services import SessionFactory, decode_cursor, encode_cursor, get_exchange, get_run, keyset_page
+from opcod_core.vocabulary import ANCHORING_CATEGORIES
 
 
-@dataclass(frozen=True)
-class ExchangeFilters:
-    domain: str | None = None
-    round: int | None = None
-    direction: int | None = None
-    category: str | None = None
+#: The ``category`` filter value that selects exchanges without feedback (no tutor wrote any).
+NO_FEEDBACK = "none"
+
+
+class ExchangeFilters(BaseModel):
+    """The filters of an exchange list: the API's ``GET /runs/{id}/exchanges`` and the exchanges page
+    share them (FastAPI query model). An empty value (a form's "any") means no filter."""
+
+    model_config = ConfigDict(frozen=True)
+
+    domain: str | None = Field(None, max_length=100)
+    round: int | None = Field(None, ge=0, le=2**31 - 1)
+    direction: int | None = Field(None, ge=1, le=2)
+    category: str | None = Field(None, description=f"an anchoring category, or '{NO_FEEDBACK}' for "
+                                 "exchanges without feedback", json_schema_extra={"enum": [*ANCHORING_CATEGORIES, NO_FEEDBACK]})
     correct: bool | None = None
     human_edited: bool | None = None
-    tutee: str | None = None
+    tutee: str | None = Field(None, max_length=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_none(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v != ""} if isinstance(data, dict) else data
+
+    @field_validator("category")
+    @classmethod
+    def _known_category(cls, v: str | None) -> str | None:
+        if v is not None and v not in (*ANCHORING_CATEGORIES, NO_FEEDBACK):
+            raise ValueError(f"one of {[*ANCHORING_CATEGORIES, NO_FEEDBACK]}")
+        return v
+
+    def filters(self) -> "ExchangeFilters":
+        """Just the filters (a page or API query model adds its paging fields)."""
+        return ExchangeFilters(**self.model_dump(include=set(ExchangeFilters.model_fields)))
 
     def clauses(self) -> list[Any]:
         out = []
-        for name in ("domain", "round", "direction", "category", "correct", "human_edited", "tutee"):
+        for name in ("domain", "round", "direction", "correct", "human_edited", "tutee"):
             value = getattr(self, name)
             if value is not None:
                 out.append(getattr(Exchange, name) == value)
+        if self.category is not None:
+            out.append(Exchange.category.is_(None) if self.category == NO_FEEDBACK else Exchange.category == self.category)
         return out
 
+    def active(self) -> bool:
+        return bool(self.clauses())
 
-def exchange_query(run_id: int, filters: ExchangeFilters, before: int | None):
-    q = select(Exchange).where(Exchange.run_id == run_id, *filters.clauses())
-    if before is not None:
-        q = q.where(Exchange.id < before)
-    return q.order_by(Exchange.id.desc())
+    def query_items(self) -> list[tuple[str, str]]:
+        """The filters as query-string pairs (links that keep them)."""
+        return [(k, ("true" if v else "false") if isinstance(v, bool) else str(v))
+                for k, v in self.model_dump(include=set(ExchangeFilters.model_fields)).items() if v is not None]
+
+
+class ExchangeListQuery(ExchangeFilters):
+    """``GET /api/v1/runs/{id}/exchanges``: the filters plus an opaque cursor and a page size."""
+
+    cursor: str | None = Field(None, max_length=200)
+    limit: int = Field(50, ge=1, le=500)
+
+
+def exchange_query(run_id: int, filters: ExchangeFilters):
+    return select(Exchange).where(Exchange.run_id == run_id, *filters.clauses())
 
 
 def list_exchanges(db: SessionFactory, run_id: int, filters: ExchangeFilters, cursor: str | None = None,
@@ -60,9 +100,7 @@ def list_exchanges(db: SessionFactory, run_id: int, filters: ExchangeFilters, cu
     before = decode_cursor(cursor)
     with session_scope(db) as s:
         get_run(s, run_id)
-        rows = list(s.scalars(exchange_query(run_id, filters, before).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, more = keyset_page(s, exchange_query(run_id, filters), Exchange.id, limit, before=before)
         return ExchangePage(items=[ExchangeItem.model_validate(r) for r in rows],
                             next_cursor=encode_cursor(rows[-1].id) if more and rows else None)
 

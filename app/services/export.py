@@ -15,7 +15,7 @@ from sqlalchemy.orm import selectinload
 from app.db import session_scope
 from app.exchange_events import exchange_event
 from app.models import Exchange, Rollout
-from app.services import SessionFactory, get_run
+from app.services import SessionFactory, get_run, keyset_page
 from opcod_core.events import ExchangeEvent
 
 CHUNK = 200
@@ -45,10 +45,10 @@ def _chunks(db: SessionFactory, run_id: int, chunk: int) -> Iterator[list[Export
     after = 0
     while True:
         with session_scope(db) as s:
-            rows = s.scalars(select(Exchange).where(Exchange.run_id == run_id, Exchange.id > after)
-                             .order_by(Exchange.id).limit(chunk)
-                             .options(selectinload(Exchange.rollout).selectinload(Rollout.prompt),
-                                      selectinload(Exchange.feedback), selectinload(Exchange.step_row))).all()
+            q = select(Exchange).where(Exchange.run_id == run_id).options(
+                selectinload(Exchange.rollout).selectinload(Rollout.prompt), selectinload(Exchange.feedback),
+                selectinload(Exchange.step_row))
+            rows, _ = keyset_page(s, q, Exchange.id, chunk, after=after, newest_first=False)
             if not rows:
                 return
             out = [exported(ex) for ex in rows]

@@ -31,15 +31,6 @@ def domains_of(config: dict[str, Any]) -> list[str]:
     return list((config.get("data") or {}).get("domains") or [])
 
 
-def cfg_get(config: dict[str, Any], *path: str, default: Any = None) -> Any:
-    cur: Any = config
-    for p in path:
-        if not isinstance(cur, dict) or p not in cur:
-            return default
-        cur = cur[p]
-    return cur
-
-
 def aware(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
@@ -108,8 +99,13 @@ def exchange_row(ex: Exchange) -> dict[str, Any]:
 
 def feed_rows(s: Session, q) -> list[dict[str, Any]]:
     """Exchange rows plus a short excerpt of rollout and question (joined, one query)."""
+    return feed_dicts(s.execute(q))
+
+
+def feed_dicts(result) -> list[dict[str, Any]]:
+    """``feed_query``'s result rows (exchange, rollout text, question) as the lists' row dicts."""
     rows = []
-    for ex, text, question in s.execute(q):
+    for ex, text, question in result:
         d = exchange_row(ex)
         d["rollout_excerpt"] = excerpt(text, 90)
         d["question_excerpt"] = excerpt(question, 70)

@@ -9,10 +9,11 @@ from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.models import Approval, Checkpoint, EvalResult, Event, Exchange, GateRecord, Override, Run, Step
-from app.services import SessionFactory
+from app.services import SessionFactory, keyset_page
 from app.services.metrics import break_summary
-from app.services.reads import (FEED_LIMIT, PAGE_LIMIT, cfg_get, domains_of, feed_query, feed_rows, finite, gate_dict,
+from app.services.reads import (FEED_LIMIT, PAGE_LIMIT, domains_of, feed_query, feed_rows, finite, gate_dict,
                                 override_dict, pareto_series, run_or_404, run_summary, step_rows)
+from opcod_core.dotted import get_path
 from opcod_core.vocabulary import ANCHORING_CATEGORIES
 
 
@@ -20,12 +21,7 @@ def runs_list(sf: SessionFactory, before: int | None = None, limit: int = PAGE_L
     """Newest runs first (keyset on id), each with students, domains, progress and latest accuracies."""
     limit = max(1, min(limit, 200))
     with session_scope(sf) as s:
-        q = select(Run).order_by(Run.id.desc()).limit(limit + 1)
-        if before is not None:
-            q = q.where(Run.id < before)
-        runs = list(s.scalars(q))
-        more = len(runs) > limit
-        runs = runs[:limit]
+        runs, more = keyset_page(s, select(Run), Run.id, limit, before=before)
         ids = [r.id for r in runs]
         evals: dict[int, list[EvalResult]] = {}
         if ids:
@@ -120,13 +116,13 @@ def run_page(sf: SessionFactory, run_id: int, block: str | None = None) -> dict[
 
 def _config_summary(cfg: dict[str, Any]) -> dict[str, Any]:
     """The run config's headline settings, as the run page lists them."""
-    return {"rounds": cfg_get(cfg, "schedule", "rounds"), "K": cfg_get(cfg, "schedule", "steps_per_direction"),
-            "n": cfg_get(cfg, "rollout", "n"), "batch": cfg_get(cfg, "rollout", "batch_prompts"),
-            "tau": cfg_get(cfg, "gating", "tau"), "mode": cfg_get(cfg, "gating", "mode"),
-            "context_mode": cfg.get("context_mode"), "divergence": cfg_get(cfg, "loss", "divergence"),
-            "lr": cfg_get(cfg, "optim", "lr"), "approval": cfg_get(cfg, "tutor", "approval"),
+    return {"rounds": get_path(cfg, "schedule.rounds"), "K": get_path(cfg, "schedule.steps_per_direction"),
+            "n": get_path(cfg, "rollout.n"), "batch": get_path(cfg, "rollout.batch_prompts"),
+            "tau": get_path(cfg, "gating.tau"), "mode": get_path(cfg, "gating.mode"),
+            "context_mode": cfg.get("context_mode"), "divergence": get_path(cfg, "loss.divergence"),
+            "lr": get_path(cfg, "optim.lr"), "approval": get_path(cfg, "tutor.approval"),
             "backend": cfg.get("backend"), "seed": cfg.get("seed"), "algorithm": cfg.get("algorithm"),
-            "source": cfg_get(cfg, "data", "source")}
+            "source": get_path(cfg, "data.source")}
 
 
 def _counts(s, run_id: int) -> dict[str, int]:
@@ -171,7 +167,7 @@ def chart_data(sf: SessionFactory, run_id: int) -> dict[str, Any]:
         students = [st.name for st in run.students]
         steps = step_rows(s, run_id)
         out = _series_from_steps(steps, students)
-        loss_key = "loss/" + str(cfg_get(run.config or {}, "loss", "divergence", default="jsd"))
+        loss_key = "loss/" + str(get_path(run.config or {}, "loss.divergence", "jsd"))
         out["loss"]["title"] = loss_key
         # mean per-token divergence of the stored exchanges, per step (the "divergence" curve)
         div = dict(s.execute(select(Exchange.global_step, func.avg(Exchange.loss))

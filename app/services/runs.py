@@ -33,7 +33,7 @@ from app.schemas import (
     StudentOut,
 )
 from app.services import SessionFactory, add_event, check_storable, decode_cursor, encode_cursor, get_run, id_fits
-from app.services import MAX_INT_ID
+from app.services import MAX_INT_ID, keyset_page
 from app.services.metrics import break_summary
 from app.types import utcnow
 from opcod_core.config import RunConfig, preset, preset_names
@@ -154,14 +154,9 @@ def list_runs(db: SessionFactory, status: str | None = None, cursor: str | None 
               limit: int = 50) -> RunPage:
     before = decode_cursor(cursor)
     with session_scope(db) as s:
-        q = select(Run).order_by(Run.id.desc()).limit(limit + 1)
-        if status is not None:
-            q = q.where(Run.status == status)
-        if before is not None and before <= MAX_INT_ID:  # above it, every run id is smaller
-            q = q.where(Run.id < before)
-        rows = list(s.scalars(q))
-        more = len(rows) > limit
-        rows = rows[:limit]
+        q = select(Run) if status is None else select(Run).where(Run.status == status)
+        rows, more = keyset_page(s, q, Run.id, limit,
+                                 before=before if before is not None and before <= MAX_INT_ID else None)
         return RunPage(items=[run_out(r) for r in rows],
                        next_cursor=encode_cursor(rows[-1].id) if more and rows else None)
 

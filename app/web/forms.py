@@ -10,6 +10,8 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
+from app.errors import field_errors
+from opcod_core.dotted import get_path, set_path
 from opcod_core.config import (
     DataConfig,
     GatingConfig,
@@ -78,42 +80,6 @@ FIELD_BY_PATH = {f.path: f for f in FIELDS}
 GROUPS = tuple(dict.fromkeys(f.group for f in FIELDS))
 
 
-def get_path(d: Any, path: str) -> Any:
-    cur = d
-    for p in path.split("."):
-        if isinstance(cur, dict):
-            cur = cur.get(p)
-        elif isinstance(cur, (list, tuple)) and p.isdigit() and int(p) < len(cur):
-            cur = cur[int(p)]
-        else:
-            return None
-    return cur
-
-
-def set_path(d: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
-    cur: Any = d
-    for i, p in enumerate(parts[:-1]):
-        nxt_is_index = parts[i + 1].isdigit()
-        if isinstance(cur, list):
-            idx = int(p)
-            while len(cur) <= idx:
-                cur.append({} if not nxt_is_index else [])
-            cur = cur[idx]
-        else:
-            if not isinstance(cur.get(p), (dict, list)):
-                cur[p] = [] if nxt_is_index else {}
-            cur = cur[p]
-    last = parts[-1]
-    if isinstance(cur, list):
-        idx = int(last)
-        while len(cur) <= idx:
-            cur.append(None)
-        cur[idx] = value
-    else:
-        cur[last] = value
-
-
 def form_values(config: dict[str, Any]) -> dict[str, str]:
     """The form's initial values from a config dict (strings, as the browser sends them back)."""
     out = {}
@@ -135,25 +101,23 @@ class LaunchResult:
     errors: dict[str, list[str]]  # field path -> messages ("" = the whole form, "config_text" = editor)
 
 
+def _form_key(path: str) -> str:
+    """The launch form field an error at ``path`` belongs to: the longest field that is the path or a
+    prefix of it, else the first field inside it ("" when none)."""
+    loc = path.split(".")
+    for i in range(len(loc), 0, -1):
+        if ".".join(loc[:i]) in FIELD_BY_PATH:
+            return ".".join(loc[:i])
+    return next((f.path for f in FIELDS if path and f.path.startswith(path + ".")), "")
+
+
 def _errors_from_validation(err: ValidationError, fields_known: bool) -> dict[str, list[str]]:
+    """Errors keyed by the form field they belong to; the rest under "" (the form) or "config_text"."""
     out: dict[str, list[str]] = {}
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        msg = e["msg"].removeprefix("Value error, ")
-        path = ".".join(loc)
-        key = ""
-        if fields_known:
-            # the longest form field that is the error's path or a prefix of it (or that it prefixes)
-            for i in range(len(loc), 0, -1):
-                cand = ".".join(loc[:i])
-                if cand in FIELD_BY_PATH:
-                    key = cand
-                    break
-            else:
-                for f in FIELDS:
-                    if path and f.path.startswith(path + "."):
-                        key = f.path
-                        break
+    for f in field_errors(err):
+        path = "" if f["path"] == "(body)" else f["path"]
+        key = _form_key(path) if fields_known else ""
+        msg = f["message"]
         if not key:
             key = "config_text" if not fields_known else ""
             msg = f"{path}: {msg}" if path else msg

@@ -9,25 +9,23 @@ them), never JSON: this router's routes render their own errors (``HtmlRoute``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from app.errors import Conflict, DomainError, Invalid, NotFound
-from app.schemas import ApprovalDecisionIn, ExchangeOverrideIn, ForkRequest, ReplayIn, RunOverrideIn
+from app.errors import Conflict, DomainError, Invalid, NotFound, field_errors
 from app.services import SessionFactory, approvals, exchange_views, overrides, replays, run_views, runs
 from app.services.overrides import GATING_MODES
 from app.web import forms, presenters
+from app.web.form_models import (ApprovalForm, ExchangeOverrideForm, ForkForm, LaunchForm, ReplayForm,
+                                 RunOverrideForm, first_error, inline_errors)
 from app.web.templating import is_htmx, render, target_block, templates
-from opcod_core.vocabulary import ANCHORING_CATEGORIES, TUTOR_OVERRIDE_KINDS, ExchangeOverrideKind, RunOverrideKind, values
-
-AUTHOR = "dashboard"
-
+from opcod_core.vocabulary import ANCHORING_CATEGORIES
 
 class HtmlRoute(APIRoute):
     """Renders domain errors and bad path/query parameters as an HTML error page."""
@@ -43,8 +41,7 @@ class HtmlRoute(APIRoute):
             except RequestValidationError as exc:
                 where = {str(e.get("loc", ("",))[0]) for e in exc.errors()}
                 status = 404 if where == {"path"} else 422
-                msg = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}"
-                                for e in exc.errors())
+                msg = "; ".join(f"{f['path']}: {f['message']}" for f in field_errors(exc))
                 return error_page(request, status, "page not found" if status == 404 else msg)
 
         return route
@@ -69,38 +66,11 @@ def see_other(request: Request, url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
-async def form_dict(request: Request) -> dict[str, str]:
-    form = await request.form()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
-
-
-def _opt_int(raw: str | None, name: str) -> int | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        v = int(raw)
-    except ValueError:
-        raise Invalid.field(name, "must be an integer") from None
-    if not 0 <= v < 2**63:
-        raise Invalid.field(name, "out of range")
-    return v
-
-
-def _opt_bool(raw: str | None, name: str) -> bool | None:
-    if raw is None or raw == "":
-        return None
-    if raw.lower() in ("true", "1", "yes"):
-        return True
-    if raw.lower() in ("false", "0", "no"):
-        return False
-    raise Invalid.field(name, "must be true or false")
-
-
 # --- runs list -------------------------------------------------------------------------------------------
 
 @router.get("/", name="runs")
-def runs_page(request: Request, before: str | None = None):
-    data = run_views.runs_list(db_of(request), before=_opt_int(before, "before"))
+def runs_page(request: Request, before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None):
+    data = run_views.runs_list(db_of(request), before=before)
     active = any(r["status"] in ("queued", "running", "paused") for r in data["items"])
     return render(request, "runs.html", {"data": data, "active": active}, swappable=("runs_table",))
 
@@ -124,10 +94,9 @@ def launch_page(request: Request, preset: str = "tiny"):
 
 
 @router.post("/runs/new")
-async def launch_submit(request: Request):
-    form = await form_dict(request)
-    preset_name = form.get("preset") or "tiny"
-    result = forms.build_config(form)
+async def launch_submit(request: Request, form: Annotated[LaunchForm, Form()]):
+    values = form.values()
+    result = forms.build_config(values)
     errors = result.errors
     if result.config is not None:
         try:
@@ -140,10 +109,9 @@ async def launch_submit(request: Request):
                 errors.setdefault(key, []).append(f["message"] if key else f"{f['path']}: {f['message']}")
         else:
             return see_other(request, f"/runs/{detail.id}")
-    values = {f.path: form.get(f.path, "") for f in forms.FIELDS}
-    if preset_name not in forms.preset_names():
-        preset_name = "tiny"
-    ctx = _launch_ctx(preset_name, values, errors, form.get("config_text", ""), bool(form.get("use_advanced")))
+    shown = {f.path: str(values.get(f.path, "")) for f in forms.FIELDS}
+    preset_name = form.preset if form.preset in forms.preset_names() else "tiny"
+    ctx = _launch_ctx(preset_name, shown, errors, form.config_text, form.use_advanced)
     return render(request, "launch.html", ctx, block="launch_form", status_code=422) if is_htmx(request) \
         else render(request, "launch.html", ctx, status_code=422)
 
@@ -191,76 +159,32 @@ router.add_api_route("/runs/{run_id}/cancel", _control(runs.cancel_run), methods
 
 
 @router.post("/runs/{run_id}/overrides")
-async def run_override(request: Request, run_id: int):
-    form = await form_dict(request)
-    kind = form.get("kind", "")
+async def run_override(request: Request, run_id: int, form: Annotated[RunOverrideForm, Form()]):
     errors: dict[str, str] = {}
-    req = None
-    if kind not in values(RunOverrideKind):
-        errors["kind"] = "choose what to change"
-    else:
-        student = form.get("student") or None if kind in TUTOR_OVERRIDE_KINDS else None
-        value: Any = None
-        if kind == "set_tau":
-            try:
-                value = float(form.get("tau", ""))
-            except ValueError:
-                errors["tau"] = "τ must be a number"
-        elif kind == "set_mode":
-            value = form.get("mode") or None
-        if not errors:
-            req = RunOverrideIn(kind=kind, student=student, value=value, author=AUTHOR)
-    status = 200
-    if req is not None:
-        try:
-            await run_in_threadpool(overrides.create_run_override, db_of(request), run_id, req)
-        except (Invalid, Conflict) as exc:
-            for f in exc.fields or [{"path": "", "message": exc.message}]:
-                key = {"value": "tau" if kind == "set_tau" else "mode"}.get(f["path"], f["path"])
-                errors[key] = f["message"]
-            if not exc.fields:
-                errors[""] = exc.message
-    if errors:
-        status = 422
-    elif not is_htmx(request):
+    try:
+        await run_in_threadpool(overrides.create_run_override, db_of(request), run_id, form.request())
+    except (Invalid, Conflict) as exc:
+        errors = inline_errors(exc, rename=form.field_of())
+    if not errors and not is_htmx(request):
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
     ctx = await run_in_threadpool(_run_ctx, request, run_id, "overrides", override_errors=errors,
-                                  override_values=form if errors else {})
-    return render(request, "run.html", ctx, block="overrides", status_code=status)
+                                  override_values=form.model_dump() if errors else {})
+    return render(request, "run.html", ctx, block="overrides", status_code=422 if errors else 200)
 
 
 @router.post("/runs/{run_id}/fork")
-async def run_fork(request: Request, run_id: int):
-    form = await form_dict(request)
-    ckpt = _opt_int(form.get("checkpoint_id"), "checkpoint_id")
-    name = (form.get("name") or "").strip() or None
-    detail = await run_in_threadpool(runs.fork_run, db_of(request), run_id,
-                                     ForkRequest(checkpoint_id=ckpt, name=name),
+async def run_fork(request: Request, run_id: int, form: Annotated[ForkForm, Form()]):
+    detail = await run_in_threadpool(runs.fork_run, db_of(request), run_id, form.request(),
                                      request.app.state.settings.runs_dir)
     return see_other(request, f"/runs/{detail.id}")
 
 
 # --- exchanges table -------------------------------------------------------------------------------------
 
-def _filters(request: Request) -> exchange_views.ExchangeFilters:
-    q = request.query_params
-    domain = q.get("domain") or None
-    category = q.get("category") or None
-    if category is not None and category not in (*ANCHORING_CATEGORIES, "none"):
-        raise Invalid.field("category", f"one of {list(ANCHORING_CATEGORIES)} or none")
-    direction = _opt_int(q.get("direction"), "direction")
-    if direction is not None and direction not in (1, 2):
-        raise Invalid.field("direction", "1 or 2")
-    return exchange_views.ExchangeFilters(domain=domain, round=_opt_int(q.get("round"), "round"), direction=direction,
-                                 correct=_opt_bool(q.get("correct"), "correct"), category=category,
-                                 human_edited=_opt_bool(q.get("human_edited"), "human_edited"))
-
-
 @router.get("/runs/{run_id}/exchanges", name="exchanges")
-def exchanges_page(request: Request, run_id: int, before: str | None = None, after: str | None = None):
-    f = _filters(request)
-    after_id = _opt_int(after, "after")
-    page = exchange_views.exchanges_page(db_of(request), run_id, f, before=_opt_int(before, "before"), after=after_id)
+def exchanges_page(request: Request, run_id: int, query: Annotated[exchange_views.ExchangePageQuery, Query()]):
+    f, before, after_id = query.filters(), query.before, query.after
+    page = exchange_views.exchanges_page(db_of(request), run_id, f, before=before, after=after_id)
     ctx = {"page": page, "filters": f, "filter_query": f.query_items(), "live": not f.active() and before is None,
            "categories": ANCHORING_CATEGORIES, "run": page["run"]}
     if is_htmx(request) and after_id is not None:
@@ -287,45 +211,26 @@ def exchange_page(request: Request, exchange_id: int):
 
 
 @router.post("/exchanges/{exchange_id}/override")
-async def exchange_override(request: Request, exchange_id: int):
-    form = await form_dict(request)
-    action = form.get("action", "")
-    text = form.get("text")
+async def exchange_override(request: Request, exchange_id: int, form: Annotated[ExchangeOverrideForm, Form()]):
     error = None
-    if action not in values(ExchangeOverrideKind):
-        error = "choose edit, reject or approve"
-    else:
-        try:
-            req = ExchangeOverrideIn(kind=action, text=text if action == "edit" else None, author=AUTHOR)
-            await run_in_threadpool(overrides.create_exchange_override, db_of(request), exchange_id, req)
-        except (Invalid, Conflict) as exc:
-            error = exc.fields[0]["message"] if exc.fields else exc.message
-        except ValueError as exc:  # pydantic: text too long
-            error = str(exc).splitlines()[-1]
+    try:
+        await run_in_threadpool(overrides.create_exchange_override, db_of(request), exchange_id, form.request())
+    except (Invalid, Conflict) as exc:
+        error = first_error(exc)
     if error is None and not is_htmx(request):
         return RedirectResponse(f"/exchanges/{exchange_id}#override", status_code=303)
     ctx = await run_in_threadpool(_exchange_ctx, request, exchange_id, override_error=error,
-                                  override_text=text if error else None)
+                                  override_text=form.text if error else None)
     return render(request, "exchange.html", ctx, block="override_panel", status_code=422 if error else 200)
 
 
 @router.post("/exchanges/{exchange_id}/replay")
-async def exchange_replay(request: Request, exchange_id: int):
-    form = await form_dict(request)
-    feedback = form.get("feedback")
-    ckpt_raw = form.get("tutor_checkpoint") or None
+async def exchange_replay(request: Request, exchange_id: int, form: Annotated[ReplayForm, Form()]):
     error = None
-    rp = None
     try:
-        ckpt: int | str | None = int(ckpt_raw) if ckpt_raw and ckpt_raw.isdigit() else ckpt_raw
-        if feedback is not None and not feedback.strip():
-            feedback = None
-        rp = await run_in_threadpool(replays.create_replay, db_of(request), exchange_id,
-                                     ReplayIn(feedback_text=feedback, tutor_checkpoint=ckpt))
+        rp = await run_in_threadpool(replays.create_replay, db_of(request), exchange_id, form.request())
     except (Invalid, Conflict) as exc:
-        error = exc.fields[0]["message"] if exc.fields else exc.message
-    except ValueError as exc:
-        error = str(exc).splitlines()[-1]
+        error = first_error(exc)
     if error is None and not is_htmx(request):
         return RedirectResponse(f"/exchanges/{exchange_id}#replay-{rp.id}", status_code=303)
     ctx = await run_in_threadpool(_exchange_ctx, request, exchange_id, replay_error=error)
@@ -349,24 +254,12 @@ def approvals_page(request: Request, run_id: int):
 
 
 @router.post("/approvals/{approval_id}")
-async def approval_decide(request: Request, approval_id: int):
-    form = await form_dict(request)
-    decision = form.get("decision", "")
-    run_id = _opt_int(form.get("run_id"), "run_id")
-    error = None
-    out = None
-    if decision not in ("approve", "reject", "edit"):
-        error = "choose approve, edit or reject"
-    else:
-        try:
-            req = ApprovalDecisionIn(decision=decision, text=form.get("text") if decision == "edit" else None,
-                                     author=AUTHOR)
-            out = await run_in_threadpool(approvals.decide, db_of(request), approval_id, req)
-            run_id = out.run_id
-        except (Invalid, Conflict) as exc:
-            error = exc.fields[0]["message"] if exc.fields else exc.message
-        except ValueError as exc:
-            error = str(exc).splitlines()[-1]
+async def approval_decide(request: Request, approval_id: int, form: Annotated[ApprovalForm, Form()]):
+    run_id, error = form.run_id, None
+    try:
+        run_id = (await run_in_threadpool(approvals.decide, db_of(request), approval_id, form.request())).run_id
+    except (Invalid, Conflict) as exc:
+        error = first_error(exc)
     if run_id is None:
         raise NotFound(f"approval {approval_id} not found")
     if error is None and not is_htmx(request):

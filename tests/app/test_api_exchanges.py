@@ -62,8 +62,28 @@ def test_every_filter(seeded_api):
     assert page_all(client, seeded.run_id, 10, domain="biology")[0] == []
 
 
+def test_api_and_page_share_one_filter_model(seeded_api):
+    """The API list and the exchanges page read the same query model (``ExchangeFilters``): the same
+    filters select the same exchanges, "none" selects the exchanges without feedback in both, and an
+    empty value (a form's "any") is no filter."""
+    import re
+
+    client, _, seeded = seeded_api
+    everything = client.get(f"{V1}/runs/{seeded.run_id}/exchanges", params={"limit": 500}).json()["items"]
+    for params in ({"category": "none"}, {"category": "kept", "direction": 2}, {"correct": "false", "domain": ""}):
+        api_ids, _ = page_all(client, seeded.run_id, 500, **params)
+        page = client.get(f"/runs/{seeded.run_id}/exchanges", params=params)
+        assert page.status_code == 200, page.text
+        page_ids = [int(x) for x in re.findall(r'href="/exchanges/(\d+)"', page.text)]
+        assert sorted(set(page_ids), reverse=True) == api_ids, params
+    assert page_all(client, seeded.run_id, 500, category="none")[0] == [
+        x["id"] for x in everything if x["category"] is None]
+    for where in (f"{V1}/runs/{seeded.run_id}/exchanges", f"/runs/{seeded.run_id}/exchanges"):
+        assert client.get(where, params={"category": "nonsense"}).status_code == 422
+
+
 @pytest.mark.parametrize("params, path", [
-    ({"limit": 0}, "limit"), ({"limit": 501}, "limit"), ({"direction": 3}, "direction"),
+    ({"category": "nonsense"}, "category"), ({"limit": 0}, "limit"), ({"limit": 501}, "limit"), ({"direction": 3}, "direction"),
     ({"correct": "maybe"}, "correct"), ({"cursor": "garbage!"}, "cursor"), ({"round": "x"}, "round"),
     ({"cursor": "eyJ2IjoxLCJiZWZvcmUiOi0xfQ"}, "cursor"),
 ])
