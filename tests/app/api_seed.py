@@ -1,126 +1,15 @@
-"""Seed data for the API tests: real ORM rows through the real models (no mocks of our code).
-
-Imported by the ``test_api_*`` modules (they put this directory on ``sys.path``)."""
+"""Helpers of the API tests: an app over a migrated database, run status changes, SSE parsing, ``opcod
+serve`` as a subprocess. Runs are seeded by the one seeder (``tests/app/seed.py``: trainer events through
+the worker's real recorder)."""
 
 from __future__ import annotations
 
-import itertools
 import sys
 from pathlib import Path
-from dataclasses import dataclass, field
 
 from app.db import session_scope
-from app.models import (
-    Checkpoint,
-    EvalResult,
-    Event,
-    Exchange,
-    Feedback,
-    GateRecord,
-    Metric,
-    Prompt,
-    Rollout,
-    Run,
-    Step,
-    Student,
-)
-from app.services.runs import total_tasks
-from opcod_core.config import preset
-
-CATEGORIES = ("kept", "no_match", "empty")
-FINISH = ("eos", "stop", "length", None)  # None: an exchange stored before finish reasons were recorded
-
-
-def finish_of(i: int) -> str | None:
-    """The finish reason seeded on the i-th exchange (insertion order)."""
-    return FINISH[i % len(FINISH)]
-
-
-@dataclass
-class Seeded:
-    run_id: int
-    exchange_ids: list[int] = field(default_factory=list)  # in insertion (id) order
-    step_ids: list[int] = field(default_factory=list)
-    checkpoint_id: int | None = None
-
-
-def seed_run(db, status: str = "running", n_steps: int = 4, per_step: int = 6, gates: bool = True,
-             events: int = 0) -> Seeded:
-    """A run with ``n_steps`` steps of ``per_step`` exchanges that vary every filterable attribute."""
-    cfg = preset("tiny")
-    with session_scope(db) as s:
-        run = Run(name="seeded", preset="tiny", config=cfg.to_dict(), status=status,
-                  total_tasks=total_tasks(cfg), next_task=n_steps, progress={"round": 1, "direction": 1,
-                                                                           "step": n_steps, "global_step": n_steps})
-        run.students = [Student(position=0, name="chem", model_ref="tiny:llama", strong_domain="chemistry"),
-                        Student(position=1, name="phys", model_ref="tiny:qwen2", strong_domain="physics")]
-        s.add(run)
-        s.flush()
-        out = Seeded(run.id)
-        if gates:
-            for rnd in (1, 2):
-                for student, delta in (("chem", 0.1), ("phys", 0.5)):
-                    s.add(GateRecord(run_id=run.id, round=rnd, student=student, scores={"chemistry": 0.5, "physics": 0.4},
-                                     best={"chemistry": 0.5, "physics": 0.5}, delta=delta, tau=0.2, mode="cognizance",
-                                     decision="tutor" if delta <= 0.2 else "silent", reason="", split="validation", k=2))
-            for rnd in (0, 1):
-                for student in ("chem", "phys"):
-                    for domain in ("chemistry", "physics"):
-                        s.add(EvalResult(run_id=run.id, round=rnd, student=student, domain=domain, split="test",
-                                         k=2, accuracy=0.25 + 0.1 * rnd, n_items=16))
-        prompts = {}
-        for domain in ("chemistry", "physics"):
-            p = Prompt(run_id=run.id, item_key=f"{domain}-1", domain=domain, split="train",
-                       question=f"A {domain} question about entropy?", choices=["one", "two", "three", "four"],
-                       labels=["A", "B", "C", "D"], gold="B")
-            s.add(p)
-            prompts[domain] = p
-        s.flush()
-        counter = itertools.count()
-        for g in range(n_steps):
-            rnd, direction = 1 + g // 2, 1 + g % 2
-            tutee, tutor = ("chem", "phys") if direction == 1 else ("phys", "chem")
-            st = Step(run_id=run.id, round=rnd, direction=direction, step=g % 2, global_step=g, tutee=tutee,
-                      tutor=tutor, loss=0.1 * g, metrics={"loss/jsd": 0.1 * g, "time/step": 1.0})
-            s.add(st)
-            s.flush()
-            out.step_ids.append(st.id)
-            for key in ("loss/jsd", "gate/delta"):
-                s.add(Metric(run_id=run.id, global_step=g, key=key, value=0.5 * g))
-            for k in range(per_step):
-                i = next(counter)
-                domain = ("chemistry", "physics")[i % 2]
-                correct = i % 3 == 0
-                category = CATEGORIES[i % 3]
-                ro = Rollout(run_id=run.id, step_id=st.id, student=tutee, prompt_id=prompts[domain].id,
-                             prompt_index=k // 2, rollout_index=k % 2, text=f"reasoning {i}. Answer: B",
-                             token_ids=[1, 2, 3, i], answer="B", correct=correct)
-                s.add(ro)
-                s.flush()
-                fb = Feedback(rollout_id=ro.id, tutor=tutor, raw=f"<concept>entropy</concept> hint {i}",
-                              concept="entropy", category=category, sanitised=f"hint {i}",
-                              used_text=f"hint {i}" if category == "kept" else None)
-                s.add(fb)
-                s.flush()
-                ex = Exchange(run_id=run.id, key=f"g{g}-p{k // 2}-r{k % 2}", step_id=st.id, rollout_id=ro.id,
-                              feedback_id=fb.id, round=rnd, direction=direction, global_step=g, tutee=tutee,
-                              tutor=tutor, domain=domain, correct=correct, category=category,
-                              human_edited=(i % 5 == 4), context_used="s+f", finish_reason=finish_of(i),
-                              s_index=0, s_text="a sibling",
-                              teacher_context="teacher ctx", tokens=["a", "b", "c", "d"],
-                              student_logprob=[-0.5, -1.0, -0.25, -2.0], divergence=[0.5, 0.25, 0.125, 1.0],
-                              divergence_s_only=[0.25, 0.25, 0.25, 0.5], loss=0.25)
-                s.add(ex)
-                s.flush()
-                out.exchange_ids.append(ex.id)
-        ck = Checkpoint(run_id=run.id, tag="step-000004", path=f"/tmp/opcod-test/run-{run.id}/checkpoints/step-000004",
-                        next_task=n_steps, round=1)
-        s.add(ck)
-        s.flush()
-        out.checkpoint_id = ck.id
-        for i in range(events):
-            s.add(Event(run_id=run.id, type=("gate", "exchange", "step")[i % 3], ref_id=i + 1, payload={"n": i}))
-    return out
+from app.models import Run
+from seed import CATEGORIES, Seeded, finish_of, seed_run  # noqa: F401  (the one seeder: tests/app/seed.py)
 
 
 def set_status(db, run_id: int, status: str, **values) -> None:

@@ -21,7 +21,7 @@ V1 = "/api/v1"
 def seeded_api(db_url, tmp_path):
     client, db = api_seed.open_api(db_url, tmp_path)
     with client:
-        yield client, db, api_seed.seed_run(db, n_steps=2, per_step=3)
+        yield client, db, api_seed.seed_run(db, steps=2, per_step=3)
 
 
 def test_exchange_overrides_are_validated_and_audited(seeded_api):
@@ -154,11 +154,11 @@ def test_replays(seeded_api):
     assert r.status_code == 202, r.text
     rp = r.json()
     assert rp["status"] == "queued" and rp["inputs"] == {"feedback": "Consider the units.", "tutor_checkpoint": None}
-    r = client.post(f"{V1}/exchanges/{ex_id}/replay", json={"tutor_checkpoint": "step-000004"})
+    r = client.post(f"{V1}/exchanges/{ex_id}/replay", json={"tutor_checkpoint": f"step-{2:06d}"})
     assert r.status_code == 202
     inputs = r.json()["inputs"]
     ex = client.get(f"{V1}/exchanges/{ex_id}").json()
-    assert inputs["tutor_checkpoint"].endswith(f"step-000004/{ex['tutor']}")
+    assert inputs["tutor_checkpoint"].endswith(f"step-{2:06d}/{ex['tutor']}")  # the seeded run's 2 steps
     assert inputs["tutor_checkpoint_id"] == seeded.checkpoint_id and inputs["feedback"] is None
     assert client.post(f"{V1}/exchanges/{ex_id}/replay",
                        json={"tutor_checkpoint": seeded.checkpoint_id}).status_code == 202

@@ -14,8 +14,8 @@ V1 = "/api/v1"
 def seeded_api(db_url, tmp_path):
     client, db = api_seed.open_api(db_url, tmp_path)
     with client:
-        seeded = api_seed.seed_run(db, n_steps=4, per_step=6)
-        api_seed.seed_run(db, n_steps=1, per_step=3)  # another run's exchanges must never leak in
+        seeded = api_seed.seed_run(db, steps=4, per_step=6)
+        api_seed.seed_run(db, steps=1, per_step=3)  # another run's exchanges must never leak in
         yield client, db, seeded
 
 

@@ -66,8 +66,8 @@ def fuzz_api(db_url, tmp_path):
 
     client, db = api_seed.open_api(db_url, tmp_path)
     with client:
-        running = api_seed.seed_run(db, status="running", n_steps=1, per_step=2)
-        finished = api_seed.seed_run(db, status="finished", n_steps=1, per_step=2, events=3)
+        running = api_seed.seed_run(db, status="running", steps=1, per_step=2)
+        finished = api_seed.seed_run(db, status="finished", steps=1, per_step=2)
         with session_scope(db) as s:
             ap = Approval(run_id=running.run_id, exchange_key="k", deadline=utcnow() + timedelta(minutes=1))
             s.add(ap)

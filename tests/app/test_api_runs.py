@@ -146,7 +146,7 @@ def test_pause_resume_cancel_of_a_queued_run(api):
 
 def test_pause_resume_cancel_of_a_running_run_are_requests_for_the_worker(api):
     client, db = api
-    seeded = api_seed.seed_run(db, status="running", n_steps=1, per_step=1)
+    seeded = api_seed.seed_run(db, status="running", steps=1, per_step=1)
     rid = seeded.run_id
     r = client.post(f"{V1}/runs/{rid}/pause").json()
     assert (r["status"], r["requested_action"]) == ("running", "pause")
@@ -169,7 +169,7 @@ def test_a_failed_run_resumes_from_its_last_checkpoint(api):
     # e.g. a Ray actor lost mid-run: resume queues the run again, error cleared; the worker that
     # claims it restarts from the latest checkpoint in the run's directory
     client, db = api
-    rid = api_seed.seed_run(db, status="running", n_steps=1, per_step=1).run_id
+    rid = api_seed.seed_run(db, status="running", steps=1, per_step=1).run_id
     api_seed.set_status(db, rid, "failed", error="StudentActorLost: student chem: its Ray actor died")
     assert client.get(f"{V1}/runs/{rid}").json()["error"].startswith("StudentActorLost")
     r = client.post(f"{V1}/runs/{rid}/resume")
@@ -181,11 +181,11 @@ def test_a_failed_run_resumes_from_its_last_checkpoint(api):
 
 def test_run_detail_and_listing(api):
     client, db = api
-    seeded = api_seed.seed_run(db, status="running", n_steps=3, per_step=2)
-    other = api_seed.seed_run(db, status="finished", n_steps=1, per_step=1, gates=False)
+    seeded = api_seed.seed_run(db, status="running", steps=3, per_step=2)
+    other = api_seed.seed_run(db, status="finished", steps=1, per_step=1, gates=False)
     r = client.get(f"{V1}/runs/{seeded.run_id}").json()
-    assert r["latest_step"] == 2 and r["latest_metrics"]["loss/jsd"] == pytest.approx(0.2)
-    assert r["progress"]["global_step"] == 3 and 0 < r["progress"]["fraction"] < 1
+    assert r["latest_step"] == 2 and r["latest_metrics"]["loss/jsd"] == pytest.approx(1.0)  # 0.5 x step 2
+    assert r["progress"]["global_step"] == 2 and 0 < r["progress"]["fraction"] < 1  # the last recorded step
     assert {(g["round"], g["student"], g["decision"]) for g in r["gates"]} == {
         (1, "chem", "tutor"), (1, "phys", "silent"), (2, "chem", "tutor"), (2, "phys", "silent")}
     assert r["counts"] == {"pending_overrides": 0, "pending_approvals": 0, "open_replays": 0}
@@ -199,12 +199,12 @@ def test_run_detail_and_listing(api):
 
 def test_fork_from_a_checkpoint(api):
     client, db = api
-    seeded = api_seed.seed_run(db, status="paused", n_steps=1, per_step=1)
+    seeded = api_seed.seed_run(db, status="paused", steps=1, per_step=1)
     r = client.post(f"{V1}/runs/{seeded.run_id}/fork", json={"overrides": {"gating": {"tau": 0.5}}})
     assert r.status_code == 201, r.text
     fork = r.json()
     assert fork["status"] == "queued" and fork["parent_run_id"] == seeded.run_id
-    assert fork["fork_checkpoint"].endswith("step-000004") and fork["config"]["gating"]["tau"] == 0.5
+    assert fork["fork_checkpoint"].endswith("step-000001") and fork["config"]["gating"]["tau"] == 0.5
     assert "fork of" in fork["name"]
     ck = client.get(f"{V1}/runs/{seeded.run_id}/checkpoints").json()
     assert [c["id"] for c in ck] == [seeded.checkpoint_id]
@@ -235,7 +235,7 @@ def test_allowed_actions_are_exactly_the_requests_that_change_the_run(api):
     from opcod_core.vocabulary import RunAction, RunStatus
 
     client, db = api
-    rid = api_seed.seed_run(db, status="running", n_steps=1, per_step=1).run_id
+    rid = api_seed.seed_run(db, status="running", steps=1, per_step=1).run_id
     for status in RunStatus:
         for requested in (None, *RunAction):
             if requested is not None and status != RunStatus.RUNNING:

@@ -92,7 +92,7 @@ def test_finish_reason_revision_keeps_every_exchange(db_url):
     eng = make_engine(db_url)
     try:
         factory = session_factory(eng)
-        seeded = api_seed.seed_run(factory, n_steps=1, per_step=4)
+        seeded = api_seed.seed_run(factory, steps=1, per_step=4)
         with session_scope(factory) as s:
             s.add(Override(run_id=seeded.run_id, exchange_id=seeded.exchange_ids[0], kind="reject", payload={},
                            author="test"))

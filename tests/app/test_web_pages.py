@@ -6,7 +6,6 @@ and PostgreSQL)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -16,9 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.models import Approval, Override, Replay, Run
 
-_spec = importlib.util.spec_from_file_location("opcod_web_seed", Path(__file__).with_name("test_web_seed.py"))
-seed = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(seed)
+import seed
 
 HX = {"HX-Request": "true"}
 
@@ -34,10 +31,8 @@ def web(db_url, tmp_path):
     web_pkg.install(app)  # no-op when create_app mounted it already
     engine = make_engine(db_url)
     sf = session_factory(engine)
-    with sf() as s:
-        ids = seed.seed_run(s, name="seeded")
-    with sf() as s:
-        ids["xss"] = seed.seed_run(s, name="xss", xss=True)
+    ids = seed.dashboard_run(sf, name="seeded")
+    ids["xss"] = seed.dashboard_run(sf, name="xss", xss=True)
     with TestClient(app) as client:
         client.ids = ids
         client.sessions = sf

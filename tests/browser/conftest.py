@@ -1,7 +1,7 @@
 """Browser tests: Playwright driving Debian's Chromium (DESIGN section 7) against a real uvicorn server.
 
 The server runs ``create_app`` in a background thread on a free loopback port, on a SQLite database
-migrated by Alembic and seeded through the real ORM models (``tests/app/test_web_seed.py``). Chromium
+migrated by Alembic and seeded through the worker's real recorder (``tests/app/seed.py``). Chromium
 is the system package (``/usr/bin/chromium``); ``playwright install`` is never run (it downloads a
 browser). Every test saves a screenshot to ``.cache/browser-artifacts/<test>.png`` (gitignored).
 
@@ -29,14 +29,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 ARTIFACTS = ROOT / ".cache" / "browser-artifacts"
 
 
-def _load_seed():
-    spec = importlib.util.spec_from_file_location("opcod_web_seed", ROOT / "tests" / "app" / "test_web_seed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-seed = _load_seed()
+import seed  # noqa: E402  (tests/app/seed.py, on pytest's pythonpath)
 
 
 def _load_api_seed():
@@ -79,14 +72,10 @@ def live_server(tmp_path_factory):
     engine = make_engine(db_url)
     sf = session_factory(engine)
     ids = {}
-    with sf() as s:
-        ids["plain"] = seed.seed_run(s, name="plain run", status="running")
-    with sf() as s:
-        ids["xss"] = seed.seed_run(s, name="xss run", status="running", xss=True)
-    with sf() as s:
-        ids["manual"] = seed.seed_run(s, name="manual run", status="running", approval="manual")
-    with sf() as s:
-        ids["live"] = seed.seed_run(s, name="live run", status="running", steps=2, per_step=2)
+    ids["plain"] = seed.dashboard_run(sf, name="plain run", status="running")
+    ids["xss"] = seed.dashboard_run(sf, name="xss run", status="running", xss=True)
+    ids["manual"] = seed.dashboard_run(sf, name="manual run", status="running", approval="manual")
+    ids["live"] = seed.dashboard_run(sf, name="live run", status="running", steps=2, per_step=2)
     app = create_app(Settings(database_url=db_url, data_dir=data), sse_poll_s=0.2)
     from app import web
 
