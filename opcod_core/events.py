@@ -18,13 +18,25 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from opcod_core.gating import GateRecord
+
 
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object of this event (floats as they are: NaN stays NaN, as ``json.dumps`` writes it)."""
-        return self.model_dump()
+        """The JSON object of this event, ``type`` first (floats as they are: NaN stays NaN, as ``json.dumps``
+        writes it; tuples as lists)."""
+        return json_ready({"type": getattr(self, "type"), **self.model_dump()})
+
+
+def json_ready(value: Any) -> Any:
+    """Tuples as lists, recursively (what ``json.loads`` gives back for them)."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 class Position(_Event):
@@ -52,23 +64,11 @@ class ResumeEvent(_Event):
     next_task: int
 
 
-class GateEvent(_Event):
-    """One student's gate decision of a round (``opcod_core.gating.GateRecord``) and how it was measured."""
+class GateEvent(_Event, GateRecord):
+    """One student's gate decision of a round (``opcod_core.gating.GateRecord``: the scores, Δ, τ, the
+    decision and why) and how it was measured (split, k samples per question, questions per domain)."""
 
     type: Literal["gate"] = "gate"
-    round: int
-    student: str
-    scores: dict[str, float]
-    best: dict[str, float]
-    delta: float
-    tau: float
-    mode: str
-    decision: Literal["tutor", "silent"]
-    source: Literal["auto", "human"] = "auto"
-    allowed_domains: list[str] | None = None
-    reason: str = ""
-    delta_se: float | None = None
-    score_se: dict[str, float | None] | None = None
     split: str = "validation"
     k: int | None = None
     n_items: dict[str, Any] | None = None

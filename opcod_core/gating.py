@@ -59,6 +59,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
+from pydantic import BaseModel, ConfigDict
+
 GateMode = Literal["cognizance", "always", "never", "domain_selective", "manual"]
 Decision = Literal["tutor", "silent"]
 GATE_MODES: tuple[str, ...] = ("cognizance", "always", "never", "domain_selective", "manual")
@@ -68,9 +70,11 @@ DECISIONS: tuple[str, ...] = ("tutor", "silent")
 EPSILON = 1e-9
 
 
-@dataclass(frozen=True)
-class GateRecord:
-    """One student's gate decision for one round, with every number that led to it."""
+class GateRecord(BaseModel):
+    """One student's gate decision for one round, with every number that led to it (the ``gate`` event,
+    ``opcod_core.events.GateEvent``, is this record plus how it was measured)."""
+
+    model_config = ConfigDict(frozen=True)
 
     round: int
     student: str
@@ -87,21 +91,10 @@ class GateRecord:
     score_se: dict[str, float | None] | None = None     # SE of each domain score (mean over questions)
 
     def to_dict(self) -> dict:
-        return {
-            "round": self.round,
-            "student": self.student,
-            "scores": dict(self.scores),
-            "best": dict(self.best),
-            "delta": self.delta,
-            "tau": self.tau,
-            "mode": self.mode,
-            "decision": self.decision,
-            "source": self.source,
-            "allowed_domains": None if self.allowed_domains is None else list(self.allowed_domains),
-            "reason": self.reason,
-            "delta_se": self.delta_se,
-            "score_se": None if self.score_se is None else dict(self.score_se),
-        }
+        """The record's fields as JSON-able values (the trainer's checkpointed state)."""
+        d = self.model_dump(include=set(GateRecord.model_fields))
+        d["allowed_domains"] = None if self.allowed_domains is None else list(self.allowed_domains)
+        return d
 
 
 def _check_scores(scores: Mapping[str, Mapping[str, float]]) -> list[str]:

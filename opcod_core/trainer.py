@@ -272,8 +272,7 @@ class Trainer:
         d = self.gates.get(name)
         if d is None:
             return None
-        return GateRecord(**{**d, "allowed_domains": tuple(d["allowed_domains"]) if d.get("allowed_domains")
-                             else None})
+        return GateRecord(**d)
 
     # --- controls ---------------------------------------------------------------------------------------
     def _apply_controls(self, r: int, slot: int, k: int) -> str:

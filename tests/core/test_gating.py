@@ -174,7 +174,8 @@ def test_decide_gates_rejects_bad_input(kwargs, message):
     ],
 )
 def test_tutor_allowed(decision, allowed, domain, expected):
-    rec = GateRecord(1, "A", {"x": 1.0}, {"x": 1.0}, 0.0, 0.2, "cognizance", decision, allowed_domains=allowed)
+    rec = GateRecord(round=1, student="A", scores={"x": 1.0}, best={"x": 1.0}, delta=0.0, tau=0.2, mode="cognizance",
+                     decision=decision, allowed_domains=allowed)
     assert tutor_allowed(rec, domain) is expected
 
 
