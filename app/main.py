@@ -19,10 +19,22 @@ from starlette.concurrency import run_in_threadpool
 from app.api import API_PREFIX, api_router
 from app.db import make_engine, session_factory
 from app.errors import install_error_handlers
+from app.schemas import RUN_CREATE_COMPONENTS
 from app.guard import Guard
 from app.services import ping
 from app.settings import Settings, get_settings
 from app.web import install as install_web
+
+
+def _document_run_create(app: FastAPI) -> None:
+    """``POST /runs`` parses its union body itself (errors name config paths); its OpenAPI schema is generated
+    from the models (``app.schemas.RunCreate``), whose component schemas are added here."""
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            FastAPI.openapi(app).setdefault("components", {}).setdefault("schemas", {}).update(RUN_CREATE_COMPONENTS)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = None) -> FastAPI:
@@ -44,6 +56,7 @@ def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = N
     app.state.sse_poll_s = sse_poll_s if sse_poll_s is not None else settings.sse_poll_s
     install_error_handlers(app)
     app.include_router(api_router())
+    _document_run_create(app)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness and database reachability (never needs a token)")
     async def healthz() -> Any:

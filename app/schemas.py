@@ -9,9 +9,11 @@ own model so the field paths and ranges are the core's.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
+
+from opcod_core.config import RunConfig
 
 from opcod_core.vocabulary import ApprovalStatus, ExchangeOverrideKind, OverrideStatus, ReplayStatus, RunOverrideKind
 from opcod_core.vocabulary import RunStatus as RunStatusEnum
@@ -65,22 +67,24 @@ class RunCreateFromPreset(_Request):
     name: str | None = Field(None, min_length=1, max_length=120, description="Run name (default: the preset's).")
 
 
-RUN_CREATE_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {
-            "schema": {"oneOf": [
-                {"$ref": "#/components/schemas/RunCreateFromPreset"},
-                {"type": "object", "description": "A full run config (opcod_core.config.RunConfig); "
-                 "see GET /presets for complete examples.", "required": ["students"],
-                 "additionalProperties": True},
-            ]},
-            "examples": {
-                "preset": {"value": {"preset": "tiny", "overrides": {"schedule": {"rounds": 1}}}},
-            },
-        }},
-    }
-}
+def run_create_kind(body: Any) -> str:
+    """Which shape a ``POST /runs`` body has: a preset with overrides, or a full run config."""
+    if isinstance(body, dict):
+        return "preset" if "preset" in body and "students" not in body else "config"
+    return "preset" if isinstance(body, RunCreateFromPreset) else "config"
+
+
+#: The body of ``POST /runs``: a preset with overrides, or a full run config (``opcod_core.config.RunConfig``).
+#: ``app.services.runs.config_from_body`` validates it (errors name config paths); its OpenAPI document is
+#: generated from these models (``RUN_CREATE_OPENAPI``, with the schemas it references in
+#: ``RUN_CREATE_COMPONENTS``, added to the app's components by ``app.main``).
+RunCreate = Annotated[Union[Annotated[RunCreateFromPreset, Tag("preset")], Annotated[RunConfig, Tag("config")]],
+                      Discriminator(run_create_kind)]
+_RUN_CREATE_SCHEMA = TypeAdapter(RunCreate).json_schema(ref_template="#/components/schemas/{model}")
+RUN_CREATE_COMPONENTS: dict[str, Any] = _RUN_CREATE_SCHEMA.pop("$defs", {})
+RUN_CREATE_OPENAPI = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": _RUN_CREATE_SCHEMA,
+    "examples": {"preset": {"value": {"preset": "tiny", "overrides": {"schedule": {"rounds": 1}}}}}}}}}
 
 
 class StudentOut(_Out):

@@ -27,6 +27,7 @@ from app.schemas import (
     PresetOut,
     Progress,
     RunCreateFromPreset,
+    run_create_kind,
     RunDetail,
     RunOut,
     RunPage,
@@ -48,7 +49,7 @@ def config_from_body(body: Any) -> RunConfig:
     """A validated ``RunConfig`` from a ``POST /runs`` body (full config, or preset + overrides)."""
     if not isinstance(body, dict):
         raise Invalid.field("(body)", "expected a JSON object: a full run config or {\"preset\", \"overrides\"}")
-    if "preset" in body and "students" not in body:
+    if run_create_kind(body) == "preset":
         # errors name config paths (``rollout.n``), as for a full config: overrides mirror the config
         check_storable({k: v for k, v in body.items() if k != "overrides"})
         check_storable(body.get("overrides"))

@@ -248,3 +248,17 @@ def test_allowed_actions_are_exactly_the_requests_that_change_the_run(api):
                     before["status"], before["requested_action"])
                 assert changed == (action in allowed_actions(status.value, requested and requested.value)), (
                     status, requested, action, r.status_code)
+
+
+def test_post_runs_documents_its_union_body(api):
+    """The body of POST /runs is documented from the models: a preset with overrides or a full RunConfig
+    (every field of the config in the components, not a free-form object)."""
+    client, _ = api
+    doc = client.get("/openapi.json").json()
+    body = doc["paths"][f"{V1}/runs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["oneOf"] == [{"$ref": "#/components/schemas/RunCreateFromPreset"},
+                             {"$ref": "#/components/schemas/RunConfig"}]
+    comps = doc["components"]["schemas"]
+    assert {"students", "rollout", "gating", "schedule"} <= set(comps["RunConfig"]["properties"])
+    assert "preset" in comps["RunCreateFromPreset"]["required"]
+
