@@ -27,7 +27,7 @@ import torch
 
 from opcod_core import models
 from opcod_core.assets import resolve_local_model
-from opcod_core.build_check import check_build, write_check
+from opcod_core.build_check import BuildCheckError, check_build, write_check
 from opcod_core.anchoring import TutorTemplate
 from opcod_core.config import RunConfig, StudentConfig
 from opcod_core.data.types import SplitDataset
@@ -255,7 +255,11 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
         info = _warm(rt, st, config, index, data, seed, progress)
         rt.reset_optimizer()
         # fails loudly, before anything is cached, when the intended knowledge split is missed
-        measured = check_build(rt, st, config, data) if st.warmup_expect else None
+        try:
+            measured = check_build(rt, st, config, data) if st.warmup_expect else None
+        except BuildCheckError as exc:
+            exc.warmup = info   # what the warm-up did, for the report of a build that missed
+            raise
         if cached is not None:
             models.save_model(rt.model, rt.tokenizer, cached)
             if measured is not None:

@@ -54,14 +54,24 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         try:
             rt = build_student(0, cfg, data, cache_dir=cache_dir)
             measured = measure_student(rt, list(st.warmup_expect or {}), cfg, warmup_data(st, cfg, data))
-            passed = True
+            passed, warm = True, _recorded_warmup(st, cfg, data, cache_dir)
         except BuildCheckError as exc:
-            measured, passed = exc.measured, False
+            measured, passed, warm = exc.measured, False, getattr(exc, "warmup", {})
         rows.append({"student": st.name, "build_seed": build_seed, "threads": threads, "passed": passed,
                      "measured": measured, "roles": {d: r for d, r in _roles(st).items() if d},
                      "expect": {d: list(b) for d, b in (st.warmup_expect or {}).items()},
-                     "steps": st.warmup_sft_steps, "build_s": time.perf_counter() - t0})
+                     "steps": st.warmup_sft_steps, "warmup": warm, "build_s": time.perf_counter() - t0})
     return rows
+
+
+def _recorded_warmup(st, cfg, data, cache_dir: Path) -> dict:
+    """What the build recorded of its warm-up (steps run, loss at the end, when the decay began)."""
+    import json
+
+    from opcod_core.build import warmup_key
+
+    path = Path(cache_dir) / "warm" / warmup_key(st, cfg, 0, data) / st.name / "build_check.json"
+    return json.loads(path.read_text()).get("warmup", {}) if path.exists() else {}
 
 
 def _task(args: tuple) -> list[dict]:
@@ -86,6 +96,13 @@ def run_spread(build_seeds: list[int], threads: list[int], cache_root: Path, job
     return sorted(rows, key=lambda r: (r["student"], r["build_seed"], r["threads"]))
 
 
+def _warm_text(w: dict) -> str:
+    if not w:
+        return "not recorded"
+    decay = f", decay from step {w['decay_start']}" if w.get("decay_start") is not None else ""
+    return f"{w.get('steps')} steps{decay}, final loss {w.get('final_loss', float('nan')):.3f}"
+
+
 def write_spread_report(rows: list[dict], path: Path, command: str, machine: str) -> Path:
     path = Path(path)
     builds = sorted({(r["build_seed"], r["threads"]) for r in rows})
@@ -106,8 +123,11 @@ def write_spread_report(rows: list[dict], path: Path, command: str, machine: str
             cells = [f"{mine[b]['measured'][d]:.3f}" if b in mine else "–" for b in builds]
             lines.append(f"| {name} | {d} ({role}) | [{lo:g}, {hi:g}] | " + " | ".join(cells)
                          + f" | {min(vals):.3f}–{max(vals):.3f} | {ok}/{len(vals)} |")
-    lines += ["", "Build time per specialist (s): " + ", ".join(
-        f"{r['student']} s{r['build_seed']} t{r['threads']} {r['build_s']:.0f}" for r in rows), ""]
+    lines += ["", "Each build's warm-up (steps run; with the converge schedule, the step its decay began; the "
+              "mean loss of its last 50 steps; wall time):", ""]
+    lines += [f"- {r['student']} s{r['build_seed']} t{r['threads']}: {_warm_text(r.get('warmup') or {})}, "
+              f"{r['build_s']:.0f} s" for r in rows]
+    lines.append("")
     notes = path.with_name(f"{path.stem}-notes.md")
     if notes.exists():
         lines += ["## Discussion", "", notes.read_text().strip(), ""]

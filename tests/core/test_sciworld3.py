@@ -210,7 +210,7 @@ def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
                 "measured": {"chemistry": strong, "physics": 0.5, "electricity": 0.05},
                 "roles": {"chemistry": "strong", "physics": "partial", "electricity": "unknown"},
                 "expect": {"chemistry": [0.25, 1.0], "physics": [0.25, 1.0], "electricity": [0.0, 0.35]},
-                "steps": 2000, "build_s": 600.0}
+                "steps": 2000, "build_s": 600.0, "warmup": {"steps": 1500 + seed, "decay_start": 500, "final_loss": 0.1}}
     rows = [row(0, 1, 0.40), row(0, 2, 0.20), row(1, 1, 0.45)]
     path = write_spread_report(rows, tmp_path / "students.md", "opcod bench students", "test machine")
     text = path.read_text()
@@ -218,6 +218,7 @@ def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
     assert "| chem | chemistry (strong) | [0.25, 1] | 0.400 | 0.200 | 0.450 | 0.200–0.450 | 2/3 |" in text
     assert "| chem | electricity (unknown) | [0, 0.35] | 0.050 | 0.050 | 0.050 | 0.050–0.050 | 3/3 |" in text
     assert json.loads(path.with_suffix(".json").read_text())["rows"] == rows
+    assert "- chem s1 t1: 1501 steps, decay from step 500, final loss 0.100, 600 s" in text
 
 
 @pytest.mark.slow
@@ -229,6 +230,7 @@ def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
     for r in rows:
         assert sorted(r["roles"].values()) == ["partial", "strong", "unknown"] and set(r["measured"]) == set(r["roles"])
         assert not r["passed"]          # two warm-up steps cannot reach the intended split: recorded, not raised
+        assert r["warmup"]["steps"] == 4 and r["warmup"]["decay_start"] == 2   # 2 constant + 2 decay steps
 
 
 def test_converge_schedule_decays_after_the_loss_drops_whenever_it_drops():
