@@ -3,10 +3,18 @@
 import pytest
 
 from opcod_core.breakrate import break_counts, difficulty_bin, step_metrics
+from opcod_core.events import BreakEvent
 
 
 def sample(without_f: bool, with_f: bool) -> dict:
     return {"correct_without_f": without_f, "correct_with_f": with_f, "broken": without_f and not with_f}
+
+
+def probe(without_f: bool, with_f: bool) -> BreakEvent:
+    """The break event a step reports for one probe."""
+    return BreakEvent(round=1, direction=1, step=0, global_step=0, tutee="phys", tutor="chem", exchange_key="k",
+                      domain="chemistry", tutor_cognizant=True, difficulty="easy", correct_with_f=with_f,
+                      correct_without_f=without_f, eligible=without_f, broken=without_f and not with_f)
 
 
 def test_break_counts_condition_on_right_without_feedback():
@@ -20,17 +28,17 @@ def test_break_counts_condition_on_right_without_feedback():
 def test_no_eligible_sample_means_no_rate_not_zero():
     c = break_counts([sample(False, False), sample(False, True)])
     assert c["eligible"] == 0 and c["rate"] is None
-    m = step_metrics([sample(False, False)])
+    m = step_metrics([probe(False, False)])
     assert m == {"break/samples": 1.0, "break/eligible": 0.0, "break/broken": 0.0}
     assert step_metrics([]) == {}
 
 
 def test_step_metrics_and_aggregation_sum_counts_not_rates():
-    step_a = [sample(True, False)]                                      # 1/1
-    step_b = [sample(True, True), sample(True, True), sample(True, True)]   # 0/3
+    step_a = [probe(True, False)]                                    # 1/1
+    step_b = [probe(True, True), probe(True, True), probe(True, True)]   # 0/3
     assert step_metrics(step_a)["break/rate"] == 1.0 and step_metrics(step_b)["break/rate"] == 0.0
     # over both steps: 1 broken of 4 eligible = 0.25, not the mean of the step rates (0.5)
-    assert break_counts(step_a + step_b)["rate"] == pytest.approx(0.25)
+    assert break_counts(b.to_dict() for b in step_a + step_b)["rate"] == pytest.approx(0.25)
 
 
 def test_difficulty_bins():

@@ -65,9 +65,9 @@ def test_lost_actor_fails_clearly_and_resumes(local_ray, local_summary, tmp_path
 
     def emit_then_kill(event):  # kill the tutee's actor once the first step of round 2 is recorded
         emit(event)
-        if event["type"] == "step" and event.get("round") == 2 and not killed:
-            killed.append(event["tutee"])
-            ray.kill(trainer.students[event["tutee"]].handle)
+        if event.type == "step" and event.round == 2 and not killed:
+            killed.append(event.tutee)
+            ray.kill(trainer.students[event.tutee].handle)
 
     trainer.emit = emit_then_kill
     with pytest.raises(StudentActorLost, match=r"student \w+: its Ray actor died"):
