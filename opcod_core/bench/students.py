@@ -61,6 +61,8 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
                      "measured": measured, "roles": {d: r for d, r in _roles(st).items() if d},
                      "expect": {d: list(b) for d, b in (st.warmup_expect or {}).items()},
                      "steps": st.warmup_sft_steps, "warmup": warm, "build_s": time.perf_counter() - t0})
+        print(f"  [seed {build_seed} threads {threads}] {st.name}: "   # each build as it ends (a world takes hours)
+              + ", ".join(f"{d} {v:.3f}" for d, v in measured.items()) + f"; {_warm_text(warm)}", flush=True)
     return rows
 
 
