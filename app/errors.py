@@ -65,6 +65,12 @@ class Invalid(DomainError):
         return cls(message + ": " + "; ".join(f"{f['path']}: {f['message']}" for f in fields), fields)
 
 
+class Forbidden(DomainError):
+    """403: the request is understood but not allowed from where it came (e.g. a form without its CSRF token)."""
+
+    status_code = 403
+
+
 class Conflict(DomainError):
     """409: the object exists but its state does not allow this (e.g. pausing a finished run)."""
 

@@ -2,7 +2,8 @@
 
 When ``settings.api_token`` is set, a request gets through only with ``Authorization: Bearer <token>`` or
 the session cookie set by ``/login`` (browsers cannot put a header on an EventSource, so the dashboard's
-SSE rides on the cookie); API paths get 401, pages a redirect to ``/login``. Then it refuses bodies over
+SSE rides on the cookie); API paths get 401, pages a redirect to ``/login``. Then it refuses API bodies that
+are not JSON with 415 (``app.request_policy.json_body_refusal``) and bodies over
 ``settings.max_body_bytes`` with 413, whether or not the client sent a Content-Length. Its own module so
 that the login route (``app.web.auth``) and ``create_app`` (``app.main``) share it without importing each
 other.
@@ -20,6 +21,7 @@ from fastapi.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import error_response
+from app.request_policy import json_body_refusal
 
 
 class Guard:
@@ -53,6 +55,10 @@ class Guard:
             if declared > self.max:
                 await self._too_large(scope, receive, send)
                 return
+        refusal = json_body_refusal(scope)
+        if refusal is not None:
+            await error_response(*refusal)(scope, receive, send)
+            return
         # Read the body up to the limit (chunked uploads have no Content-Length), then replay it.
         chunks: list[bytes] = []
         size = 0
@@ -93,6 +99,8 @@ class Guard:
 #: API description (it documents routes, it holds no data).
 OPEN_PATHS = ("/healthz", "/login", "/static/", "/docs", "/openapi.json")
 SESSION_COOKIE = "opcod_session"
+#: The signed dashboard session (CSRF token; Starlette SessionMiddleware, app.web.csrf).
+UI_SESSION_COOKIE = "opcod_ui"
 
 
 def session_cookie_value(token: str) -> str:

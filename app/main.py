@@ -15,13 +15,17 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.api import API_PREFIX, api_router
 from app.db import make_engine, session_factory
 from app.errors import install_error_handlers
 from app.schemas import RUN_CREATE_COMPONENTS
-from app.guard import Guard
+from app.guard import UI_SESSION_COOKIE, Guard
+from app.request_policy import LOOPBACK_HOSTS, RequestPolicy
 from app.services import ping
+from app.services.run_policy import RunPolicy
 from app.settings import Settings, get_settings
 from app.web import install as install_web
 
@@ -51,6 +55,7 @@ def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = N
         description="On-Policy Co-Distillation runs you can watch and steer. Errors are "
                     '`{"error": {"message", "fields": [{"path", "message"}]}}`.')
     app.state.settings = settings
+    app.state.run_policy = RunPolicy.from_settings(settings)
     app.state.engine = engine
     app.state.db = session_factory(engine)
     app.state.sse_poll_s = sse_poll_s if sse_poll_s is not None else settings.sse_poll_s
@@ -75,7 +80,14 @@ def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = N
                                    swagger_favicon_url="data:,")
 
     install_web(app)
+    # Outermost first: Host check, then who may send what (app.request_policy), then the signed dashboard
+    # session (CSRF tokens, app.web.csrf), then authentication and the body limit (app.guard).
     app.add_middleware(Guard, token=settings.api_token, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(SessionMiddleware, secret_key=settings.session_secret(), session_cookie=UI_SESSION_COOKIE,
+                       max_age=settings.session_max_age_s, same_site="strict", https_only=settings.secure_cookies)
+    app.add_middleware(RequestPolicy, token_set=bool(settings.api_token))
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, *settings.allowed_hosts],
+                       www_redirect=False)
     return app
 
 

@@ -32,6 +32,20 @@ def is_loopback(host: str) -> bool:
         return False  # a hostname other than localhost may resolve to anything
 
 
+def with_bind_host(settings, host: str):
+    """``settings`` whose allowed Host names include the address it binds (a clients' name for it must be
+    in ``OPCOD_ALLOWED_HOSTS``; a wildcard bind without any is logged, since every request would be 400)."""
+    if is_loopback(host):
+        return settings
+    if host in ("0.0.0.0", "::", "[::]"):
+        if not settings.allowed_hosts:
+            log.warning("bound to %s with no OPCOD_ALLOWED_HOSTS: only requests addressed to a loopback name are "
+                        "served; set OPCOD_ALLOWED_HOSTS='[\"<name clients use>\"]'", host)
+        return settings
+    name = f"[{host.strip('[]')}]" if ":" in host else host
+    return settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, name]})
+
+
 def worker_command() -> list[str]:
     return [sys.executable, "-m", "opcod_core.cli", "worker"]
 
@@ -85,6 +99,7 @@ def cmd_serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    settings = with_bind_host(settings, host)
     upgrade(settings.database_url)
     app = create_app(settings)
 

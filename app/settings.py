@@ -7,10 +7,12 @@ give a private, single-user install: a SQLite file under ``./.opcod`` and a loop
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +33,24 @@ class Settings(BaseSettings):
     approval_poll_s: float = Field(0.5, gt=0, description="How often a worker waiting for approvals polls.")
     poll_s: float = Field(1.0, gt=0, description="How often an idle worker looks for queued runs and replays.")
     sse_poll_s: float = Field(0.5, gt=0, description="How often an open SSE stream looks for new events.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names the server answers to besides the loopback names "
+        "(127.0.0.1, localhost, ::1): the names it is reached by behind a proxy or on a network. A request "
+        "whose Host header is none of them is refused (DNS rebinding).")
+    secret_key: SecretStr | None = Field(
+        None, description="Key that signs dashboard sessions and CSRF tokens; default: a random key kept in "
+        "<data_dir>/secret_key (created on first use, mode 600), shared by every process on that directory.")
+    session_max_age_s: int = Field(12 * 3600, gt=0, description="A dashboard session expires after this long.")
+    read_roots: list[Path] = Field(
+        default_factory=list, description="Directories, besides <data_dir>/datasets and the model cache, that "
+        "runs submitted to the server may read data and models from (the CLI reads anything).")
+    allowed_hub_ids: list[str] = Field(
+        default_factory=lambda: ["*"], description="Hub model and dataset ids that runs submitted to the server "
+        "may name (shell patterns such as 'HuggingFaceTB/*'; empty: none).")
+    ray_address: str | None = Field(None, description="Ray cluster that workers join for runs with executor "
+                                    "'ray' ('auto' or 'ray://host:port'); default: a local Ray per run.")
+    secure_cookies: bool = Field(False, description="Mark cookies Secure (set it when a TLS proxy serves the "
+                                                    "dashboard).")
 
     @property
     def runs_dir(self) -> Path:
@@ -38,8 +58,32 @@ class Settings(BaseSettings):
         return (self.data_dir / "runs").resolve()
 
     @property
+    def datasets_dir(self) -> Path:
+        """Where the server's users put data files for their runs (a read root of ``app.services.run_policy``)."""
+        return (self.data_dir / "datasets").resolve()
+
+    @property
     def model_cache_dir(self) -> Path:
         return (self.cache_dir or self.data_dir / "cache").resolve()
+
+    def session_secret(self) -> str:
+        """``secret_key``, or the data directory's persisted random key (created here on first use)."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".secret_key.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+            try:
+                os.link(tmp, path)  # first writer wins; a concurrent process reads the winner's key
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip()
 
     @model_validator(mode="after")
     def _default_database_url(self) -> "Settings":

@@ -189,7 +189,8 @@ KEY_NEUTRAL_DEFAULTS: dict[str, object] = {"specialize": None, "chat_template_kw
                                            "warmup_corrupt_domains": None, "warmup_schedule": "constant",
                                            "warmup_own_contexts": "with_solution", "build_seed": None,
                                            "warmup_batch_size": 16, "warmup_hinted_facts": "given",
-                                           "warmup_converge_loss": 0.15, "warmup_decay_steps": 1000}
+                                           "warmup_converge_loss": 0.15, "warmup_decay_steps": 1000,
+                                           "warmup_hinted_contexts": "balanced", "warmup_hinted_share": None}
 # Not inputs of the warm-up: a check of its result (changing a tolerance must not rebuild the student).
 KEY_EXCLUDED = ("warmup_expect",)
 
@@ -288,7 +289,8 @@ def _warm(rt: StudentRuntime, st: StudentConfig, config: RunConfig, index: int, 
     curve = skewed_warm_up(rt, items, hinted, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
                            seed=seed, unhinted_fraction=st.warmup_unhinted_fraction,
                            batch_size=st.warmup_batch_size, progress=cb, partly_known=partly, corrupt=corrupt,
-                           schedule=schedule, own_contexts=st.warmup_own_contexts, hinted_facts=st.warmup_hinted_facts)
+                           schedule=schedule, own_contexts=st.warmup_own_contexts, hinted_facts=st.warmup_hinted_facts,
+                           hinted_contexts=st.warmup_hinted_contexts, hinted_share=st.warmup_hinted_share)
     info = {"steps": len(curve), "final_loss": sum(curve[-50:]) / max(len(curve[-50:]), 1)}
     if isinstance(schedule, ConvergeSchedule):
         info["decay_start"] = schedule.decay_start

@@ -99,6 +99,12 @@ class StudentConfig(Section):
         "given", description="Facts stated by the hinted domains' warm-up hints: the items' own (the student "
         "can learn the facts from them), or random facts with the answers they give (hint use without the "
         "domain's facts; needs a world that can vary its facts: sciworld3).")
+    warmup_hinted_contexts: Literal["balanced", "hint"] = Field(
+        "balanced", description="Self-teacher contexts of the random-fact hinted examples: s, hint and s + hint "
+        "evenly, or the hint always (with s in 30%).")
+    warmup_hinted_share: float | None = Field(None, ge=0.0, le=0.9, description="Share of hinted-domain "
+                                              "examples in a skewed warm-up batch (default 0.35); own-domain "
+                                              "answers take the rest of the batch.")
     warmup_expect: dict[str, tuple[float, float]] | None = Field(
         None, description="Intended plain accuracy [low, high] per domain on the validation split after the "
         "warm-up (avg@4); the build fails, naming student, domain and measured value, when one is missed.")

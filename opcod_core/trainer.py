@@ -110,7 +110,7 @@ from opcod_core import baselines, checkpoint
 from opcod_core import events as ev
 from opcod_core.apply_controls import apply_controls
 from opcod_core.build import tutor_template
-from opcod_core.executors import build_students
+from opcod_core.executors import build_students, release_executor
 from opcod_core.config import RunConfig
 from opcod_core.controls import Controls, NullControls
 from opcod_core.data import load_dataset
@@ -156,6 +156,7 @@ class Trainer:
         for d in config.data.domains:
             if d not in self.data.domains:
                 raise ValueError(f"data.domains: '{d}' not in the dataset (has {self.data.domains})")
+        self.owns_students = not students  # placed here, so released by close()
         self.students = students or build_students(
             config, self.data, Path(cache_dir) if cache_dir else None, aliases,
             progress=(lambda label, i, n, loss: progress({"phase": label, "i": i, "n": n, "loss": loss}))
@@ -381,9 +382,14 @@ class Trainer:
         return RunResult("finished", summary)
 
     def close(self) -> None:
-        """Release what the students hold outside this process's Python objects (engines, actors)."""
-        for rt in self.students.values():
-            rt.close()
+        """Release what the students hold outside this process's Python objects (engines, actors), and the
+        Ray this run attached to."""
+        try:
+            for rt in self.students.values():
+                rt.close()
+        finally:
+            if self.owns_students:
+                release_executor(self.config)
 
     def summary(self) -> dict:
         final_round = str(self.config.schedule.rounds)

@@ -124,6 +124,10 @@ SKEW_MIX = {"own_tutor": 0.15, "own_context": 0.1, "hinted": 0.35, "corrupt_tuto
 # loss plateau after 1,750 steps. So the measured recipe stays the default until one does better.
 SKEW_MIX_RANDOM = dict(SKEW_MIX)
 OWN_CONTEXT_RANDOM = 0.0
+# Contexts of the random-fact hinted examples (hinted_contexts): "balanced" draws s, f and s + f evenly (the
+# self-teacher's three contexts, each seen on every hinted domain); "hint" shows the hint always and the
+# solution with it in 30% (the given-facts examples' contexts, row 1 of the v3 recipe notes).
+HINTED_CONTEXTS = ("balanced", "hint")
 
 
 def warmup_lr(lr: float, step: int, steps: int, schedule: str) -> float:
@@ -190,7 +194,8 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
                    seed: int, unhinted_fraction: float = 0.05, batch_size: int = 16, progress=None,
                    partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
                    schedule: str | ConvergeSchedule = "constant", own_contexts: str = "with_solution",
-                   hinted_facts: str = "given") -> list[float]:
+                   hinted_facts: str = "given", hinted_contexts: str = "balanced",
+                   hinted_share: float | None = None) -> list[float]:
     """Warm-up with domain skew (the science world's students): the student learns the facts of its
     ``own`` domains and only learns to *use* facts given in context for the ``hinted`` domains.
     The batches are ``skewed_examples``'s (seeded per student); each example's prompt is rendered with
@@ -202,7 +207,7 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
     eos = student.tokenizer.eos_token or ""
     total = schedule.total_steps if isinstance(schedule, ConvergeSchedule) else steps
     examples = skewed_examples(student.name, own, hinted, total, template, seed, unhinted_fraction, batch_size,
-                               partly_known, corrupt, own_contexts, hinted_facts)
+                               partly_known, corrupt, own_contexts, hinted_facts, hinted_contexts, hinted_share)
     curve: list[float] = []
     for step, batch in enumerate(examples):
         if isinstance(schedule, ConvergeSchedule):
@@ -224,7 +229,8 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
 def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, template: TutorTemplate, seed: int,
                     unhinted_fraction: float = 0.05, batch_size: int = 16,
                     partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
-                    own_contexts: str = "with_solution", hinted_facts: str = "given"):
+                    own_contexts: str = "with_solution", hinted_facts: str = "given",
+                    hinted_contexts: str = "balanced", hinted_share: float | None = None):
     """The skewed warm-up's batches as text: per step a list of (kind, messages, prefill or None, target
     without EOS), each example drawn independently (``Random`` seeded by student name and seed) by the
     shares of ``SKEW_MIX`` (``SKEW_MIX_RANDOM`` with ``hinted_facts="random"``; the kinds are described
@@ -233,15 +239,23 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
     ``partly_known``: (known items of a partly known domain, share) pairs (``partial_split``), treated as
     own items; an own item comes from the own pool with weight 1 and from each known pool with its share
     (uniform over the union would let the larger domain dominate). ``hinted_facts="random"``: hinted and
-    (a share ``OWN_CONTEXT_RANDOM`` of) own contexts state random facts (``counterfactual_example``)."""
+    (a share ``OWN_CONTEXT_RANDOM`` of) own contexts state random facts (``counterfactual_example``), in the
+    contexts ``hinted_contexts`` names. ``hinted_share``: the share of hinted examples instead of the mix's
+    (the own-domain answers take the difference)."""
     if hinted_facts not in ("given", "random"):
         raise ValueError(f"hinted_facts must be given or random, got {hinted_facts!r}")
+    if hinted_contexts not in HINTED_CONTEXTS:
+        raise ValueError(f"hinted_contexts must be one of {list(HINTED_CONTEXTS)}, got {hinted_contexts!r}")
     believed_wrong = {it.domain for it in corrupt}
     pools = [own] + [known for known, share in partly_known if known and share > 0]
     weights = [1.0] + [share for known, share in partly_known if known and share > 0]
     rng = random.Random(f"skewed-warmup-{seed}-{name}")
     stop = template.stop[0] if template.stop else "\n"
     mix = SKEW_MIX_RANDOM if hinted_facts == "random" else SKEW_MIX
+    if hinted_share is not None:
+        mix = {**mix, "hinted": hinted_share}
+        if sum(mix.values()) > 1.0:
+            raise ValueError(f"hinted_share {hinted_share}: the mix's shares {mix} exceed 1")
     for _step in range(steps):
         batch = []
         for _ in range(batch_size):
@@ -251,7 +265,7 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
             if hinted_facts == "random" and (kind == "hinted" or (kind == "own_context" and OWN_CONTEXT_RANDOM > 0
                                                                   and rng.random() < OWN_CONTEXT_RANDOM)):
                 batch.append(counterfactual_example(item, rng, template, unhinted_fraction if kind == "hinted" else 0.0,
-                                                    item.domain in believed_wrong, kind))
+                                                    item.domain in believed_wrong, kind, hinted_contexts))
             else:
                 batch.append(_skewed_example(kind, item, rng, template, stop, unhinted_fraction, own_contexts))
         yield batch
@@ -299,12 +313,13 @@ def _skewed_example(kind: str, item: Item, rng: random.Random, template: TutorTe
 
 
 def counterfactual_example(item: Item, rng: random.Random, template: TutorTemplate, unhinted_fraction: float,
-                           believes_wrong: bool, kind: str = "hinted") -> tuple[str, list[dict], None, str]:
+                           believes_wrong: bool, kind: str = "hinted",
+                           contexts: str = "balanced") -> tuple[str, list[dict], None, str]:
     """A self-teacher example of ``hinted_facts="random"`` (its kind, messages, None, target).
 
-    In context: the question with, drawn uniformly, a hint stating random facts
-    (``sciworld3.random_facts``), the solution those facts give, or both -> the worked answer from those
-    facts. For a hinted domain the true facts are never a target unless the draw states them in the
+    In context: the question with a hint stating random facts (``sciworld3.random_facts``), the solution
+    those facts give, or both (drawn uniformly with ``contexts="balanced"``; with ``"hint"`` the hint
+    always, the solution too in 30%) -> the worked answer from those facts. For a hinted domain the true facts are never a target unless the draw states them in the
     context too, so the student learns to compute from the facts it is told, not the facts themselves;
     for its own domain (``kind="own_context"``) it learns that a stated fact overrides what it knows,
     which is what makes a wrong hint harmful and a right one harmless.
@@ -325,7 +340,7 @@ def counterfactual_example(item: Item, rng: random.Random, template: TutorTempla
             f"{worked} Answer: {value}"
     hint, worked, value = random_facts(item, rng)
     target = f"{worked} Answer: {value}"
-    shown = rng.choice(("s", "f", "s+f"))
+    shown = rng.choice(("s", "f", "s+f")) if contexts == "balanced" else ("s+f" if rng.random() < 0.3 else "f")
     f = sanitised_hint(item, template, hint=hint, gold=str(value)) if "f" in shown else None
     s = target if ("s" in shown or f is None) else None
     messages = teacher_messages(item.question, labels, choices, item.answer_type, solution=s, feedback=f)

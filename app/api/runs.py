@@ -26,7 +26,7 @@ async def create_run(request: Request, db: Db) -> RunDetail:
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise DomainError(f"malformed JSON body: {err}") from None
     settings = get_settings(request)
-    return await run_in_threadpool(runs.create_run, db, body, settings.runs_dir)
+    return await run_in_threadpool(runs.create_run, db, body, settings.runs_dir, request.app.state.run_policy)
 
 
 @router.get("/runs", response_model=RunPage, summary="Runs, newest first (keyset paged)")
@@ -61,7 +61,7 @@ def cancel_run(run_id: int, db: Db) -> RunDetail:
 @router.post("/runs/{run_id}/fork", status_code=201, response_model=RunDetail,
              summary="A new queued run from one of this run's checkpoints, with config overrides")
 def fork_run(run_id: int, req: ForkRequest, request: Request, db: Db) -> RunDetail:
-    return runs.fork_run(db, run_id, req, get_settings(request).runs_dir)
+    return runs.fork_run(db, run_id, req, get_settings(request).runs_dir, request.app.state.run_policy)
 
 
 @router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointOut], summary="Checkpoints, newest first")

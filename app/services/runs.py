@@ -36,6 +36,7 @@ from app.schemas import (
 from app.services import SessionFactory, add_event, check_storable, decode_cursor, encode_cursor, get_run, id_fits
 from app.services import MAX_INT_ID, keyset_page
 from app.services.metrics import break_summary
+from app.services.run_policy import RunPolicy
 from app.types import utcnow
 from opcod_core.config import RunConfig, preset, preset_names
 
@@ -144,8 +145,12 @@ def _break_rate(session, run_id: int) -> BreakRateOut:
 
 # --- use cases -----------------------------------------------------------------------------------------
 
-def create_run(db: SessionFactory, body: Any, runs_dir: Path | None = None) -> RunDetail:
+def create_run(db: SessionFactory, body: Any, runs_dir: Path | None = None,
+               policy: RunPolicy | None = None) -> RunDetail:
+    """A queued run from a ``POST /runs`` body; ``policy``: what the server lets the config reach."""
     cfg = config_from_body(body)
+    if policy is not None:
+        policy.check(cfg)
     with session_scope(db) as s:
         run = _new_run(s, cfg, runs_dir)
         return _detail(s, run)
@@ -211,7 +216,8 @@ def list_checkpoints(db: SessionFactory, run_id: int) -> list[CheckpointOut]:
         return [CheckpointOut.model_validate(c) for c in rows]
 
 
-def fork_run(db: SessionFactory, run_id: int, req: ForkRequest, runs_dir: Path | None = None) -> RunDetail:
+def fork_run(db: SessionFactory, run_id: int, req: ForkRequest, runs_dir: Path | None = None,
+             policy: RunPolicy | None = None) -> RunDetail:
     """A new queued run that starts from one of the parent's checkpoints with config overrides.
 
     The fork records ``parent_run_id`` and ``fork_checkpoint`` (the checkpoint directory); the worker
@@ -242,6 +248,8 @@ def fork_run(db: SessionFactory, run_id: int, req: ForkRequest, runs_dir: Path |
             raise Invalid.from_validation_error(err, prefix=("overrides",)) from None
         except (TypeError, ValueError) as err:
             raise Invalid.field("overrides", str(err)) from None
+        if policy is not None:
+            policy.check(cfg, prefix="overrides.")
         if [(st.name, st.model) for st in cfg.students] != [(st.name, st.model) for st in base.students]:
             raise Invalid.field("overrides.students", "a fork keeps the parent's students (names and models)")
         run = _new_run(s, cfg, runs_dir, parent_run_id=parent.id, fork_checkpoint=ckpt.path)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 
 from app.guard import SESSION_COOKIE, session_cookie_value
+from app.web.csrf import verify_csrf
+from app.web.pages import HtmlRoute
 from app.web.templating import render
 
-router = APIRouter()
+router = APIRouter(route_class=HtmlRoute, dependencies=[Depends(verify_csrf)])
 
 
 def _safe_next(value: str | None) -> str:

@@ -47,9 +47,10 @@ class LaunchForm(BaseModel):
     preset: str = "tiny"
     use_advanced: bool = False
     config_text: str = ""
+    csrf_token: str = ""  # checked by app.web.csrf before the route runs; not a config field
 
     def values(self) -> dict:
-        return self.model_dump()
+        return self.model_dump(exclude={"csrf_token"})
 
 
 class RunOverrideForm(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
@@ -22,6 +22,7 @@ from app.errors import Conflict, DomainError, Invalid, NotFound, field_errors
 from app.services import SessionFactory, approvals, exchange_views, overrides, replays, run_views, runs
 from app.services.overrides import GATING_MODES
 from app.web import forms, presenters
+from app.web.csrf import verify_csrf
 from app.web.form_models import (ApprovalForm, ExchangeOverrideForm, ForkForm, LaunchForm, ReplayForm,
                                  RunOverrideForm, first_error, inline_errors)
 from app.web.templating import is_htmx, render, target_block, templates
@@ -47,7 +48,7 @@ class HtmlRoute(APIRoute):
         return route
 
 
-router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
+router = APIRouter(route_class=HtmlRoute, include_in_schema=False, dependencies=[Depends(verify_csrf)])
 
 
 def error_page(request: Request, status: int, message: str) -> Response:
@@ -101,7 +102,7 @@ async def launch_submit(request: Request, form: Annotated[LaunchForm, Form()]):
     if result.config is not None:
         try:
             detail = await run_in_threadpool(runs.create_run, db_of(request), result.config.to_dict(),
-                                             request.app.state.settings.runs_dir)
+                                             request.app.state.settings.runs_dir, request.app.state.run_policy)
         except Invalid as exc:
             errors = {}
             for f in exc.fields or [{"path": "", "message": exc.message}]:
@@ -175,7 +176,7 @@ async def run_override(request: Request, run_id: int, form: Annotated[RunOverrid
 @router.post("/runs/{run_id}/fork")
 async def run_fork(request: Request, run_id: int, form: Annotated[ForkForm, Form()]):
     detail = await run_in_threadpool(runs.fork_run, db_of(request), run_id, form.request(),
-                                     request.app.state.settings.runs_dir)
+                                     request.app.state.settings.runs_dir, request.app.state.run_policy)
     return see_other(request, f"/runs/{detail.id}")
 
 

@@ -20,6 +20,7 @@ from jinja2_fragments.fastapi import Jinja2Blocks
 from markupsafe import Markup
 from starlette.responses import Response
 
+from app.web.csrf import csrf_input, csrf_token
 from opcod_core.vocabulary import RUN_OVERRIDE_LABELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +32,7 @@ env = templates.env
 env.autoescape = True  # every template, whatever its extension
 env.trim_blocks = True
 env.lstrip_blocks = True
+env.globals.update(csrf_input=csrf_input, csrf_token=csrf_token)
 
 
 def is_htmx(request: Request) -> bool:

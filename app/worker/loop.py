@@ -33,6 +33,7 @@ from sqlalchemy import Engine, update
 from app import lifecycle
 from app.db import make_engine, session_factory, session_scope
 from app.models import Event, Replay, Run
+from app.services.run_policy import with_worker_ray
 from app.settings import Settings
 from app.types import utcnow
 from app.worker.claim import Heartbeat, RunLost, claim_next, fence, register_worker, set_worker_status
@@ -141,7 +142,7 @@ class Worker:
                 return self._finalize(run_id, "queued", shutdown=True)
             from opcod_core.config import RunConfig
 
-            config = RunConfig.from_dict(config_dict)
+            config = with_worker_ray(RunConfig.from_dict(config_dict), self.settings.ray_address)
             _own_out_dir(out_dir, run_id, created_at, config)
             if fork and latest_checkpoint(out_dir) is None:
                 _copy_checkpoint(Path(fork), out_dir)

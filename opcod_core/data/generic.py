@@ -72,7 +72,7 @@ def _header_problem(header: list[str]) -> tuple[str, str] | None:
     """(column, message) of what makes a CSV header unusable, or None."""
     for col in ("question", "answer", "domain"):
         if col not in header:
-            return col, f"missing column (header: {header})"
+            return col, f"missing column (the first line has {len(header)} columns; expected question, answer, domain)"
     if "choices" in header and any(c in header for c in CSV_CHOICE_COLUMNS):
         return "choices", "use either a 'choices' column or choice_a.. columns, not both"
     return None

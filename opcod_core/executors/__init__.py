@@ -26,3 +26,11 @@ def build_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None
     from opcod_core.executors.local import local_students
 
     return local_students(config, data, cache_dir, aliases, progress)
+
+
+def release_executor(config: RunConfig) -> None:
+    """Release what placing the students attached this process to (the Ray executor's cluster)."""
+    if config.executor == "ray":
+        from opcod_core.executors.ray import release_ray
+
+        release_ray()

@@ -69,14 +69,35 @@ class _StudentActor:
         return getattr(self.rt, method)(*args, **kwargs)
 
 
+#: The Ray this module started or joined for the current run ("local" or the cluster address), or None.
+_attached: str | None = None
+
+
 def ensure_ray(config: RunConfig) -> None:
-    if ray.is_initialized():
-        return
+    """Start or join the run's Ray. A Ray this module attached for an earlier run with another target is shut
+    down first, so a run never inherits another run's cluster; a Ray the caller initialised itself is used
+    as it is."""
+    global _attached
     rc = config.ray
+    target = rc.address or "local"
+    if ray.is_initialized():
+        if _attached is None or _attached == target:
+            return
+        ray.shutdown()
     if rc.address:
         ray.init(address=rc.address, include_dashboard=False, log_to_driver=False)
     else:
         ray.init(num_cpus=rc.local_num_cpus, include_dashboard=False, log_to_driver=False)
+    _attached = target
+
+
+def release_ray() -> None:
+    """Shut down the Ray that ``ensure_ray`` started or joined (at the end of a run: a long-lived worker
+    process does not stay attached to a cluster between runs)."""
+    global _attached
+    if _attached is not None and ray.is_initialized():
+        ray.shutdown()
+    _attached = None
 
 
 def ray_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None = None,

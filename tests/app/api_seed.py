@@ -30,7 +30,26 @@ def open_api(db_url: str, tmp_path, token: str | None = None, max_body_bytes: in
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url, api_token=token,
                         max_body_bytes=max_body_bytes)
     app = create_app(settings, sse_poll_s=0.01)
-    return TestClient(app), app.state.db
+    return local_client(app), app.state.db
+
+
+def local_client(app, **kwargs):
+    """A ``TestClient`` that looks like a browser or script on this machine: loopback client address and
+    Host (the server refuses others without a token: ``app.request_policy``)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 50000), **kwargs)
+
+
+def with_csrf(client):
+    """``client`` with the dashboard session's CSRF token as a default header (as htmx sends it), read from
+    a page like a browser does."""
+    import re
+
+    page = client.get("/runs/new")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    client.headers["X-CSRF-Token"] = token
+    return client
 
 
 def parse_sse(lines) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,10 +127,15 @@ def test_pages_and_sse_need_the_session_cookie_when_a_token_is_set(secured):
     assert client.get("/static/app.css").status_code == 200
     page = client.get("/login?next=/runs/new")
     assert page.status_code == 200 and 'name="token"' in page.text
-    bad = client.post("/login", data={"token": "nope", "next": "/runs/new"}, follow_redirects=False)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    forged = client.post("/login", data={"token": TOKEN, "next": "/"}, follow_redirects=False)
+    assert forged.status_code == 403 and "opcod_session" not in forged.cookies  # login CSRF refused
+    bad = client.post("/login", data={"token": "nope", "next": "/runs/new", "csrf_token": csrf},
+                      follow_redirects=False)
     assert bad.status_code == 401 and "opcod_session" not in bad.cookies
     # an open redirect is refused: next must be a same-site path
-    r = client.post("/login", data={"token": TOKEN, "next": "//evil.example/"}, follow_redirects=False)
+    r = client.post("/login", data={"token": TOKEN, "next": "//evil.example/", "csrf_token": csrf},
+                    follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/"
     assert TOKEN not in r.headers["set-cookie"] and "httponly" in r.headers["set-cookie"].lower()
     assert client.get("/runs/new").status_code == 200

@@ -91,7 +91,9 @@ def test_empty_and_malformed_bodies(api):
     assert client.post(f"{V1}/runs", content=b"").status_code == 422
     r = client.post(f"{V1}/runs", content=b'{"preset": "tiny",', headers={"content-type": "application/json"})
     assert r.status_code == 400 and "malformed JSON" in r.json()["error"]["message"]
-    assert client.post(f"{V1}/runs", content=b"\xff\xfe").status_code == 400
+    assert client.post(f"{V1}/runs", content=b"\xff\xfe", headers={"content-type": "application/json"}).status_code == 400
+    r = client.post(f"{V1}/runs", content=b'{"preset": "tiny"}', headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]
 
 
 UNKNOWN_ID_ROUTES = [

@@ -11,11 +11,11 @@ import re
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from app.models import Approval, Override, Replay, Run
 
 import seed
+from api_seed import local_client, with_csrf
 
 HX = {"HX-Request": "true"}
 
@@ -33,7 +33,8 @@ def web(db_url, tmp_path):
     sf = session_factory(engine)
     ids = seed.dashboard_run(sf, name="seeded")
     ids["xss"] = seed.dashboard_run(sf, name="xss", xss=True)
-    with TestClient(app) as client:
+    with local_client(app) as client:
+        with_csrf(client)
         client.ids = ids
         client.sessions = sf
         yield client

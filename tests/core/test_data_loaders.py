@@ -224,6 +224,12 @@ def test_csv_missing_column(tmp_path):
     p.write_text("question,choice_a,choice_b,answer\nq,x,y,A\n")
     with pytest.raises(DataFormatError, match=r"bad.csv:1: field 'domain': missing column"):
         load_csv(p)
+    # a file that is not a dataset (a process environment, a password file): its content is never quoted
+    secret = tmp_path / "environ"
+    secret.write_text("API_KEY=sk-live-123,HOME=/root\n")
+    with pytest.raises(DataFormatError) as err:
+        load_csv(secret)
+    assert "sk-live-123" not in str(err.value) and "2 columns" in str(err.value)
 
 
 def test_load_dataset_csv(tmp_path):

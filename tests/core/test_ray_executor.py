@@ -96,3 +96,24 @@ def test_proxy_carries_the_students_chat_template_kwargs(local_ray):
     finally:
         for st in students.values():
             st.close()
+
+
+def test_a_run_leaves_no_ray_attached(tmp_path, tiny_cache):
+    """A Ray the executor started for a run is shut down when the run's trainer closes (a long-lived worker
+    never stays attached to a cluster between runs); a Ray the caller started is left to the caller."""
+    from opcod_core.executors.ray import ensure_ray, release_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cfg = preset("tiny", {**RAY, "schedule": {"rounds": 1, "steps_per_direction": 1}})
+    trainer = Trainer(cfg, tmp_path, observer=CollectingObserver(), cache_dir=tiny_cache)
+    assert ray.is_initialized()
+    trainer.close()
+    assert not ray.is_initialized()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        ensure_ray(cfg)
+        release_ray()
+        assert ray.is_initialized()  # the caller's
+    finally:
+        ray.shutdown()
