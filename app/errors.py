@@ -77,6 +77,12 @@ class Conflict(DomainError):
     status_code = 409
 
 
+class TooManyRequests(DomainError):
+    """429: a per-run cap is reached (e.g. open replays); try again when some have finished."""
+
+    status_code = 429
+
+
 class PayloadTooLarge(DomainError):
     status_code = 413
 

@@ -67,7 +67,7 @@ def resume(run, now: datetime) -> Change:
     if run.status == "queued":
         return None, None
     if run.status == "failed":  # retried from its last checkpoint by the worker that claims it
-        return ({"status": "queued", "requested_action": None, "error": None, "finished_at": None},
+        return ({"status": "queued", "requested_action": None, "error": None, "finished_at": None, "takeovers": 0},
                 ("status", None, {"status": "queued", "retry_of": "failed"}))
     raise _final(run, "resumed")
 

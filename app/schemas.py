@@ -158,6 +158,7 @@ class RunOut(_Out):
     error: str | None
     parent_run_id: int | None
     fork_checkpoint: str | None
+    takeovers: int = Field(0, description="Times a worker took this run over from a worker that died holding it.")
     progress: Progress
 
 
@@ -378,6 +379,24 @@ class EvalOut(_Out):
 class MetricsOut(BaseModel):
     keys: list[str]
     series: dict[str, list[tuple[int, float]]] = Field(description="key -> [[global_step, value], ...]")
+
+
+class WorkerOut(_Out):
+    id: int
+    name: str
+    hostname: str
+    pid: int
+    status: str = Field(description="idle | busy | stopped, as the worker last wrote it.")
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool = Field(description="Not stopped, and its heartbeat is newer than the server's stale_after_s.")
+    run_id: int | None = Field(None, description="The run it holds, if any.")
+
+
+class WorkersOut(BaseModel):
+    items: list[WorkerOut]
+    alive: int = Field(description="Workers alive now.")
+    busy: int = Field(description="Alive workers holding a run.")
 
 
 class PresetOut(BaseModel):

@@ -1,7 +1,8 @@
 """``opcod serve``: migrate the database, start N worker processes and the web server.
 
 - The database is upgraded (``alembic upgrade head``) before anything serves or trains.
-- Workers are ``opcod worker`` subprocesses in their own process group, so a Ctrl-C in the terminal
+- Workers are ``opcod worker`` subprocesses in their own process group, supervised (``app.worker_pool``: a
+  worker that dies is restarted with a growing delay), so a Ctrl-C in the terminal
   reaches only this process, which then shuts everything down in order: uvicorn first (no new
   requests), then SIGTERM to every worker (each pauses its run at the next step boundary and puts it
   back in the queue, docs/database-contract.md), waiting for them up to ``--worker-grace`` seconds
@@ -14,11 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import signal
-import subprocess
 import sys
-import time
+
+from app.worker_pool import WorkerPool
 
 log = logging.getLogger("opcod.serve")
 
@@ -44,36 +44,6 @@ def with_bind_host(settings, host: str):
         return settings
     name = f"[{host.strip('[]')}]" if ":" in host else host
     return settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, name]})
-
-
-def worker_command() -> list[str]:
-    return [sys.executable, "-m", "opcod_core.cli", "worker"]
-
-
-def start_workers(n: int) -> list[subprocess.Popen]:
-    procs = []
-    for _ in range(n):
-        procs.append(subprocess.Popen(worker_command(), start_new_session=True, env=os.environ.copy()))
-    return procs
-
-
-def stop_workers(procs: list[subprocess.Popen], grace_s: float) -> None:
-    """SIGTERM to every worker, wait up to ``grace_s`` in all, then SIGKILL what is left."""
-    for p in procs:
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + grace_s
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("worker %d did not stop within %.0f s: killing it (its run resumes from its last "
-                        "checkpoint)", p.pid, grace_s)
-            p.kill()
-            p.wait()
 
 
 def cmd_serve(args) -> int:
@@ -107,18 +77,19 @@ def cmd_serve(args) -> int:
     # only records it, so we get to stop the workers before exiting.
     received: list[int] = []
     previous = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    workers: list[subprocess.Popen] = []
+    pool = WorkerPool(n_workers)
     try:
-        workers = start_workers(n_workers)
-        if workers:
-            log.info("started %d worker(s): pids %s", len(workers), [p.pid for p in workers])
+        pool.start()
+        if n_workers:
+            log.info("started %d worker(s): pids %s (supervised: a worker that dies is restarted)", n_workers,
+                     pool.pids)
         config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level, proxy_headers=False,
                                 timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
         if not received:
             server.run()
     finally:
-        stop_workers(workers, args.worker_grace)
+        pool.stop(args.worker_grace)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

@@ -49,6 +49,17 @@ class Settings(BaseSettings):
         "may name (shell patterns such as 'HuggingFaceTB/*'; empty: none).")
     ray_address: str | None = Field(None, description="Ray cluster that workers join for runs with executor "
                                     "'ray' ('auto' or 'ray://host:port'); default: a local Ray per run.")
+    budget_step_tokens: int = Field(1 << 20, gt=0, description="Most tokens one training step of a run submitted "
+                                    "to the server may generate: batch_prompts x n x (rollout + tutor max_new_tokens).")
+    budget_total_steps: int = Field(10_000, gt=0, description="Most optimizer steps of a submitted run: rounds x 2 x "
+                                    "steps_per_direction.")
+    budget_eval_samples: int = Field(64, gt=0, description="Most samples per question of a submitted run's "
+                                     "evaluation (eval.k) and gate (gating.val_k).")
+    max_takeovers: int = Field(3, ge=0, description="A run whose worker died this many times (out of memory, killed) "
+                               "is failed instead of being taken over again.")
+    max_open_replays: int = Field(16, gt=0, description="Most queued or running replays per run; more get 429.")
+    replays_per_step: int = Field(2, gt=0, description="Most replays a running run's worker serves at one step "
+                                  "boundary (the rest wait for the next ones), so replays cannot stall training.")
     secure_cookies: bool = Field(False, description="Mark cookies Secure (set it when a TLS proxy serves the "
                                                     "dashboard).")
 

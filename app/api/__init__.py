@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Security
 
-from app.api import controls, exchanges, metrics, runs, stream
+from app.api import controls, exchanges, metrics, runs, stream, workers
 from app.api.deps import bearer
 
 API_PREFIX = "/api/v1"
@@ -14,6 +14,6 @@ API_PREFIX = "/api/v1"
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX, dependencies=[Security(bearer)])
-    for module in (runs, exchanges, controls, metrics, stream):
+    for module in (runs, exchanges, controls, metrics, stream, workers):
         router.include_router(module.router)
     return router

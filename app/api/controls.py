@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
-from app.api.deps import get_db
+from app.api.deps import get_db, get_settings
 from app.schemas import (
     ApprovalDecisionIn,
     ApprovalOut,
@@ -59,8 +59,8 @@ def decide_approval(approval_id: int, req: ApprovalDecisionIn, db: Db) -> Approv
 
 @router.post("/exchanges/{exchange_id}/replay", status_code=202, response_model=ReplayOut,
              summary="Queue a replay with edited feedback and/or another tutor checkpoint")
-def create_replay(exchange_id: int, req: ReplayIn, db: Db) -> ReplayOut:
-    return replays.create_replay(db, exchange_id, req)
+def create_replay(exchange_id: int, req: ReplayIn, request: Request, db: Db) -> ReplayOut:
+    return replays.create_replay(db, exchange_id, req, get_settings(request).max_open_replays)
 
 
 @router.get("/replays/{replay_id}", response_model=ReplayOut, summary="A replay's status and result")

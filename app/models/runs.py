@@ -59,6 +59,7 @@ class Run(Base):
     summary: Mapped[dict[str, Any] | None]
     parent_run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
     fork_checkpoint: Mapped[str | None] = mapped_column(String(1024))  # checkpoint path forked from
+    takeovers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # app.worker.claim
 
     students: Mapped[list[Student]] = relationship(
         back_populates="run", order_by="Student.position", cascade="all, delete-orphan", passive_deletes=True)

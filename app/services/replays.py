@@ -11,21 +11,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.errors import Invalid
-from app.models import Checkpoint, Replay
+from app.errors import Invalid, TooManyRequests
+from app.models import Checkpoint, Replay, Run
 from app.schemas import ReplayIn, ReplayOut
 from app.services import SessionFactory, add_event, get_exchange, get_row, id_fits
 
 
-def create_replay(db: SessionFactory, exchange_id: int, req: ReplayIn) -> ReplayOut:
+OPEN = ("queued", "running")
+
+
+def create_replay(db: SessionFactory, exchange_id: int, req: ReplayIn, max_open: int | None = None) -> ReplayOut:
+    """Queue a replay; ``max_open``: the run's cap on queued + running replays (429 beyond it)."""
     if req.feedback is not None and req.feedback_text is not None and req.feedback != req.feedback_text:
         raise Invalid.field("feedback", "give feedback_text or feedback, not two different texts")
     feedback = req.feedback_text if req.feedback_text is not None else req.feedback
     with session_scope(db) as s:
         ex = get_exchange(s, exchange_id)
+        if max_open is not None:
+            s.execute(select(Run.id).where(Run.id == ex.run_id).with_for_update())  # serialises on PostgreSQL
+            n_open = s.scalar(select(func.count()).select_from(Replay)
+                              .where(Replay.run_id == ex.run_id, Replay.status.in_(OPEN))) or 0
+            if n_open >= max_open:
+                raise TooManyRequests(f"run {ex.run_id} already has {n_open} replays queued or running (at most "
+                                      f"{max_open}, OPCOD_MAX_OPEN_REPLAYS): try again when some have finished")
         inputs: dict = {"feedback": feedback, "tutor_checkpoint": None}
         if req.tutor_checkpoint is not None:
             q = select(Checkpoint).where(Checkpoint.run_id == ex.run_id)

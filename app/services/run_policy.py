@@ -16,6 +16,9 @@ to every config the API or the dashboard stores (new runs and forks):
   always allowed.
 - **``ray.address``** is refused: the cluster a worker joins is the worker's setting
   (``OPCOD_RAY_ADDRESS``, applied by ``with_worker_ray``), never the submitter's.
+- **Budget** (``Budget``): tokens generated per step, optimizer steps in all, samples per question of the
+  evaluation and the gate, each capped by a setting. A run that asked for R=1000, K=100000, B=4096, n=256
+  and 32k tokens was accepted before; one such run occupies a worker for ever or kills it.
 
 Errors name the config field and never quote a file's content.
 """
@@ -35,21 +38,52 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$
 
 
 @dataclass(frozen=True)
+class Budget:
+    """What one submitted run may cost (``settings.budget_*``): tokens generated per training step, optimizer
+    steps in all, samples per question of the evaluation and the gate."""
+
+    step_tokens: int = 1 << 20
+    total_steps: int = 10_000
+    eval_samples: int = 64
+
+    def check(self, cfg: RunConfig, prefix: str = "") -> None:
+        ro = cfg.rollout
+        step = ro.batch_prompts * ro.n * (ro.max_new_tokens + cfg.tutor.max_new_tokens)
+        if step > self.step_tokens:
+            raise Invalid.field(f"{prefix}rollout", f"a step generates batch_prompts x n x (max_new_tokens + tutor "
+                                f"max_new_tokens) = {ro.batch_prompts} x {ro.n} x ({ro.max_new_tokens} + "
+                                f"{cfg.tutor.max_new_tokens}) = {step:,} tokens, over this server's budget of "
+                                f"{self.step_tokens:,} (OPCOD_BUDGET_STEP_TOKENS)")
+        steps = cfg.schedule.rounds * 2 * cfg.schedule.steps_per_direction
+        if steps > self.total_steps:
+            raise Invalid.field(f"{prefix}schedule", f"rounds x 2 x steps_per_direction = {steps:,} optimizer steps, "
+                                f"over this server's budget of {self.total_steps:,} (OPCOD_BUDGET_TOTAL_STEPS)")
+        for field, k in (("eval.k", cfg.eval.k), ("gating.val_k", cfg.gating.val_k)):
+            if k > self.eval_samples:
+                raise Invalid.field(f"{prefix}{field}", f"{k} samples per question, over this server's budget of "
+                                    f"{self.eval_samples} (OPCOD_BUDGET_EVAL_SAMPLES)")
+
+
+@dataclass(frozen=True)
 class RunPolicy:
     roots: tuple[Path, ...]
     hub_ids: tuple[str, ...] = ("*",)
     builtin_models: tuple[str, ...] = ()
+    budget: Budget = Budget()
 
     @classmethod
     def from_settings(cls, settings) -> "RunPolicy":
         from opcod_core.assets import LOCAL_MODELS
 
         roots = (settings.datasets_dir, settings.model_cache_dir, *settings.read_roots)
+        budget = Budget(settings.budget_step_tokens, settings.budget_total_steps, settings.budget_eval_samples)
         return cls(roots=tuple(Path(r).expanduser().resolve() for r in roots),
-                   hub_ids=tuple(settings.allowed_hub_ids), builtin_models=tuple(LOCAL_MODELS))
+                   hub_ids=tuple(settings.allowed_hub_ids), builtin_models=tuple(LOCAL_MODELS), budget=budget)
 
     def check(self, cfg: RunConfig, prefix: str = "") -> None:
-        """Raises ``Invalid`` naming the first field that reaches outside what the server allows."""
+        """Raises ``Invalid`` naming the first field that reaches outside what the server allows or costs
+        more than its budget."""
+        self.budget.check(cfg, prefix)
         if cfg.ray.address:
             raise Invalid.field(f"{prefix}ray.address", "a run cannot choose the Ray cluster; the worker joins the "
                                                         "one its settings name (OPCOD_RAY_ADDRESS)")

@@ -18,8 +18,8 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from app.errors import Conflict, DomainError, Invalid, NotFound, field_errors
-from app.services import SessionFactory, approvals, exchange_views, overrides, replays, run_views, runs
+from app.errors import Conflict, DomainError, Invalid, NotFound, TooManyRequests, field_errors
+from app.services import SessionFactory, approvals, exchange_views, overrides, replays, run_views, runs, workers
 from app.services.overrides import GATING_MODES
 from app.web import forms, presenters
 from app.web.csrf import verify_csrf
@@ -73,7 +73,10 @@ def see_other(request: Request, url: str) -> Response:
 def runs_page(request: Request, before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None):
     data = run_views.runs_list(db_of(request), before=before)
     active = any(r["status"] in ("queued", "running", "paused") for r in data["items"])
-    return render(request, "runs.html", {"data": data, "active": active}, swappable=("runs_table",))
+    pool = workers.list_workers(db_of(request), request.app.state.settings.stale_after_s)
+    waiting = any(r["status"] == "queued" for r in data["items"])
+    return render(request, "runs.html", {"data": data, "active": active, "workers": pool, "waiting": waiting},
+                  swappable=("runs_table",))
 
 
 # --- launch -------------------------------------------------------------------------------------------------
@@ -229,8 +232,9 @@ async def exchange_override(request: Request, exchange_id: int, form: Annotated[
 async def exchange_replay(request: Request, exchange_id: int, form: Annotated[ReplayForm, Form()]):
     error = None
     try:
-        rp = await run_in_threadpool(replays.create_replay, db_of(request), exchange_id, form.request())
-    except (Invalid, Conflict) as exc:
+        rp = await run_in_threadpool(replays.create_replay, db_of(request), exchange_id, form.request(),
+                                     request.app.state.settings.max_open_replays)
+    except (Invalid, Conflict, TooManyRequests) as exc:
         error = first_error(exc)
     if error is None and not is_htmx(request):
         return RedirectResponse(f"/exchanges/{exchange_id}#replay-{rp.id}", status_code=303)

@@ -59,6 +59,7 @@ class Candidate:
     status: str
     heartbeat_at: datetime | None
     worker_id: int | None
+    takeovers: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def candidates(session: Session, stale_after_s: float, limit: int = 20) -> list[
     """Queued runs and running runs with a stale (or missing) heartbeat, oldest first."""
     cutoff = stale_before(stale_after_s)
     rows = session.execute(
-        select(Run.id, Run.status, Run.heartbeat_at, Run.worker_id)
+        select(Run.id, Run.status, Run.heartbeat_at, Run.worker_id, Run.takeovers)
         .where(or_(Run.status == "queued",
                    and_(Run.status == "running", or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff))))
         .order_by(Run.id).limit(limit)).all()
@@ -115,7 +116,8 @@ def try_claim(session: Session, cand: Candidate, worker_id: int) -> bool:
         .where(Run.id == cand.id, Run.status == cand.status, _is(Run.heartbeat_at, cand.heartbeat_at),
                _is(Run.worker_id, cand.worker_id))
         .values(status="running", worker_id=worker_id, heartbeat_at=now,
-                started_at=func.coalesce(Run.started_at, literal(now, UTCDateTime())))
+                started_at=func.coalesce(Run.started_at, literal(now, UTCDateTime())),
+                takeovers=Run.takeovers + (1 if cand.status == "running" else 0))
         .execution_options(synchronize_session=False))
     if res.rowcount != 1:
         return False
@@ -125,11 +127,40 @@ def try_claim(session: Session, cand: Candidate, worker_id: int) -> bool:
     return True
 
 
-def claim_next(factory: sessionmaker[Session], worker_id: int, stale_after_s: float) -> Claimed | None:
-    """Claim the oldest claimable run, or return None when there is none (or every race was lost)."""
+def fail_poisoned(session: Session, cand: Candidate, max_takeovers: int) -> bool:
+    """Fail a stale running run whose workers already died ``max_takeovers`` times holding it (a run that
+    kills its worker, e.g. out of memory, would otherwise be retried by every worker for ever). The same
+    conditional UPDATE as a claim, so it races safely with claimers; True iff it was failed here."""
+    now = utcnow()
+    error = (f"the workers running this run died {cand.takeovers + 1} times (the last one was worker "
+             f"{cand.worker_id}); it is not retried after {max_takeovers} takeovers (OPCOD_MAX_TAKEOVERS). A run "
+             "that kills its worker usually runs out of memory: lower rollout.batch_prompts, rollout.n or "
+             "max_new_tokens, then resume it")
+    res = session.execute(
+        update(Run)
+        .where(Run.id == cand.id, Run.status == "running", _is(Run.heartbeat_at, cand.heartbeat_at),
+               _is(Run.worker_id, cand.worker_id))
+        .values(status="failed", worker_id=None, finished_at=now, error=error, requested_action=None)
+        .execution_options(synchronize_session=False))
+    if res.rowcount != 1:
+        return False
+    session.add(Event(run_id=cand.id, type="status",
+                      payload={"status": "failed", "error": error, "previous_worker_id": cand.worker_id}))
+    return True
+
+
+def claim_next(factory: sessionmaker[Session], worker_id: int, stale_after_s: float,
+               max_takeovers: int | None = None) -> Claimed | None:
+    """Claim the oldest claimable run, or return None when there is none (or every race was lost). A stale
+    run already taken over ``max_takeovers`` times is failed instead (``fail_poisoned``)."""
     with factory() as s:
         cands = candidates(s, stale_after_s)
     for cand in cands:
+        if cand.status == "running" and max_takeovers is not None and cand.takeovers >= max_takeovers:
+            with session_scope(factory) as s:
+                if fail_poisoned(s, cand, max_takeovers):
+                    log.warning("run %s: failed after %d takeovers", cand.id, cand.takeovers)
+            continue
         with session_scope(factory) as s:
             if try_claim(s, cand, worker_id):
                 if cand.status == "running":

@@ -81,8 +81,9 @@ def resolve_tutor_checkpoint(value: str | None, out_dir: Path, tutor: str) -> st
 class DBControls:
     def __init__(self, factory: sessionmaker[Session], run_id: int, worker_id: int, *, students: list[str],
                  out_dir: Path, stop: threading.Event, lost: threading.Event | None = None,
-                 approval_poll_s: float = 0.5) -> None:
+                 approval_poll_s: float = 0.5, max_replays: int = 2) -> None:
         self.factory = factory
+        self.max_replays = max_replays  # replays served per step boundary (settings.replays_per_step)
         self.run_id = run_id
         self.worker_id = worker_id
         self.students = list(students)
@@ -114,7 +115,7 @@ class DBControls:
                 else:
                     batch.exchange_overrides.append(item)
             for rp in s.scalars(select(Replay).where(Replay.run_id == self.run_id, Replay.status == "queued")
-                                .order_by(Replay.id)):
+                                .order_by(Replay.id).limit(self.max_replays)):
                 ex = exchange_payload(s, rp.exchange_id)
                 claimed = s.execute(update(Replay).where(Replay.id == rp.id, Replay.status == "queued")
                                     .values(status="running", worker_id=self.worker_id, started_at=utcnow())

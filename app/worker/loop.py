@@ -69,7 +69,7 @@ class Worker:
             self.heartbeat = Heartbeat(self.factory, self.worker_id, self.settings.heartbeat_s)
             self.heartbeat.start()
             self.replayer = IdleReplayer(self.factory, self.worker_id, self.settings.runs_dir,
-                                         self.settings.model_cache_dir)
+                                         self.settings.model_cache_dir, self.settings.stale_after_s)
             log.info("worker %s started (database %s)", self.worker_id, self.engine.url.render_as_string())
         return self.worker_id
 
@@ -116,7 +116,7 @@ class Worker:
     def process_next(self) -> bool:
         """Claim one run and train it to an outcome; False when nothing was claimable."""
         self.start()
-        claimed = claim_next(self.factory, self.worker_id, self.settings.stale_after_s)
+        claimed = claim_next(self.factory, self.worker_id, self.settings.stale_after_s, self.settings.max_takeovers)
         if claimed is None:
             return False
         self.replayer.forget()
@@ -177,7 +177,8 @@ class Worker:
                                          stale_after_s=self.settings.stale_after_s)
             controls = DBControls(self.factory, run_id, self.worker_id, students=[st.name for st in config.students],
                                   out_dir=out_dir, stop=self.stop_event, lost=self.heartbeat.lost,
-                                  approval_poll_s=self.settings.approval_poll_s)
+                                  approval_poll_s=self.settings.approval_poll_s,
+                                  max_replays=self.settings.replays_per_step)
             trainer = WorkerTrainer(config, out_dir, observer=MultiObserver(jsonl, recorder), controls=controls,
                                     cache_dir=self.settings.model_cache_dir)
             trainer.recorder = recorder

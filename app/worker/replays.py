@@ -16,11 +16,13 @@ import logging
 import traceback
 from pathlib import Path
 
-from sqlalchemy import select, update
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope
-from app.models import Event, Replay, Run
+from app.models import Event, Replay, Run, Worker
 from app.types import utcnow
 from app.worker.controls import exchange_payload, resolve_tutor_checkpoint
 from app.worker.rows import EVENT_PAYLOADS, finish_replay
@@ -31,8 +33,25 @@ log = logging.getLogger(__name__)
 
 
 
-def claim_idle_replay(factory: sessionmaker[Session], worker_id: int) -> int | None:
-    """Claim the oldest queued replay of a run nobody is running; its id, or None."""
+def requeue_orphaned_replays(session: Session, stale_after_s: float) -> int:
+    """Put back in the queue the replays left ``running`` by a worker that died or stopped (its heartbeat is
+    stale or it marked itself stopped) or that no longer exists; returns how many."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    gone = select(Worker.id).where(or_(Worker.status == "stopped", Worker.heartbeat_at < cutoff))
+    res = session.execute(update(Replay).where(Replay.status == "running",
+                                               or_(Replay.worker_id.is_(None), Replay.worker_id.in_(gone)))
+                          .values(status="queued", worker_id=None, started_at=None)
+                          .execution_options(synchronize_session=False))
+    return res.rowcount or 0
+
+
+def claim_idle_replay(factory: sessionmaker[Session], worker_id: int, stale_after_s: float | None = None) -> int | None:
+    """Claim the oldest queued replay of a run nobody is running (after re-queueing orphaned ones when
+    ``stale_after_s`` is given); its id, or None."""
+    if stale_after_s is not None:
+        with session_scope(factory) as s:
+            if n := requeue_orphaned_replays(s, stale_after_s):
+                log.warning("%d replay(s) left running by a dead worker put back in the queue", n)
     with factory() as s:
         ids = list(s.scalars(select(Replay.id).join(Run, Run.id == Replay.run_id)
                              .where(Replay.status == "queued", Run.status.in_(sorted(IDLE_RUN_STATUSES)))
@@ -47,8 +66,10 @@ def claim_idle_replay(factory: sessionmaker[Session], worker_id: int) -> int | N
 
 
 class IdleReplayer:
-    def __init__(self, factory: sessionmaker[Session], worker_id: int, runs_dir: Path, cache_dir: Path) -> None:
+    def __init__(self, factory: sessionmaker[Session], worker_id: int, runs_dir: Path, cache_dir: Path,
+                 stale_after_s: float | None = None) -> None:
         self.factory = factory
+        self.stale_after_s = stale_after_s  # re-queue replays of dead workers before claiming (None: never)
         self.worker_id = worker_id
         self.runs_dir = Path(runs_dir)
         self.cache_dir = Path(cache_dir)
@@ -60,7 +81,7 @@ class IdleReplayer:
 
     def serve_one(self) -> bool:
         """Claim and serve one idle replay; False when there was none."""
-        rid = claim_idle_replay(self.factory, self.worker_id)
+        rid = claim_idle_replay(self.factory, self.worker_id, self.stale_after_s)
         if rid is None:
             return False
         try:

@@ -238,3 +238,24 @@ def test_export_streams_in_chunks(seeded_api, monkeypatch):
     monkeypatch.setattr(export, "CHUNK", 2)
     chunks = list(export.jsonl(client.app.state.db, seeded.run_id, chunk=2))
     assert len(chunks) == 3 and sum(c.count(b"\n") for c in chunks) == 6
+
+
+def test_open_replays_are_capped_per_run(db_url, tmp_path):
+    """At most ``max_open_replays`` queued or running replays per run (429 beyond, naming the setting); a
+    finished one frees a place."""
+    from app.main import create_app
+    from app.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url, max_open_replays=2))
+    with api_seed.local_client(app) as client:
+        db = app.state.db
+        ex_id = api_seed.seed_run(db, steps=1, per_step=2).exchange_ids[0]
+        first = [client.post(f"{V1}/exchanges/{ex_id}/replay", json={"feedback_text": f"hint {i}"}) for i in range(2)]
+        assert [r.status_code for r in first] == [202, 202]
+        r = client.post(f"{V1}/exchanges/{ex_id}/replay", json={"feedback_text": "one too many"})
+        assert r.status_code == 429 and "OPCOD_MAX_OPEN_REPLAYS" in r.json()["error"]["message"]
+        with session_scope(db) as s:
+            s.get(Replay, first[0].json()["id"]).status = "done"
+        assert client.post(f"{V1}/exchanges/{ex_id}/replay", json={"feedback_text": "now"}).status_code == 202
+        with session_scope(db) as s:
+            assert s.query(Replay).count() == 3

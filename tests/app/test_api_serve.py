@@ -51,3 +51,38 @@ def test_token_protects_a_served_api(tmp_path):
         assert httpx.get(served.base + "/api/v1/runs", headers={"Authorization": "Bearer tok"}, timeout=10).status_code == 200
     finally:
         served.stop()
+
+
+def test_serve_restarts_a_worker_that_dies(tmp_path):
+    """A worker killed under ``opcod serve`` is started again, and ``GET /api/v1/workers`` shows who is alive."""
+    import os
+    import time
+
+    served = api_seed.Served(tmp_path / "data", args=["--workers", "1"],
+                             env={"OPCOD_HEARTBEAT_S": "0.5", "OPCOD_STALE_AFTER_S": "3"})
+
+    def alive_pids() -> set[int]:
+        body = httpx.get(served.base + "/api/v1/workers", timeout=10).json()
+        return {w["pid"] for w in body["items"] if w["alive"]}
+
+    def wait_for(predicate, what: str, deadline_s: float = 120.0):
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.2)  # polling interval of a deadline loop, not a wait for an event
+        raise AssertionError(f"{what} within {deadline_s:.0f} s\n{served.log()}")
+
+    try:
+        served.wait_healthy()
+        first = wait_for(alive_pids, "a worker alive")
+        assert len(first) == 1
+        os.kill(next(iter(first)), signal.SIGKILL)
+        second = wait_for(lambda: alive_pids() - first, "a restarted worker alive")
+        assert len(second) == 1
+        wait_for(lambda: next(iter(first)) not in alive_pids(), "the killed worker shown dead")
+        assert "restarting it" in served.log()
+    finally:
+        rc = served.stop(signal.SIGTERM, timeout_s=60)
+    assert rc == 0, served.log()

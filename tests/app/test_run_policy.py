@@ -124,3 +124,30 @@ def test_policy_roots_are_resolved(tmp_path):
     policy = RunPolicy.from_settings(Settings(data_dir=tmp_path / "d" / ".." / "data", read_roots=[tmp_path / "extra"]))
     assert (tmp_path / "data" / "datasets").resolve() in policy.roots
     assert (tmp_path / "extra").resolve() in policy.roots
+
+
+def test_budget_caps_what_one_run_may_cost(served):
+    client = served
+    huge = {"schedule": {"rounds": 1000, "steps_per_direction": 100000},
+            "rollout": {"batch_prompts": 4096, "n": 256, "max_new_tokens": 32768}, "eval": {"k": 256}}
+    message = _refused(client, {"preset": "tiny", "overrides": huge}, "rollout")
+    assert "OPCOD_BUDGET_STEP_TOKENS" in message and "4096 x 256" in message
+    assert "OPCOD_BUDGET_TOTAL_STEPS" in _refused(
+        client, {"preset": "tiny", "overrides": {"schedule": {"rounds": 100, "steps_per_direction": 100}}}, "schedule")
+    assert "OPCOD_BUDGET_EVAL_SAMPLES" in _refused(client, {"preset": "tiny", "overrides": {"eval": {"k": 65}}},
+                                                   "eval.k")
+    _refused(client, {"preset": "tiny", "overrides": {"gating": {"val_k": 100}}}, "gating.val_k")
+    with client.app_.state.db() as s:
+        assert s.query(Run).count() == 0
+    for name in ("tiny", "demo", "sciworld", "sciworld3"):  # every shipped preset fits the default budget
+        assert client.post(f"{V1}/runs", json={"preset": name}).status_code == 201, name
+
+
+def test_forks_are_held_to_the_policy(served):
+    client = served
+    seeded = api_seed.seed_run(client.app_.state.db, steps=1, per_step=1)
+    for overrides, field in (({"ray": {"address": "auto"}}, "overrides.ray.address"),
+                             ({"rollout": {"n": 256, "batch_prompts": 4096}}, "overrides.rollout"),
+                             ({"data": {"source": "csv", "path": "/etc/passwd"}}, "overrides.data.path")):
+        r = client.post(f"{V1}/runs/{seeded.run_id}/fork", json={"overrides": overrides})
+        assert r.status_code == 422 and [f["path"] for f in r.json()["error"]["fields"]] == [field], r.text

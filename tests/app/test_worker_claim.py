@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 import worker_support as ws
+from seed import seed_run as ws_seed
 
 from app.db import make_engine, session_factory, session_scope
 from app.models import Event, Run, Worker as WorkerRow
@@ -134,3 +135,74 @@ def test_a_failing_run_is_marked_failed_and_the_worker_goes_on(db_url, tmp_path)
     with factory() as s:
         assert s.scalars(select(WorkerRow.status)).all() == ["stopped"]
     eng.dispose()
+
+
+def test_a_run_whose_workers_keep_dying_is_failed_clearly(factory):
+    """A poison run (it kills every worker that runs it) is taken over at most ``max_takeovers`` times,
+    then failed with an error that says why; a person's resume gives it a fresh count."""
+    from app.services.runs import resume_run
+
+    rid = _run(factory)
+    for attempt in range(3):
+        wid = register_worker(factory, f"w{attempt}")
+        got = claim_next(factory, wid, stale_after_s=30, max_takeovers=2)
+        assert got is not None and got.id == rid and got.taken_over == (attempt > 0)
+        assert ws.get_run(factory, rid).takeovers == attempt
+        with session_scope(factory) as s:  # the worker dies: its heartbeat goes stale
+            s.execute(update(Run).where(Run.id == rid).values(heartbeat_at=utcnow() - timedelta(seconds=60)))
+    last = register_worker(factory, "last")
+    assert claim_next(factory, last, stale_after_s=30, max_takeovers=2) is None
+    run = ws.get_run(factory, rid)
+    assert run.status == "failed" and run.worker_id is None and "died 3 times" in run.error
+    assert "OPCOD_MAX_TAKEOVERS" in run.error and run.takeovers == 2
+    with factory() as s:
+        ev = s.scalars(select(Event).where(Event.run_id == rid, Event.type == "status")
+                       .order_by(Event.id.desc())).first()
+    assert ev.payload["status"] == "failed"
+    resume_run(factory, rid)
+    assert ws.get_run(factory, rid).takeovers == 0
+    assert claim_next(factory, last, stale_after_s=30, max_takeovers=2).id == rid
+
+
+def test_replays_of_a_dead_worker_are_requeued(factory):
+    """A replay left ``running`` by a worker that died (stale heartbeat) or stopped goes back to the queue
+    before an idle worker claims; one held by a live worker stays with it."""
+    from app.models import Replay
+    from app.worker.replays import claim_idle_replay
+
+    seeded = ws_seed(factory, status="finished")
+    rid, exchanges = seeded.run_id, seeded.exchange_ids
+    dead, stopped, alive = (register_worker(factory, n) for n in ("dead", "stopped", "alive"))
+    with session_scope(factory) as s:
+        s.execute(update(WorkerRow).where(WorkerRow.id == dead).values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+        s.execute(update(WorkerRow).where(WorkerRow.id == stopped).values(status="stopped"))
+        rows = [Replay(run_id=rid, exchange_id=exchanges[0], inputs={}, status="running", worker_id=w,
+                       started_at=utcnow()) for w in (dead, stopped, alive)]
+        s.add_all(rows)
+        s.flush()
+        ids = [r.id for r in rows]
+    me = register_worker(factory, "me")
+    assert claim_idle_replay(factory, me, stale_after_s=30) == ids[0]  # the oldest requeued one, claimed
+    with factory() as s:
+        got = {r.id: (r.status, r.worker_id) for r in s.scalars(select(Replay))}
+    assert got == {ids[0]: ("running", me), ids[1]: ("queued", None), ids[2]: ("running", alive)}
+
+
+def test_a_step_boundary_serves_at_most_k_replays(factory, tmp_path):
+    """The run's own worker takes at most ``max_replays`` queued replays per step boundary, oldest first."""
+    from app.models import Replay
+    from app.worker.controls import DBControls
+
+    seeded = ws_seed(factory)
+    rid = seeded.run_id
+    wid = register_worker(factory, "trainer")
+    with session_scope(factory) as s:
+        s.execute(update(Run).where(Run.id == rid).values(status="running", worker_id=wid, heartbeat_at=utcnow()))
+        s.add_all([Replay(run_id=rid, exchange_id=seeded.exchange_ids[0], inputs={"feedback": str(i)},
+                          status="queued") for i in range(5)])
+    controls = DBControls(factory, rid, wid, students=["chem", "phys"], out_dir=tmp_path, stop=threading.Event(),
+                          max_replays=2)
+    served = []
+    for _ in range(3):
+        served.append([r.feedback for r in controls.poll({}).replays])
+    assert served == [["0", "1"], ["2", "3"], ["4"]]
