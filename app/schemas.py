@@ -269,7 +269,9 @@ class FeedbackOut(_Out):
 class OverrideOut(_Out):
     id: int
     run_id: int
-    exchange_id: int | None
+    exchange_id: int | None = Field(description="None for a run-level override, or while its exchange is being "
+                                    "redone after a resume (then exchange_key names it).")
+    exchange_key: str | None = None
     kind: str
     payload: dict[str, Any]
     author: str
@@ -282,7 +284,8 @@ class OverrideOut(_Out):
 class ReplayOut(_Out):
     id: int
     run_id: int
-    exchange_id: int
+    exchange_id: int | None = Field(description="None while the exchange is being redone after a resume.")
+    exchange_key: str | None = None
     inputs: dict[str, Any]
     status: Literal[values(ReplayStatus)]  # type: ignore[valid-type]
     result: dict[str, Any] | None

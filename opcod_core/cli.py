@@ -62,6 +62,20 @@ def _train_config(args, saved: Path) -> RunConfig | None:
     return None
 
 
+def earlier_run(out: Path) -> str:
+    """What an earlier run left in ``out`` ("" when nothing): recorded events and checkpoints."""
+    from opcod_core.checkpoint import checkpoint_root
+
+    found = []
+    events = out / "events.jsonl"
+    if events.is_file() and events.stat().st_size > 0:
+        found.append("events.jsonl")
+    root = checkpoint_root(out)
+    if root.is_dir() and any(not d.name.startswith(".") for d in root.iterdir()):
+        found.append("checkpoints")
+    return " and ".join(found)
+
+
 def cmd_train(args) -> int:
     from opcod_core.observer import JSONLObserver
     from opcod_core.progress import ProgressReporter, print_summary
@@ -71,6 +85,11 @@ def cmd_train(args) -> int:
     saved = out / "config.json"
     config = _train_config(args, saved)
     if config is None:
+        return 2
+    earlier = earlier_run(out)
+    if earlier and not (args.resume or args.overwrite):
+        print(f"--out {out} holds an earlier run ({earlier}): continue it with --resume, replace it with --overwrite, "
+              "or choose another --out", file=sys.stderr)
         return 2
     if args.resume and saved.exists() and RunConfig.from_json(saved.read_text()) != config:
         print(f"--resume: {saved} holds a different config; use another --out", file=sys.stderr)
@@ -145,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--preset", choices=preset_names())
     tr.add_argument("--out", required=True, help="output directory")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    tr.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out (its events and "
+                    "checkpoints are deleted); without it or --resume, a non-empty --out is refused")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. rollout.n=4")
     tr.add_argument("--backend", choices=["transformers", "vllm"])
     tr.add_argument("--executor", choices=["local", "ray"])

@@ -13,18 +13,21 @@ from app.types import BigId
 
 
 class Override(Base):
-    """A human control request, audited: run-level (exchange_id NULL) or on one exchange's feedback."""
+    """A human control request, audited: run-level (exchange_key NULL) or on one exchange's feedback."""
 
     __tablename__ = "override"
     __table_args__ = (
         CheckConstraint(_in("status", OVERRIDE_STATUSES), name="status"),
         Index("ix_override_run_id_status_id", "run_id", "status", "id"),
         Index("ix_override_exchange_id", "exchange_id"),
+        Index("ix_override_run_id_exchange_key", "run_id", "exchange_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = _run_fk()
-    exchange_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("exchange.id", ondelete="CASCADE"))
+    # NULL with a key: its exchange was deleted by a resume and is re-linked when redone (app.worker.recorder)
+    exchange_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("exchange.id", ondelete="SET NULL"))
+    exchange_key: Mapped[str | None] = mapped_column(String(255))  # NULL: a run-level override
     kind: Mapped[str] = mapped_column(String(32))  # force_tutor | mute_tutor | clear_tutor | set_tau | set_mode | edit | reject | approve
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     author: Mapped[str] = mapped_column(String(200), default="human")
@@ -66,11 +69,14 @@ class Replay(Base):
         Index("ix_replay_status_id", "status", "id"),
         Index("ix_replay_exchange_id", "exchange_id"),
         Index("ix_replay_worker_id", "worker_id"),
+        Index("ix_replay_run_id_exchange_key", "run_id", "exchange_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = _run_fk()
-    exchange_id: Mapped[int] = mapped_column(BigId, ForeignKey("exchange.id", ondelete="CASCADE"))
+    # NULL while its exchange is being redone after a resume (re-linked by key: app.worker.recorder)
+    exchange_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("exchange.id", ondelete="SET NULL"))
+    exchange_key: Mapped[str | None] = mapped_column(String(255))
     inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)  # feedback, tutor_checkpoint
     status: Mapped[str] = mapped_column(String(16), default="queued")
     result: Mapped[dict[str, Any] | None]

@@ -38,9 +38,10 @@ def _text(text: str | None, what: str = "text") -> str:
     return text.strip()
 
 
-def _store(session, run_id: int, exchange_id: int | None, kind: str, payload: dict, author: str) -> OverrideOut:
-    ov = Override(run_id=run_id, exchange_id=exchange_id, kind=kind, payload=payload, author=author,
-                  status="pending")
+def _store(session, run_id: int, exchange_id: int | None, kind: str, payload: dict, author: str,
+           exchange_key: str | None = None) -> OverrideOut:
+    ov = Override(run_id=run_id, exchange_id=exchange_id, exchange_key=exchange_key, kind=kind, payload=payload,
+                  author=author, status="pending")
     session.add(ov)
     session.flush()
     add_event(session, run_id, "override", ov.id,
@@ -61,7 +62,7 @@ def create_exchange_override(db: SessionFactory, exchange_id: int, req: Exchange
                 raise Invalid.field("kind", f"exchange {exchange_id} has no feedback to {req.kind}; "
                                     "use 'edit' to give it one")
             payload = {}
-        return _store(s, ex.run_id, ex.id, req.kind, payload, req.author)
+        return _store(s, ex.run_id, ex.id, req.kind, payload, req.author, exchange_key=ex.key)
 
 
 def create_run_override(db: SessionFactory, run_id: int, req: RunOverrideIn) -> OverrideOut:

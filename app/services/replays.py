@@ -50,7 +50,7 @@ def create_replay(db: SessionFactory, exchange_id: int, req: ReplayIn, max_open:
                 raise Invalid.field("tutor_checkpoint", f"no checkpoint {ref!r} in run {ex.run_id}")
             inputs.update(tutor_checkpoint=str(Path(ckpt.path) / ex.tutor), tutor_checkpoint_id=ckpt.id,
                           tutor_checkpoint_tag=ckpt.tag)
-        rp = Replay(run_id=ex.run_id, exchange_id=ex.id, inputs=inputs, status="queued")
+        rp = Replay(run_id=ex.run_id, exchange_id=ex.id, exchange_key=ex.key, inputs=inputs, status="queued")
         s.add(rp)
         s.flush()
         add_event(s, ex.run_id, "replay", rp.id, {"status": "queued", "exchange_id": ex.id})

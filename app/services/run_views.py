@@ -74,7 +74,8 @@ def _part_breaks(s, run: Run) -> dict[str, Any]:
 
 def _part_overrides(s, run: Run) -> dict[str, Any]:
     return {"overrides": [override_dict(o) for o in s.scalars(
-        select(Override).where(Override.run_id == run.id, Override.exchange_id.is_(None))
+        select(Override).where(Override.run_id == run.id, Override.exchange_id.is_(None),
+                               Override.exchange_key.is_(None))
         .order_by(Override.id.desc()).limit(20))]}
 
 

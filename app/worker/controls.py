@@ -28,7 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope
@@ -103,7 +103,10 @@ class DBControls:
             fence(s, self.run_id, self.worker_id)
             run = s.get(Run, self.run_id)
             requested = run.requested_action
-            for ov in s.scalars(select(Override).where(Override.run_id == self.run_id, Override.status == "pending")
+            # an exchange-level override whose exchange is being redone after a resume waits for it
+            for ov in s.scalars(select(Override).where(Override.run_id == self.run_id, Override.status == "pending",
+                                                       or_(Override.exchange_key.is_(None),
+                                                           Override.exchange_id.is_not(None)))
                                 .order_by(Override.id)):
                 item = self._override(s, ov)
                 if item is None:
@@ -114,7 +117,8 @@ class DBControls:
                     batch.run_overrides.append(item)
                 else:
                     batch.exchange_overrides.append(item)
-            for rp in s.scalars(select(Replay).where(Replay.run_id == self.run_id, Replay.status == "queued")
+            for rp in s.scalars(select(Replay).where(Replay.run_id == self.run_id, Replay.status == "queued",
+                                                     Replay.exchange_id.is_not(None))
                                 .order_by(Replay.id).limit(self.max_replays)):
                 ex = exchange_payload(s, rp.exchange_id)
                 claimed = s.execute(update(Replay).where(Replay.id == rp.id, Replay.status == "queued")

@@ -14,7 +14,10 @@ Outcomes, each one fenced transaction that also writes a ``status`` event row:
   ``progress.paused_by = "shutdown"`` so the next worker resumes it; nothing is lost;
 - any exception: ``failed`` with the exception text and traceback; the worker goes on with the next
   run (a run must never kill its worker);
-- ``RunLost`` (another worker took the run over while this one stalled): nothing is written.
+- ``RunLost`` (another worker took the run over while this one stalled): nothing is written, not even a
+  checkpoint (the trainer checks that it still holds the run before each one);
+- no readable checkpoint while the database records some (a worker on a host without the shared runs
+  directory): ``failed`` with an error saying so; never a fresh start, which would erase the recorded rows.
 
 Why the trainer subclass: the recorder flushes before every checkpoint write, so a checkpoint on
 disk always has its preceding rows in the database (the basis of exact resume, see ``recorder``).
@@ -24,15 +27,16 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import threading
 import traceback
 from pathlib import Path
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 
 from app import lifecycle
 from app.db import make_engine, session_factory, session_scope
-from app.models import Event, Replay, Run
+from app.models import Checkpoint, Event, Replay, Run
 from app.services.run_policy import with_worker_ray
 from app.settings import Settings
 from app.types import utcnow
@@ -45,6 +49,10 @@ from opcod_core.checkpoint import checkpoint_root, latest_checkpoint, load_state
 from opcod_core.observer import JSONLObserver, MultiObserver
 
 log = logging.getLogger(__name__)
+
+
+class CheckpointsUnreadable(RuntimeError):
+    """The database shows checkpointed progress that this worker cannot read (see ``Worker._refuse_to_wipe``)."""
 
 
 class Worker:
@@ -154,6 +162,9 @@ class Worker:
             if stop.action in ("pause", "cancel"):
                 return self._finalize(run_id, "paused" if stop.action == "pause" else "cancelled")
             return self._finalize(run_id, "queued", shutdown=True)
+        except CheckpointsUnreadable as exc:
+            log.error("run %s: %s", run_id, exc)
+            return self._finalize(run_id, "failed", error=str(exc))
         except Exception as exc:  # noqa: BLE001 - a failing run never kills the worker
             log.exception("run %s failed", run_id)
             return self._finalize(run_id, "failed", error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
@@ -166,6 +177,8 @@ class Worker:
         the database; returns (the trainer's result, the controls it polled)."""
         ckpt = latest_checkpoint(out_dir)
         resume = ckpt is not None
+        if not resume:
+            self._refuse_to_wipe(run_id, out_dir)
         jsonl = JSONLObserver(out_dir / "events.jsonl")
         try:
             if resume:
@@ -188,6 +201,20 @@ class Worker:
                 trainer.close()   # vLLM engines, Ray actors: nothing outlives the run in this worker
         finally:
             jsonl.close()
+
+    def _refuse_to_wipe(self, run_id: int, out_dir: Path) -> None:
+        """A fresh start erases the run's recorded rows: never do it when the database records checkpoints
+        that this host cannot read (a worker without the shared runs directory), which is lost work, not a
+        run that never got that far."""
+        with self.factory() as s:
+            recorded = s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)
+                                 .order_by(Checkpoint.id.desc())).all()
+        if recorded:
+            raise CheckpointsUnreadable(
+                f"the database records {len(recorded)} checkpoint(s) of run {run_id} (the last: {recorded[0].path}) "
+                f"but none is readable in {out_dir} on host {socket.gethostname()}. Is the runs directory shared "
+                "by every worker (mount OPCOD_DATA_DIR/runs at the same path)? The run was not restarted from "
+                "scratch, which would erase its recorded work; resume it from a worker that sees its checkpoints")
 
     def _finalize(self, run_id: int, status: str, *, shutdown: bool = False, error: str | None = None) -> str:
         """Move a held run on (one fenced transaction + a ``status`` event); returns the outcome."""

@@ -25,8 +25,9 @@ is deleted and the missing checkpoint row is recorded. Because every row is tied
 position rather than by step number, this also covers gate records re-decided by an override in
 the middle of a round and overrides applied right before a pause (the pause checkpoint includes
 them, and they precede its event row, so they stay applied). A fresh start (``run_start``) deletes
-all trainer-derived rows of the run. Human decisions (approval rows) and replay results are never
-deleted: they are inputs, not outputs.
+all trainer-derived rows of the run. Human work is never deleted: approvals are keyed by exchange key,
+and the overrides and replays of a deleted exchange keep its key (``exchange_id`` becomes NULL) and are
+re-linked to the redone exchange when it is written (``_relink_human_work``); until then they wait.
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ class Recorder:
             fence(s, self.run_id, self.worker_id)
             self._write(s, events)
         self.transactions += 1
+
+    def assert_held(self) -> None:
+        """Raise ``RunLost`` unless this worker still holds the run (a fenced, empty transaction)."""
+        with session_scope(self.factory) as s:
+            fence(s, self.run_id, self.worker_id)
 
     # --- writing ----------------------------------------------------------------------------------
     def _prompts(self, s: Session) -> dict[str, int]:
@@ -165,6 +171,17 @@ class Recorder:
             rows[i] = _exchange_row(run_id, e, r, fb, origins)
             s.add(rows[i])
         s.flush()
+        self._relink_human_work(s, {rows[i].key: rows[i].id for i, _ in exchanges})
+
+    def _relink_human_work(self, s: Session, new: dict[str, int]) -> None:
+        """Overrides and replays of exchanges that a resume deleted point again at the redone exchange with
+        the same key (they were kept, ``exchange_id`` NULL, when it was deleted: migration 0005)."""
+        for model in (Override, Replay):
+            waiting = s.execute(select(model.id, model.exchange_key).where(
+                model.run_id == self.run_id, model.exchange_id.is_(None), model.exchange_key.in_(list(new)))).all()
+            for row_id, key in waiting:
+                s.execute(update(model).where(model.id == row_id).values(exchange_id=new[key])
+                          .execution_options(synchronize_session=False))
 
     def _ensure_prompts(self, s: Session, exchanges: list[tuple[int, ev.ExchangeEvent]]) -> dict[str, int]:
         """Item key -> prompt id, adding a Prompt row for each item seen for the first time."""

@@ -54,7 +54,8 @@ def claim_idle_replay(factory: sessionmaker[Session], worker_id: int, stale_afte
                 log.warning("%d replay(s) left running by a dead worker put back in the queue", n)
     with factory() as s:
         ids = list(s.scalars(select(Replay.id).join(Run, Run.id == Replay.run_id)
-                             .where(Replay.status == "queued", Run.status.in_(sorted(IDLE_RUN_STATUSES)))
+                             .where(Replay.status == "queued", Replay.exchange_id.is_not(None),
+                                    Run.status.in_(sorted(IDLE_RUN_STATUSES)))
                              .order_by(Replay.id).limit(20)))
     for rid in ids:
         with session_scope(factory) as s:

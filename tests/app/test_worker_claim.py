@@ -206,3 +206,19 @@ def test_a_step_boundary_serves_at_most_k_replays(factory, tmp_path):
     for _ in range(3):
         served.append([r.feedback for r in controls.poll({}).replays])
     assert served == [["0", "1"], ["2", "3"], ["4"]]
+
+
+def test_a_worker_that_lost_its_run_writes_no_checkpoint(factory, tmp_path):
+    """After a takeover, the old holder's trainer must not write into the directory the new holder resumes
+    from: ``WorkerTrainer.save_checkpoint`` checks the fence before anything touches the disk."""
+    from app.worker.recorder import Recorder
+    from app.worker.trainer import WorkerTrainer
+    from opcod_core.checkpoint import checkpoint_root
+
+    old, new = register_worker(factory, "old"), register_worker(factory, "new")
+    rid = _run(factory, status="running", heartbeat_age_s=0, worker_id=new)  # taken over by ``new``
+    trainer = WorkerTrainer.__new__(WorkerTrainer)  # only the save path matters: no students needed
+    trainer.recorder = Recorder(factory, rid, old, tmp_path)
+    with pytest.raises(RunLost):
+        trainer.save_checkpoint()
+    assert not checkpoint_root(tmp_path).exists()

@@ -102,3 +102,72 @@ def test_sigkill_mid_run_then_takeover_equals_an_uninterrupted_run(tmp_path, tin
     assert a["gates"] == b["gates"] and a["evals"] == b["evals"] and a["breaks"] == b["breaks"]
     assert a["metric_values"] == b["metric_values"]
     eng.dispose()
+
+
+def test_human_work_on_redone_exchanges_survives_a_sigkill(tmp_path, tiny_cache):
+    """A worker dies (SIGKILL) right after committing step 1, with no checkpoint since the run began. A person
+    then edits the feedback of a step-1 exchange and replays a step-0 one. The next worker resumes from the
+    checkpoint before step 0, so both exchanges are deleted and redone: the override and the replay are kept
+    (before, they were cascade-deleted), re-linked to the redone exchanges with the same keys, and served."""
+    from app.models import Override, Replay
+    from app.schemas import ExchangeOverrideIn, ReplayIn
+    from app.services import overrides, replays
+
+    url = f"sqlite:///{tmp_path / 'db' / 'opcod.db'}"
+    upgrade(url)
+    eng = make_engine(url)
+    factory = session_factory(eng)
+    rid = ws.enqueue(factory, ws.small_config(checkpoint_every=100_000), "killed")
+    env = {**os.environ, "OPCOD_DATABASE_URL": url, "OPCOD_DATA_DIR": str(tmp_path / "data"),
+           "OPCOD_CACHE_DIR": str(tiny_cache), "OPCOD_HEARTBEAT_S": "0.5", "OPCOD_STALE_AFTER_S": "2",
+           "OPCOD_POLL_S": "0.2", "OPCOD_TEST_KILL_AFTER_STEP": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), env_path()])}
+    log1, log2 = tmp_path / "fault.log", tmp_path / "worker2.log"
+    procs: list[subprocess.Popen] = []
+    try:
+        with log1.open("ab") as fh:
+            p1 = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fault_worker.py")], env=env,
+                                  stdout=fh, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
+        procs.append(p1)
+        assert p1.wait(timeout=900) == -signal.SIGKILL, _tail(log1)
+        with factory() as s:
+            by_step = {st: s.scalars(select(Exchange).where(Exchange.run_id == rid, Exchange.global_step == st)
+                                     .order_by(Exchange.id)).first() for st in (0, 1)}
+        assert by_step[0] is not None and by_step[1] is not None, _tail(log1)
+        edit = overrides.create_exchange_override(factory, by_step[1].id, ExchangeOverrideIn(
+            kind="edit", text="Count the atoms of each element first."))
+        replay = replays.create_replay(factory, by_step[0].id, ReplayIn(feedback_text="Balance the charges."))
+
+        p2 = _start([], env, log2)
+        procs.append(p2)
+        ws.wait_for(lambda: ws.get_run(factory, rid).status not in ("running", "queued") or p2.poll() is not None,
+                    what="the second worker to take the run over and finish it")
+        ws.wait_for(lambda: ws.count(factory, Replay, Replay.id == replay.id, Replay.status == "done"),
+                    what="the replay served")
+        p2.send_signal(signal.SIGTERM)
+        assert p2.wait(timeout=120) == 0, _tail(log2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=60)
+    run = ws.get_run(factory, rid)
+    assert run.status == "finished", f"{run.status}: {run.error}\n{_tail(log2)}"
+    with factory() as s:
+        ov, rp = s.get(Override, edit.id), s.get(Replay, replay.id)
+        assert ov is not None and rp is not None  # kept
+        for row, was in ((ov, by_step[1]), (rp, by_step[0])):
+            ex = s.get(Exchange, row.exchange_id)
+            assert ex is not None and ex.key == was.key == row.exchange_key  # re-linked to the redo,
+            assert ex.id != was.id                                            # which is a new row
+        assert ov.status == "applied"
+        human = s.scalars(select(Exchange).where(Exchange.run_id == rid, Exchange.override_id == ov.id)).one()
+        assert human.human_edited and "Count the atoms" in human.teacher_context
+        assert rp.result and rp.result["after"]["feedback"] == "Balance the charges."
+        keys_all = s.scalars(select(Exchange.key).where(Exchange.run_id == rid)).all()
+        assert len(keys_all) == len(set(keys_all))
+    eng.dispose()
+
+
+def env_path() -> str:
+    return os.environ.get("PYTHONPATH", "")

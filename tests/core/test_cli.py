@@ -34,3 +34,17 @@ def test_presets_and_invalid_config_errors(tmp_path: Path):
     bad.write_text("preset: tiny\noverrides:\n  gating:\n    tau: -3\n")
     res = run("train", str(bad), "--out", str(tmp_path / "o"), "--quiet")
     assert res.returncode == 2 and "gating.tau" in res.stderr
+
+
+def test_train_never_deletes_an_earlier_run_unless_told(tmp_path: Path):
+    from opcod_core.cli import earlier_run
+
+    out = tmp_path / "run"
+    assert earlier_run(out) == ""
+    (out / "checkpoints" / "task-000003").mkdir(parents=True)
+    (out / "events.jsonl").write_text('{"type": "run_start"}\n')
+    assert earlier_run(out) == "events.jsonl and checkpoints"
+    res = run("train", "--preset", "tiny", "--out", str(out), "--quiet")
+    assert res.returncode == 2 and "--resume" in res.stderr and "--overwrite" in res.stderr
+    assert (out / "events.jsonl").read_text() == '{"type": "run_start"}\n'   # untouched
+    assert (out / "checkpoints" / "task-000003").is_dir() and not (out / "config.json").exists()
