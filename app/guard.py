@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from http.cookies import SimpleCookie
 from urllib.parse import quote
 
 from fastapi.responses import RedirectResponse
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import error_response
@@ -88,8 +88,10 @@ class Guard:
         scheme, _, token = value.partition(b" ")
         if scheme.lower() == b"bearer" and secrets.compare_digest(token.strip(), self.token or b""):
             return True
-        cookie = SimpleCookie((_header(scope, b"cookie") or b"").decode("latin-1")).get(SESSION_COOKIE)
-        return cookie is not None and secrets.compare_digest(cookie.value.encode(), self.cookie or b"")
+        # Starlette's lenient parser: a stray cookie (``a@b=1``, a nameless one, one without '=') is skipped,
+        # never a 500 and never a reason to drop the session (http.cookies.SimpleCookie raises or stops there)
+        cookie = cookie_parser((_header(scope, b"cookie") or b"").decode("latin-1")).get(SESSION_COOKIE)
+        return cookie is not None and secrets.compare_digest(cookie.encode(), self.cookie or b"")
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await error_response(413, f"request body larger than {self.max} bytes")(scope, receive, send)

@@ -180,7 +180,7 @@ def parse_run_ids(raw: str | None, max_runs: int = 8) -> list[int]:
     for part in (raw or "").replace(" ", ",").split(","):
         if not part:
             continue
-        if not part.isdigit() or not 0 < int(part) <= MAX_ID:
+        if not (part.isascii() and part.isdigit()) or not 0 < int(part) <= MAX_ID:
             raise Invalid.field("runs", f"'{part[:20]}' is not a run id")
         if int(part) not in ids:
             ids.append(int(part))

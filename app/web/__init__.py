@@ -4,12 +4,20 @@ package exists). Never imports torch, transformers, vLLM or the trainer."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.errors import error_response
 
 from app.web.auth import router as auth_router
-from app.web.pages import router
+from app.web.pages import error_page, router
 from app.web.templating import STATIC_DIR
+
+
+#: Paths that answer in JSON whatever the error (the API, its description, liveness, static files).
+JSON_PATHS = ("/api/", "/openapi.json", "/healthz", "/static/")
 
 
 def install(app: FastAPI) -> None:
@@ -19,6 +27,16 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(auth_router)
     app.include_router(router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _html_or_json(request: Request, exc: StarletteHTTPException) -> Response:
+        """An unknown page (or a wrong method on one) gets the dashboard's HTML error page; the API keeps
+        its JSON errors."""
+        message = exc.detail if isinstance(exc.detail, str) else "error"
+        if request.url.path.startswith(JSON_PATHS):
+            return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+        return error_page(request, exc.status_code, "page not found" if exc.status_code == 404 else message)
+
     app.state.web_installed = True
 
 

@@ -134,8 +134,8 @@ def build_config(form: dict[str, str]) -> LaunchResult:
         text = form.get("config_text") or ""
         try:
             data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            return LaunchResult(None, {"config_text": [f"not valid YAML or JSON: {str(exc).splitlines()[0]}"]})
+        except (ValueError, yaml.YAMLError, RecursionError) as exc:  # ValueError: JSON errors, ints over 4300 digits
+            return LaunchResult(None, {"config_text": [f"not valid YAML or JSON: {str(exc).splitlines()[0][:200]}"]})
         if not isinstance(data, dict):
             return LaunchResult(None, {"config_text": ["the config must be a mapping (YAML) or an object (JSON)"]})
         try:

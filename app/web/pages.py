@@ -171,8 +171,9 @@ async def run_override(request: Request, run_id: int, form: Annotated[RunOverrid
         errors = inline_errors(exc, rename=form.field_of())
     if not errors and not is_htmx(request):
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
-    ctx = await run_in_threadpool(_run_ctx, request, run_id, "overrides", override_errors=errors,
-                                  override_values=form.model_dump() if errors else {})
+    # htmx swaps the overrides block (its reads only); a plain post gets the whole page back
+    ctx = await run_in_threadpool(_run_ctx, request, run_id, "overrides" if is_htmx(request) else None,
+                                  override_errors=errors, override_values=form.model_dump() if errors else {})
     return render(request, "run.html", ctx, block="overrides", status_code=422 if errors else 200)
 
 
