@@ -22,7 +22,7 @@ from app.api import API_PREFIX, api_router
 from app.db import make_engine, session_factory
 from app.errors import install_error_handlers
 from app.schemas import RUN_CREATE_COMPONENTS
-from app.guard import UI_SESSION_COOKIE, Guard
+from app.guard import UI_SESSION_COOKIE, FailureLimiter, Guard
 from app.request_policy import LOOPBACK_HOSTS, RequestPolicy
 from app.services import ping
 from app.services.run_policy import RunPolicy
@@ -82,10 +82,12 @@ def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = N
     install_web(app)
     # Outermost first: Host check, then who may send what (app.request_policy), then the signed dashboard
     # session (CSRF tokens, app.web.csrf), then authentication and the body limit (app.guard).
-    app.add_middleware(Guard, token=settings.api_token, max_body_bytes=settings.max_body_bytes)
+    app.state.auth_limiter = FailureLimiter(settings.auth_failures_per_minute, window_s=60.0)
+    app.add_middleware(Guard, token=settings.api_token, max_body_bytes=settings.max_body_bytes,
+                       session_max_age_s=settings.session_max_age_s, limiter=app.state.auth_limiter)
     app.add_middleware(SessionMiddleware, secret_key=settings.session_secret(), session_cookie=UI_SESSION_COOKIE,
                        max_age=settings.session_max_age_s, same_site="strict", https_only=settings.secure_cookies)
-    app.add_middleware(RequestPolicy, token_set=bool(settings.api_token))
+    app.add_middleware(RequestPolicy, token=settings.api_token)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, *settings.allowed_hosts],
                        www_redirect=False)
     return app

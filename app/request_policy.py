@@ -10,7 +10,8 @@ even read the answers. The rules, in order (each a 4xx with a message, before an
 - **No token, loopback only**: without ``settings.api_token`` only loopback clients are served, and a
   request carrying forwarding headers (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``) is refused: a proxy
   in front would make every remote client look local. 403 (the CLI's bind check alone is not enough:
-  ``uvicorn --factory app.main:create_app --host 0.0.0.0`` bypasses it).
+  ``uvicorn --factory app.main:create_app --host 0.0.0.0`` bypasses it). With a token shorter than
+  ``MIN_REMOTE_TOKEN_LENGTH``, the same: loopback clients only.
 - **Cross-site writes**: a POST, PUT, PATCH or DELETE whose ``Sec-Fetch-Site`` is ``cross-site`` or
   ``same-site`` (another port of localhost is the same site), or whose ``Origin`` is not this server's
   (compared with the Host header), is refused with 403. A client that sends neither is not a browser.
@@ -31,6 +32,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import error_response
 
+#: Shortest token with which the server serves clients on other machines (here and in ``opcod serve``).
+MIN_REMOTE_TOKEN_LENGTH = 16
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # as Host headers name them
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip")
@@ -60,9 +63,10 @@ def is_json(value: str) -> bool:
 class RequestPolicy:
     """Pure ASGI middleware enforcing the rules of the module docstring (not the Host and JSON rules)."""
 
-    def __init__(self, app: ASGIApp, token_set: bool) -> None:
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
-        self.token_set = token_set
+        self.token_set = bool(token)
+        self.short_token = bool(token) and len(token or "") < MIN_REMOTE_TOKEN_LENGTH
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,6 +84,9 @@ class RequestPolicy:
         headers: dict[bytes, bytes] = {}
         for key, value in scope.get("headers", ()):
             headers.setdefault(key.lower(), value)
+        if self.short_token and not is_loopback((scope.get("client") or (None,))[0]):
+            return 403, (f"the API token is shorter than {MIN_REMOTE_TOKEN_LENGTH} characters, too short to guard "
+                         "a server that other machines reach; set a longer OPCOD_API_TOKEN")
         if not self.token_set:
             client = scope.get("client")
             if not is_loopback(client[0] if client else None):

@@ -18,6 +18,7 @@ import logging
 import signal
 import sys
 
+from app.request_policy import MIN_REMOTE_TOKEN_LENGTH
 from app.worker_pool import WorkerPool
 
 log = logging.getLogger("opcod.serve")
@@ -56,6 +57,10 @@ def cmd_serve(args) -> int:
         print(f"opcod serve: refusing to bind {host}, which is not a loopback address, without a token: "
               "set OPCOD_API_TOKEN (clients then send 'Authorization: Bearer <token>'), or bind 127.0.0.1",
               file=sys.stderr)
+        return 2
+    if not is_loopback(host) and len(settings.api_token or "") < MIN_REMOTE_TOKEN_LENGTH:
+        print(f"opcod serve: refusing to bind {host} with a token shorter than {MIN_REMOTE_TOKEN_LENGTH} characters: "
+              "set a longer OPCOD_API_TOKEN", file=sys.stderr)
         return 2
     n_workers = 0 if args.no_worker else args.workers
     if n_workers < 0:

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None, description="Key that signs dashboard sessions and CSRF tokens; default: a random key kept in "
         "<data_dir>/secret_key (created on first use, mode 600), shared by every process on that directory.")
-    session_max_age_s: int = Field(12 * 3600, gt=0, description="A dashboard session expires after this long.")
+    session_max_age_s: int = Field(12 * 3600, gt=0, description="A dashboard session expires this long after sign-in.")
+    auth_failures_per_minute: int = Field(10, gt=0, description="Failed authentications (wrong token, failed "
+                                          "sign-in) one client address may make per minute; then 429.")
     read_roots: list[Path] = Field(
         default_factory=list, description="Directories, besides <data_dir>/datasets and the model cache, that "
         "runs submitted to the server may read data and models from (the CLI reads anything).")

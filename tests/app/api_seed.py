@@ -20,16 +20,15 @@ def set_status(db, run_id: int, status: str, **values) -> None:
             setattr(run, k, v)
 
 
-def open_api(db_url: str, tmp_path, token: str | None = None, max_body_bytes: int = 1 << 20):
+def open_api(db_url: str, tmp_path, token: str | None = None, max_body_bytes: int = 1 << 20, **settings):
     """A ``TestClient`` on ``create_app`` over ``db_url`` (already migrated) and its session factory."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
     from app.settings import Settings
 
-    settings = Settings(data_dir=tmp_path / "data", database_url=db_url, api_token=token,
-                        max_body_bytes=max_body_bytes)
-    app = create_app(settings, sse_poll_s=0.01)
+    app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url, api_token=token,
+                              max_body_bytes=max_body_bytes, **settings), sse_poll_s=0.01)
     return local_client(app), app.state.db
 
 

@@ -3,12 +3,13 @@ an HTML page on the dashboard; stray cookies neither break a request nor drop a 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import api_seed
-from app.guard import session_cookie_value
 
-TOKEN = "a-token-of-some-length"
+TOKEN = "a-token-of-some-length"  # noqa: S105 - a test token
 
 
 @pytest.fixture
@@ -63,11 +64,16 @@ def test_stray_cookies_never_break_a_request_or_drop_a_session(db_url, tmp_path)
     from app.settings import Settings
 
     app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url, api_token=TOKEN), sse_poll_s=0.01)
-    good = session_cookie_value(TOKEN)
     with api_seed.local_client(app, raise_server_exceptions=False) as client:
-        for cookie in (f"a@b=1; opcod_session={good}", f"=x; opcod_session={good}", f"opcod_session={good}; junk",
-                       f'x="unterminated; opcod_session={good}'):
+        page = client.get("/login")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        assert client.post("/login", data={"token": TOKEN, "csrf_token": csrf}, follow_redirects=False).status_code == 303
+        good = client.cookies["opcod_ui"]
+        client.cookies.clear()
+        for cookie in (f"a@b=1; opcod_ui={good}", f"=x; opcod_ui={good}", f"opcod_ui={good}; junk",
+                       f'x="unterminated; opcod_ui={good}'):
             assert client.get("/api/v1/runs", headers={"cookie": cookie}).status_code == 200, cookie
-        for cookie in ("a@b=1", "=x", "junk", "opcod_session=forged"):
+            assert client.get("/", headers={"cookie": cookie}).status_code == 200, cookie
+        for cookie in ("a@b=1", "=x", "junk", "opcod_ui=forged", "opcod_session=x"):
             assert client.get("/api/v1/runs", headers={"cookie": cookie}).status_code == 401, cookie
             assert client.get("/", headers={"cookie": cookie}, follow_redirects=False).status_code == 303
