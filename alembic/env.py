@@ -4,7 +4,8 @@ Why: the same migrations serve a laptop's SQLite file and a team's PostgreSQL, f
 ``app.db.upgrade`` (server and worker start, tests). The URL comes, in order, from
 ``config.attributes["url"]`` (programmatic), ``-x url=...`` (CLI) and the settings
 (``OPCOD_DATABASE_URL`` or the default SQLite file). SQLite cannot ALTER most things, so migrations run
-in batch mode there; ``compare_type`` makes autogenerate notice type changes.
+in batch mode there; ``compare_type`` makes autogenerate notice type changes. On PostgreSQL migrations
+are serialised by an advisory lock (``MIGRATION_LOCK_KEY``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import text
 
-from app.db import make_engine, normalize_url
+from app.db import MIGRATION_LOCK_KEY, make_engine, normalize_url
 from app.models import Base
 
 config = context.config
@@ -58,6 +60,11 @@ def run_migrations_online() -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # One migrator at a time (server and workers all migrate at start): a session-level advisory
+                # lock, held until this connection closes; the others wait, then find nothing left to do.
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                conn.commit()
             context.configure(connection=conn, **_options(url))
             with context.begin_transaction():
                 context.run_migrations()

@@ -94,9 +94,41 @@ def alembic_config(url: str | URL):
     return cfg
 
 
+#: PostgreSQL advisory lock key that serialises migrations (alembic/env.py): "opcod-migrate" as an integer.
+MIGRATION_LOCK_KEY = int.from_bytes(b"opcodmig", "big") & 0x7FFFFFFFFFFFFFFF
+
+
+class UnknownSchema(RuntimeError):
+    """The database was migrated by a newer OPCoD (its schema revision is not one this code knows)."""
+
+
+def check_known_revision(url: str | URL) -> None:
+    """Raise ``UnknownSchema`` when the database's schema revision is not one of this code's migrations
+    (a newer version migrated it): running against it could corrupt rows this code does not understand."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_heads()
+    finally:
+        engine.dispose()
+    known = {rev.revision for rev in script.walk_revisions()}
+    unknown = [rev for rev in current if rev not in known]
+    if unknown:
+        raise UnknownSchema(f"the database's schema is at revision {', '.join(unknown)}, which this version of "
+                            f"OPCoD does not know (its newest is {script.get_current_head()}): a newer version "
+                            "migrated it. Upgrade OPCoD, or point OPCOD_DATABASE_URL at another database")
+
+
 def upgrade(url: str | URL, revision: str = "head") -> None:
-    """``alembic upgrade head`` on ``url`` (run by ``opcod serve``/``opcod worker`` at start and by tests)."""
+    """``alembic upgrade head`` on ``url`` (run by ``opcod serve``/``opcod worker`` at start and by tests),
+    after refusing a schema this code does not know (``check_known_revision``)."""
     from alembic import command
+
+    check_known_revision(url)
 
     command.upgrade(alembic_config(url), revision)
 

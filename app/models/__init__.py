@@ -14,6 +14,8 @@ Why it looks like this:
 - High-volume tables use 64-bit ids (``BigId``); ``event.id`` is the SSE ``Last-Event-ID`` and is
   AUTOINCREMENT on SQLite so an id is never reused.
 - Constraint names follow ``NAMING_CONVENTION`` so migrations (and batch mode on SQLite) are stable.
+- A run's event ids follow commit order: every transaction that writes events locks the run row first
+  (``lock_run``, or the worker's fence).
 - Status columns carry CHECK constraints for the values listed in the ``*_STATUSES`` tuples below.
 """
 
@@ -21,4 +23,5 @@ from app.models.base import (APPROVAL_STATUSES, FEEDBACK_SOURCES, GATE_DECISIONS
                              OVERRIDE_STATUSES, REPLAY_STATUSES, RUN_ACTIONS, RUN_STATUSES, SOURCES, Base)
 from app.models.controls import Approval, Override, Replay  # noqa: F401
 from app.models.exchanges import BreakSample, Exchange, Feedback, Prompt, Rollout  # noqa: F401
-from app.models.runs import Checkpoint, EvalResult, Event, GateRecord, Metric, Run, Step, Student, Worker  # noqa: F401
+from app.models.runs import (Checkpoint, EvalResult, Event, GateRecord, Metric, Run, Step, Student,  # noqa: F401
+                             Worker, lock_run)

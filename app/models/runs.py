@@ -198,3 +198,15 @@ class Event(Base):
     ref_id: Mapped[int | None] = mapped_column(BigId)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _created()
+
+
+def lock_run(session, run_id: int) -> None:
+    """Row-lock the run for the rest of the transaction (PostgreSQL; SQLite serialises writers anyway).
+
+    Every transaction that writes ``event`` rows of a run takes this lock (or the worker's fence, an UPDATE
+    of the same row) before its first event insert, so a run's event ids are allocated in commit order:
+    without it, a web transaction could take id 101 and commit while the worker's step transaction holding
+    id 100 is still open, and a stream that had read 101 would never see 100."""
+    from sqlalchemy import select
+
+    session.execute(select(Run.id).where(Run.id == run_id).with_for_update())

@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import Invalid, NotFound
-from app.models import Event, Exchange, Run
+from app.models import Event, Exchange, Run, lock_run
 
 SessionFactory = sessionmaker[Session]
 
@@ -47,8 +47,11 @@ def get_exchange(session: Session, exchange_id: int) -> Exchange:
 
 def add_event(session: Session, run_id: int, type_: str, ref_id: int | None = None,
               payload: dict[str, Any] | None = None) -> None:
-    """An ``event`` row in the caller's transaction (the SSE stream)."""
+    """An ``event`` row in the caller's transaction (the SSE stream), after locking the run's row so that the
+    run's event ids follow commit order (``app.models.lock_run``)."""
+    lock_run(session, run_id)
     session.add(Event(run_id=run_id, type=type_, ref_id=ref_id, payload=payload or {}))
+    session.flush()
 
 
 # --- opaque keyset cursors ---------------------------------------------------------------------------

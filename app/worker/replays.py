@@ -22,7 +22,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope
-from app.models import Event, Replay, Run, Worker
+from app.models import Event, Replay, Run, Worker, lock_run
 from app.types import utcnow
 from app.worker.controls import exchange_payload, resolve_tutor_checkpoint
 from app.worker.rows import EVENT_PAYLOADS, finish_replay
@@ -134,5 +134,6 @@ class IdleReplayer:
     def _store(self, rid: int, event: ReplayEvent) -> None:
         with session_scope(self.factory) as s:
             run_id = s.get(Replay, rid).run_id
+            lock_run(s, run_id)  # event ids in commit order (app.models.lock_run)
             if finish_replay(s, run_id, event, utcnow(), worker_id=self.worker_id) is not None:
                 s.add(Event(run_id=run_id, type="replay", ref_id=rid, payload=EVENT_PAYLOADS["replay"](event)))
