@@ -83,6 +83,12 @@ class TooManyRequests(DomainError):
     status_code = 429
 
 
+class Unavailable(DomainError):
+    """503: the server is at a capacity limit (e.g. open event streams); retry shortly."""
+
+    status_code = 503
+
+
 class PayloadTooLarge(DomainError):
     status_code = 413
 

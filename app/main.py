@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = N
                     '`{"error": {"message", "fields": [{"path", "message"}]}}`.')
     app.state.settings = settings
     app.state.run_policy = RunPolicy.from_settings(settings)
+    app.state.open_streams = [0]  # event streams open now (app.api.stream; one event loop, no lock needed)
     app.state.engine = engine
     app.state.db = session_factory(engine)
     app.state.sse_poll_s = sse_poll_s if sse_poll_s is not None else settings.sse_poll_s

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     heartbeat_s: float = Field(5.0, gt=0, description="How often a worker refreshes its heartbeat.")
     stale_after_s: float = Field(30.0, gt=0, description="A run whose heartbeat is older is taken over.")
+    stall_after_s: float = Field(7200.0, gt=0, description="A worker whose trainer reports nothing (no event, no "
+                                 "step boundary) for this long stops refreshing its run's heartbeat, so another "
+                                 "worker takes the run over (a hung trainer must not hold a run for ever).")
     max_body_bytes: int = Field(1 << 20, gt=0, description="Requests with a larger body are refused (413).")
     cache_dir: Path | None = Field(None, description="Model and warm-up cache; default <data_dir>/cache.")
     approval_poll_s: float = Field(0.5, gt=0, description="How often a worker waiting for approvals polls.")
@@ -59,6 +62,7 @@ class Settings(BaseSettings):
                                      "evaluation (eval.k) and gate (gating.val_k).")
     max_takeovers: int = Field(3, ge=0, description="A run whose worker died this many times (out of memory, killed) "
                                "is failed instead of being taken over again.")
+    max_event_streams: int = Field(200, gt=0, description="Most event streams (SSE) open at once; more get 503.")
     max_open_replays: int = Field(16, gt=0, description="Most queued or running replays per run; more get 429.")
     replays_per_step: int = Field(2, gt=0, description="Most replays a running run's worker serves at one step "
                                   "boundary (the rest wait for the next ones), so replays cannot stall training.")

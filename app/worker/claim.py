@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -185,15 +186,22 @@ class Heartbeat:
     """A daemon thread refreshing the worker row and the held run every ``interval`` seconds.
 
     Training runs in the main thread (torch releases the GIL in its kernels, and CPython switches
-    threads every few milliseconds otherwise), so the heartbeat keeps going during long steps. When
+    threads every few milliseconds otherwise), so the heartbeat keeps going during long steps. A trainer
+    that reports nothing (``progressed``: every trainer event and step boundary) for ``stall_after_s`` is
+    stalled (a deadlock, a hung collective): the run's heartbeat is no longer refreshed, so another worker
+    takes the run over, and this one gets ``RunLost`` at its next write if it ever wakes. When
     the run's row no longer names this worker, ``lost`` is set and the controls stop the trainer at
     the next boundary. Database errors are logged and retried at the next beat: a busy database must
     not kill a worker."""
 
-    def __init__(self, factory: sessionmaker[Session], worker_id: int, interval: float) -> None:
+    def __init__(self, factory: sessionmaker[Session], worker_id: int, interval: float,
+                 stall_after_s: float | None = None) -> None:
         self.factory = factory
         self.worker_id = worker_id
         self.interval = interval
+        self.stall_after_s = stall_after_s
+        self.last_progress = time.monotonic()
+        self.stalled = False
         self.lost = threading.Event()
         self._run_id: int | None = None
         self._lock = threading.Lock()
@@ -209,6 +217,11 @@ class Heartbeat:
         with self._lock:
             self._run_id = run_id
             self.lost.clear()
+            self.last_progress = time.monotonic()
+
+    def progressed(self, *_args) -> None:
+        """The trainer did something (an event, a step boundary): it is not stalled."""
+        self.last_progress = time.monotonic()
 
     def start(self) -> None:
         self._thread.start()
@@ -225,7 +238,14 @@ class Heartbeat:
         with session_scope(self.factory) as s:
             s.execute(update(Worker).where(Worker.id == self.worker_id)
                       .values(heartbeat_at=now, status="busy" if run_id is not None else "idle"))
-            if run_id is not None:
+            idle_s = time.monotonic() - self.last_progress
+            if run_id is not None and self.stall_after_s is not None and idle_s > self.stall_after_s:
+                if not self.stalled:
+                    log.error("run %s: the trainer reported nothing for %.0f s (OPCOD_STALL_AFTER_S); no longer "
+                              "refreshing its heartbeat, so another worker takes it over", run_id, idle_s)
+                self.stalled = True
+            elif run_id is not None:
+                self.stalled = False
                 res = s.execute(update(Run).where(Run.id == run_id, Run.worker_id == self.worker_id,
                                                   Run.status == "running")
                                 .values(heartbeat_at=now).execution_options(synchronize_session=False))

@@ -95,7 +95,11 @@ class DBControls:
         self.last_action: str = "continue"
 
     # --- between steps ------------------------------------------------------------------------------
+    on_progress = None  # called at each step boundary and approval poll (the heartbeat's stall detector)
+
     def poll(self, position: dict) -> ControlBatch:
+        if self.on_progress is not None:
+            self.on_progress()
         if self.lost.is_set():
             raise RunLost(self.run_id)
         batch = ControlBatch()
@@ -180,6 +184,8 @@ class DBControls:
         while True:
             if self.lost.is_set():
                 raise RunLost(self.run_id)
+            if self.on_progress is not None:
+                self.on_progress()  # waiting for a person is not a stall
             waiting, decided, expired = self._poll_approvals(keys)
             if expired:
                 continue  # re-read the rows just timed out (or decided at the last moment)

@@ -74,7 +74,8 @@ class Worker:
     def start(self) -> int:
         if self.worker_id is None:
             self.worker_id = register_worker(self.factory, self.name)
-            self.heartbeat = Heartbeat(self.factory, self.worker_id, self.settings.heartbeat_s)
+            self.heartbeat = Heartbeat(self.factory, self.worker_id, self.settings.heartbeat_s,
+                                       stall_after_s=self.settings.stall_after_s)
             self.heartbeat.start()
             self.replayer = IdleReplayer(self.factory, self.worker_id, self.settings.runs_dir,
                                          self.settings.model_cache_dir, self.settings.stale_after_s)
@@ -195,6 +196,7 @@ class Worker:
             trainer = WorkerTrainer(config, out_dir, observer=MultiObserver(jsonl, recorder), controls=controls,
                                     cache_dir=self.settings.model_cache_dir)
             trainer.recorder = recorder
+            recorder.on_progress = controls.on_progress = self.heartbeat.progressed
             try:
                 return trainer.run(resume=resume), controls
             finally:

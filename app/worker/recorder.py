@@ -70,7 +70,11 @@ class Recorder:
         self._prompt_ids: dict[str, int] | None = None
 
     # --- observer ---------------------------------------------------------------------------------
+    on_progress = None  # called with each trainer event (the heartbeat's stall detector)
+
     def on_event(self, event: ev.Event) -> None:
+        if self.on_progress is not None:
+            self.on_progress()
         self.buffer.append(event)
         if event.type in FLUSH_ON:
             self.flush()

@@ -118,3 +118,20 @@ def test_status_changes_made_through_the_api_are_streamed(api):
     got = read_stream(client, f"{V1}/runs/{rid}/events")
     assert [(e["event"], json.loads(e["data"])["payload"].get("status")) for e in got[:-1]] == [
         ("status", "queued"), ("status", "paused"), ("status", "cancelled")]
+
+
+def test_open_streams_are_capped(api):
+    """At most ``max_event_streams`` streams at once (503 beyond, naming the setting); a stream that ends
+    frees its place."""
+    client, db = api
+    seeded = api_seed.seed_run(db, status="running", steps=1, per_step=1)
+    api_seed.set_status(db, seeded.run_id, "finished")
+    open_streams = client.app.state.open_streams
+    assert read_stream(client, f"{V1}/runs/{seeded.run_id}/events")[-1]["event"] == "end"
+    assert open_streams == [0]
+    open_streams[0] = client.app.state.settings.max_event_streams  # as many as allowed are open
+    r = client.get(f"{V1}/runs/{seeded.run_id}/events")
+    assert r.status_code == 503 and "OPCOD_MAX_EVENT_STREAMS" in r.json()["error"]["message"]
+    open_streams[0] -= 1
+    assert read_stream(client, f"{V1}/runs/{seeded.run_id}/events")[-1]["event"] == "end"
+    assert open_streams[0] == client.app.state.settings.max_event_streams - 1

@@ -222,3 +222,23 @@ def test_a_worker_that_lost_its_run_writes_no_checkpoint(factory, tmp_path):
     with pytest.raises(RunLost):
         trainer.save_checkpoint()
     assert not checkpoint_root(tmp_path).exists()
+
+
+def test_a_stalled_trainer_stops_its_runs_heartbeat(factory):
+    """A worker whose trainer reports nothing for ``stall_after_s`` stops refreshing its run, so the run goes
+    stale and another worker takes it over; progress resumes the refresh."""
+    wid = register_worker(factory, "stuck")
+    rid = _run(factory)
+    assert claim_next(factory, wid, stale_after_s=30).id == rid
+    hb = Heartbeat(factory, wid, interval=3600, stall_after_s=60)
+    hb.hold(rid)
+    with session_scope(factory) as s:
+        s.execute(update(Run).where(Run.id == rid).values(heartbeat_at=utcnow() - timedelta(seconds=45)))
+    hb.last_progress -= 61                      # nothing reported for 61 s
+    hb.beat()
+    assert hb.stalled and (utcnow() - ws.get_run(factory, rid).heartbeat_at).total_seconds() >= 45
+    with factory() as s:
+        assert [c.id for c in candidates(s, stale_after_s=30)] == [rid]   # another worker may take it over
+    hb.progressed()
+    hb.beat()
+    assert not hb.stalled and (utcnow() - ws.get_run(factory, rid).heartbeat_at).total_seconds() < 5
