@@ -195,6 +195,8 @@ class CheckpointOut(_Out):
     next_task: int
     round: int | None
     permanent: bool
+    pruned: bool = Field(False, description="Its files were deleted by the retention policy: it cannot be forked "
+                                            "from or replayed with (409).")
     created_at: datetime
 
 

@@ -15,7 +15,11 @@ complete checkpoint that ``LATEST`` does not name: ``latest_checkpoint`` therefo
 complete checkpoint (by ``next_task``, then events written), with ``LATEST`` only breaking ties, so a retry
 resumes from it instead of redoing its work and failing on the existing tag; and a save whose tag exists
 (a save interrupted after its rename, never resumed from) replaces it.
-Step checkpoints beyond ``keep`` are deleted; round-end checkpoints are kept (replays may load them).
+Retention (disk): step checkpoints beyond ``keep`` are deleted; round-end checkpoints are kept (replays and
+forks may load them); optimizer state is kept in the newest checkpoint only (``prune_optimizer_state``), and
+a student that did not change since the previous checkpoint (the tutor of a direction) is hard-linked, not
+written again (``student_storage.save_student``). Before writing, ``check_free_space`` refuses a save that
+would not fit (the run fails with a clear error instead of a half-written disk).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def save_checkpoint(out_dir: Path, tag: str, students: dict, state: dict[str, An
     initial weights are hard-linked rather than written again)."""
     root = checkpoint_root(out_dir)
     root.mkdir(parents=True, exist_ok=True)
+    check_free_space(root, Path(previous) if previous else None)
     final = root / tag
     tmp = root / f".tmp-{tag}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -59,7 +64,48 @@ def save_checkpoint(out_dir: Path, tag: str, students: dict, state: dict[str, An
     os.replace(pointer_tmp, root / "LATEST")
     fsync_dir(root)
     _prune(root, keep, current=tag)
+    prune_optimizer_state(root, current=tag)
     return final
+
+
+def prune_optimizer_state(root: Path, current: str) -> int:
+    """Delete the optimizer state of every checkpoint but ``current`` (the newest): only a resume needs it,
+    and a resume starts from the newest. Weights stay, so forks and replays work from every checkpoint (a
+    fork from an older one starts a fresh optimizer at the right step of the schedule). Returns bytes freed
+    (files still hard-linked from the newest checkpoint free nothing)."""
+    freed = 0
+    for d in root.iterdir():
+        if d.name == current or d.name.startswith(".") or not d.is_dir():
+            continue
+        for opt in d.glob("*/optimizer.pt"):
+            try:
+                st = opt.stat()
+                opt.unlink()
+                freed += st.st_size if st.st_nlink == 1 else 0
+            except OSError:
+                pass
+    return freed
+
+
+#: Free space kept besides the estimated size of a checkpoint (logs, the database, the other runs).
+FREE_SPACE_MARGIN = 256 << 20
+
+
+class NotEnoughDiskSpace(OSError):
+    """A checkpoint would not fit on the disk."""
+
+
+def check_free_space(root: Path, previous: Path | None) -> None:
+    """Raise ``NotEnoughDiskSpace`` when the disk cannot hold another checkpoint as large as ``previous``
+    (files hard-linked into it are counted: the worst case) plus ``FREE_SPACE_MARGIN``."""
+    if previous is None or not previous.is_dir():
+        return
+    need = sum(f.stat().st_size for f in previous.rglob("*") if f.is_file()) + FREE_SPACE_MARGIN
+    free = shutil.disk_usage(root).free
+    if free < need:
+        raise NotEnoughDiskSpace(f"not enough disk space for a checkpoint in {root}: {free / 2**30:.2f} GiB free, "
+                                 f"about {need / 2**30:.2f} GiB needed. Free space (opcod gc, delete old runs) "
+                                 "and resume the run: it continues from its last checkpoint")
 
 
 def fsync_tree(path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import get_db, get_settings
@@ -56,6 +56,13 @@ def resume_run(run_id: int, db: Db) -> RunDetail:
              summary="Cancel (queued/paused: at once; running: at the next step boundary)")
 def cancel_run(run_id: int, db: Db) -> RunDetail:
     return runs.cancel_run(db, run_id)
+
+
+@router.delete("/runs/{run_id}", status_code=204, summary="Delete a run that is not running: its records and its "
+               "files (checkpoints, events.jsonl); 409 while it runs")
+def delete_run(run_id: int, request: Request, db: Db) -> Response:
+    runs.delete_run(db, run_id, get_settings(request).runs_dir)
+    return Response(status_code=204)
 
 
 @router.post("/runs/{run_id}/fork", status_code=201, response_model=RunDetail,

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy import false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import GATE_DECISIONS, RUN_ACTIONS, RUN_STATUSES, SOURCES, Base, _created, _in, _run_fk
@@ -169,6 +170,7 @@ class Checkpoint(Base):
     round: Mapped[int | None] = mapped_column(Integer)
     events_before: Mapped[int | None] = mapped_column(Integer)  # trainer events emitted before it (exact resume)
     permanent: Mapped[bool] = mapped_column(Boolean, default=False)
+    pruned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # files deleted (retention)
     created_at: Mapped[datetime] = _created()
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.errors import Invalid, TooManyRequests
+from app.errors import Conflict, Invalid, TooManyRequests
 from app.models import Checkpoint, Replay, Run
 from app.schemas import ReplayIn, ReplayOut
 from app.services import SessionFactory, add_event, get_exchange, get_row, id_fits
+from app.services.runs import pruned_message
 
 
 OPEN = ("queued", "running")
@@ -48,6 +49,8 @@ def create_replay(db: SessionFactory, exchange_id: int, req: ReplayIn, max_open:
             ckpt = s.scalars(q.order_by(Checkpoint.id.desc()).limit(1)).first()
             if ckpt is None:
                 raise Invalid.field("tutor_checkpoint", f"no checkpoint {ref!r} in run {ex.run_id}")
+            if ckpt.pruned:
+                raise Conflict(pruned_message(ckpt))
             inputs.update(tutor_checkpoint=str(Path(ckpt.path) / ex.tutor), tutor_checkpoint_id=ckpt.id,
                           tutor_checkpoint_tag=ckpt.tag)
         rp = Replay(run_id=ex.run_id, exchange_id=ex.id, exchange_key=ex.key, inputs=inputs, status="queued")

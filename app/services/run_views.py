@@ -88,7 +88,8 @@ def _part_page(s, run: Run) -> dict[str, Any]:
     """What only the full page shows: checkpoints, and the event id the live page subscribes after (it
     already shows everything before)."""
     return {"checkpoints": [{"id": c.id, "tag": c.tag, "round": c.round, "created_at": c.created_at}
-                            for c in s.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id)
+                            for c in s.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id,
+                                                                        Checkpoint.pruned.is_(False))
                                                .order_by(Checkpoint.id.desc()).limit(20))],
             "last_event_id": s.scalar(select(func.max(Event.id)).where(Event.run_id == run.id)) or 0}
 

@@ -8,6 +8,7 @@ must get ``requested_action`` instead of having its status overwritten under the
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,31 @@ def list_checkpoints(db: SessionFactory, run_id: int) -> list[CheckpointOut]:
         return [CheckpointOut.model_validate(c) for c in rows]
 
 
+def delete_run(db: SessionFactory, run_id: int, runs_dir: Path | None = None) -> None:
+    """Delete a run that is not running: its rows (cascade) and then its directory under ``runs_dir``. A
+    running run must be cancelled first; a queued fork that has not yet copied one of its checkpoints keeps
+    it alive (409 naming the fork)."""
+    with session_scope(db) as s:
+        run = get_run(s, run_id)
+        if run.status == "running":
+            raise Conflict(f"run {run_id} is running: cancel it first (POST /runs/{run_id}/cancel)")
+        waiting = s.scalars(select(Run.id).where(Run.parent_run_id == run_id, Run.status == "queued",
+                                                 Run.started_at.is_(None))).all()
+        if waiting:
+            raise Conflict(f"run {run_id}'s checkpoint is waiting to be forked by run(s) "
+                           f"{', '.join(map(str, waiting))}: cancel or start them first")
+        out_dir = Path(run.out_dir) if run.out_dir else None
+        s.delete(run)
+    for path in {p for p in (out_dir, Path(runs_dir) / str(run_id) if runs_dir else None) if p is not None}:
+        if runs_dir is None or path.resolve().is_relative_to(Path(runs_dir).resolve()):
+            shutil.rmtree(path, ignore_errors=True)  # what is left (an error) is an orphan for ``opcod gc``
+
+
+def pruned_message(ckpt: Checkpoint) -> str:
+    return (f"checkpoint {ckpt.id} ({ckpt.tag}) of run {ckpt.run_id} was pruned by the retention policy (only the "
+            "newest keep_checkpoints step checkpoints and the round-end ones are kept): choose another one")
+
+
 def fork_run(db: SessionFactory, run_id: int, req: ForkRequest, runs_dir: Path | None = None,
              policy: RunPolicy | None = None) -> RunDetail:
     """A new queued run that starts from one of the parent's checkpoints with config overrides.
@@ -231,8 +257,10 @@ def fork_run(db: SessionFactory, run_id: int, req: ForkRequest, runs_dir: Path |
                 Checkpoint, req.checkpoint_id) else None
             if ckpt is None:
                 raise NotFound(f"checkpoint {req.checkpoint_id} of run {run_id} not found")
+            if ckpt.pruned:
+                raise Conflict(pruned_message(ckpt))
         else:
-            ckpt = s.scalars(q.order_by(Checkpoint.id.desc()).limit(1)).first()
+            ckpt = s.scalars(q.where(Checkpoint.pruned.is_(False)).order_by(Checkpoint.id.desc()).limit(1)).first()
             if ckpt is None:
                 raise Conflict(f"run {run_id} has no checkpoint to fork from yet")
         try:

@@ -162,6 +162,12 @@ router.add_api_route("/runs/{run_id}/resume", _control(runs.resume_run), methods
 router.add_api_route("/runs/{run_id}/cancel", _control(runs.cancel_run), methods=["POST"])
 
 
+@router.post("/runs/{run_id}/delete")
+async def run_delete(request: Request, run_id: int):
+    await run_in_threadpool(runs.delete_run, db_of(request), run_id, request.app.state.settings.runs_dir)
+    return see_other(request, "/")
+
+
 @router.post("/runs/{run_id}/overrides")
 async def run_override(request: Request, run_id: int, form: Annotated[RunOverrideForm, Form()]):
     errors: dict[str, str] = {}

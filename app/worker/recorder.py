@@ -119,6 +119,8 @@ class Recorder:
             elif isinstance(e, ev.CheckpointEvent):
                 run.next_task = e.next_task
         s.flush()
+        if any(isinstance(e, ev.CheckpointEvent) for e in events):
+            self._mark_pruned(s)
         exchanges = [(i, e) for i, e in enumerate(events) if isinstance(e, ev.ExchangeEvent)]
         if exchanges:
             self._write_exchanges(s, exchanges, steps, rows)
@@ -136,6 +138,15 @@ class Recorder:
                 s.add(Event(run_id=self.run_id, type=e.type, payload=json_safe(payload(e)),
                             ref_id=ref if isinstance(ref, int) or ref is None else ref.id))
         s.flush()
+
+    def _mark_pruned(self, s: Session) -> None:
+        """Checkpoint rows whose directory the retention policy deleted (opcod_core.checkpoint) say so."""
+        rows = s.execute(select(Checkpoint.id, Checkpoint.path).where(Checkpoint.run_id == self.run_id,
+                                                                      Checkpoint.pruned.is_(False))).all()
+        gone = [cid for cid, path in rows if not (Path(path) / "state.json").exists()]
+        if gone:
+            s.execute(update(Checkpoint).where(Checkpoint.id.in_(gone)).values(pruned=True)
+                      .execution_options(synchronize_session=False))
 
     def _restart(self, s: Session, run: Run, events: list[ev.Event]) -> None:
         """A fresh start wipes the run's rows; a resume drops what was written after its checkpoint."""

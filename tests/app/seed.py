@@ -12,6 +12,8 @@ chemistry question, break probes, per-token heatmaps; ``xss=True`` puts markup i
 from __future__ import annotations
 
 import itertools
+import json
+import tempfile
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -68,7 +70,9 @@ def seed_run(db, *, name: str = "seeded", status: str = "running", steps: int = 
     if override_id is not None:
         events.append(ev.OverrideEvent(id=str(override_id), kind="set_tau", value=0.3, author="api",
                                        applied_at_step=2, round=1))
-    recorder = Recorder(db, run_id, worker_id, out_dir=Path("/tmp/opcod-test") / f"run-{run_id}")
+    out_dir = Path(tempfile.mkdtemp(prefix=f"opcod-seed-run-{run_id}-"))
+    events = [_on_disk(e, out_dir) if isinstance(e, ev.CheckpointEvent) else e for e in events]
+    recorder = Recorder(db, run_id, worker_id, out_dir=out_dir)
     for e in events:
         recorder.on_event(e)
     recorder.flush()
@@ -153,6 +157,14 @@ def _events_varied(cfg, steps: int, per_step: int, gates: bool) -> list[ev.Event
         out.append(ev.StepEvent(**pos, loss=0.1 * g, metrics={"loss/jsd": 0.5 * g, "gate/delta": 0.5 * g}))
     out.append(_checkpoint(steps, len(out)))
     return out
+
+
+def _on_disk(e: ev.CheckpointEvent, out_dir: Path) -> ev.CheckpointEvent:
+    """The checkpoint written where a worker writes it (its directory and state.json exist, as after a save)."""
+    path = out_dir / "checkpoints" / e.tag
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "state.json").write_text(json.dumps({"next_task": e.next_task, "events_written": e.events_before}))
+    return e.model_copy(update={"path": str(path)})
 
 
 def _checkpoint(steps: int, events_before: int) -> ev.CheckpointEvent:

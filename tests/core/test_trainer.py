@@ -204,3 +204,30 @@ def test_cli_train_writes_the_headless_contract(tmp_path, tiny_cache):
     assert sorted(data[0]["evals"]) == ["0", "1", "2"] and len(data[0]["steps"]) == 4
     assert main(["bench", "drift", f"x={tmp_path / 'nowhere'}", "--out", str(report)]) == 2
     assert main(["train", "--preset", "tiny", "--out", str(out), "--quiet", "--set", "rollout.n=0"]) == 2
+
+
+def test_checkpoint_retention_keeps_resume_fork_and_replay_working(tmp_path, tiny_cache):
+    """Disk retention: optimizer state only in the newest checkpoint; a student unchanged since the previous
+    checkpoint (the tutor of a direction) is hard-linked, not written again; an older checkpoint still
+    restores (weights, the schedule's step) for a fork or a replay."""
+    from opcod_core import checkpoint as ck
+    from opcod_core.student_storage import STUDENT_META
+
+    cfg = small(checkpoint_every=1, keep_checkpoints=3)
+    trainer, _obs, res = run(cfg, tmp_path, tiny_cache, out="kept")
+    assert res.status == "finished"
+    root = ck.checkpoint_root(tmp_path / "kept")
+    dirs = sorted((d for d in root.iterdir() if not d.name.startswith(".") and d.is_dir()),
+                  key=lambda d: json.loads((d / "state.json").read_text())["next_task"])
+    newest = ck.latest_checkpoint(tmp_path / "kept")
+    assert newest == dirs[-1]
+    assert {p.parent.name for p in newest.glob("*/optimizer.pt")} == {"chem", "phys"}
+    assert not [p for d in dirs[:-1] for p in d.glob("*/optimizer.pt")]   # only the newest keeps it
+    linked = [d for d in dirs if any(f.stat().st_nlink > 1 for f in d.glob("*/model/*.safetensors"))]
+    assert linked, "no unchanged student was hard-linked"
+    # an older checkpoint restores: weights and the schedule's step come back, with a fresh optimizer
+    older = dirs[-2]
+    meta = {name: json.loads((older / name / STUDENT_META).read_text())["updates"] for name in ("chem", "phys")}
+    for name, rt in trainer.students.items():
+        rt.load(older / name)
+        assert rt.updates == meta[name]
