@@ -384,6 +384,7 @@ class EvalOut(_Out):
 class MetricsOut(BaseModel):
     keys: list[str]
     series: dict[str, list[tuple[int, float]]] = Field(description="key -> [[global_step, value], ...]")
+    next_since_step: int | None = Field(None, description="More steps follow: ask again with this since_step.")
 
 
 class WorkerOut(_Out):

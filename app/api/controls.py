@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from app.api.deps import get_db, get_settings
+from app.api.deps import get_db, get_settings, link_next
 from app.schemas import (
     ApprovalDecisionIn,
     ApprovalOut,
@@ -36,8 +36,12 @@ def override_run(run_id: int, req: RunOverrideIn, db: Db) -> OverrideOut:
 
 
 @router.get("/runs/{run_id}/overrides", response_model=list[OverrideOut], summary="A run's overrides (audit log)")
-def list_overrides(run_id: int, db: Db, status: Literal[values(OverrideStatus)] | None = None) -> list[OverrideOut]:  # type: ignore[valid-type]
-    return overrides.list_overrides(db, run_id, status)
+def list_overrides(run_id: int, db: Db, request: Request, response: Response,
+                   status: Literal[values(OverrideStatus)] | None = None,  # type: ignore[valid-type]
+                   after_id: int = Query(0, ge=0, le=2**63 - 1), limit: int = Query(500, ge=1, le=1000)) -> list[OverrideOut]:
+    items, nxt = overrides.list_overrides(db, run_id, status, after_id, limit)
+    link_next(request, response, after_id=nxt)
+    return items
 
 
 @router.get("/overrides/{override_id}", response_model=OverrideOut, summary="One override and whether it was applied")
@@ -47,9 +51,12 @@ def get_override(override_id: int, db: Db) -> OverrideOut:
 
 @router.get("/runs/{run_id}/approvals", response_model=list[ApprovalOut],
             summary="Feedback waiting for a human (manual approval mode); ?status=all for every decision")
-def list_approvals(run_id: int, db: Db,
-                   status: Literal[(*values(ApprovalStatus), "all")] = "pending") -> list[ApprovalOut]:  # type: ignore[valid-type]
-    return approvals.list_approvals(db, run_id, None if status == "all" else status)
+def list_approvals(run_id: int, db: Db, request: Request, response: Response,
+                   status: Literal[(*values(ApprovalStatus), "all")] = "pending",  # type: ignore[valid-type]
+                   after_id: int = Query(0, ge=0, le=2**63 - 1), limit: int = Query(500, ge=1, le=1000)) -> list[ApprovalOut]:
+    items, nxt = approvals.list_approvals(db, run_id, None if status == "all" else status, after_id, limit)
+    link_next(request, response, after_id=nxt)
+    return items
 
 
 @router.post("/approvals/{approval_id}", response_model=ApprovalOut, summary="Decide a pending approval")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.security import HTTPBearer
 
 from app.services import SessionFactory
@@ -19,3 +19,11 @@ def get_db(request: Request) -> SessionFactory:
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def link_next(request: Request, response: Response, **params) -> None:
+    """A ``Link: <...>; rel="next"`` header for a list endpoint's next page (nothing when ``params`` has a None)."""
+    if any(v is None for v in params.values()):
+        return
+    url = request.url.include_query_params(**params)
+    response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'

@@ -27,5 +27,6 @@ def evals(run_id: int, db: Db, split: str | None = Query(None, max_length=16)) -
 @router.get("/runs/{run_id}/metrics", response_model=MetricsOut,
             summary="Metric series: ?keys=loss/jsd,gate/delta (comma-separated or repeated; none: all)")
 def metric_series(run_id: int, db: Db, keys: list[str] | None = Query(None, max_length=50),
-                  since_step: int | None = Query(None, ge=-1, le=2**31 - 1)) -> MetricsOut:
-    return metrics.metrics(db, run_id, metrics.parse_keys(keys), since_step)
+                  since_step: int | None = Query(None, ge=-1, le=2**31 - 1),
+                  max_steps: int = Query(5000, ge=1, le=100_000)) -> MetricsOut:
+    return metrics.metrics(db, run_id, metrics.parse_keys(keys), since_step, max_steps)

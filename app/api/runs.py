@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_db, get_settings
+from app.api.deps import get_db, get_settings, link_next
 from app.errors import DomainError
 from app.schemas import RUN_CREATE_OPENAPI, CheckpointOut, ForkRequest, PresetOut, RunDetail, RunPage, RunStatus
 from app.services import SessionFactory, runs
@@ -72,8 +72,12 @@ def fork_run(run_id: int, req: ForkRequest, request: Request, db: Db) -> RunDeta
 
 
 @router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointOut], summary="Checkpoints, newest first")
-def list_checkpoints(run_id: int, db: Db) -> list[CheckpointOut]:
-    return runs.list_checkpoints(db, run_id)
+def list_checkpoints(run_id: int, db: Db, request: Request, response: Response,
+                     before_id: int | None = Query(None, ge=1, le=2**63 - 1),
+                     limit: int = Query(500, ge=1, le=1000)) -> list[CheckpointOut]:
+    items, nxt = runs.list_checkpoints(db, run_id, before_id, limit)
+    link_next(request, response, before_id=nxt)
+    return items
 
 
 @router.get("/presets", response_model=list[PresetOut], tags=["meta"], summary="Presets with their full configs")

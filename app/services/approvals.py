@@ -18,15 +18,19 @@ from app.types import utcnow
 _STATUS = {"approve": "approved", "reject": "rejected", "edit": "edited"}
 
 
-def list_approvals(db: SessionFactory, run_id: int, status: str | None = "pending") -> list[ApprovalOut]:
+def list_approvals(db: SessionFactory, run_id: int, status: str | None = "pending", after_id: int = 0,
+                   limit: int = 500) -> tuple[list[ApprovalOut], int | None]:
+    """A page of approvals, oldest first after ``after_id``, and the ``after_id`` of the next page."""
     if status is not None and status not in APPROVAL_STATUSES:
         raise Invalid.field("status", f"one of {list(APPROVAL_STATUSES)}")
     with session_scope(db) as s:
         get_run(s, run_id)
-        q = select(Approval).where(Approval.run_id == run_id)
+        q = select(Approval).where(Approval.run_id == run_id, Approval.id > after_id)
         if status is not None:
             q = q.where(Approval.status == status)
-        return [ApprovalOut.model_validate(a) for a in s.scalars(q.order_by(Approval.id))]
+        rows = list(s.scalars(q.order_by(Approval.id).limit(limit + 1)))
+        more = len(rows) > limit
+        return [ApprovalOut.model_validate(a) for a in rows[:limit]], (rows[limit - 1].id if more else None)
 
 
 def decide(db: SessionFactory, approval_id: int, req: ApprovalDecisionIn) -> ApprovalOut:

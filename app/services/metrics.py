@@ -72,8 +72,9 @@ def parse_keys(raw: list[str] | None) -> list[str] | None:
 
 
 def metrics(db: SessionFactory, run_id: int, keys: list[str] | None = None,
-            since_step: int | None = None) -> MetricsOut:
-    """Series per key, ordered by global step (served by the ``(run_id, key, global_step)`` index)."""
+            since_step: int | None = None, max_steps: int = 5000) -> MetricsOut:
+    """Series per key, ordered by global step (served by the ``(run_id, key, global_step)`` index), for at
+    most ``max_steps`` global steps after ``since_step``; ``next_since_step`` continues when there are more."""
     with session_scope(db) as s:
         get_run(s, run_id)
         if keys is None:
@@ -83,8 +84,12 @@ def metrics(db: SessionFactory, run_id: int, keys: list[str] | None = None,
         if keys:
             q = select(Metric.key, Metric.global_step, Metric.value).where(
                 Metric.run_id == run_id, Metric.key.in_(keys))
-            if since_step is not None:
-                q = q.where(Metric.global_step > since_step)
+            start = since_step if since_step is not None else -1
+            last = start + max_steps
+            q = q.where(Metric.global_step > start, Metric.global_step <= last)
             for key, step, value in s.execute(q.order_by(Metric.key, Metric.global_step, Metric.id)):
                 series[key].append((step, value))
+            more = s.scalar(select(Metric.id).where(Metric.run_id == run_id, Metric.key.in_(keys),
+                                                    Metric.global_step > last).limit(1)) is not None
+            return MetricsOut(keys=keys, series=series, next_since_step=last if more else None)
         return MetricsOut(keys=keys, series=series)

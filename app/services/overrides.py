@@ -96,13 +96,17 @@ def create_run_override(db: SessionFactory, run_id: int, req: RunOverrideIn) -> 
         return _store(s, run_id, None, req.kind, payload, req.author)
 
 
-def list_overrides(db: SessionFactory, run_id: int, status: str | None = None) -> list[OverrideOut]:
+def list_overrides(db: SessionFactory, run_id: int, status: str | None = None, after_id: int = 0,
+                   limit: int = 500) -> tuple[list[OverrideOut], int | None]:
+    """A page of the audit log, oldest first after ``after_id``, and the ``after_id`` of the next page."""
     with session_scope(db) as s:
         get_run(s, run_id)
-        q = select(Override).where(Override.run_id == run_id)
+        q = select(Override).where(Override.run_id == run_id, Override.id > after_id)
         if status is not None:
             q = q.where(Override.status == status)
-        return [OverrideOut.model_validate(o) for o in s.scalars(q.order_by(Override.id))]
+        rows = list(s.scalars(q.order_by(Override.id).limit(limit + 1)))
+        more = len(rows) > limit
+        return [OverrideOut.model_validate(o) for o in rows[:limit]], (rows[limit - 1].id if more else None)
 
 
 def get_override(db: SessionFactory, override_id: int) -> OverrideOut:

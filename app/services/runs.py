@@ -210,11 +210,17 @@ def cancel_run(db: SessionFactory, run_id: int) -> RunDetail:
     return _transition(db, run_id, lifecycle.cancel)
 
 
-def list_checkpoints(db: SessionFactory, run_id: int) -> list[CheckpointOut]:
+def list_checkpoints(db: SessionFactory, run_id: int, before_id: int | None = None,
+                     limit: int = 500) -> tuple[list[CheckpointOut], int | None]:
+    """A page of checkpoints, newest first before ``before_id``, and the ``before_id`` of the next page."""
     with session_scope(db) as s:
         get_run(s, run_id)
-        rows = s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.id.desc()))
-        return [CheckpointOut.model_validate(c) for c in rows]
+        q = select(Checkpoint).where(Checkpoint.run_id == run_id)
+        if before_id is not None:
+            q = q.where(Checkpoint.id < before_id)
+        rows = list(s.scalars(q.order_by(Checkpoint.id.desc()).limit(limit + 1)))
+        more = len(rows) > limit
+        return [CheckpointOut.model_validate(c) for c in rows[:limit]], (rows[limit - 1].id if more else None)
 
 
 def delete_run(db: SessionFactory, run_id: int, runs_dir: Path | None = None) -> None:

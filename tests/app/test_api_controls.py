@@ -187,7 +187,7 @@ def test_gates_evals_metrics(seeded_api):
     assert len(evals) == 8 and {e["round"] for e in evals} == {0, 1}
     assert client.get(f"{V1}/runs/{rid}/evals", params={"split": "validation"}).json() == []
     m = client.get(f"{V1}/runs/{rid}/metrics", params={"keys": "loss/jsd"}).json()
-    assert m == {"keys": ["loss/jsd"], "series": {"loss/jsd": [[0, 0.0], [1, 0.5]]}}
+    assert m == {"keys": ["loss/jsd"], "series": {"loss/jsd": [[0, 0.0], [1, 0.5]]}, "next_since_step": None}
     m = client.get(f"{V1}/runs/{rid}/metrics?keys=loss/jsd,gate/delta&keys=nope").json()
     assert m["keys"] == ["loss/jsd", "gate/delta", "nope"] and m["series"]["nope"] == []
     assert sorted(client.get(f"{V1}/runs/{rid}/metrics").json()["keys"]) == ["gate/delta", "loss/jsd"]
@@ -259,3 +259,30 @@ def test_open_replays_are_capped_per_run(db_url, tmp_path):
         assert client.post(f"{V1}/exchanges/{ex_id}/replay", json={"feedback_text": "now"}).status_code == 202
         with session_scope(db) as s:
             assert s.query(Replay).count() == 3
+
+
+def test_lists_are_paged(seeded_api):
+    """Overrides, approvals, checkpoints and metric series come in bounded pages with a next link."""
+    client, db, seeded = seeded_api
+    rid = seeded.run_id
+    for i in range(5):
+        assert client.post(f"{V1}/runs/{rid}/overrides", json={"kind": "set_tau", "value": 0.1 * i}).status_code == 201
+    seen, url = [], f"{V1}/runs/{rid}/overrides?limit=2"
+    while url:
+        r = client.get(url)
+        assert r.status_code == 200 and len(r.json()) <= 2
+        seen += [o["id"] for o in r.json()]
+        url = r.headers.get("link", "").partition(">")[0].lstrip("<") or None
+    everything = client.get(f"{V1}/runs/{rid}/overrides?limit=1000").json()
+    assert seen == [o["id"] for o in everything] and len(seen) >= 5 and "link" not in client.get(
+        f"{V1}/runs/{rid}/overrides?limit=1000").headers
+    r = client.get(f"{V1}/runs/{rid}/checkpoints?limit=1")
+    assert r.status_code == 200 and len(r.json()) == 1
+    assert client.get(f"{V1}/runs/{rid}/approvals?status=all&limit=1").status_code == 200
+    for bad in ("limit=0", "limit=100000", "after_id=-1"):
+        assert client.get(f"{V1}/runs/{rid}/overrides?{bad}").status_code == 422, bad
+    m = client.get(f"{V1}/runs/{rid}/metrics?max_steps=1").json()
+    assert m["next_since_step"] is not None and all(len(v) <= 1 for v in m["series"].values())
+    rest = client.get(f"{V1}/runs/{rid}/metrics?since_step={m['next_since_step']}").json()
+    full = client.get(f"{V1}/runs/{rid}/metrics").json()
+    assert {k: m["series"][k] + rest["series"][k] for k in full["keys"]} == full["series"]
