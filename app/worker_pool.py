@@ -28,6 +28,16 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "opcod_core.cli", "worker"]
 
 
+def worker_env(n: int) -> dict[str, str]:
+    """The workers' environment: with several workers and no ``OPCOD_TORCH_THREADS``, each gets an equal share
+    of the cores (torch's default, all cores per process, made N workers on a 2-core machine run 2-30x slower
+    than one, measured while building the v3 students beside the test suite)."""
+    env = os.environ.copy()
+    if n > 1 and "OPCOD_TORCH_THREADS" not in env:
+        env["OPCOD_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+    return env
+
+
 class WorkerPool:
     def __init__(self, n: int, command: Callable[[], Sequence[str]] = worker_command, *, backoff_s: float = 1.0,
                  max_backoff_s: float = 60.0, healthy_s: float = 60.0) -> None:
@@ -55,7 +65,7 @@ class WorkerPool:
         self._thread.start()
 
     def _spawn(self, i: int) -> None:
-        self.procs[i] = subprocess.Popen(list(self.command()), start_new_session=True, env=os.environ.copy())
+        self.procs[i] = subprocess.Popen(list(self.command()), start_new_session=True, env=worker_env(self.n))
         self.started_at[i] = time.monotonic()
 
     def check(self) -> list[int]:

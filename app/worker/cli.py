@@ -40,6 +40,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
             return 2
         settings = settings.model_copy(update={"poll_s": args.poll})
     upgrade(settings.database_url)
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
 
     from app.worker.loop import Worker
 

@@ -22,6 +22,7 @@ from app.models import Event, Exchange, Metric, Rollout, Step, Worker as WorkerR
 pytestmark = pytest.mark.slow
 
 OPCOD = str(Path(sys.executable).parent / "opcod")
+FAULT_WORKER = Path(__file__).resolve().parents[2] / "scripts" / "faults" / "worker.py"
 
 
 def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -120,13 +121,13 @@ def test_human_work_on_redone_exchanges_survives_a_sigkill(tmp_path, tiny_cache)
     rid = ws.enqueue(factory, ws.small_config(checkpoint_every=100_000), "killed")
     env = {**os.environ, "OPCOD_DATABASE_URL": url, "OPCOD_DATA_DIR": str(tmp_path / "data"),
            "OPCOD_CACHE_DIR": str(tiny_cache), "OPCOD_HEARTBEAT_S": "0.5", "OPCOD_STALE_AFTER_S": "2",
-           "OPCOD_POLL_S": "0.2", "OPCOD_TEST_KILL_AFTER_STEP": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), env_path()])}
+           "OPCOD_POLL_S": "0.2", "OPCOD_FAULT": "after_step_commit:2",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), env_path()])}
     log1, log2 = tmp_path / "fault.log", tmp_path / "worker2.log"
     procs: list[subprocess.Popen] = []
     try:
         with log1.open("ab") as fh:
-            p1 = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fault_worker.py")], env=env,
+            p1 = subprocess.Popen([sys.executable, str(FAULT_WORKER)], env=env,
                                   stdout=fh, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
         procs.append(p1)
         assert p1.wait(timeout=900) == -signal.SIGKILL, _tail(log1)

@@ -175,6 +175,41 @@ def test_random_hinted_facts_never_teach_a_hinted_domain_its_facts():
         next(skewed_examples("phys", own, hinted, 1, tutor_template(cfg), 0, hinted_facts="other"))
 
 
+def test_hinted_contexts_and_hinted_share():
+    """``hinted_contexts="hint"``: every random-fact hinted context shows the hint (s with it in about 30%);
+    ``"balanced"`` also shows s alone. ``hinted_share`` sets the hinted share of a batch (own answers take
+    the rest) and refuses a mix over 1."""
+    cfg = preset("sciworld3")
+    phys = cfg.students[1]
+    data = warmup_data(phys, cfg, load_dataset(data_spec(cfg)))
+    own, hinted, partly, corrupt = warmup_items(phys, cfg, 1, data)
+
+    def examples(**kw):
+        return [e for b in skewed_examples("phys", own, hinted, 80, tutor_template(cfg), 0, 0.0, partly_known=partly,
+                                           corrupt=corrupt, own_contexts="balanced", hinted_facts="random", **kw)
+                for e in b]
+
+    def contexts(flat):
+        shown = []
+        for kind, messages, _prefill, _target in flat:
+            if kind == "hinted":
+                prompt = messages[-1]["content"]
+                shown.append(("f" if "feedback" in prompt.lower() else "") + ("s" if "solution" in prompt.lower() else ""))
+        return shown
+
+    hint = contexts(examples(hinted_contexts="hint"))
+    balanced = contexts(examples(hinted_contexts="balanced"))
+    assert hint and all("f" in c for c in hint) and 0.15 < sum(c == "fs" for c in hint) / len(hint) < 0.45
+    assert sum(c == "s" for c in balanced) / len(balanced) > 0.2
+    share = [e[0] for e in examples(hinted_contexts="hint", hinted_share=0.1)]
+    default = [e[0] for e in examples(hinted_contexts="hint")]
+    assert share.count("hinted") < 0.5 * default.count("hinted") and share.count("own") > default.count("own")
+    with pytest.raises(ValueError, match="exceed 1"):
+        examples(hinted_share=0.9)
+    with pytest.raises(ValueError, match="hinted_contexts must be one of"):
+        examples(hinted_contexts="sometimes")
+
+
 def test_v3_fields_are_validated_with_their_paths():
     base = world3_pair("chemistry", "physics")
     bad = {**base, "students": [dict(base["students"][0], warmup_corrupt_domains=["chemistry"]), base["students"][1]]}
