@@ -77,23 +77,33 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        refused = self._refusal(scope)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        await self._with_body(scope, receive, send)
+
+    def _refusal(self, scope: Scope):
+        """The response refusing an unauthenticated request, or None when it may go on."""
         path = scope["path"]
-        if self.token is not None and not path.startswith(OPEN_PATHS):
-            client = client_address(scope)
-            wait = self.limiter.retry_after(client) if _header(scope, b"authorization") is not None else None
-            if wait is not None:  # a client that failed too often may not even try, until the window has passed
-                await too_many_failures(client, wait)(scope, receive, send)
-                return
-            verdict = self._authorized(scope)
-            if verdict is not True:
-                if verdict == "wrong":
-                    self.limiter.fail(client)
-                if path.startswith("/api/"):
-                    await error_response(401, "missing or wrong bearer token (Authorization: Bearer <OPCOD_API_TOKEN>)",
-                                         headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
-                else:
-                    await RedirectResponse(f"/login?next={quote(path)}", status_code=303)(scope, receive, send)
-                return
+        if self.token is None or path.startswith(OPEN_PATHS):
+            return None
+        client = client_address(scope)
+        wait = self.limiter.retry_after(client) if _header(scope, b"authorization") is not None else None
+        if wait is not None:  # a client that failed too often may not even try, until the window has passed
+            return too_many_failures(client, wait)
+        verdict = self._authorized(scope)
+        if verdict is True:
+            return None
+        if verdict == "wrong":
+            self.limiter.fail(client)
+        if path.startswith("/api/"):
+            return error_response(401, "missing or wrong bearer token (Authorization: Bearer <OPCOD_API_TOKEN>)",
+                                  headers={"WWW-Authenticate": "Bearer"})
+        return RedirectResponse(f"/login?next={quote(path)}", status_code=303)
+
+    async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The body rules (JSON on the API, size), then the app with the buffered body."""
         length = _header(scope, b"content-length")
         if length is not None:
             try:

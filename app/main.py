@@ -81,8 +81,13 @@ def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = N
                                    swagger_favicon_url="data:,")
 
     install_web(app)
-    # Outermost first: Host check, then who may send what (app.request_policy), then the signed dashboard
-    # session (CSRF tokens, app.web.csrf), then authentication and the body limit (app.guard).
+    _install_middleware(app, settings)
+    return app
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    """Outermost first: Host check, then who may send what (app.request_policy), then the signed dashboard
+    session (sign-in, CSRF tokens: app.web.csrf), then authentication and the body rules (app.guard)."""
     app.state.auth_limiter = FailureLimiter(settings.auth_failures_per_minute, window_s=60.0)
     app.add_middleware(Guard, token=settings.api_token, max_body_bytes=settings.max_body_bytes,
                        session_max_age_s=settings.session_max_age_s, limiter=app.state.auth_limiter)
@@ -91,7 +96,6 @@ def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = N
     app.add_middleware(RequestPolicy, token=settings.api_token)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, *settings.allowed_hosts],
                        www_redirect=False)
-    return app
 
 
 __all__ = ["API_PREFIX", "create_app", "Guard"]

@@ -387,24 +387,6 @@ class MetricsOut(BaseModel):
     next_since_step: int | None = Field(None, description="More steps follow: ask again with this since_step.")
 
 
-class WorkerOut(_Out):
-    id: int
-    name: str
-    hostname: str
-    pid: int
-    status: str = Field(description="idle | busy | stopped, as the worker last wrote it.")
-    started_at: datetime
-    heartbeat_at: datetime
-    alive: bool = Field(description="Not stopped, and its heartbeat is newer than the server's stale_after_s.")
-    run_id: int | None = Field(None, description="The run it holds, if any.")
-
-
-class WorkersOut(BaseModel):
-    items: list[WorkerOut]
-    alive: int = Field(description="Workers alive now.")
-    busy: int = Field(description="Alive workers holding a run.")
-
-
 class PresetOut(BaseModel):
     name: str
     config: dict[str, Any]

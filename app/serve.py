@@ -33,6 +33,19 @@ def is_loopback(host: str) -> bool:
         return False  # a hostname other than localhost may resolve to anything
 
 
+def bind_problem(host: str, token: str | None) -> str | None:
+    """Why ``host`` may not be bound with ``token``, or None."""
+    if is_loopback(host):
+        return None
+    if not token:
+        return (f"refusing to bind {host}, which is not a loopback address, without a token: set OPCOD_API_TOKEN "
+                "(clients then send 'Authorization: Bearer <token>'), or bind 127.0.0.1")
+    if len(token) < MIN_REMOTE_TOKEN_LENGTH:
+        return (f"refusing to bind {host} with a token shorter than {MIN_REMOTE_TOKEN_LENGTH} characters: set a "
+                "longer OPCOD_API_TOKEN")
+    return None
+
+
 def with_bind_host(settings, host: str):
     """``settings`` whose allowed Host names include the address it binds (a clients' name for it must be
     in ``OPCOD_ALLOWED_HOSTS``; a wildcard bind without any is logged, since every request would be 400)."""
@@ -53,18 +66,10 @@ def cmd_serve(args) -> int:
     settings = get_settings()
     host = args.host or settings.host
     port = args.port or settings.port
-    if not is_loopback(host) and not settings.api_token:
-        print(f"opcod serve: refusing to bind {host}, which is not a loopback address, without a token: "
-              "set OPCOD_API_TOKEN (clients then send 'Authorization: Bearer <token>'), or bind 127.0.0.1",
-              file=sys.stderr)
-        return 2
-    if not is_loopback(host) and len(settings.api_token or "") < MIN_REMOTE_TOKEN_LENGTH:
-        print(f"opcod serve: refusing to bind {host} with a token shorter than {MIN_REMOTE_TOKEN_LENGTH} characters: "
-              "set a longer OPCOD_API_TOKEN", file=sys.stderr)
-        return 2
     n_workers = 0 if args.no_worker else args.workers
-    if n_workers < 0:
-        print("opcod serve: --workers must be >= 0", file=sys.stderr)
+    problem = bind_problem(host, settings.api_token) or ("--workers must be >= 0" if n_workers < 0 else None)
+    if problem:
+        print(f"opcod serve: {problem}", file=sys.stderr)
         return 2
 
     import uvicorn

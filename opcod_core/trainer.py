@@ -110,7 +110,7 @@ from opcod_core import baselines, checkpoint
 from opcod_core import events as ev
 from opcod_core.apply_controls import apply_controls
 from opcod_core.build import tutor_template
-from opcod_core.executors import build_students, release_executor
+from opcod_core.executors import build_students, close_students
 from opcod_core.config import RunConfig
 from opcod_core.controls import Controls, NullControls
 from opcod_core.data import load_dataset
@@ -382,14 +382,8 @@ class Trainer:
         return RunResult("finished", summary)
 
     def close(self) -> None:
-        """Release what the students hold outside this process's Python objects (engines, actors), and the
-        Ray this run attached to."""
-        try:
-            for rt in self.students.values():
-                rt.close()
-        finally:
-            if self.owns_students:
-                release_executor(self.config)
+        """Release what the students hold outside this process (engines, actors) and the Ray it attached to."""
+        close_students(self.students, self.config, placed_here=self.owns_students)
 
     def summary(self) -> dict:
         final_round = str(self.config.schedule.rounds)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from app.api.deps import get_db, get_settings
-from app.schemas import WorkersOut
+from app.schemas_workers import WorkersOut
 from app.services import SessionFactory, workers
 
 router = APIRouter(tags=["workers"])

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.models import Run, Worker
-from app.schemas import WorkerOut, WorkersOut
+from app.schemas_workers import WorkerOut, WorkersOut
 from app.services import SessionFactory
 from app.types import utcnow
 

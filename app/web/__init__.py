@@ -12,7 +12,8 @@ from starlette.responses import Response
 from app.errors import error_response
 
 from app.web.auth import router as auth_router
-from app.web.pages import error_page, router
+from app.web.pages import router
+from app.web.routing import error_page
 from app.web.templating import STATIC_DIR
 
 

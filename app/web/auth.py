@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse
 
 from app.guard import token_fingerprint
 from app.web.csrf import verify_csrf
-from app.web.pages import HtmlRoute
+from app.web.routing import HtmlRoute
 from app.web.templating import render
 
 router = APIRouter(route_class=HtmlRoute, dependencies=[Depends(verify_csrf)])

@@ -12,48 +12,23 @@ from __future__ import annotations
 from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from app.errors import Conflict, DomainError, Invalid, NotFound, TooManyRequests, field_errors
+from app.errors import Conflict, Invalid, NotFound, TooManyRequests
 from app.services import SessionFactory, approvals, exchange_views, overrides, replays, run_views, runs, workers
 from app.services.overrides import GATING_MODES
-from app.web import forms, presenters
+import app.web.forms as forms
+import app.web.presenters as presenters
 from app.web.csrf import verify_csrf
 from app.web.form_models import (ApprovalForm, ExchangeOverrideForm, ForkForm, LaunchForm, ReplayForm,
                                  RunOverrideForm, first_error, inline_errors)
+from app.web.routing import HtmlRoute, error_page
 from app.web.templating import is_htmx, render, target_block, templates
 from opcod_core.vocabulary import ANCHORING_CATEGORIES
 
-class HtmlRoute(APIRoute):
-    """Renders domain errors and bad path/query parameters as an HTML error page."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except DomainError as exc:
-                return error_page(request, exc.status_code, exc.message)
-            except RequestValidationError as exc:
-                where = {str(e.get("loc", ("",))[0]) for e in exc.errors()}
-                status = 404 if where == {"path"} else 422
-                msg = "; ".join(f"{f['path']}: {f['message']}" for f in field_errors(exc))
-                return error_page(request, status, "page not found" if status == 404 else msg)
-
-        return route
-
-
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False, dependencies=[Depends(verify_csrf)])
-
-
-def error_page(request: Request, status: int, message: str) -> Response:
-    return render(request, "error.html", {"status": status, "message": message}, block="content",
-                  status_code=status)
 
 
 def db_of(request: Request) -> SessionFactory:

@@ -28,9 +28,14 @@ def build_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None
     return local_students(config, data, cache_dir, aliases, progress)
 
 
-def release_executor(config: RunConfig) -> None:
-    """Release what placing the students attached this process to (the Ray executor's cluster)."""
-    if config.executor == "ray":
-        from opcod_core.executors.ray import release_ray
+def close_students(students: dict, config: RunConfig, placed_here: bool) -> None:
+    """Close every student (engines, actors), then, when ``build_students`` placed them, release what
+    placing them attached this process to (the Ray executor's cluster)."""
+    try:
+        for rt in students.values():
+            rt.close()
+    finally:
+        if placed_here and config.executor == "ray":
+            from opcod_core.executors.ray import release_ray
 
-        release_ray()
+            release_ray()
