@@ -170,3 +170,14 @@ def session(engine):
 
     with session_factory(engine)() as s:
         yield s
+
+
+@pytest.fixture
+def api(db_url, tmp_path):
+    """A ``TestClient`` on the app over a migrated database (on each backend) and its session factory; test
+    modules that need other settings define their own."""
+    import api_seed
+
+    client, db = api_seed.open_api(db_url, tmp_path)
+    with client:
+        yield client, db

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import update
 
 import api_seed
@@ -13,13 +12,6 @@ from app.db import session_scope
 from app.models import Run, Worker
 from app.types import utcnow
 from app.worker.claim import register_worker, set_worker_status
-
-
-@pytest.fixture
-def api(db_url, tmp_path):
-    client, db = api_seed.open_api(db_url, tmp_path)
-    with client:
-        yield client, db
 
 
 def _age(db, worker_id: int, seconds: float) -> None:

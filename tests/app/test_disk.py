@@ -22,13 +22,6 @@ from opcod_core import events as ev
 V1 = "/api/v1"
 
 
-@pytest.fixture
-def api(db_url, tmp_path):
-    client, db = api_seed.open_api(db_url, tmp_path)
-    with client:
-        yield client, db
-
-
 def _write_checkpoint(db, run_id: int, tag: str, next_task: int) -> str:
     """A checkpoint the run's worker writes after pruning the older one (its files and event)."""
     with db() as s:

@@ -30,6 +30,14 @@ def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
         return subprocess.Popen([OPCOD, "worker", *args], env=env, stdout=fh, stderr=subprocess.STDOUT)
 
 
+def _reap(procs: list[subprocess.Popen]) -> None:
+    """Kill whatever worker a failed test left running."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=60)
+
+
 def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
 
@@ -72,10 +80,7 @@ def test_sigkill_mid_run_then_takeover_equals_an_uninterrupted_run(tmp_path, tin
         p2.send_signal(signal.SIGTERM)          # an idle worker stops cleanly
         assert p2.wait(timeout=120) == 0, _tail(log2)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=60)
+        _reap(procs)
     run = ws.get_run(factory, rid)
     assert run.status == "finished", f"{run.status}: {run.error}\n{_tail(log2)}"
     assert run.worker_id is None and run.worker_id != first_worker
@@ -148,10 +153,7 @@ def test_human_work_on_redone_exchanges_survives_a_sigkill(tmp_path, tiny_cache)
         p2.send_signal(signal.SIGTERM)
         assert p2.wait(timeout=120) == 0, _tail(log2)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=60)
+        _reap(procs)
     run = ws.get_run(factory, rid)
     assert run.status == "finished", f"{run.status}: {run.error}\n{_tail(log2)}"
     with factory() as s:
