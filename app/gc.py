@@ -5,9 +5,10 @@ What it removes (``--dry-run`` only reports), and why each is safe:
   files could not all be removed, or a database that was reset): nothing can resume, fork or replay them;
 - temporary checkpoint directories (``checkpoints/.tmp-*``) left by a save that was killed: never complete,
   never offered; skipped for runs that are running (their worker may be writing one);
-- optimizer state in every checkpoint but the newest of each run that is not running (retention for runs
-  written before it existed; ``opcod_core.checkpoint.prune_optimizer_state``): only a resume needs it, and a
-  resume starts from the newest.
+- optimizer state in every checkpoint but the newest of each run that is not running, and in all of them
+  for a finished or cancelled run (retention for runs written before it existed;
+  ``opcod_core.checkpoint.prune_optimizer_state``): only a resume needs it, and a resume starts from the
+  newest.
 Checkpoint rows whose files are gone are marked pruned, so forks and replays refuse them with 409.
 """
 
@@ -75,7 +76,8 @@ def collect(settings, dry_run: bool = False) -> GcReport:
                 report.bytes_freed += _size(tmp)
                 if not dry_run:
                     shutil.rmtree(tmp, ignore_errors=True)
-            newest = latest_checkpoint(d)
+            # a run that will never resume needs no optimizer state at all; another keeps its newest
+            newest = latest_checkpoint(d) if runs[run_id] not in ("finished", "cancelled") else None
             for opt in root.glob("*/*/optimizer.pt"):
                 if newest is not None and opt.parent.parent == newest:
                     continue

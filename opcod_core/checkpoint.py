@@ -68,12 +68,15 @@ def save_checkpoint(out_dir: Path, tag: str, students: dict, state: dict[str, An
     return final
 
 
-def prune_optimizer_state(root: Path, current: str) -> int:
-    """Delete the optimizer state of every checkpoint but ``current`` (the newest): only a resume needs it,
-    and a resume starts from the newest. Weights stay, so forks and replays work from every checkpoint (a
-    fork from an older one starts a fresh optimizer at the right step of the schedule). Returns bytes freed
-    (files still hard-linked from the newest checkpoint free nothing)."""
+def prune_optimizer_state(root: Path, current: str | None) -> int:
+    """Delete the optimizer state of every checkpoint but ``current`` (the newest; None: of all of them, for a
+    run that is over and will never resume): only a resume needs it, and a resume starts from the newest.
+    Weights stay, so forks and replays work from every checkpoint (a fork from one without optimizer state
+    starts a fresh optimizer at the right step of the schedule). Returns bytes freed (files still
+    hard-linked from another checkpoint free nothing)."""
     freed = 0
+    if not root.is_dir():
+        return 0
     for d in root.iterdir():
         if d.name == current or d.name.startswith(".") or not d.is_dir():
             continue

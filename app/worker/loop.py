@@ -45,7 +45,7 @@ from app.worker.controls import DBControls, StopRequested
 from app.worker.recorder import Recorder
 from app.worker.replays import IdleReplayer
 from app.worker.trainer import WorkerTrainer
-from opcod_core.checkpoint import checkpoint_root, latest_checkpoint, load_state
+from opcod_core.checkpoint import checkpoint_root, latest_checkpoint, load_state, prune_optimizer_state
 from opcod_core.observer import JSONLObserver, MultiObserver
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,8 @@ class Worker:
         except RunLost:
             log.warning("run %s: lost before it could be marked %s", run_id, status)
             return "lost"
+        if status in ("finished", "cancelled"):  # it will never resume: only weights are still useful (disk)
+            prune_optimizer_state(checkpoint_root(self.settings.runs_dir / str(run_id)), current=None)
         return "shutdown" if shutdown else status
 
 

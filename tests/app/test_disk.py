@@ -82,7 +82,12 @@ def test_opcod_gc(api, tmp_path):
 
     client, db = api
     settings = client.app.state.settings
-    seeded = api_seed.seed_run(db, steps=1, per_step=1, status="finished")
+    seeded = api_seed.seed_run(db, steps=1, per_step=1, status="paused")   # may resume: keeps its newest
+    done = api_seed.seed_run(db, steps=1, per_step=1, status="finished")   # will never resume: keeps none
+    done_opt = settings.runs_dir / str(done.run_id) / "checkpoints" / "task-000009" / "chem" / "optimizer.pt"
+    done_opt.parent.mkdir(parents=True)
+    (done_opt.parents[1] / "state.json").write_text(json.dumps({"next_task": 9, "events_written": 9}))
+    done_opt.write_bytes(b"o" * 100)
     run_dir = settings.runs_dir / str(seeded.run_id) / "checkpoints"
     for tag, n in (("task-000001", 1), ("task-000002", 2)):
         (run_dir / tag / "chem").mkdir(parents=True)
@@ -93,18 +98,20 @@ def test_opcod_gc(api, tmp_path):
     orphan = settings.runs_dir / "999999"
     orphan.mkdir()
     (orphan / "events.jsonl").write_bytes(b"z" * 2000)
-    with db() as s:  # the seeded run's recorded checkpoint lost its files (pruned by a worker that died)
-        shutil.rmtree(s.query(Checkpoint).filter_by(run_id=seeded.run_id).one().path)
+    with db() as s:  # the seeded runs' recorded checkpoints lost their files (pruned by a worker that died)
+        for run_id in (seeded.run_id, done.run_id):
+            shutil.rmtree(s.query(Checkpoint).filter_by(run_id=run_id).one().path)
     dry = collect(settings, dry_run=True)
-    assert (len(dry.orphan_runs), len(dry.temp_dirs), len(dry.optimizer_files)) == (1, 1, 1)
-    assert dry.bytes_freed == 3500 and orphan.exists()                           # nothing removed
+    assert (len(dry.orphan_runs), len(dry.temp_dirs), len(dry.optimizer_files)) == (1, 1, 2)
+    assert dry.bytes_freed == 3600 and orphan.exists()                           # nothing removed
     report = collect(settings)
-    assert report.bytes_freed == 3500 and not orphan.exists() and not (run_dir / ".tmp-task-000003").exists()
+    assert report.bytes_freed == 3600 and not orphan.exists() and not (run_dir / ".tmp-task-000003").exists()
+    assert not done_opt.exists()
     assert not (run_dir / "task-000001" / "chem" / "optimizer.pt").exists()
     assert (run_dir / "task-000002" / "chem" / "optimizer.pt").exists()         # the newest keeps it
-    assert dry.marked_pruned == report.marked_pruned == 1
+    assert dry.marked_pruned == report.marked_pruned == 2
     with session_scope(db) as s:
-        assert all(c.pruned for c in s.query(Checkpoint).filter_by(run_id=seeded.run_id))
+        assert all(c.pruned for c in s.query(Checkpoint).filter(Checkpoint.run_id.in_([seeded.run_id, done.run_id])))
 
 
 def test_a_save_that_would_not_fit_is_refused(tmp_path, monkeypatch):

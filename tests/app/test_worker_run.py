@@ -116,6 +116,8 @@ def test_worker_runs_a_tiny_run_and_a_crashed_one_resumes_exactly(db_url, tmp_pa
         worker.close()
         assert worker.processed == [(ref, "finished")]
         assert check_against_trainer_events(factory, settings, ref) == ["queued", "running", "finished"]
+        ref_ckpts = settings.runs_dir / str(ref) / "checkpoints"
+        assert any(ref_ckpts.glob("*/*/model")) and not list(ref_ckpts.glob("*/*/optimizer.pt"))  # over: weights only
 
         # 2. the same config; the worker "dies" right after step 3's transaction
         rid = ws.enqueue(factory, cfg, "crashed")
