@@ -162,12 +162,17 @@ WORLD3_EXPECT = {"strong": (0.6, 1.0), "partial": (0.45, 1.0), "unknown": (0.0, 
 
 
 def world3_specialist(strong: str, build_seed: int = 0) -> dict[str, Any]:
-    """The version-3 specialist of ``strong`` (its partly known and unknown domains follow the cycle)."""
+    """The version-3 specialist of ``strong`` (its partly known and unknown domains follow the cycle).
+
+    Recipe 7c of docs/results/fidelity-v3-recipe.md: hinted examples state random facts and always show the
+    hint (s with it in 30%), the constant rate lasts until the loss EMA falls below 0.05 (at most 2,500
+    steps), then 1,000 decay steps. Measured at build seed 0, one thread: chem 0.93 / 0.92 / 0.005 and phys
+    0.94 / 0.88 / 0.04 (own / partly known / unknown); elec's partly known chemistry (0.33) misses the check."""
     i = WORLD3_CYCLE.index(strong)
     partial, unknown = WORLD3_CYCLE[(i + 1) % 3], WORLD3_CYCLE[(i - 1) % 3]
     return {"name": WORLD3_NAMES[strong], "model": "tinyword:llama", "strong_domain": strong,
             "warmup_sft_steps": 2500, "warmup_lr": 3e-3, "warmup_schedule": "converge",
-            "warmup_converge_loss": 0.15, "warmup_decay_steps": 1000,
+            "warmup_converge_loss": 0.05, "warmup_decay_steps": 1000, "warmup_hinted_contexts": "hint",
             "warmup_own_contexts": "balanced", "warmup_domains": [strong],
             "warmup_hinted_domains": [partial, unknown], "warmup_partial": {partial: WORLD3_PARTIAL_SHARE},
             "warmup_corrupt_domains": [unknown], "warmup_hinted_facts": "random", "warmup_unhinted_fraction": 0.1,
