@@ -86,3 +86,52 @@ def test_serve_restarts_a_worker_that_dies(tmp_path):
     finally:
         rc = served.stop(signal.SIGTERM, timeout_s=60)
     assert rc == 0, served.log()
+
+
+def test_a_server_restart_mid_run_loses_nothing(tmp_path, tiny_cache):
+    """``opcod serve`` stopped (SIGTERM) while its worker trains, then started again on the same data
+    directory: the run goes back to the queue at a step boundary, resumes from its checkpoint and finishes
+    with every step recorded once and every exchange once."""
+    data = tmp_path / "data"
+    env = {"OPCOD_CACHE_DIR": str(tiny_cache), "OPCOD_POLL_S": "0.2"}
+    body = {"preset": "tiny", "name": "restarted", "overrides": {"schedule": {"rounds": 2, "steps_per_direction": 6}}}
+    first = api_seed.Served(data, args=["--workers", "1"], env=env)
+    try:
+        first.wait_healthy()
+        rid = httpx.post(first.base + "/api/v1/runs", json=body, timeout=10).json()["id"]
+
+        def steps() -> int:
+            return len(httpx.get(f"{first.base}/api/v1/runs/{rid}/metrics", params={"keys": "time/step"},
+                                 timeout=10).json()["series"].get("time/step", []))
+
+        api_seed.wait_for(lambda: steps() >= 2, 900, "two steps of the run")
+    finally:
+        assert first.stop(signal.SIGTERM, timeout_s=300) == 0, first.log()
+    from app.db import make_engine, session_factory
+    from app.models import Run
+
+    engine = make_engine(f"sqlite:///{data / 'opcod.db'}")
+    with session_factory(engine)() as s:
+        stopped = s.get(Run, rid)
+        assert (stopped.status, (stopped.progress or {}).get("paused_by")) == ("queued", "shutdown")  # mid-run
+    engine.dispose()
+    second = api_seed.Served(data, args=["--workers", "1"], env=env, port=first.port)
+    try:
+        second.wait_healthy()
+        run = api_seed.wait_for(lambda: (lambda r: r if r["status"] in ("finished", "failed") else None)(
+            httpx.get(f"{second.base}/api/v1/runs/{rid}", timeout=10).json()), 1200, "the run to finish")
+        assert run["status"] == "finished", run.get("error")
+        series = httpx.get(f"{second.base}/api/v1/runs/{rid}/metrics", params={"keys": "time/step"},
+                           timeout=10).json()["series"]["time/step"]
+        assert [s for s, _v in series] == list(range(24))                               # every step once
+        keys, cursor = [], None
+        while True:
+            page = httpx.get(f"{second.base}/api/v1/runs/{rid}/exchanges",
+                             params={"limit": 500, **({"cursor": cursor} if cursor else {})}, timeout=30).json()
+            keys += [x["key"] for x in page["items"]]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        assert len(keys) == len(set(keys)) == 24 * 4 * 4                                # every exchange once
+    finally:
+        second.stop()
