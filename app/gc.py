@@ -42,10 +42,11 @@ class GcReport:
 
 
 def _size(path: Path) -> int:
+    """Bytes that removing ``path`` frees (files hard-linked elsewhere free nothing)."""
     if path.is_file():
         st = path.stat()
         return st.st_size if st.st_nlink == 1 else 0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.stat().st_nlink == 1)
+    return sum(_size(f) for f in path.rglob("*") if f.is_file())
 
 
 def collect(settings, dry_run: bool = False) -> GcReport:

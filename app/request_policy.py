@@ -84,12 +84,12 @@ class RequestPolicy:
         headers: dict[bytes, bytes] = {}
         for key, value in scope.get("headers", ()):
             headers.setdefault(key.lower(), value)
-        if self.short_token and not is_loopback((scope.get("client") or (None,))[0]):
+        local = is_loopback((scope.get("client") or (None,))[0])
+        if self.short_token and not local:
             return 403, (f"the API token is shorter than {MIN_REMOTE_TOKEN_LENGTH} characters, too short to guard "
                          "a server that other machines reach; set a longer OPCOD_API_TOKEN")
         if not self.token_set:
-            client = scope.get("client")
-            if not is_loopback(client[0] if client else None):
+            if not local:
                 return 403, ("this server has no API token, so it serves loopback clients only; set "
                              "OPCOD_API_TOKEN to serve other machines")
             forwarded = [h.decode() for h in FORWARDING_HEADERS if h in headers]

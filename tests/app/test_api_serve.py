@@ -118,8 +118,11 @@ def test_a_server_restart_mid_run_loses_nothing(tmp_path, tiny_cache):
     second = api_seed.Served(data, args=["--workers", "1"], env=env, port=first.port)
     try:
         second.wait_healthy()
-        run = api_seed.wait_for(lambda: (lambda r: r if r["status"] in ("finished", "failed") else None)(
-            httpx.get(f"{second.base}/api/v1/runs/{rid}", timeout=10).json()), 1200, "the run to finish")
+        def final_run():
+            run = httpx.get(f"{second.base}/api/v1/runs/{rid}", timeout=10).json()
+            return run if run["status"] in ("finished", "failed") else None
+
+        run = api_seed.wait_for(final_run, 1200, "the run to finish")
         assert run["status"] == "finished", run.get("error")
         series = httpx.get(f"{second.base}/api/v1/runs/{rid}/metrics", params={"keys": "time/step"},
                            timeout=10).json()["series"]["time/step"]

@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from seed import seed_run
 
 from app.db import make_engine, session_factory, session_scope
-from app.models import Event
+from app.models import Event, Run
 from app.schemas import RunOverrideIn
 from app.services import overrides
 from app.worker.claim import fence
@@ -26,7 +26,7 @@ def test_event_ids_follow_commit_order(db_url):
     factory = session_factory(eng)
     seeded = seed_run(factory, steps=1, per_step=1)
     with factory() as s:
-        holder = s.get(__import__("app.models", fromlist=["Run"]).Run, seeded.run_id).worker_id
+        holder = s.get(Run, seeded.run_id).worker_id
     worker = factory()
     fence(worker, seeded.run_id, holder)                 # the worker's step transaction has begun
     web_done = threading.Event()
