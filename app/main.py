@@ -19,6 +19,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.api import API_PREFIX, api_router
+from app.api.event_feed import EventFeeds
 from app.db import make_engine, session_factory
 from app.errors import install_error_handlers
 from app.schemas import RUN_CREATE_COMPONENTS
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, sse_poll_s: float | None = N
     app.state.engine = engine
     app.state.db = session_factory(engine)
     app.state.sse_poll_s = sse_poll_s if sse_poll_s is not None else settings.sse_poll_s
+    app.state.event_feeds = EventFeeds(app.state.db, app.state.sse_poll_s)  # one poll per watched run
     install_error_handlers(app)
     app.include_router(api_router())
     _document_run_create(app)

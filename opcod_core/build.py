@@ -108,7 +108,8 @@ def student_seed(st: StudentConfig, config: RunConfig, index: int) -> int:
 def warmup_items(st: StudentConfig, config: RunConfig, index: int,
                  data: SplitDataset) -> tuple[list, list, list, list]:
     """(own, hinted, partly known, corrupt) train items of a student's warm-up: its warm-up domains are
-    own; a hinted domain it partly knows (``warmup_partial``) gives a (known items, share) pool and keeps
+    own; a hinted domain it partly knows (``warmup_partial``) gives a (known items, draw weight) pool (the
+    weight is ``warmup_partial_weight``'s, else the share: the "share" of ``skewed_examples``) and keeps
     the rest hinted (``opcod_core.warmup.partial_split``); a corrupt domain's items are also taught in the
     tutor format from the wrong fact table (``warmup_corrupt_domains``)."""
     own = [it for d in _warmup_domains(st, config) for it in data.get(d, "train")]
@@ -120,7 +121,7 @@ def warmup_items(st: StudentConfig, config: RunConfig, index: int,
             hinted += data.get(d, "train")
             continue
         known, rest, _units = partial_split(data.get(d, "train"), share, f"{student_seed(st, config, index)}-{d}")
-        partly.append((known, share))
+        partly.append((known, (st.warmup_partial_weight or {}).get(d, share)))
         hinted += rest
     corrupt = [it for d in st.warmup_corrupt_domains or () for it in data.get(d, "train")]
     missing = [it.id for it in corrupt if "corrupt_hint" not in it.meta]
@@ -190,7 +191,8 @@ KEY_NEUTRAL_DEFAULTS: dict[str, object] = {"specialize": None, "chat_template_kw
                                            "warmup_own_contexts": "with_solution", "build_seed": None,
                                            "warmup_batch_size": 16, "warmup_hinted_facts": "given",
                                            "warmup_converge_loss": 0.15, "warmup_decay_steps": 1000,
-                                           "warmup_hinted_contexts": "balanced", "warmup_hinted_share": None}
+                                           "warmup_hinted_contexts": "balanced", "warmup_hinted_share": None,
+                                           "warmup_partial_weight": None}
 # Not inputs of the warm-up: a check of its result (changing a tolerance must not rebuild the student).
 KEY_EXCLUDED = ("warmup_expect",)
 

@@ -76,6 +76,11 @@ class StudentConfig(Section):
                                                     "knows: domain -> share of that domain's knowledge units "
                                                     "(sciworld: elements, relations) whose facts it learns like "
                                                     "its own; items needing other units stay hinted.")
+    warmup_partial_weight: dict[str, float] | None = Field(None, description="How often the known items "
+                                                           "of a partly known domain are drawn, relative to "
+                                                           "the own domain's (weight 1); default: its "
+                                                           "warmup_partial share. The share sets which units "
+                                                           "are known, the weight how often they are practised.")
     warmup_corrupt_domains: tuple[str, ...] | None = Field(None, description="Hinted domains on which the "
                                                            "warm-up teaches the tutor format from the world's "
                                                            "corrupted fact table (meta 'corrupt_hint', sciworld3): "
@@ -143,6 +148,12 @@ class StudentConfig(Section):
             if domain not in (self.warmup_hinted_domains or ()):
                 raise ValueError(f"warmup_partial.{domain}: not one of warmup_hinted_domains "
                                  f"{list(self.warmup_hinted_domains or ())}")
+        for domain, weight in (self.warmup_partial_weight or {}).items():
+            if not 0.0 < weight <= 10.0:
+                raise ValueError(f"warmup_partial_weight.{domain}: weight must be in (0, 10], got {weight}")
+            if domain not in (self.warmup_partial or {}):
+                raise ValueError(f"warmup_partial_weight.{domain}: not one of warmup_partial "
+                                 f"{list(self.warmup_partial or {})}")
         for domain in self.warmup_corrupt_domains or ():
             if domain not in (self.warmup_hinted_domains or ()):
                 raise ValueError(f"warmup_corrupt_domains: {domain!r} is not one of warmup_hinted_domains "

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
+from contextlib import aclosing
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -32,39 +31,23 @@ async def run_events(run_id: int, request: Request, db: Db,
         except ValueError:
             raise Invalid.field("Last-Event-ID", "must be an event id (an integer)") from None
     await run_in_threadpool(events.check_run, db, run_id)
-    poll_s = request.app.state.sse_poll_s
+    feeds = request.app.state.event_feeds
     open_streams = request.app.state.open_streams
     limit = request.app.state.settings.max_event_streams
-    if open_streams[0] >= limit:  # each open stream polls the database: a bounded number, never a flood
+    if open_streams[0] >= limit:  # each open stream holds a connection and a queue: a bounded number
         raise Unavailable(f"{open_streams[0]} event streams are open, the most this server serves "
                           f"(OPCOD_MAX_EVENT_STREAMS); retry shortly")
     open_streams[0] += 1
 
     async def stream():
         try:
-            async for item in _events(db, run_id, after, poll_s):
-                yield item
+            async with aclosing(feeds.follow(run_id, after)) as chunks:  # unsubscribes when the client leaves
+                async for chunk in chunks:
+                    yield chunk
         finally:
             open_streams[0] -= 1
 
     return EventSourceResponse(stream(), ping=15)
-
-
-async def _events(db, run_id: int, after: int, poll_s: float):
-    """The stream's items: every event after ``after``, then ``end`` once the run is final."""
-    last = after
-    while True:
-        batch, status = await run_in_threadpool(events.events_after, db, run_id, last)
-        for e in batch:
-            last = e["id"]
-            yield {"event": e["type"], "id": str(e["id"]), "data": json.dumps(e)}
-        if len(batch) == events.BATCH:
-            continue
-        if not batch:
-            if events.is_final(status):
-                yield {"event": "end", "data": json.dumps({"run_id": run_id, "status": status})}
-                return
-            await asyncio.sleep(poll_s)
 
 
 _EXPORTS = {"jsonl": (export.jsonl, "application/x-ndjson"), "parquet": (export.parquet, "application/vnd.apache.parquet")}
