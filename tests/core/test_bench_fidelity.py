@@ -132,6 +132,11 @@ def test_partial_knowledge_shapes_the_warm_up_pools():
     splits = {d: dict(s) for d, s in data.splits.items()}
     splits["physics"]["train"] = splits["physics"]["train"][1:]
     assert warmup_key(chem, cfg, 0, SplitDataset(splits=splits)) != key
+    # a draw weight apart from the share: same known items, drawn more often, another cached student
+    heavy = chem.model_copy(update={"warmup_partial_weight": {"physics": 2.0}})
+    (known2, weight), = warmup_items(heavy, cfg, 0, data)[2]
+    assert weight == 2.0 and [it.id for it in known2] == [it.id for it in known]
+    assert warmup_key(heavy, cfg, 0, data) != key
 
 
 def test_partial_share_is_validated_with_its_field_path():
@@ -145,6 +150,13 @@ def test_partial_share_is_validated_with_its_field_path():
         RunConfig.from_dict(base)
     base["students"][0]["warmup_partial"] = {"physics": 1.5}
     with pytest.raises(ValidationError, match="share must be between 0 and 1"):
+        RunConfig.from_dict(base)
+    base["students"][0]["warmup_partial"] = {"physics": 0.9}
+    base["students"][0]["warmup_partial_weight"] = {"electricity": 2.0}
+    with pytest.raises(ValidationError, match="warmup_partial_weight.electricity: not one of warmup_partial"):
+        RunConfig.from_dict(base)
+    base["students"][0]["warmup_partial_weight"] = {"physics": 0.0}
+    with pytest.raises(ValidationError, match=r"warmup_partial_weight.physics: weight must be in \(0, 10\]"):
         RunConfig.from_dict(base)
 
 
