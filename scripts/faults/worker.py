@@ -17,7 +17,8 @@ import torch
 from app.settings import get_settings
 from app.worker.loop import Worker
 from app.worker.recorder import Recorder
-from opcod_core import checkpoint, student, trainer
+from app.worker.controls import DBControls
+from opcod_core import checkpoint, replay, student, trainer
 from opcod_core.observer import JSONLObserver
 
 POINT, _, N = os.environ.get("OPCOD_FAULT", "after_step_commit:1").partition(":")
@@ -77,6 +78,8 @@ _wrap(torch.optim.AdamW, "step", "optimizer_step")                          # be
 _wrap(trainer, "evaluate_domains", "evaluation")                            # mid-evaluation (gate, eval)
 _wrap(student, "save_student", "checkpoint_write", before=False)            # one student written, not both
 _wrap(JSONLObserver, "on_event", "jsonl_write", before=False)               # events.jsonl ahead of the database
+_wrap(replay, "replay", "replay")                                           # serving a person's replay
+_wrap(DBControls, "_poll_approvals", "approval_wait")                       # waiting for a person's approvals
 _replace = checkpoint.os.replace
 
 
@@ -95,7 +98,7 @@ class _OsForCheckpoint:
 
 checkpoint.os = _OsForCheckpoint()
 POINTS = ("generation", "backward", "optimizer_step", "evaluation", "step_commit", "after_step_commit",
-          "checkpoint_write", "rename_latest", "jsonl_write")
+          "checkpoint_write", "rename_latest", "jsonl_write", "replay", "approval_wait")
 
 if __name__ == "__main__":
     if POINT not in POINTS:
