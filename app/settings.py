@@ -29,8 +29,9 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0, description="How often a worker refreshes its heartbeat.")
     stale_after_s: float = Field(30.0, gt=0, description="A run whose heartbeat is older is taken over.")
     torch_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads each worker's torch uses; "
-                                      "default: torch's (all cores). `opcod serve --workers N` sets cores / N, so "
-                                      "N workers do not oversubscribe the CPU.")
+                                      "default: torch's (all cores) for `opcod worker`; `opcod serve --workers N` "
+                                      "sets (cores - 1) / N (at least 1): one core stays with the web server, "
+                                      "and N workers do not oversubscribe the CPU.")
     stall_after_s: float = Field(7200.0, gt=0, description="A worker whose trainer reports nothing (no event, no "
                                  "step boundary) for this long stops refreshing its run's heartbeat, so another "
                                  "worker takes the run over (a hung trainer must not hold a run for ever).")

@@ -29,12 +29,19 @@ def worker_command() -> list[str]:
 
 
 def worker_env(n: int) -> dict[str, str]:
-    """The workers' environment: with several workers and no ``OPCOD_TORCH_THREADS``, each gets an equal share
-    of the cores (torch's default, all cores per process, made N workers on a 2-core machine run 2-30x slower
-    than one, measured while building the v3 students beside the test suite)."""
+    """The workers' environment. Without ``OPCOD_TORCH_THREADS`` each worker gets an equal share of the
+    cores *less one*, left to the web server (at least one thread each):
+    - several workers with torch's default (all cores per process) on a 2-core machine ran 2-30x slower
+      than one, measured while building the v3 students beside the test suite;
+    - one worker with both cores of this 2-core machine took 1.6-1.8x as long per step while 50 event
+      streams and 10 pollers were served (the server's threads interrupt torch's, and every torch op waits
+      for its slowest thread); with one thread it took the same time with or without them (x0.88-1.07).
+      On an idle machine one thread was slower (0.45-0.48 s against 0.32-0.38 s per tiny step); with one
+      watcher the two were about equal (benchmarks/live_load.py, docs/benchmarks.md). On a 16-core
+      machine the reserved core costs a worker 1/16."""
     env = os.environ.copy()
-    if n > 1 and "OPCOD_TORCH_THREADS" not in env:
-        env["OPCOD_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+    if "OPCOD_TORCH_THREADS" not in env:
+        env["OPCOD_TORCH_THREADS"] = str(max(1, ((os.cpu_count() or 1) - 1) // max(1, n)))
     return env
 
 

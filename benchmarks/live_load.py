@@ -1,6 +1,7 @@
 """Live load: a training run watched by many dashboard clients, against the same run watched by none.
 
     python benchmarks/live_load.py [--clients 50] [--pollers 10] [--steps 6] [--cache-dir DIR]
+                                   [--torch-threads N] [--poll run,exchanges,page]
 
 Starts ``opcod serve --workers 1`` on a temporary data directory and trains the tiny preset (1 round x
 ``--steps`` steps per direction) twice, one after the other, with the same seed: first with no client,
@@ -10,7 +11,9 @@ JSON object: the training step time of both runs (median of the ``time/step`` me
 first), their ratio, the errors the clients saw (non-2xx answers, broken streams), and the event-to-client
 latency of the streams (p50, p95: from the event row's ``created_at`` to its arrival). Appends a line to
 docs/benchmarks.md. Both runs share one machine and one server, so the ratio, not the absolute times, is the
-figure (the machine is shared and noisy; run it twice before drawing a conclusion).
+figure (the machine is shared and noisy; run it twice before drawing a conclusion). The clients run in this
+process, on the same machine: a harder case than browsers elsewhere. ``--torch-threads`` overrides the
+worker's torch threads (default: what ``opcod serve`` gives it, ``app.worker_pool.worker_env``).
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_server(data: Path, port: int, cache: Path) -> subprocess.Popen:
+def start_server(data: Path, port: int, cache: Path, torch_threads: int | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPCOD_")}
+    if torch_threads is not None:
+        env["OPCOD_TORCH_THREADS"] = str(torch_threads)
     env.update({"OPCOD_DATA_DIR": str(data), "OPCOD_CACHE_DIR": str(cache), "OPCOD_MAX_EVENT_STREAMS": "1000",
                 "PYTHONUNBUFFERED": "1"})
     data.mkdir(parents=True, exist_ok=True)
@@ -106,10 +111,13 @@ async def stream_client(base: str, run_id: int, errors: list, latencies: list, s
             errors.append(f"stream {type(exc).__name__}")
 
 
-async def poller(base: str, run_id: int, errors: list, stop: asyncio.Event) -> None:
+POLLED = {"run": "/api/v1/runs/{id}", "exchanges": "/api/v1/runs/{id}/exchanges?limit=20", "page": "/runs/{id}"}
+
+
+async def poller(base: str, run_id: int, errors: list, stop: asyncio.Event, polled=tuple(POLLED)) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=30.0) as c:
         while not stop.is_set():
-            for path in (f"/api/v1/runs/{run_id}", f"/api/v1/runs/{run_id}/exchanges?limit=20", f"/runs/{run_id}"):
+            for path in (POLLED[name].format(id=run_id) for name in polled):
                 try:
                     r = await c.get(path)
                     if r.status_code >= 400:
@@ -131,7 +139,7 @@ async def measure(args) -> dict:
     cache = Path(args.cache_dir) if args.cache_dir else tmp / "cache"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start_server(tmp / "data", port, cache)
+    server = start_server(tmp / "data", port, cache, args.torch_threads)
     try:
         await wait_healthy(base)
         async with httpx.AsyncClient(base_url=base, timeout=30.0) as c:
@@ -143,7 +151,8 @@ async def measure(args) -> dict:
             stop = asyncio.Event()
             tasks = [asyncio.create_task(stream_client(base, loaded, errors, latencies, stop))
                      for _ in range(args.clients)]
-            tasks += [asyncio.create_task(poller(base, loaded, errors, stop)) for _ in range(args.pollers)]
+            tasks += [asyncio.create_task(poller(base, loaded, errors, stop, args.poll.split(",")))
+                      for _ in range(args.pollers)]
             status = await wait_final(c, loaded, args.deadline_s)
             stop.set()
             await asyncio.wait(tasks, timeout=30)
@@ -156,7 +165,8 @@ async def measure(args) -> dict:
             "status": status, "step_s_no_clients": round(ta, 3), "step_s_with_clients": round(tb, 3),
             "slowdown": round(tb / ta, 3), "errors": len(errors), "error_kinds": sorted(set(errors))[:10],
             "event_latency_s_p50": pct(latencies, 0.5), "event_latency_s_p95": pct(latencies, 0.95),
-            "events_delivered": len(latencies), "machine": f"{platform.machine()} {os.cpu_count()} cores"}
+            "events_delivered": len(latencies), "machine": f"{platform.machine()} {os.cpu_count()} cores",
+            "torch_threads": args.torch_threads or "opcod serve's default"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--pollers", type=int, default=10)
     ap.add_argument("--steps", type=int, default=6, help="steps per direction of each run (1 round)")
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="the worker's torch threads (default: what opcod serve gives it, app.worker_pool.worker_env)")
+    ap.add_argument("--poll", default=",".join(POLLED), help=f"what each poller requests every second, of {list(POLLED)}")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--deadline-s", type=float, default=1800.0)
     ap.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
@@ -171,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(measure(args))
     print(json.dumps(result))
     if not args.no_record:
+        extra = (f" --torch-threads {args.torch_threads}" if args.torch_threads else "") + \
+            (f" --poll {args.poll}" if args.poll != ",".join(POLLED) else "")
         line = (f"| {datetime.now(timezone.utc):%Y-%m-%d} | `python benchmarks/live_load.py --clients {args.clients} "
-                f"--pollers {args.pollers} --steps {args.steps}` | {result['machine']} | step {result['step_s_no_clients']} s "
+                f"--pollers {args.pollers} --steps {args.steps}{extra}` | {result['machine']} | step {result['step_s_no_clients']} s "
                 f"-> {result['step_s_with_clients']} s (x{result['slowdown']}), errors {result['errors']}, event latency "
                 f"p50 {result['event_latency_s_p50']} s / p95 {result['event_latency_s_p95']} s |\n")
         path = ROOT / "docs" / "benchmarks.md"

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_clients_watching_a_run_see_no_error(tiny_cache):
-    args = argparse.Namespace(clients=8, pollers=2, steps=1, cache_dir=str(tiny_cache), deadline_s=900.0)
+    args = argparse.Namespace(clients=8, pollers=2, steps=1, cache_dir=str(tiny_cache), deadline_s=900.0,
+                              torch_threads=None, poll="run,exchanges,page")
     result = asyncio.run(measure(args))
     assert result["status"] == "finished" and result["errors"] == 0, result
     assert result["events_delivered"] >= 8 and result["step_s_with_clients"] > 0, result

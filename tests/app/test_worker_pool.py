@@ -56,12 +56,16 @@ def test_restart_delay_grows_while_a_worker_keeps_dying():
         pool.stop(grace_s=5)
 
 
-def test_several_workers_share_the_cores(monkeypatch):
+def test_workers_share_the_cores_but_one_left_to_the_server(monkeypatch):
     from app.worker_pool import worker_env
 
     monkeypatch.delenv("OPCOD_TORCH_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
-    assert "OPCOD_TORCH_THREADS" not in worker_env(1)
-    assert worker_env(2)["OPCOD_TORCH_THREADS"] == "4" and worker_env(16)["OPCOD_TORCH_THREADS"] == "1"
+    assert worker_env(1)["OPCOD_TORCH_THREADS"] == "7"
+    assert worker_env(2)["OPCOD_TORCH_THREADS"] == "3" and worker_env(16)["OPCOD_TORCH_THREADS"] == "1"
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert worker_env(1)["OPCOD_TORCH_THREADS"] == "1" and worker_env(2)["OPCOD_TORCH_THREADS"] == "1"
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert worker_env(1)["OPCOD_TORCH_THREADS"] == "1"
     monkeypatch.setenv("OPCOD_TORCH_THREADS", "3")
     assert worker_env(4)["OPCOD_TORCH_THREADS"] == "3"   # an explicit setting wins
