@@ -9,6 +9,11 @@ cache directory (the warm-up cache key leaves the thread count out on purpose: a
 on it), and reports per specialist and domain role (strong, partly known, unknown) the plain
 validation accuracy of every build (avg@4, ``opcod_core.build_check``), the spread (min to max) and how
 many builds met the intended interval (``warmup_expect``), which the build itself enforces.
+
+A world takes hours on a CPU, so the command resumes: each build's row is kept under
+``<cache dir>/spread/<warm-up key>-<name>.json`` when the build ends, whether it met the check or not
+(a missed build leaves no cached student, and would otherwise be built again), and a later invocation
+with the same inputs reads the row instead of building.
 """
 
 from __future__ import annotations
@@ -50,6 +55,11 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         cfg = RunConfig.from_dict(raw)
         st = cfg.students[0]
         data = load_dataset(data_spec(cfg))
+        done = _row_path(cache_dir, st, cfg, data)
+        if done.exists():
+            rows.append(json.loads(done.read_text()))
+            print(f"  [seed {build_seed} threads {threads}] {st.name}: read from {done}", flush=True)
+            continue
         t0 = time.perf_counter()
         try:
             rt = build_student(0, cfg, data, cache_dir=cache_dir)
@@ -61,18 +71,27 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
                      "measured": measured, "roles": {d: r for d, r in _roles(st).items() if d},
                      "expect": {d: list(b) for d, b in (st.warmup_expect or {}).items()},
                      "steps": st.warmup_sft_steps, "warmup": warm, "build_s": time.perf_counter() - t0})
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(rows[-1]))
         print(f"  [seed {build_seed} threads {threads}] {st.name}: "   # each build as it ends (a world takes hours)
               + ", ".join(f"{d} {v:.3f}" for d, v in measured.items()) + f"; {_warm_text(warm)}", flush=True)
     return rows
+
+
+def _row_path(cache_dir: Path, st, cfg, data) -> Path:
+    """Where a build's row is kept: by the warm-up key of its inputs (the thread count is the cache dir's)."""
+    from opcod_core.build import warmup_data, warmup_key
+
+    return Path(cache_dir) / "spread" / f"{warmup_key(st, cfg, 0, warmup_data(st, cfg, data))}-{st.name}.json"
 
 
 def _recorded_warmup(st, cfg, data, cache_dir: Path) -> dict:
     """What the build recorded of its warm-up (steps run, loss at the end, when the decay began)."""
     import json
 
-    from opcod_core.build import warmup_key
+    from opcod_core.build import warmup_data, warmup_key
 
-    path = Path(cache_dir) / "warm" / warmup_key(st, cfg, 0, data) / st.name / "build_check.json"
+    path = Path(cache_dir) / "warm" / warmup_key(st, cfg, 0, warmup_data(st, cfg, data)) / st.name / "build_check.json"
     return json.loads(path.read_text()).get("warmup", {}) if path.exists() else {}
 
 

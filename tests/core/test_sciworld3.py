@@ -266,6 +266,9 @@ def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
         assert sorted(r["roles"].values()) == ["partial", "strong", "unknown"] and set(r["measured"]) == set(r["roles"])
         assert not r["passed"]          # two warm-up steps cannot reach the intended split: recorded, not raised
         assert r["warmup"]["steps"] == 4 and r["warmup"]["decay_start"] == 2   # 2 constant + 2 decay steps
+    # a later invocation resumes: every row, misses included, is read back instead of built again
+    assert len(list((tmp_path / "spread").glob("*.json"))) == 3
+    assert build_world(0, 1, tmp_path, steps=2, decay_steps=2) == rows
 
 
 def test_converge_schedule_decays_after_the_loss_drops_whenever_it_drops():
