@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(None, description="Model and warm-up cache; default <data_dir>/cache.")
     approval_poll_s: float = Field(0.5, gt=0, description="How often a worker waiting for approvals polls.")
     poll_s: float = Field(1.0, gt=0, description="How often an idle worker looks for queued runs and replays.")
-    sse_poll_s: float = Field(0.5, gt=0, description="How often an open SSE stream looks for new events.")
+    sse_poll_s: float = Field(0.5, gt=0, description="How often a watched run's event feed looks for new events "
+                              "(one read per run, shared by its open streams: app.api.event_feed).")
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Host names the server answers to besides the loopback names "
         "(127.0.0.1, localhost, ::1): the names it is reached by behind a proxy or on a network. A request "
