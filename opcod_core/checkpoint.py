@@ -18,12 +18,15 @@ resumes from it instead of redoing its work and failing on the existing tag; and
 Retention (disk): step checkpoints beyond ``keep`` are deleted; round-end checkpoints are kept (replays and
 forks may load them); optimizer state is kept in the newest checkpoint only (``prune_optimizer_state``), and
 a student that did not change since the previous checkpoint (the tutor of a direction) is hard-linked, not
-written again (``student_storage.save_student``). Before writing, ``check_free_space`` refuses a save that
+written again (``student_storage.save_student``); files that are byte-identical between the students of
+one checkpoint are hard-linked to one copy (``link_identical_files``: two students from one base model
+share their initial weights, and before either trains, their weights). Before writing, ``check_free_space`` refuses a save that
 would not fit (the run fails with a clear error instead of a half-written disk).
 """
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
@@ -48,6 +51,7 @@ def save_checkpoint(out_dir: Path, tag: str, students: dict, state: dict[str, An
     tmp.mkdir()
     for name, rt in students.items():
         rt.save(tmp / name, previous=Path(previous) / name if previous else None)
+    link_identical_files(tmp)
     (tmp / "state.json").write_text(json.dumps({**state, "permanent": permanent}, indent=1))
     fsync_tree(tmp)
     if final.exists():
@@ -66,6 +70,40 @@ def save_checkpoint(out_dir: Path, tag: str, students: dict, state: dict[str, An
     _prune(root, keep, current=tag)
     prune_optimizer_state(root, current=tag)
     return final
+
+
+LINK_MIN_BYTES = 1 << 20  # smaller files (configs, counters) are not worth a comparison
+
+
+def link_identical_files(directory: Path) -> int:
+    """Hard-link each file of a student in ``directory`` (a checkpoint being written) to the same path of
+    an earlier student when the bytes are identical, so the checkpoint holds one copy. Measured on the demo
+    (two SmolLM2-135M students from one base): each checkpoint held both students' initial weights (0.54 GB
+    each), and the first one also two identical sets of weights. Files already linked, of different sizes
+    or under ``LINK_MIN_BYTES`` are not compared; a comparison stops at the first differing byte. Files of
+    a checkpoint are never modified after it is written (pruning unlinks), so sharing them is safe.
+    Returns the bytes saved."""
+    students = sorted(p for p in directory.iterdir() if p.is_dir())
+    saved = 0
+    for i, later in enumerate(students):
+        for path in sorted(later.rglob("*")):
+            if not path.is_file() or path.is_symlink():
+                continue
+            size = path.stat().st_size
+            if size < LINK_MIN_BYTES:
+                continue
+            for earlier in students[:i]:
+                twin = earlier / path.relative_to(later)
+                if not twin.is_file() or twin.stat().st_size != size:
+                    continue
+                if twin.stat().st_ino == path.stat().st_ino or filecmp.cmp(twin, path, shallow=False):
+                    if twin.stat().st_ino != path.stat().st_ino:
+                        staged = path.with_name(path.name + ".link")
+                        os.link(twin, staged)
+                        os.replace(staged, path)
+                        saved += size
+                    break
+    return saved
 
 
 def prune_optimizer_state(root: Path, current: str | None) -> int:

@@ -66,3 +66,38 @@ def test_files_are_fsynced_before_they_are_published(tmp_path, monkeypatch):
     names = [os.path.basename(p) for p in synced]
     assert "model.safetensors" in names and "state.json" in names and ".LATEST.tmp" in names
     assert json.loads((path / "state.json").read_text())["next_task"] == 1
+
+
+class _Twin:
+    """A student whose initial weights file is shared by construction (same base model) and whose own
+    weights are its own."""
+
+    def __init__(self, weights: bytes, initial: bytes) -> None:
+        self.weights, self.initial = weights, initial
+
+    def save(self, directory, previous=None) -> None:
+        (directory / "model").mkdir(parents=True)
+        (directory / "model" / "model.safetensors").write_bytes(self.weights)
+        (directory / "reference.safetensors").write_bytes(self.initial)
+        (directory / "student.json").write_text("{}")
+
+
+def test_identical_files_of_two_students_are_stored_once(tmp_path):
+    """Two students from one base: their identical initial weights (and, before training, identical
+    weights) are one file in the checkpoint; different bytes of the same size stay two files."""
+    big = ck.LINK_MIN_BYTES
+    base, trained = os.urandom(big), os.urandom(big)
+    first = ck.save_checkpoint(tmp_path, "t1", {"a": _Twin(base, base), "b": _Twin(base, base)},
+                               {"next_task": 1}, keep=5)
+    ino = {(s, f): (first / s / f).stat().st_ino for s in "ab" for f in ("reference.safetensors", "model/model.safetensors")}
+    assert ino[("a", "reference.safetensors")] == ino[("b", "reference.safetensors")]
+    assert ino[("a", "model/model.safetensors")] == ino[("b", "model/model.safetensors")]
+    assert (first / "b" / "student.json").stat().st_ino != (first / "a" / "student.json").stat().st_ino  # small
+    second = ck.save_checkpoint(tmp_path, "t2", {"a": _Twin(trained, base), "b": _Twin(base, base)},
+                                {"next_task": 2}, keep=5)
+    assert (second / "a" / "model" / "model.safetensors").stat().st_ino != \
+        (second / "b" / "model" / "model.safetensors").stat().st_ino
+    assert (second / "a" / "model" / "model.safetensors").read_bytes() == trained
+    assert (second / "b" / "model" / "model.safetensors").read_bytes() == base
+    assert (second / "b" / "reference.safetensors").stat().st_ino == (second / "a" / "reference.safetensors").stat().st_ino
+    assert not list(second.rglob("*.link"))
