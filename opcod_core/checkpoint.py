@@ -30,6 +30,7 @@ import filecmp
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -89,21 +90,31 @@ def link_identical_files(directory: Path) -> int:
         for path in sorted(later.rglob("*")):
             if not path.is_file() or path.is_symlink():
                 continue
-            size = path.stat().st_size
-            if size < LINK_MIN_BYTES:
+            st = path.stat()
+            if st.st_size < LINK_MIN_BYTES:
                 continue
-            for earlier in students[:i]:
-                twin = earlier / path.relative_to(later)
-                if not twin.is_file() or twin.stat().st_size != size:
-                    continue
-                if twin.stat().st_ino == path.stat().st_ino or filecmp.cmp(twin, path, shallow=False):
-                    if twin.stat().st_ino != path.stat().st_ino:
-                        staged = path.with_name(path.name + ".link")
-                        os.link(twin, staged)
-                        os.replace(staged, path)
-                        saved += size
-                    break
+            twin = _identical_twin(path, st, [earlier / path.relative_to(later) for earlier in students[:i]])
+            if twin is not None:
+                staged = path.with_name(path.name + ".link")
+                os.link(twin, staged)
+                os.replace(staged, path)
+                saved += st.st_size
     return saved
+
+
+def _identical_twin(path: Path, st: os.stat_result, candidates: list[Path]) -> Path | None:
+    """The first candidate with the bytes of ``path`` that is not already the same file (None when ``path``
+    is already linked to one, or none matches)."""
+    for twin in candidates:
+        try:
+            tst = twin.stat()
+        except OSError:
+            continue
+        if tst.st_ino == st.st_ino and tst.st_dev == st.st_dev:
+            return None
+        if stat.S_ISREG(tst.st_mode) and tst.st_size == st.st_size and filecmp.cmp(twin, path, shallow=False):
+            return twin
+    return None
 
 
 def prune_optimizer_state(root: Path, current: str | None) -> int:

@@ -86,11 +86,11 @@ class EventFeeds:
         last = after
         while True:
             while True:  # catch up on our own: a resumed client may be far behind the feed
-                batch, status = await run_in_threadpool(events.events_after, self.db, run_id, last)
+                batch, status, more = await self._page(run_id, last)
                 if batch:
                     last = batch[-1]["id"]
                     yield b"".join(encode(e) for e in batch)
-                if len(batch) < events.BATCH:
+                if not more:
                     break
             if events.is_final(status):  # read before the rows: nothing can come after them
                 yield encode_end(run_id, status)
@@ -98,8 +98,7 @@ class EventFeeds:
             feed, queue = self._subscribe(run_id, last)
             try:
                 while last < feed.position:  # what the feed published before we joined
-                    gap, _ = await run_in_threadpool(events.events_after, self.db, run_id, last)
-                    gap = [e for e in gap if e["id"] <= feed.position]
+                    gap, _, _ = await self._page(run_id, last, upto=feed.position)
                     if not gap:
                         break
                     last = gap[-1]["id"]
@@ -119,6 +118,15 @@ class EventFeeds:
                         yield b"".join(fresh)
             finally:
                 self._unsubscribe(feed, queue)
+
+    async def _page(self, run_id: int, last: int, upto: int | None = None) -> tuple[list[dict], str | None, bool]:
+        """One page of events after ``last`` from the database (those up to ``upto`` when given), the run's
+        status read before them, and whether a full page came (more may follow)."""
+        batch, status = await run_in_threadpool(events.events_after, self.db, run_id, last)
+        more = len(batch) >= events.BATCH
+        if upto is not None:
+            batch = [e for e in batch if e["id"] <= upto]
+        return batch, status, more
 
     def _subscribe(self, run_id: int, last: int) -> tuple[_Feed, asyncio.Queue]:
         feed = self._feeds.get(run_id)

@@ -88,14 +88,14 @@ class Person(threading.Thread):
     def act(self) -> None:
         with session_scope(self.factory) as s:
             pending = list(s.execute(select(Approval.id, Approval.exchange_key).where(Approval.status == "pending")))
-            firsts = list(s.execute(select(Exchange.run_id, Exchange.global_step, Exchange.id, Exchange.key)
+            firsts = list(s.execute(select(Exchange.run_id, Exchange.global_step, Exchange.id)
                                     .where(Exchange.global_step < self.replay_steps).order_by(Exchange.key)))
         for approval_id, key in pending:
             try:
                 approvals.decide(self.factory, approval_id, decision_for(key))
             except Conflict:
                 pass  # decided meanwhile (or timed out): nothing to do
-        for run_id, step, exchange_id, _key in firsts:
+        for run_id, step, exchange_id in firsts:
             if (run_id, step) not in self.asked:
                 try:
                     replays.create_replay(self.factory, exchange_id, ReplayIn(feedback_text=REPLAY_TEXT))
