@@ -50,10 +50,12 @@ Numerics and memory
   Log-probabilities are clamped below at the dtype's most negative finite number, so logits of -inf
   (e.g. a padded vocabulary) give 0 * finite = 0 terms instead of NaN. Tiny negative values that only
   rounding can produce (e.g. identical inputs under JSD) are clamped to 0 in the returned values.
-* Only masked-in positions are computed, ``chunk_size`` of them at a time, so the largest temporaries
-  are a handful of ``[chunk_size, V]`` tensors. To keep that true in the backward pass as well, the
-  gradient of each chunk w.r.t. its student logits is computed in the forward pass (one small autograd
-  graph per chunk, freed immediately) and written into a single ``[n_tokens, V]`` buffer; the backward
+* Only masked-in positions are computed, ``chunk_size`` of them at a time (fewer when the vocabulary
+  is large: ``CHUNK_ELEMENTS``), so the largest temporaries are a handful of ``[chunk_size, V]``
+  tensors. To keep that true in the backward pass as well, the gradient of each chunk w.r.t. its
+  student logits is computed in the forward pass (in closed form over the full vocabulary, see
+  ``_full_vocab_divergence``; through one small autograd graph per chunk for top-k, freed
+  immediately) and written into a single ``[n_tokens, V]`` buffer; the backward
   pass just scales that buffer by the incoming per-token gradient. Plain autograd over a Python loop of
   chunks would keep every chunk's intermediates alive (several times the size of the logits) until
   backward. Double backward is not supported. When no gradient is needed (``torch.no_grad()`` or
@@ -73,6 +75,11 @@ from torch.autograd.function import once_differentiable
 __all__ = ["KINDS", "per_token_divergence", "sequence_loss"]
 
 KINDS: tuple[str, ...] = ("jsd", "forward_kl", "reverse_kl")
+#: A chunk holds at most this many logits (and at least MIN_CHUNK_ROWS positions): with a 49k vocabulary,
+#: 256-row chunks (50 MB temporaries, each freshly mapped and page-faulted by the allocator) made the
+#: loss 1.6x slower than 16-32-row ones; at 4k, 128 rows was the fastest measured.
+CHUNK_ELEMENTS = 1 << 19
+MIN_CHUNK_ROWS = 16
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,14 +102,16 @@ def _divergence_from_logprobs(
     return beta * kl_teacher_N + (1.0 - beta) * kl_student_N
 
 
-def _log_softmax(logits_NV: torch.Tensor, temperature: float) -> torch.Tensor:
+def _log_softmax(logits_NV: torch.Tensor, temperature: float, inplace: bool = False) -> torch.Tensor:
+    """``inplace``: clamp the fresh log-softmax in place (outside autograd only: its backward reads it)."""
     compute_dtype = torch.promote_types(logits_NV.dtype, torch.float32)
     logits_NV = logits_NV.to(compute_dtype)
     if temperature != 1.0:
         logits_NV = logits_NV / temperature
     logp_NV = F.log_softmax(logits_NV, dim=-1)
     # -inf logits (masked vocabulary) -> most negative finite number: p = 0 and 0 * finite = 0.
-    return logp_NV.clamp_min(torch.finfo(compute_dtype).min)
+    lowest = torch.finfo(compute_dtype).min
+    return logp_NV.clamp_min_(lowest) if inplace else logp_NV.clamp_min(lowest)
 
 
 def _topk_with_tail(
@@ -146,6 +155,78 @@ def _chunks(n: int, chunk_size: int):
         yield start, min(start + chunk_size, n)
 
 
+def _rowdot(a_NV: torch.Tensor, b_NV: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dim of a * b, row by row, in one pass (a batched dot product, not a product tensor
+    then a sum)."""
+    return torch.bmm(a_NV.unsqueeze(1), b_NV.unsqueeze(2)).view(-1)
+
+
+def _full_vocab_divergence(
+    student_logits_NV: torch.Tensor, teacher_logits_NV: torch.Tensor, kind: str, beta: float, temperature: float,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """D per row over the full vocabulary and, when ``need_grad``, its gradient w.r.t. the student logits,
+    in closed form (no autograd graph). With s = log p_S, t = log p_T, z the student logits and T the
+    temperature, every kind has dD/dp_S(v) = g_v up to a constant that the softmax's Jacobian cancels, so
+    dD/dz = p_S * (g - <p_S, g>) / T:
+
+    * jsd: g = (1 - beta) (s - m) with m = log M (the terms through M sum to 1 - 1 = 0);
+    * reverse_kl: g = s - t, and <p_S, g> = D;
+    * forward_kl: dD/dz = (p_S - p_T) / T directly.
+
+    The JSD's mixture is formed from the probabilities, M = lerp(p_S, p_T, beta), and its log taken once
+    (clamped at the dtype's smallest normal number, where both probabilities underflow and their terms
+    are 0 anyway), rather than by ``logaddexp`` of the log-probabilities. Sums of products are batched dot
+    products, and temporaries are reused in place: about a dozen passes over [N, V], measured 1.55x
+    faster than the same maths through ``logaddexp`` and ``(a * b).sum(-1)`` at N = 256, V = 49,152 (and
+    several times faster than autograd through each operation)."""
+    s = _log_softmax(student_logits_NV, temperature, inplace=True)
+    t = _log_softmax(teacher_logits_NV.detach(), temperature, inplace=True)
+    ps = s.exp()
+    if kind == "forward_kl":
+        pt = t.exp()
+        div = _rowdot(pt, t.sub_(s))
+        grad = ps.sub_(pt) if need_grad else None
+    else:
+        if kind == "reverse_kl":
+            g = s.sub_(t)
+            div = ps_g = _rowdot(ps, g)
+        else:
+            pt = t.exp()
+            m = torch.lerp(ps, pt, beta).clamp_min_(torch.finfo(s.dtype).tiny).log_()
+            div_t = _rowdot(pt, t.sub_(m))
+            g = s.sub_(m).mul_(1.0 - beta)
+            ps_g = _rowdot(ps, g)
+            div = beta * div_t + ps_g
+        grad = ps.mul_(g.sub_(ps_g.unsqueeze(-1))) if need_grad else None
+    if grad is not None and temperature != 1.0:
+        grad = grad.div_(temperature)
+    return div, grad
+
+
+def _chunk_divergence_and_grad(
+    student_CV: torch.Tensor, teacher_CV: torch.Tensor, kind: str, beta: float, topk: int | None,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """D per row of one chunk and its gradient w.r.t. the student rows: in closed form over the full
+    vocabulary, through a small autograd graph for top-k (the tail bucket's gradient is not worth a
+    closed form: top-k is the cheap mode already)."""
+    if topk is None or topk >= student_CV.shape[-1]:
+        return _full_vocab_divergence(student_CV, teacher_CV, kind, beta, temperature, need_grad=True)
+    with torch.enable_grad():
+        student_CV = student_CV.detach().requires_grad_(True)
+        div_C = _chunk_divergence(student_CV, teacher_CV, kind, beta, topk, temperature)
+        (grad_CV,) = torch.autograd.grad(div_C.sum(), student_CV)
+    return div_C.detach(), grad_CV
+
+
+def _row_chunks(flat_NV: torch.Tensor, rows_M: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows ``rows_M[start:stop]`` of ``flat_NV``: a view when every row is selected, else a copy."""
+    if rows_M.numel() == flat_NV.shape[0]:
+        return flat_NV[start:stop]
+    return flat_NV.index_select(0, rows_M[start:stop])
+
+
 class _ChunkedDivergence(torch.autograd.Function):
     """D per selected row of flattened logits; gradient w.r.t. the student logits only.
 
@@ -162,14 +243,11 @@ class _ChunkedDivergence(torch.autograd.Function):
         )
         grad_MV = student_flat_NV.new_empty((n_rows, student_flat_NV.shape[-1]))
         for start, stop in _chunks(n_rows, chunk_size):
-            rows_C = rows_M[start:stop]
-            with torch.enable_grad():
-                student_CV = student_flat_NV.index_select(0, rows_C).detach().requires_grad_(True)
-                teacher_CV = teacher_flat_NV.index_select(0, rows_C)
-                div_C = _chunk_divergence(student_CV, teacher_CV, kind, beta, topk, temperature)
-                (grad_CV,) = torch.autograd.grad(div_C.sum(), student_CV)
+            div_C, grad_CV = _chunk_divergence_and_grad(
+                _row_chunks(student_flat_NV, rows_M, start, stop).detach(),
+                _row_chunks(teacher_flat_NV, rows_M, start, stop), kind, beta, topk, temperature)
             grad_MV[start:stop] = grad_CV
-            out_N[rows_C] = div_C.detach().clamp_min(0.0)
+            out_N[rows_M[start:stop]] = div_C.clamp_min(0.0)
         ctx.save_for_backward(rows_M, grad_MV)
         ctx.student_shape = student_flat_NV.shape
         ctx.student_dtype = student_flat_NV.dtype
@@ -179,8 +257,10 @@ class _ChunkedDivergence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out_N):
         rows_M, grad_MV = ctx.saved_tensors
-        grad_student_NV = grad_MV.new_zeros(ctx.student_shape, dtype=ctx.student_dtype)
         scale_M1 = grad_out_N.index_select(0, rows_M).unsqueeze(-1).to(grad_MV.dtype)
+        if rows_M.numel() == ctx.student_shape[0]:  # every row: scale the buffer in place, no copy
+            return grad_MV.mul_(scale_M1).to(ctx.student_dtype), None, None, None, None, None, None, None
+        grad_student_NV = grad_MV.new_zeros(ctx.student_shape, dtype=ctx.student_dtype)
         grad_student_NV.index_copy_(0, rows_M, grad_MV * scale_M1)
         return grad_student_NV, None, None, None, None, None, None, None
 
@@ -191,16 +271,13 @@ def _chunked_divergence_no_grad(student_flat_NV, teacher_flat_NV, rows_M, kind, 
     )
     with torch.no_grad():
         for start, stop in _chunks(rows_M.numel(), chunk_size):
-            rows_C = rows_M[start:stop]
-            div_C = _chunk_divergence(
-                student_flat_NV.index_select(0, rows_C),
-                teacher_flat_NV.index_select(0, rows_C),
-                kind,
-                beta,
-                topk,
-                temperature,
-            )
-            out_N[rows_C] = div_C.clamp_min(0.0)
+            student_CV = _row_chunks(student_flat_NV, rows_M, start, stop)
+            teacher_CV = _row_chunks(teacher_flat_NV, rows_M, start, stop)
+            if topk is None or topk >= student_CV.shape[-1]:
+                div_C, _ = _full_vocab_divergence(student_CV, teacher_CV, kind, beta, temperature, need_grad=False)
+            else:
+                div_C = _chunk_divergence(student_CV, teacher_CV, kind, beta, topk, temperature)
+            out_N[rows_M[start:stop]] = div_C.clamp_min(0.0)
     return out_N
 
 
@@ -242,7 +319,7 @@ def per_token_divergence(
                            temperature)
     B, T, V = student_logits_BTV.shape
     topk = None if topk is None else int(topk)
-    chunk_size = int(chunk_size)
+    chunk_size = min(int(chunk_size), max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // max(V, 1)))
     student_flat_NV = student_logits_BTV.reshape(B * T, V)
     teacher_flat_NV = teacher_logits_BTV.detach().reshape(B * T, V)
     rows_M = mask_BT.reshape(-1).to(device=student_logits_BTV.device).bool().nonzero().squeeze(-1)

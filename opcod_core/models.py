@@ -279,11 +279,16 @@ def token_logits(model, prefix_ids_list: Sequence[Sequence[int]],
 
     Row b is the sequence ``prefix_b + continuation_b``; output ``logits_BTV[b, t]`` is the model's
     logits at position ``len(prefix_b) + t - 1``, i.e. the distribution over continuation token t.
-    Rows are right-padded to the longest full sequence (with an attention mask) and the output is
-    right-padded to the longest continuation; ``mask_BT`` is True on real continuation tokens (padded
-    logits are zeros). Right padding keeps positions and causal attention of real tokens exact, so each
-    row equals an unpadded forward pass. Gradients flow (wrap in ``torch.no_grad`` for a teacher).
-    Every prefix needs at least one token (the first continuation token must be predicted by something).
+    ``mask_BT`` is True on real continuation tokens; logits past a row's continuation are zeros.
+    Gradients flow (wrap in ``torch.no_grad`` for a teacher). Every prefix needs at least one token (the
+    first continuation token must be predicted by something).
+
+    Layout: every row is padded on the left so that all prefixes end at the same column, and on the
+    right to the longest continuation, so the logits wanted are the same columns of every row and the
+    model computes the output layer at exactly those (``logits_to_keep`` with their indices): no
+    gather of a [B, T, V] tensor and no scatter in its backward. Position ids count from each row's first
+    real token and the attention mask hides the padding, so each row equals its unpadded forward pass
+    (up to the rounding of batched kernels).
     """
     prefixes = [list(map(int, p)) for p in prefix_ids_list]
     conts = [list(map(int, c)) for c in continuation_ids_list]
@@ -294,50 +299,42 @@ def token_logits(model, prefix_ids_list: Sequence[Sequence[int]],
     if any(len(p) == 0 for p in prefixes):
         raise ValueError("every prefix needs at least one token")
     device, B = _model_device(model), len(prefixes)
-    T_full = max(len(p) + len(c) for p, c in zip(prefixes, conts, strict=True))
+    P = max(len(p) for p in prefixes)
     T_cont = max(len(c) for c in conts)
-    input_ids_BL, attention_mask_BL = _right_padded(prefixes, conts, T_full, model.config)
-
-    # Position of the logits predicting continuation token t of row b: len(prefix_b) - 1 + t.
-    t_T = torch.arange(T_cont)
-    prefix_len_B = torch.tensor([len(p) for p in prefixes])
+    input_ids_BL, attention_mask_BL, position_ids_BL = _prefix_aligned(prefixes, conts, P, T_cont, model.config)
     cont_len_B = torch.tensor([len(c) for c in conts])
-    mask_BT = t_T[None, :] < cont_len_B[:, None]
-    pos_BT = prefix_len_B[:, None] - 1 + t_T[None, :]
-
-    # Only positions from the shortest prefix onwards are needed: ask the model for just those logits.
-    first_needed = int(prefix_len_B.min()) - 1
+    mask_BT = (torch.arange(T_cont)[None, :] < cont_len_B[:, None]).to(device)
+    columns_T = torch.arange(P - 1, P - 1 + T_cont, device=device)  # predicts continuation token t
     kwargs: dict[str, Any] = {}
-    offset = 0
     if _accepts_logits_to_keep(model) and T_cont > 0:
-        kwargs["logits_to_keep"] = T_full - first_needed
-        offset = first_needed
+        kwargs["logits_to_keep"] = columns_T
     out = model(input_ids=input_ids_BL.to(device), attention_mask=attention_mask_BL.to(device),
-                use_cache=False, **kwargs)
-    logits_BLV = out.logits
-    V = logits_BLV.shape[-1]
+                position_ids=position_ids_BL.to(device), use_cache=False, **kwargs)
+    logits = out.logits
     if T_cont == 0:
-        return logits_BLV.new_zeros((B, 0, V)), mask_BT.to(device)
-    idx_BT = torch.where(mask_BT, pos_BT - offset, torch.zeros_like(pos_BT)).to(device)
-    logits_BTV = torch.gather(logits_BLV, 1, idx_BT[:, :, None].expand(B, T_cont, V))
-    mask_BT = mask_BT.to(device)
-    logits_BTV = logits_BTV * mask_BT[:, :, None].to(logits_BTV.dtype)
+        return logits.new_zeros((B, 0, logits.shape[-1])), mask_BT
+    logits_BTV = logits if "logits_to_keep" in kwargs else logits[:, P - 1: P - 1 + T_cont]
+    if not bool(mask_BT.all()):
+        logits_BTV = logits_BTV.masked_fill(~mask_BT[:, :, None], 0.0)
     return logits_BTV, mask_BT
 
 
-def _right_padded(prefixes: list[list[int]], conts: list[list[int]], T_full: int,
-                  config) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows ``prefix + continuation`` right-padded to ``T_full`` with the model's pad id (0 if none),
-    and their attention mask."""
+def _prefix_aligned(prefixes: list[list[int]], conts: list[list[int]], P: int, T_cont: int,
+                    config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``pad * (P - len(prefix)) + prefix + continuation + pad * (T_cont - len(continuation))`` (the
+    model's pad id, 0 if none), their attention mask and position ids (0 at the first real token)."""
     pad_id = getattr(config, "pad_token_id", None)
     pad_id = 0 if pad_id is None else int(pad_id)
-    input_ids_BL = torch.full((len(prefixes), T_full), pad_id, dtype=torch.long)
-    attention_mask_BL = torch.zeros((len(prefixes), T_full), dtype=torch.long)
+    B, L = len(prefixes), P + T_cont
+    input_ids_BL = torch.full((B, L), pad_id, dtype=torch.long)
+    attention_mask_BL = torch.zeros((B, L), dtype=torch.long)
+    position_ids_BL = torch.zeros((B, L), dtype=torch.long)
     for b, (p, c) in enumerate(zip(prefixes, conts, strict=True)):
-        seq = p + c
-        input_ids_BL[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask_BL[b, : len(seq)] = 1
-    return input_ids_BL, attention_mask_BL
+        left, seq = P - len(p), p + c
+        input_ids_BL[b, left: left + len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask_BL[b, left: left + len(seq)] = 1
+        position_ids_BL[b, left:] = torch.arange(L - left)
+    return input_ids_BL, attention_mask_BL, position_ids_BL
 
 
 def sequence_logprobs(model, prefix_ids_list: Sequence[Sequence[int]],

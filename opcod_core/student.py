@@ -42,8 +42,11 @@ def gather_token_logprobs(logits_BTV: torch.Tensor, rollouts: list[list[int]]) -
     ids_BT = torch.zeros(logits_BTV.shape[:2], dtype=torch.long, device=logits_BTV.device)
     for i, r in enumerate(rollouts):
         ids_BT[i, : len(r)] = torch.tensor(r, dtype=torch.long, device=logits_BTV.device)
-    logp_BTV = torch.log_softmax(logits_BTV.float(), dim=-1)
-    return logp_BTV.gather(-1, ids_BT.unsqueeze(-1)).squeeze(-1)
+    # log p(y_t) = z[y_t] - logsumexp(z), one row at a time: no [B, T, V] temporary (49k vocabulary, 16 x 64
+    # tokens: 200 MB each).
+    picked_BT = logits_BTV.gather(-1, ids_BT.unsqueeze(-1)).squeeze(-1).float()
+    norm_BT = torch.stack([torch.logsumexp(row_TV.float(), dim=-1) for row_TV in logits_BTV.unbind(0)])
+    return picked_BT - norm_BT
 
 
 class StudentRuntime(TextOps):
@@ -188,9 +191,9 @@ class StudentRuntime(TextOps):
         total, anchor_total = 0.0, 0.0
         for ci, start in enumerate(range(0, n_trained, self.micro_batch)):
             chunk = trained[start:start + self.micro_batch]
-            t_BTV = (teacher_logits[ci].to(self.device) if teacher_logits is not None
-                     else self.teacher_logits(chunk, micro_batch=len(chunk))[0])
-            loss, anchor = self._distill_chunk(chunk, t_BTV, n_trained, anchor_w, loss_cfg, results)
+            given = teacher_logits[ci].to(self.device) if teacher_logits is not None else None
+            loss, anchor = self._distill_chunk(chunk, given, n_trained, anchor_w, loss_cfg, results)
+            del given
             total, anchor_total = total + loss, anchor_total + anchor
         del anchor_w
         skipped = self._skipped_results(examples, results)
@@ -209,14 +212,20 @@ class StudentRuntime(TextOps):
                           metrics={"train/grad_norm": grad_norm, "train/trained": float(n_trained),
                                    "train/skipped": float(skipped), **metrics})
 
-    def _distill_chunk(self, chunk: list[DistillExample], t_BTV: torch.Tensor, n_trained: int, anchor_w,
+    def _distill_chunk(self, chunk: list[DistillExample], t_BTV: torch.Tensor | None, n_trained: int, anchor_w,
                        loss_cfg: LossConfig, results: dict[int, ExampleResult]) -> tuple[float, float]:
         """Backward of one micro-batch's share of the loss (and of the KL anchor); fills ``results``.
-        Returns the chunk's (distillation loss, anchor) contributions."""
+        ``t_BTV``: the teacher's logits, or None for the self-teacher's (computed here). Returns the chunk's
+        (distillation loss, anchor) contributions. Memory: the teacher's and the student's logits are
+        dropped before the backward pass (the loss keeps its own gradient buffer), so the backward
+        holds one [B, T, V] tensor, not three."""
         rollouts = [e.rollout for e in chunk]
+        if t_BTV is None:
+            t_BTV = self.teacher_logits(chunk, micro_batch=len(chunk))[0]
         s_BTV, mask_BT = self._logits([e.student_prefix for e in chunk], rollouts)
         div_BT = losses.per_token_divergence(s_BTV, t_BTV, mask_BT, kind=loss_cfg.divergence, beta=loss_cfg.beta,
                                              topk=loss_cfg.topk, chunk_size=loss_cfg.chunk_size)
+        del t_BTV
         seq_B = (div_BT * mask_BT).sum(dim=1) / mask_BT.sum(dim=1).clamp(min=1)
         weights_B = torch.tensor([e.weight for e in chunk], device=seq_B.device)
         loss = (seq_B * weights_B).sum() / n_trained
@@ -226,8 +235,9 @@ class StudentRuntime(TextOps):
                                   loss_cfg).sum() / n_trained
             objective = loss + loss_cfg.kl_anchor * anchor
             anchor_value = float(anchor.detach())
-        objective.backward()
         tok_lp_BT = gather_token_logprobs(s_BTV.detach(), rollouts)
+        del s_BTV
+        objective.backward()
         for i, e in enumerate(chunk):
             n = len(e.rollout)
             results[id(e)] = ExampleResult(divergence=div_BT[i, :n].detach().tolist(), divergence_s_only=None,

@@ -13,7 +13,8 @@ hidden logits processors. The loop is short enough to check by eye:
    keep being fed (their outputs are ignored) so the batch shape stays fixed; the loop ends when every
    row has finished.
 4. Sampling: ``temperature == 0`` is greedy (argmax). Otherwise tokens are drawn from
-   ``softmax(logits / temperature)`` restricted to the top-p nucleus, with the private generator.
+   ``softmax(logits / temperature)`` restricted to the top-p nucleus, with the private generator, by
+   inverse-CDF sampling (one uniform number per row; ``_inverse_cdf_sample``).
 
 Returned ``logprobs`` are ``log_softmax(logits / temperature)`` at the sampled token, *before* the
 top-p truncation (what the trainer needs to compare with a fresh forward pass; with ``top_p = 1`` it
@@ -59,6 +60,18 @@ def _eos_ids(model, tokenizer, extra: Iterable[int] | None) -> frozenset[int]:
     if extra is not None:
         ids.update(int(i) for i in extra)
     return frozenset(ids)
+
+
+def _inverse_cdf_sample(probs_BV: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One token per row from ``probs_BV``: the first index whose cumulative probability exceeds u * total,
+    u uniform in [0, 1). Exact sampling of the same distribution as ``torch.multinomial``, with one random
+    number per row where multinomial draws one exponential per vocabulary entry (measured at 49k
+    entries: 1.4 s of a 3.3 s generation of 16 x 64 tokens). A token of probability 0 is never drawn
+    (its cumulative value equals its predecessor's, and ``right=True`` skips ties)."""
+    cdf_BV = probs_BV.cumsum(dim=-1)
+    u_B1 = torch.rand((probs_BV.shape[0], 1), generator=gen, device=probs_BV.device, dtype=cdf_BV.dtype)
+    tokens_B1 = torch.searchsorted(cdf_BV, u_B1 * cdf_BV[:, -1:], right=True)
+    return tokens_B1.squeeze(-1).clamp_(max=probs_BV.shape[-1] - 1)
 
 
 def _top_p_filter(logits_BV: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -179,8 +192,7 @@ class HFBackend:
             logprobs_BV = torch.log_softmax(scaled_BV, dim=-1)
             if params.top_p < 1.0:
                 scaled_BV = _top_p_filter(scaled_BV, params.top_p)
-            probs_BV = torch.softmax(scaled_BV, dim=-1)
-            tokens_B = torch.multinomial(probs_BV, 1, generator=gen).squeeze(-1)
+            tokens_B = _inverse_cdf_sample(torch.softmax(scaled_BV, dim=-1), gen)
         logprobs_B = torch.gather(logprobs_BV, 1, tokens_B[:, None]).squeeze(-1)
         return tokens_B, logprobs_B
 

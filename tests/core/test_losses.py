@@ -327,6 +327,23 @@ def test_gradient_matches_plain_autograd(kind, topk, beta):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("topk", [None, 3])
+def test_gradient_with_temperature_and_every_row_selected(kind, topk):
+    """The closed-form gradient (full vocabulary) and the autograd one (top-k) against plain autograd on
+    logits divided by the temperature, with every position masked in (the path that scales the gradient
+    buffer in place)."""
+    student, teacher = make_logits(21)
+    mask = full_mask()
+    weights = torch.randn(3, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    a = student.clone().requires_grad_(True)
+    (per_token_divergence(a, teacher, mask, kind=kind, beta=0.3, topk=topk, chunk_size=4, temperature=1.7)
+     * weights).sum().backward()
+    b = student.clone().requires_grad_(True)
+    (naive_reference(b / 1.7, teacher / 1.7, mask, kind, 0.3, topk) * weights).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("topk", [None, 2])
 def test_gradcheck(kind, topk):
     student, teacher = make_logits(6, B=2, T=3, V=5, scale=1.0)
