@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record import machine, record  # noqa: E402
 
 
 def start_server(data: Path, port: int, cache: Path, torch_threads: int | None = None) -> subprocess.Popen:
@@ -165,7 +167,7 @@ async def measure(args) -> dict:
             "status": status, "step_s_no_clients": round(ta, 3), "step_s_with_clients": round(tb, 3),
             "slowdown": round(tb / ta, 3), "errors": len(errors), "error_kinds": sorted(set(errors))[:10],
             "event_latency_s_p50": pct(latencies, 0.5), "event_latency_s_p95": pct(latencies, 0.95),
-            "events_delivered": len(latencies), "machine": f"{platform.machine()} {os.cpu_count()} cores",
+            "events_delivered": len(latencies), "machine": machine(),
             "torch_threads": args.torch_threads or "opcod serve's default"}
 
 
@@ -186,17 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_record:
         extra = (f" --torch-threads {args.torch_threads}" if args.torch_threads else "") + \
             (f" --poll {args.poll}" if args.poll != ",".join(POLLED) else "")
-        line = (f"| {datetime.now(timezone.utc):%Y-%m-%d} | `python benchmarks/live_load.py --clients {args.clients} "
-                f"--pollers {args.pollers} --steps {args.steps}{extra}` | {result['machine']} | step {result['step_s_no_clients']} s "
-                f"-> {result['step_s_with_clients']} s (x{result['slowdown']}), errors {result['errors']}, event latency "
-                f"p50 {result['event_latency_s_p50']} s / p95 {result['event_latency_s_p95']} s |\n")
-        path = ROOT / "docs" / "benchmarks.md"
-        if not path.exists():
-            path.write_text("# Benchmarks\n\nEach line: the date, the command, the machine and the figures it printed. "
-                            "Ratios come from one invocation (both sides measured side by side).\n\n"
-                            "| date | command | machine | figures |\n|---|---|---|---|\n")
-        with path.open("a") as fh:
-            fh.write(line)
+        record("Live load", f"python benchmarks/live_load.py --clients {args.clients} --pollers {args.pollers} "
+               f"--steps {args.steps}{extra}",
+               f"step {result['step_s_no_clients']} s -> {result['step_s_with_clients']} s (x{result['slowdown']}), "
+               f"errors {result['errors']}, event latency p50 {result['event_latency_s_p50']} s / p95 "
+               f"{result['event_latency_s_p95']} s")
     return 0 if result["errors"] == 0 and result["status"] == "finished" else 1
 
 

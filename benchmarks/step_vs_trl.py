@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="steps per run before measuring")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each side")
     ap.add_argument("--micro-batch", type=int, default=None,
-                    help="the project's rows per forward/backward (default: StudentConfig's, as runs use it)")
+                    help="the project's rows per forward/backward (default: what runs use, StudentRuntime's)")
     ap.add_argument("--peer", choices=("trl", "none"), default=None, help="default: trl (none with --quick)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, one rep, one step")
     ap.add_argument("--workdir", default=str(ROOT / ".cache" / "bench-step"))

@@ -20,6 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workload import BETA, LR, MAX_GRAD_NORM, StepClock, Workload, report  # noqa: E402
 
 
+def default_micro_batch() -> int:
+    """The rows per forward/backward pass of a run's distillation step (``StudentRuntime``'s default)."""
+    import inspect
+
+    from opcod_core.student import StudentRuntime
+
+    return inspect.signature(StudentRuntime.__init__).parameters["micro_batch"].default
+
+
 def main(workdir: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -28,7 +37,6 @@ def main(workdir: Path) -> dict:
     from opcod_core.generation.base import SamplingParams
     from opcod_core.generation.hf import HFBackend
     from opcod_core.student import StudentRuntime
-    from opcod_core.student_config import StudentConfig
     from opcod_core.student_types import DistillExample
 
     w = Workload.load(workdir / "workload.json")
@@ -38,7 +46,7 @@ def main(workdir: Path) -> dict:
     model = AutoModelForCausalLM.from_pretrained(w.model_dir, dtype=torch.float32)
     model.generation_config.eos_token_id = None
     backend = HFBackend(model, tok)
-    micro_batch = w.micro_batch or StudentConfig.model_fields["micro_batch"].default
+    micro_batch = w.micro_batch or default_micro_batch()
     rt = StudentRuntime("bench", model, tok, backend, OptimConfig(lr=LR, max_grad_norm=MAX_GRAD_NORM),
                         micro_batch=micro_batch)
     loss_cfg = LossConfig(divergence="jsd", beta=BETA)

@@ -11,7 +11,7 @@ live weights under no_grad with a privileged context after the prompt (TRL's def
 ``{prompt}\\n\\n{privileged_context}``, reproduced token for token on the project's side); the full-vocabulary
 generalized JSD with beta 0.5, mean over a rollout's tokens, then over rollouts; AdamW at lr 1e-5, gradient
 clipping at 1.0. TRL takes the 16 rows in one forward/backward pass (its batch per device); the project
-takes them in micro-batches of ``StudentConfig.micro_batch`` rows (its default, 4) and accumulates the
+takes them in micro-batches of ``StudentRuntime``'s ``micro_batch`` rows (8, what runs use) and accumulates the
 gradient: the same tokens, FLOPs and update, each side as its users run it.
 
 ``useful_flops`` counts the matrix products this work needs, not what an implementation executes: the
@@ -52,7 +52,7 @@ class Workload:
     warmup_steps: int = 1    # steps run before measuring (allocations, first-call costs)
     threads: int = 2
     seed: int = 0
-    micro_batch: int | None = None  # the project's rows per forward/backward (None: StudentConfig's default)
+    micro_batch: int | None = None  # the project's rows per forward/backward (None: what runs use)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1))
