@@ -170,8 +170,8 @@ def summarise(runs: list[dict], vocab: int, size: dict, new_tokens: int, peak: f
     flops = wl.useful_flops(size, vocab, tokens["student_prefix"], tokens["teacher_prefix"], new_tokens)
     return {
         "s_per_step": round(med["step_s"], 3), "generate_s": round(med["generate_s"], 3),
-        "update_s": round(med["update_s"], 3), "per_rep_s": [round(statistics.median(s["step_s"] for s in r["steps"]), 3)
-                                                           for r in runs],
+        "update_s": round(med["update_s"], 3),
+        "per_rep_s": [round(statistics.median(s["step_s"] for s in r["steps"]), 3) for r in runs],
         "tokens_per_s": round(rows * new_tokens / med["step_s"], 1),
         "peak_rss_gb": max(r["peak_rss_gb"] for r in runs),
         "update_gflop": round(flops["update"] / 1e9, 2), "generate_gflop": round(flops["generate"] / 1e9, 2),
