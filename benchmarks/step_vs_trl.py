@@ -19,6 +19,9 @@ share of the GEMM rate measured in this process on the same threads; then the ra
 tokens/s, peak RSS). Appends a line per vocabulary to docs/benchmarks.md. Absolute times move between
 runs on a shared machine: the ratios, from one invocation, are the figures.
 
+``--compare-rev REV`` adds a third side: the project's step as it was at git revision REV (its
+``opcod_core`` from a worktree, run by the same side script), for a before/after figure in one invocation.
+
 ``--quick`` (the test suite's smoke run): a one-layer model, 8 new tokens, one rep, one step, vocab 4,096,
 the project side only unless ``--peer trl``. It checks that the benchmark runs; its timings mean nothing.
 """
@@ -152,10 +155,26 @@ def ensure_trl_venv() -> Path:
 
 # ------------------------------------------------------------------ running
 
-def run_side(side: str, d: Path, python: Path, threads: int) -> dict:
+def revision_tree(rev: str) -> Path:
+    """A checkout of the project at ``rev`` (a git worktree under the work directory's parent, made once):
+    its ``opcod_core`` runs the project's side as it was, for a before/after figure in one invocation."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    tree = ROOT / ".cache" / "bench-revisions" / sha
+    if not (tree / "opcod_core").is_dir():
+        subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), sha], cwd=ROOT, check=True,
+                       capture_output=True)
+    return tree
+
+
+def run_side(side: str, d: Path, python: Path, threads: int, source: Path | None = None) -> dict:
+    """One fresh process of ``side`` (``project`` or ``trl``); ``source``: a checkout whose opcod_core the
+    project's side imports instead of the installed one."""
     script = HERE / "sides" / f"{side}_step.py"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.run([str(python), str(script), str(d)], capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"the {side} side failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -186,6 +205,10 @@ def measure(args) -> dict:
     vocabs = [4096] if args.quick else [int(v) for v in args.vocab.split(",")]
     peer = args.peer or ("none" if args.quick else "trl")
     pythons = {"project": Path(sys.executable)}
+    sources: dict[str, Path | None] = {"project": None}
+    if args.compare_rev:
+        label = f"project@{args.compare_rev}"
+        pythons[label], sources[label] = Path(sys.executable), revision_tree(args.compare_rev)
     if peer == "trl":
         pythons["trl"] = ensure_trl_venv()
     size = wl.QUICK if args.quick else wl.MODEL
@@ -196,18 +219,20 @@ def measure(args) -> dict:
         d = prepare(vocab, workdir, args)
         new_tokens = wl.Workload.load(d / "workload.json").new_tokens
         runs: dict[str, list[dict]] = {side: [] for side in pythons}
-        order = list(pythons)[::-1]  # the peer first
+        order = list(pythons)[::-1]  # the peer first, this revision last
         for rep in range(args.reps):
             for side in (order if rep % 2 == 0 else order[::-1]):
-                runs[side].append(run_side(side, d, pythons[side], args.threads))
+                script = "trl" if side == "trl" else "project"
+                runs[side].append(run_side(script, d, pythons[side], args.threads, sources.get(side)))
         peaks.append(wl.gemm_peak_flops(args.threads))
         peak = max(peaks)
         sides = {side: summarise(r, vocab, size, new_tokens, peak) for side, r in runs.items()}
         entry = {"sides": sides, "gemm_peak_gflops": round(peak / 1e9, 1)}
-        if "trl" in sides:
-            p, t = sides["project"], sides["trl"]
-            entry["tokens_per_s_ratio"] = round(p["tokens_per_s"] / t["tokens_per_s"], 3)
-            entry["peak_rss_ratio"] = round(p["peak_rss_gb"] / t["peak_rss_gb"], 3)
+        p = sides["project"]
+        for other, key in (("trl", ""), (f"project@{args.compare_rev}", "_vs_rev")):
+            if other in sides and (other == "trl" or args.compare_rev):
+                entry[f"tokens_per_s_ratio{key}"] = round(p["tokens_per_s"] / sides[other]["tokens_per_s"], 3)
+                entry[f"peak_rss_ratio{key}"] = round(p["peak_rss_gb"] / sides[other]["peak_rss_gb"], 3)
         result["vocab"][str(vocab)] = entry
     from record import machine
 
@@ -224,6 +249,9 @@ def figures(vocab: str, entry: dict) -> str:
     parts = [f"vocab {vocab}: " + "; ".join(side(n, s) for n, s in entry["sides"].items())]
     if "tokens_per_s_ratio" in entry:
         parts.append(f"project/TRL tokens/s x{entry['tokens_per_s_ratio']}, peak RSS x{entry['peak_rss_ratio']}")
+    if "tokens_per_s_ratio_vs_rev" in entry:
+        parts.append(f"project/earlier revision tokens/s x{entry['tokens_per_s_ratio_vs_rev']}, "
+                     f"peak RSS x{entry['peak_rss_ratio_vs_rev']}")
     parts.append(f"GEMM peak {entry['gemm_peak_gflops']} GFLOP/s")
     return "; ".join(parts)
 
@@ -238,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--micro-batch", type=int, default=None,
                     help="the project's rows per forward/backward (default: what runs use, StudentRuntime's)")
     ap.add_argument("--peer", choices=("trl", "none"), default=None, help="default: trl (none with --quick)")
+    ap.add_argument("--compare-rev", default=None, metavar="REV",
+                    help="also run the project's side at git revision REV (a worktree under .cache/): before/after")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, one rep, one step")
     ap.add_argument("--workdir", default=str(ROOT / ".cache" / "bench-step"))
     ap.add_argument("--cache-dir", default=None, help="where the demo's SmolLM2 is prepared (default: the command "

@@ -21,10 +21,12 @@ from record import record  # noqa: E402
 def test_quick_run_measures_the_project_side(tmp_path):
     args = step_vs_trl.argparse.Namespace(
         vocab="4096", reps=1, steps=1, warmup=0, threads=1, peer="none", quick=True, micro_batch=None,
-        workdir=str(tmp_path / "work"), cache_dir=str(tmp_path / "cache"), no_record=True)
+        compare_rev="HEAD", workdir=str(tmp_path / "work"), cache_dir=str(tmp_path / "cache"), no_record=True)
     result = step_vs_trl.measure(args)
     side = result["vocab"]["4096"]["sides"]["project"]
-    assert set(result["vocab"]["4096"]["sides"]) == {"project"}
+    # this checkout and the committed HEAD's opcod_core (a worktree), side by side
+    assert set(result["vocab"]["4096"]["sides"]) == {"project", "project@HEAD"}
+    assert result["vocab"]["4096"]["tokens_per_s_ratio_vs_rev"] > 0
     assert side["s_per_step"] > 0 and side["generate_s"] > 0 and side["update_s"] > 0
     assert 0 < side["step_flop_share"] < 1.5 and side["peak_rss_gb"] > 0
     from project_step import default_micro_batch
