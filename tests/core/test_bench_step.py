@@ -63,3 +63,17 @@ def test_record_adds_a_line_to_its_own_section(tmp_path):
     assert alpha.index("a 1") < alpha.index("a 2") < alpha.index("Notes under alpha's table.")
     assert "b 1" in beta and "a 2" not in beta
     assert text.startswith("# Benchmarks")
+
+
+@pytest.mark.slow
+def test_checkpoint_benchmark_counts_time_and_new_bytes(tiny_cache, tmp_path):
+    """benchmarks/checkpoints.py on the tiny preset: every checkpoint timed, the bytes it added counted
+    without the files hard-linked from the one before (so less than its apparent size once a tutor's
+    files are linked), and a share of the step time."""
+    import checkpoints
+
+    r = checkpoints.measure_preset("tiny", 1, tiny_cache, tmp_path)
+    assert r["checkpoints"] >= 3 and r["steps"] == 2
+    assert 0 < r["added_mb_median"] <= r["added_mb_max"] <= r["apparent_mb_max"]
+    assert r["added_mb_median"] < r["apparent_mb_max"]  # a step checkpoint links the tutor's unchanged files
+    assert r["checkpoint_s_median"] > 0 and r["checkpoint_share_of_step_time"] > 0
