@@ -113,7 +113,9 @@ class LossConfig(_Section):
     divergence: Literal["jsd", "forward_kl", "reverse_kl"] = Field("jsd", description="Per-token divergence.")
     beta: float = Field(0.5, gt=0.0, lt=1.0, description="Generalized JSD interpolation β.")
     topk: int | None = Field(None, ge=1, description="Top-k tokens (teacher's) plus a tail bucket; None = full vocabulary.")
-    chunk_size: int = Field(256, ge=1, le=1_000_000, description="Token positions per chunk of the full-vocabulary loss.")
+    chunk_size: int = Field(256, ge=1, le=1_000_000, description="Token positions per chunk of the "
+                            "full-vocabulary loss, at most (large vocabularies get fewer: "
+                            "opcod_core.losses.CHUNK_ELEMENTS).")
     kl_anchor: float = Field(0.0, ge=0.0, le=100.0, description="Coefficient of a KL anchor to the run's "
                              "initial policy: adds coef * mean over rollout tokens of KL(π_θ ‖ π_init) on the "
                              "student context (0 = off, the paper's loss).")
