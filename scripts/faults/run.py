@@ -59,8 +59,10 @@ def fault_config(kind: str = "plain"):
     every step (so the kills fall between, inside and around checkpoints); ``approval``: kept feedback
     waits for a person (who decides long before the timeout)."""
     if kind == "approval":
+        # kept feedback, and so approvals to wait for, by construction (worker_support.KEPT_PREFILL)
         return ws.small_config(checkpoint_every=1, tutor={"approval": "manual", "approval_timeout_s": 120.0,
-                                                          "approval_default": "reject"})
+                                                          "approval_default": "reject",
+                                                          "prefill": ws.KEPT_PREFILL})
     return ws.small_config(checkpoint_every=1)
 
 

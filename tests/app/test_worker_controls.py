@@ -165,14 +165,14 @@ def test_shutdown_requeues_then_cancel(env):
 
 def _manual(**tutor):
     return ws.small_config(schedule={"rounds": 1, "steps_per_direction": 1}, gating={"mode": "always"},
-                           tutor={"approval": "manual", **tutor})
+                           tutor={"approval": "manual", "prefill": ws.KEPT_PREFILL, **tutor})
 
 
 def test_manual_approval_waits_for_human_decisions(env):
     factory, settings, eng = env
     rid = ws.enqueue(factory, _manual(approval_timeout_s=600, approval_default="reject"))
     decided: dict[str, str] = {}
-    choices = ["edited", "rejected", "approved"]   # this config keeps 2 feedbacks, both in one step
+    choices = ["edited", "rejected", "approved"]
 
     def pending():
         with factory() as s:
@@ -194,6 +194,7 @@ def test_manual_approval_waits_for_human_decisions(env):
     thread = _in_thread(worker)
     try:
         waiting = ws.wait_for(pending, what="approval rows waiting for a human")
+        assert len(waiting) >= 2, "the prefill keeps every feedback on a question with 'which'"
         _request(factory, rid, "pause")
         _join(thread, "the worker to pause while waiting for approvals")
     finally:

@@ -24,6 +24,13 @@ from opcod_core.config import RunConfig, preset
 RUN_DEADLINE_S = 600
 
 
+#: Kept feedback by construction, not by what a tiny tutor happens to sample: this tutor prefill closes a
+#: concept pair naming "which", a word of 215 of the 348 built-in questions, so every feedback on such a
+#: question is kept whatever the tutor writes after it (the first pair counts), and the seed's data order
+#: (the same on every CPU) puts such questions in the first steps. For tests of what happens to kept feedback.
+KEPT_PREFILL = "<concept>which</concept> "
+
+
 def small_config(**over) -> RunConfig:
     """The tiny preset cut to 2 rounds x 2 steps per direction (8 steps), with nested ``over``."""
     return preset("tiny", {"schedule": {"rounds": 2, "steps_per_direction": 2}, **over})
