@@ -50,8 +50,7 @@ def main(workdir: Path) -> dict:
     rt = StudentRuntime("bench", model, tok, backend, OptimConfig(lr=LR, max_grad_norm=MAX_GRAD_NORM),
                         micro_batch=micro_batch)
     loss_cfg = LossConfig(divergence="jsd", beta=BETA)
-    prompt_ids = [tok(p)["input_ids"] for p in w.prompts]
-    teacher_ids = [tok(t)["input_ids"] for t in w.teacher_texts()]
+    prompt_ids, teacher_ids = w.token_ids(tok)
     clock = StepClock()
     for step in range(w.warmup_steps + w.steps):
         clock.begin()
@@ -66,8 +65,7 @@ def main(workdir: Path) -> dict:
         rt.distill_step(examples, loss_cfg)
         clock.end()
     return report("project", clock, w.warmup_steps,
-                  {"student_prefix": [len(prompt_ids[i]) for i in range(len(prompt_ids)) for _ in range(w.rollouts)],
-                   "teacher_prefix": [len(teacher_ids[i]) for i in range(len(teacher_ids)) for _ in range(w.rollouts)]},
+                  w.prefix_lengths(prompt_ids, teacher_ids),
                   torch=torch.__version__, micro_batch=micro_batch)
 
 

@@ -71,11 +71,7 @@ def main(workdir: Path) -> dict:
 
         trainer._generate = timed_generate
         trainer.train()
-    prompt_ids = [tok(p)["input_ids"] for p in w.prompts]
-    teacher_ids = [tok(t)["input_ids"] for t in w.teacher_texts()]
-    return report("trl", clock, w.warmup_steps,
-                  {"student_prefix": [len(prompt_ids[i]) for i in range(len(prompt_ids)) for _ in range(w.rollouts)],
-                   "teacher_prefix": [len(teacher_ids[i]) for i in range(len(teacher_ids)) for _ in range(w.rollouts)]},
+    return report("trl", clock, w.warmup_steps, w.prefix_lengths(*w.token_ids(tok)),
                   torch=torch.__version__, trl=trl.__version__)
 
 

@@ -64,6 +64,15 @@ class Workload:
     def teacher_texts(self) -> list[str]:
         return [TEACHER_TEMPLATE.format(prompt=p, privileged_context=c) for p, c in zip(self.prompts, self.contexts)]
 
+    def token_ids(self, tok) -> tuple[list[list[int]], list[list[int]]]:
+        """Each prompt's student prefix and teacher prefix as ``tok`` encodes them (both sides the same way)."""
+        return [tok(p)["input_ids"] for p in self.prompts], [tok(t)["input_ids"] for t in self.teacher_texts()]
+
+    def prefix_lengths(self, student_ids: list[list[int]], teacher_ids: list[list[int]]) -> dict[str, list[int]]:
+        """Prefix lengths per trained row (each prompt's repeated for its rollouts): ``useful_flops``'s input."""
+        return {"student_prefix": [len(ids) for ids in student_ids for _ in range(self.rollouts)],
+                "teacher_prefix": [len(ids) for ids in teacher_ids for _ in range(self.rollouts)]}
+
 
 def peak_rss_gb() -> float:
     """This process's peak resident set size (Linux reports KiB)."""
