@@ -27,6 +27,7 @@ from app.schemas import (
     RolloutOut,
 )
 from app.services import SessionFactory, decode_cursor, encode_cursor, get_exchange, get_run, keyset_page
+from app.services.reads import list_options
 from opcod_core.vocabulary import ANCHORING_CATEGORIES
 
 
@@ -92,7 +93,7 @@ class ExchangeListQuery(ExchangeFilters):
 
 
 def exchange_query(run_id: int, filters: ExchangeFilters):
-    return select(Exchange).where(Exchange.run_id == run_id, *filters.clauses())
+    return select(Exchange).options(*list_options()).where(Exchange.run_id == run_id, *filters.clauses())
 
 
 def list_exchanges(db: SessionFactory, run_id: int, filters: ExchangeFilters, cursor: str | None = None,

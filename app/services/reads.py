@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.models import EvalResult, Exchange, GateRecord, Override, Prompt, Rollout, Run, Step
 from app.services import get_run
@@ -118,8 +118,21 @@ def excerpt(text: str | None, n: int) -> str:
     return t if len(t) <= n else t[: n - 1] + "…"
 
 
+#: What a list of exchanges never shows: the per-token arrays and the long texts. A page of 50 would
+#: otherwise decode 150 packed arrays and 50 JSON token lists per request (about a third of the list's
+#: time in the store benchmark). ``raiseload``: code that reads one of them from a list row fails loudly
+#: instead of issuing a query per row.
+LIST_DEFERRED = (Exchange.tokens, Exchange.student_logprob, Exchange.divergence, Exchange.divergence_s_only,
+                 Exchange.teacher_context, Exchange.s_text)
+
+
+def list_options() -> list[Any]:
+    """Loader options of every exchange list query (``LIST_DEFERRED``)."""
+    return [defer(col, raiseload=True) for col in LIST_DEFERRED]
+
+
 def feed_query(run_id: int):
-    return (select(Exchange, Rollout.text, Prompt.question)
+    return (select(Exchange, Rollout.text, Prompt.question).options(*list_options())
             .join(Rollout, Rollout.id == Exchange.rollout_id)
             .join(Prompt, Prompt.id == Rollout.prompt_id)
             .where(Exchange.run_id == run_id))

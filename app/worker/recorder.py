@@ -36,7 +36,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope
@@ -131,12 +131,15 @@ class Recorder:
             if ref is not None:
                 rows[i] = ref
         step_metrics(s, run, steps)
+        event_rows = []
         for i, e in enumerate(events):
             payload = EVENT_PAYLOADS.get(e.type)
             if payload is not None:
                 ref = rows[i]
-                s.add(Event(run_id=self.run_id, type=e.type, payload=json_safe(payload(e)),
-                            ref_id=ref if isinstance(ref, int) or ref is None else ref.id))
+                event_rows.append({"run_id": self.run_id, "type": e.type, "payload": json_safe(payload(e)),
+                                   "ref_id": ref if isinstance(ref, int) or ref is None else ref.id})
+        if event_rows:
+            s.execute(insert(Event.__table__), event_rows)
         s.flush()
 
     def _mark_pruned(self, s: Session) -> None:
@@ -162,7 +165,8 @@ class Recorder:
 
     def _write_exchanges(self, s: Session, exchanges: list[tuple[int, ev.ExchangeEvent]], steps: dict[int, Step],
                          rows: list[Any]) -> None:
-        """Prompt (once per item), rollout, feedback and exchange rows of a batch's exchange events."""
+        """Prompt (once per item), rollout, feedback and exchange rows of a batch's exchange events, each
+        table in one bulk insert that returns the ids in order (``insert_ids``)."""
         run_id = self.run_id
         prompts = self._ensure_prompts(s, exchanges)
         step_ids: dict[int, int] = {g: st.id for g, st in steps.items()}
@@ -170,23 +174,20 @@ class Recorder:
         if missing:  # exchanges are always flushed with their step; kept for robustness
             step_ids.update(dict(s.execute(select(Step.global_step, Step.id).where(
                 Step.run_id == run_id, Step.global_step.in_(missing))).all()))
-        rollouts = [Rollout(run_id=run_id, step_id=step_ids[e.global_step], student=e.tutee,
-                            prompt_id=prompts[e.prompt_id], prompt_index=e.prompt_index,
-                            rollout_index=e.rollout_index, text=e.rollout_text, token_ids=list(e.token_ids),
-                            answer=e.answer, correct=e.correct) for _, e in exchanges]
-        s.add_all(rollouts)
-        s.flush()
-        feedbacks = [_feedback_row(r, e) for (_, e), r in zip(exchanges, rollouts, strict=True)]
-        s.add_all([fb for fb in feedbacks if fb is not None])
-        s.flush()
-        origin_keys = {e.origin_key for _, e in exchanges if e.origin_key}
+        events = [e for _, e in exchanges]
+        rollout_ids = insert_ids(s, Rollout, [_rollout_values(run_id, step_ids[e.global_step], prompts[e.prompt_id], e)
+                                              for e in events])
+        fb_values = [_feedback_values(rid, e) for rid, e in zip(rollout_ids, events, strict=True)]
+        fb_new = iter(insert_ids(s, Feedback, [v for v in fb_values if v is not None]))
+        fb_ids = [next(fb_new) if v is not None else None for v in fb_values]
+        origin_keys = {e.origin_key for e in events if e.origin_key}
         origins = dict(s.execute(select(Exchange.key, Exchange.id).where(
             Exchange.run_id == run_id, Exchange.key.in_(origin_keys))).all()) if origin_keys else {}
-        for (i, e), r, fb in zip(exchanges, rollouts, feedbacks, strict=True):
-            rows[i] = _exchange_row(run_id, e, r, fb, origins)
-            s.add(rows[i])
-        s.flush()
-        self._relink_human_work(s, {rows[i].key: rows[i].id for i, _ in exchanges})
+        ex_ids = insert_ids(s, Exchange, [_exchange_values(run_id, e, step_ids[e.global_step], rid, fid, origins)
+                                          for e, rid, fid in zip(events, rollout_ids, fb_ids, strict=True)])
+        for (i, _), xid in zip(exchanges, ex_ids, strict=True):
+            rows[i] = xid
+        self._relink_human_work(s, {e.key: xid for e, xid in zip(events, ex_ids, strict=True)})
 
     def _relink_human_work(self, s: Session, new: dict[str, int]) -> None:
         """Overrides and replays of exchanges that a resume deleted point again at the redone exchange with
@@ -201,17 +202,15 @@ class Recorder:
     def _ensure_prompts(self, s: Session, exchanges: list[tuple[int, ev.ExchangeEvent]]) -> dict[str, int]:
         """Item key -> prompt id, adding a Prompt row for each item seen for the first time."""
         prompts = self._prompts(s)
-        new_prompts: dict[str, Prompt] = {}
+        new_prompts: dict[str, dict[str, Any]] = {}
         for _, e in exchanges:
             key = e.prompt_id
             if key not in prompts and key not in new_prompts:
-                new_prompts[key] = Prompt(run_id=self.run_id, item_key=key, domain=e.domain, split="train",
-                                          answer_type=e.answer_type, question=e.question, choices=list(e.choices),
-                                          labels=list(e.labels), gold=e.gold)
+                new_prompts[key] = {"run_id": self.run_id, "item_key": key, "domain": e.domain, "split": "train",
+                                    "answer_type": e.answer_type, "question": e.question, "choices": list(e.choices),
+                                    "labels": list(e.labels), "gold": e.gold}
         if new_prompts:
-            s.add_all(new_prompts.values())
-            s.flush()
-            prompts.update({k: p.id for k, p in new_prompts.items()})
+            prompts.update(zip(new_prompts, insert_ids(s, Prompt, list(new_prompts.values())), strict=True))
         return prompts
 
     # --- exact resume ------------------------------------------------------------------------------
@@ -298,24 +297,53 @@ class Recorder:
             .values(status="queued", worker_id=None, started_at=None).execution_options(synchronize_session=False))
 
 
-def _feedback_row(rollout: Rollout, e: ev.ExchangeEvent) -> Feedback | None:
+def insert_ids(s: Session, model, values: list[dict[str, Any]]) -> list[int]:
+    """Insert ``values`` (dicts with the same keys) in bulk; their ids, in the same order.
+
+    Why not ``session.add`` per row: the unit of work issues one INSERT per row whose id it needs back
+    and builds an ORM object per row; the recorder writes three rows per exchange, so that was most of
+    its time (``benchmarks/ingest.py``). Here the rows go in multi-row INSERT ... RETURNING statements.
+    RETURNING's row order is not promised, so the ids are matched to the rows: on PostgreSQL by
+    SQLAlchemy's sentinel (``sort_by_parameter_order``); on SQLite, which has no sentinel (SQLAlchemy
+    would fall back to one statement per row), by sorting: SQLite gives each inserted row the largest
+    rowid so far + 1, in the order of the VALUES, and the transaction holds the database's only write
+    lock from its first write to its commit, so the ids of one call ascend in the order of ``values``."""
+    if not values:
+        return []
+    table = model.__table__  # Core, not ORM bulk mode: that splits the batch wherever a default column is None
+    if s.get_bind().dialect.name == "sqlite":
+        ids = sorted(s.scalars(insert(table).returning(table.c.id), values))
+    else:
+        ids = list(s.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), values))
+    if len(ids) != len(values):
+        raise RuntimeError(f"{model.__tablename__}: {len(values)} rows inserted, {len(ids)} ids returned")
+    return ids
+
+
+def _rollout_values(run_id: int, step_id: int, prompt_id: int, e: ev.ExchangeEvent) -> dict[str, Any]:
+    return {"run_id": run_id, "step_id": step_id, "student": e.tutee, "prompt_id": prompt_id,
+            "prompt_index": e.prompt_index, "rollout_index": e.rollout_index, "text": e.rollout_text,
+            "token_ids": list(e.token_ids), "answer": e.answer, "correct": e.correct}
+
+
+def _feedback_values(rollout_id: int, e: ev.ExchangeEvent) -> dict[str, Any] | None:
     """The tutor's (or a person's) feedback on an exchange's rollout, when there is any."""
     if e.feedback_raw is None and not e.human:
         return None
-    return Feedback(rollout_id=rollout.id, tutor=e.tutor, raw=e.feedback_raw, concept=e.concept,
-                    category=e.category, sanitised=e.feedback_sanitised, redactions=json_safe(e.redactions),
-                    used_text=e.feedback_used, source="human" if e.human else "model", approval=e.approval)
+    return {"rollout_id": rollout_id, "tutor": e.tutor, "raw": e.feedback_raw, "concept": e.concept,
+            "category": e.category, "sanitised": e.feedback_sanitised, "redactions": json_safe(e.redactions),
+            "used_text": e.feedback_used, "source": "human" if e.human else "model", "approval": e.approval}
 
 
-def _exchange_row(run_id: int, e: ev.ExchangeEvent, r: Rollout, fb: Feedback | None,
-                  origins: dict[str, int]) -> Exchange:
+def _exchange_values(run_id: int, e: ev.ExchangeEvent, step_id: int, rollout_id: int, feedback_id: int | None,
+                     origins: dict[str, int]) -> dict[str, Any]:
     ov = e.override_id
-    return Exchange(run_id=run_id, key=e.key, step_id=r.step_id, rollout_id=r.id,
-                    feedback_id=fb.id if fb is not None else None, round=e.round, direction=e.direction,
-                    global_step=e.global_step, tutee=e.tutee, tutor=e.tutor, domain=e.domain, correct=e.correct,
-                    category=e.category, human_edited=e.human, origin_exchange_id=origins.get(e.origin_key),
-                    override_id=int(ov) if ov is not None and ov.isdigit() else None,
-                    s_index=e.s_index, s_text=e.s_text, context_used=e.context_used, finish_reason=e.finish_reason,
-                    skipped=e.skipped, teacher_context=e.teacher_context, tokens=e.tokens,
-                    student_logprob=e.student_logprob, divergence=e.divergence,
-                    divergence_s_only=e.divergence_s_only, loss=_finite(e.loss))
+    return {"run_id": run_id, "key": e.key, "step_id": step_id, "rollout_id": rollout_id, "feedback_id": feedback_id,
+            "round": e.round, "direction": e.direction, "global_step": e.global_step, "tutee": e.tutee,
+            "tutor": e.tutor, "domain": e.domain, "correct": e.correct, "category": e.category,
+            "human_edited": e.human, "origin_exchange_id": origins.get(e.origin_key),
+            "override_id": int(ov) if ov is not None and ov.isdigit() else None, "s_index": e.s_index,
+            "s_text": e.s_text, "context_used": e.context_used, "finish_reason": e.finish_reason,
+            "skipped": e.skipped, "teacher_context": e.teacher_context, "tokens": e.tokens,
+            "student_logprob": e.student_logprob, "divergence": e.divergence,
+            "divergence_s_only": e.divergence_s_only, "loss": _finite(e.loss)}

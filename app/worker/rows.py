@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from app.models import BreakSample, Checkpoint, EvalResult, GateRecord, Metric, Override, Replay, Run, Step
@@ -137,12 +137,12 @@ EVENT_PAYLOADS: dict[str, Callable[[Any], dict]] = {
 
 
 def step_metrics(s: Session, run: Run, steps: dict[int, Step]) -> None:
-    """Each step's finite metrics as Metric rows, and the run's progress at its last step."""
-    for gs in sorted(steps):
-        for key, value in (steps[gs].metrics or {}).items():
-            v = _finite(value)
-            if v is not None:
-                s.add(Metric(run_id=run.id, global_step=gs, key=key[:128], value=v))
+    """Each step's finite metrics as Metric rows (one bulk insert), and the run's progress at its last step."""
+    metric_rows = [{"run_id": run.id, "global_step": gs, "key": key[:128], "value": v}
+                   for gs in sorted(steps) for key, value in (steps[gs].metrics or {}).items()
+                   if (v := _finite(value)) is not None]
+    if metric_rows:
+        s.execute(insert(Metric.__table__), metric_rows)
     if steps:
         last = steps[max(steps)]
         run.progress = {"round": last.round, "direction": last.direction, "step": last.step,
