@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
 from record import machine, record  # noqa: E402
-from store.synth import Shape, create_run, ids_after, move_sequences, step_rows  # noqa: E402
+from store.synth import Shape, held_run, ids_after, move_sequences, step_rows  # noqa: E402
 
 
 def chunks_of(shape: Shape) -> tuple[list[dict], list[dict[str, list[dict]]]]:
@@ -83,30 +83,13 @@ def events_of(prompts: list[dict], steps: list[dict[str, list[dict]]]) -> list:
     return out
 
 
-def _held_run(engine, shape: Shape) -> tuple[int, int]:
-    """A run held by a worker row (the recorder's fence checks both)."""
-    from sqlalchemy import update
-
-    from app.db import session_factory
-    from app.models import Run
-    from app.types import utcnow
-    from app.worker.claim import register_worker
-
-    worker_id = register_worker(session_factory(engine), "ingest-bench")
-    with engine.begin() as conn:
-        run_id = create_run(conn, shape, name="ingest")
-        conn.execute(update(Run).where(Run.id == run_id).values(status="running", worker_id=worker_id,
-                                                                 heartbeat_at=utcnow()))
-    return run_id, worker_id
-
-
 def raw_side(engine, shape: Shape, prompts, steps) -> float:
     """Seconds to insert the rows table by table with ``executemany``, one transaction per step."""
     from sqlalchemy import insert
 
     from app.models import BreakSample, Event, Exchange, Feedback, Metric, Prompt, Rollout, Step
 
-    run_id, _ = _held_run(engine, shape)
+    run_id, _ = held_run(engine, shape, "ingest")
     tables = {"step": Step, "metric": Metric, "rollout": Rollout, "feedback": Feedback, "exchange": Exchange,
               "break_sample": BreakSample, "event": Event}
     with engine.connect() as conn:
@@ -132,7 +115,7 @@ def recorder_side(engine, shape: Shape, events, out_dir: Path) -> float:
     from app.db import session_factory
     from app.worker.recorder import Recorder
 
-    run_id, worker_id = _held_run(engine, shape)
+    run_id, worker_id = held_run(engine, shape, "ingest")
     rec = Recorder(session_factory(engine), run_id, worker_id, out_dir=out_dir)
     t0 = time.perf_counter()
     for e in events:

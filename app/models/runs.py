@@ -61,6 +61,9 @@ class Run(Base):
     parent_run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="SET NULL"))
     fork_checkpoint: Mapped[str | None] = mapped_column(String(1024))  # checkpoint path forked from
     takeovers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # app.worker.claim
+    # How many exchange rows the run has, kept by the recorder in the transactions that add or delete them
+    # (a COUNT over a million exchanges took 40-90 ms per run page refresh: benchmarks/store_scale.py)
+    exchange_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     students: Mapped[list[Student]] = relationship(
         back_populates="run", order_by="Student.position", cascade="all, delete-orphan", passive_deletes=True)
@@ -135,6 +138,8 @@ class Step(Base):
     tutor: Mapped[str] = mapped_column(String(100))
     loss: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # mean divergence of the exchanges recorded with this step that trained (app.worker.recorder)
+    exchange_divergence: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = _created()
 
 

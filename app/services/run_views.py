@@ -44,7 +44,7 @@ def _part_config(s, run: Run) -> dict[str, Any]:
 
 
 def _part_counts(s, run: Run) -> dict[str, Any]:
-    return {"counts": _counts(s, run.id)}
+    return {"counts": _counts(s, run)}
 
 
 def _part_last_step(s, run: Run) -> dict[str, Any]:
@@ -127,11 +127,11 @@ def _config_summary(cfg: dict[str, Any]) -> dict[str, Any]:
             "source": get_path(cfg, "data.source")}
 
 
-def _counts(s, run_id: int) -> dict[str, int]:
-    """Exchanges, steps and the pending overrides and approvals of a run."""
+def _counts(s, run: Run) -> dict[str, int]:
+    """Exchanges (the run's stored count), steps and the pending overrides and approvals of a run."""
     def count(model, *where) -> int:
-        return s.scalar(select(func.count()).select_from(model).where(model.run_id == run_id, *where)) or 0
-    return {"exchanges": count(Exchange), "steps": count(Step),
+        return s.scalar(select(func.count()).select_from(model).where(model.run_id == run.id, *where)) or 0
+    return {"exchanges": run.exchange_count, "steps": count(Step),
             "pending_overrides": count(Override, Override.status == "pending"),
             "pending_approvals": count(Approval, Approval.status == "pending")}
 
@@ -171,12 +171,9 @@ def chart_data(sf: SessionFactory, run_id: int) -> dict[str, Any]:
         out = _series_from_steps(steps, students)
         loss_key = "loss/" + str(get_path(run.config or {}, "loss.divergence", "jsd"))
         out["loss"]["title"] = loss_key
-        # mean per-token divergence of the stored exchanges, per step (the "divergence" curve)
-        div = dict(s.execute(select(Exchange.global_step, func.avg(Exchange.loss))
-                             .where(Exchange.run_id == run_id, Exchange.skipped.is_(False))
-                             .group_by(Exchange.global_step)).all())
+        # mean divergence of each step's exchanges (stored with the step by the recorder)
         out["divergence"] = {"labels": ["mean exchange divergence"],
-                             "series": [[finite(div.get(g)) for g in out["x"]]]}
+                             "series": [[finite(st.exchange_divergence) for st in steps]]}
         out["status"] = run.status
         return out
 

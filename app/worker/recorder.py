@@ -36,7 +36,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope
@@ -156,7 +156,7 @@ class Recorder:
         for e in events:
             if isinstance(e, ev.RunStartEvent):
                 self._wipe(s)
-                run.next_task, run.progress, run.summary = 0, None, None
+                run.next_task, run.progress, run.summary, run.exchange_count = 0, None, None, 0
                 if e.tasks:
                     run.total_tasks = e.tasks
             elif isinstance(e, ev.ResumeEvent):
@@ -187,6 +187,9 @@ class Recorder:
                                           for e, rid, fid in zip(events, rollout_ids, fb_ids, strict=True)])
         for (i, _), xid in zip(exchanges, ex_ids, strict=True):
             rows[i] = xid
+        s.execute(update(Run).where(Run.id == run_id).values(exchange_count=Run.exchange_count + len(ex_ids))
+                  .execution_options(synchronize_session=False))
+        _mean_divergence_per_step(steps, events)
         self._relink_human_work(s, {e.key: xid for e, xid in zip(events, ex_ids, strict=True)})
 
     def _relink_human_work(self, s: Session, new: dict[str, int]) -> None:
@@ -260,6 +263,10 @@ class Recorder:
             gsteps = list(s.execute(select(Step.global_step).where(Step.id.in_(step_ids))).scalars())
             if gsteps:
                 s.execute(delete(Metric).where(Metric.run_id == run_id, Metric.global_step.in_(gsteps)))
+            undone = s.scalar(select(func.count()).select_from(Exchange).where(
+                Exchange.run_id == run_id, Exchange.step_id.in_(step_ids))) or 0
+            s.execute(update(Run).where(Run.id == run_id).values(exchange_count=Run.exchange_count - undone)
+                      .execution_options(synchronize_session=False))
         for t, model in (("step", Step), ("gate", GateRecord), ("eval", EvalResult),
                          ("break", BreakSample), ("checkpoint", Checkpoint)):
             if ids.get(t):
@@ -295,6 +302,21 @@ class Recorder:
             Replay.run_id == self.run_id, Replay.status == "running",
             (Replay.worker_id.is_(None)) | (Replay.worker_id == self.worker_id) | Replay.worker_id.in_(dead))
             .values(status="queued", worker_id=None, started_at=None).execution_options(synchronize_session=False))
+
+
+def _mean_divergence_per_step(steps: dict[int, Step], events: list[ev.ExchangeEvent]) -> None:
+    """``Step.exchange_divergence`` of each step written in this batch: the mean ``loss`` of the exchanges
+    recorded with it that trained (not skipped, finite loss). Stored once here instead of averaged over
+    every exchange of the run on each refresh of the run page's chart (``run_views.chart_data``)."""
+    sums: dict[int, list[float]] = {}
+    for e in events:
+        loss = _finite(e.loss)
+        if e.global_step in steps and not e.skipped and loss is not None:
+            acc = sums.setdefault(e.global_step, [0.0, 0])
+            acc[0] += loss
+            acc[1] += 1
+    for g, (total, n) in sums.items():
+        steps[g].exchange_divergence = total / n
 
 
 def insert_ids(s: Session, model, values: list[dict[str, Any]]) -> list[int]:

@@ -89,6 +89,24 @@ def create_run(conn: Connection, shape: Shape, name: str = "store-bench") -> int
 TABLES = (Prompt, Step, Metric, Rollout, Feedback, Exchange, BreakSample, Event)
 
 
+def held_run(engine, shape: Shape, name: str, config: dict | None = None) -> tuple[int, int]:
+    """(run id, worker id): a running run held by a worker row, as a worker holds one (the recorder's
+    fence checks both)."""
+    from sqlalchemy import update
+
+    from app.db import session_factory
+    from app.worker.claim import register_worker
+
+    worker_id = register_worker(session_factory(engine), f"bench-{name}")
+    with engine.begin() as conn:
+        run_id = create_run(conn, shape, name=name)
+        values = {"status": "running", "worker_id": worker_id, "heartbeat_at": utcnow()}
+        if config is not None:
+            values["config"] = config
+        conn.execute(update(Run).where(Run.id == run_id).values(**values))
+    return run_id, worker_id
+
+
 def ids_after(conn: Connection) -> dict[str, int]:
     """The largest id of each table ``step_rows`` writes (0 when empty)."""
     return {t.__tablename__: conn.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {t.__tablename__}")).scalar_one()

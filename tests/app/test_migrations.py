@@ -8,6 +8,7 @@ import sys
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+import pytest
 from sqlalchemy import inspect
 
 from app.db import ROOT, downgrade, make_engine, upgrade
@@ -108,5 +109,42 @@ def test_finish_reason_revision_keeps_every_exchange(db_url):
         with eng.connect() as conn:
             assert conn.execute(select(Exchange.finish_reason)).scalars().all() == [None] * 4
             assert conn.execute(text("SELECT count(*) FROM override")).scalar() == 1
+    finally:
+        eng.dispose()
+
+
+def test_stored_aggregates_revision_counts_existing_runs(db_url):
+    """Going down to the revision before the stored aggregates and back up counts the runs' existing
+    exchanges and averages each step's trained exchanges, as the recorder keeps them from then on."""
+    import api_seed
+    from sqlalchemy import select
+
+    from app.db import session_factory
+    from app.models import Exchange, Run, Step
+
+    eng = make_engine(db_url)
+    try:
+        factory = session_factory(eng)
+        a = api_seed.seed_run(factory, name="a", steps=2, per_step=3)
+        b = api_seed.seed_run(factory, name="b", steps=1, per_step=5)
+
+        def stored() -> tuple[dict, dict]:
+            with factory() as s:
+                return ({r.id: r.exchange_count for r in s.scalars(select(Run))},
+                        {st.id: st.exchange_divergence for st in s.scalars(select(Step))})
+
+        before = stored()
+        assert before[0] == {a.run_id: 6, b.run_id: 5}
+        with factory() as s:
+            for st in s.scalars(select(Step)):
+                losses = [x.loss for x in s.scalars(select(Exchange).where(Exchange.step_id == st.id))
+                          if not x.skipped and x.loss is not None]
+                assert before[1][st.id] == (pytest.approx(sum(losses) / len(losses)) if losses else None)
+        downgrade(db_url, "ckpt_pruned_0006")
+        assert "exchange_count" not in {c["name"] for c in inspect(eng).get_columns("run")}
+        upgrade(db_url)
+        after = stored()
+        assert after[0] == before[0]
+        assert after[1] == {k: (pytest.approx(v) if v is not None else None) for k, v in before[1].items()}
     finally:
         eng.dispose()

@@ -73,6 +73,10 @@ def check_against_trainer_events(factory, settings, rid):
         exchanges = {x.key: x for x in s.scalars(select(Exchange).where(Exchange.run_id == rid))}
         ev_ex = {e["key"]: e for e in events if e["type"] == "exchange"}
         assert set(exchanges) == set(ev_ex) and len(exchanges) == by["exchange"]
+        assert s.get(Run, rid).exchange_count == len(exchanges)  # the stored count, also after an undo
+        for r in rows:  # each step's stored mean divergence of its exchanges that trained
+            trained = [x.loss for x in exchanges.values() if x.step_id == r.id and not x.skipped and x.loss is not None]
+            assert r.exchange_divergence == (pytest.approx(sum(trained) / len(trained)) if trained else None)
         for key, e in ev_ex.items():
             x = exchanges[key]
             ro = s.get(Rollout, x.rollout_id)
