@@ -1,4 +1,5 @@
-"""Checkpoints: seconds and bytes per checkpoint, and their share of the training step's time.
+"""Checkpoints: seconds and bytes per checkpoint, and their share of the training step's time; and the
+whole OPCoD step of the same run, phase by phase.
 
     python benchmarks/checkpoints.py [--presets demo,tiny] [--steps 2] [--threads 2] [--cache-dir DIR]
                                      [--no-record]
@@ -8,8 +9,9 @@ checkpoint after every task, as the presets do), in a temporary directory, with 
 ``Trainer.save_checkpoint`` timed. Prints one JSON object with, per preset: the checkpoints written, the
 seconds per checkpoint (median and max), the bytes each added to the disk (files not hard-linked from an
 earlier checkpoint; median and max) beside its apparent size, the median training step (the
-``time/step`` metric) and the checkpoints' share: their seconds over the steps' seconds in the same run.
-Appends a line per preset to docs/benchmarks.md. The demo preset needs its offline SmolLM2 (prepared
+``time/step`` metric) and the checkpoints' share: their seconds over the steps' seconds in the same run;
+and the step's phases (medians of the ``time/*`` metrics: rollout, feedback, train, step). Appends a line
+per preset to the "Checkpoints" and the "Whole OPCoD step" sections of docs/benchmarks.md. The demo preset needs its offline SmolLM2 (prepared
 under ``--cache-dir`` on first use, as ``make run`` does).
 """
 
@@ -71,7 +73,8 @@ def measure_preset(preset: str, steps: int, cache_dir: Path, workdir: Path) -> d
         result = trainer.run()
     finally:
         trainer.close()
-    step_s = [e.metrics["time/step"] for e in observer.of_type("step") if "time/step" in e.metrics]
+    steps = observer.of_type("step")
+    step_s = [e.metrics["time/step"] for e in steps if "time/step" in e.metrics]
     if result.status != "finished" or not saves or not step_s:
         raise SystemExit(f"{preset}: the run ended {result.status} with {len(saves)} checkpoints, {len(step_s)} steps")
     total_ckpt, total_steps = sum(s["s"] for s in saves), sum(step_s)
@@ -84,7 +87,27 @@ def measure_preset(preset: str, steps: int, cache_dir: Path, workdir: Path) -> d
         "apparent_mb_max": round(max(s["apparent"] for s in saves) / 1e6, 1),
         "step_s_median": round(statistics.median(step_s), 3),
         "checkpoint_share_of_step_time": round(total_ckpt / total_steps, 4),
+        "phases": phases(steps),
     }
+
+
+PHASES = ("time/rollout", "time/feedback", "time/train", "time/weight_sync", "time/step")
+
+
+def phases(steps: list) -> dict[str, float]:
+    """The whole OPCoD step, phase by phase (medians over the run's steps, seconds): the tutee's rollouts,
+    the tutor's feedback (and its anchoring), the update (self-teacher with s+f, the divergence, AdamW), and
+    for vLLM runs the weight sync; plus rollout tokens per second."""
+    out = {}
+    for key in PHASES:
+        values = [e.metrics[key] for e in steps if isinstance(e.metrics.get(key), (int, float))]
+        if values:
+            out[key.split("/")[1] + "_s"] = round(statistics.median(values), 3)
+    tps = [e.metrics["throughput/rollout_tokens_per_s"] for e in steps
+           if isinstance(e.metrics.get("throughput/rollout_tokens_per_s"), (int, float))]
+    if tps:
+        out["rollout_tokens_per_s"] = round(statistics.median(tps), 1)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                    f"{r['checkpoint_s_max']}), {r['added_mb_median']} MB added each (max {r['added_mb_max']}; "
                    f"apparent {r['apparent_mb_max']} MB), step {r['step_s_median']} s, checkpoints "
                    f"{r['checkpoint_share_of_step_time']:.1%} of step time ({args.threads} threads)")
+            ph = r["phases"]
+            record("Whole OPCoD step", cmd.strip(),
+                   f"{preset}, {args.threads} thread(s), medians of {r['steps']} steps: "
+                   + ", ".join(f"{k[:-2]} {v} s" for k, v in ph.items() if k.endswith("_s"))
+                   + (f", rollout {ph['rollout_tokens_per_s']} tokens/s" if "rollout_tokens_per_s" in ph else ""))
     return 0
 
 

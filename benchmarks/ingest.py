@@ -37,7 +37,8 @@ from store.synth import Shape, held_run, ids_after, move_sequences, step_rows  #
 
 
 def chunks_of(shape: Shape) -> tuple[list[dict], list[dict[str, list[dict]]]]:
-    """The prompts and, per step, its rows by table name (ids counted from an empty database)."""
+    """The prompts the rollouts use and, per step, its rows by table name (ids counted from an empty
+    database; a prompt's id is kept, so the raw side inserts the used ones with their ids)."""
     zero = {k: 0 for k in ("prompt", "step", "metric", "rollout", "feedback", "exchange", "break_sample", "event")}
     it = step_rows(shape, 1, zero, steps_per_chunk=1)
     _table, prompts = next(it)
@@ -46,7 +47,8 @@ def chunks_of(shape: Shape) -> tuple[list[dict], list[dict[str, list[dict]]]]:
         if table.__tablename__ == "step":
             steps.append({})
         steps[-1][table.__tablename__] = rows
-    return prompts, steps
+    used = {r["prompt_id"] for chunk in steps for r in chunk["rollout"]}
+    return [p for p in prompts if p["id"] in used], steps
 
 
 def events_of(prompts: list[dict], steps: list[dict[str, list[dict]]]) -> list:
@@ -124,12 +126,22 @@ def recorder_side(engine, shape: Shape, events, out_dir: Path) -> float:
     return time.perf_counter() - t0
 
 
+def row_counts(engine) -> dict[str, int]:
+    """Rows per table the sides write (both must write the same)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return {t: conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one()
+                for t in ("prompt", "step", "metric", "rollout", "feedback", "exchange", "break_sample", "event")}
+
+
 def measure(backend: str, shape: Shape, reps: int, tmp: Path, server=None, log=print) -> dict:
     from app.db import make_engine, upgrade
 
     prompts, steps = chunks_of(shape)
     events = events_of(prompts, steps)
     times: dict[str, list[float]] = {"raw": [], "recorder": []}
+    rows: dict[str, dict[str, int]] = {}
     order = [side for _ in range(reps) for side in ("raw", "recorder")]
     order = [s for i in range(0, len(order), 4) for s in (order[i:i + 2] + list(reversed(order[i + 2:i + 4])))]
     for i, side in enumerate(order):
@@ -140,6 +152,7 @@ def measure(backend: str, shape: Shape, reps: int, tmp: Path, server=None, log=p
         try:
             took = raw_side(engine, shape, prompts, steps) if side == "raw" else \
                 recorder_side(engine, shape, events, tmp / name)
+            rows[side] = row_counts(engine)
         finally:
             engine.dispose()
             if backend == "sqlite":
@@ -148,8 +161,10 @@ def measure(backend: str, shape: Shape, reps: int, tmp: Path, server=None, log=p
                 server.drop_database(name)
         times[side].append(took)
         log(f"{backend} {side}: {shape.exchanges / took:,.0f} exchanges/s")
+    if rows["raw"] != rows["recorder"]:
+        raise RuntimeError(f"the sides wrote different rows: raw {rows['raw']}, recorder {rows['recorder']}")
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"exchanges": shape.exchanges, "steps": shape.steps,
+    return {"rows": rows["raw"], "exchanges": shape.exchanges, "steps": shape.steps,
             "raw_exchanges_per_s": round(shape.exchanges / med["raw"]),
             "recorder_exchanges_per_s": round(shape.exchanges / med["recorder"]),
             "recorder_over_raw": round(med["raw"] / med["recorder"], 3),

@@ -2,7 +2,7 @@
 same run with a null observer.
 
     python benchmarks/observer_overhead.py [--steps 8] [--reps 3] [--threads 1]
-                                           [--cache-dir DIR] [--no-record]
+                                           [--cache-dir DIR] [--quick] [--no-record]
 
 Each side trains the tiny preset (1 round x ``--steps`` steps per direction, same seed) in a fresh
 process state: ``db`` through ``WorkerTrainer`` with ``app.worker.recorder.Recorder`` on a fresh migrated
@@ -11,7 +11,8 @@ step and before each checkpoint), ``null`` through ``Trainer`` with ``NullObserv
 wall time per step between the first and the last step event, taken after the observer has handled the
 event (so it includes the recording, which a step's own ``time/step`` metric does not). Sides are
 alternated (null, db, db, null, ...); medians. Prints JSON (seconds per step, overhead = db / null - 1;
-goal < 3%) and appends a line to docs/benchmarks.md.
+goal < 3%) and appends a line to docs/benchmarks.md. ``--quick``: 2 steps per direction, one run per
+side, nothing recorded (the test suite's smoke run).
 """
 
 from __future__ import annotations
@@ -89,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="runs per side")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--cache-dir", default=None, help="warm-up and model cache (default: the command line's)")
+    ap.add_argument("--quick", action="store_true", help="2 steps per direction, one run per side (smoke)")
     ap.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.steps, args.reps, args.no_record = 2, 1, True
     import torch
 
     from opcod_core.paths import default_cache_dir

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
 from record import machine, record  # noqa: E402
-from store.probes import PAGE_VS_SQL, app_probes, sql_probes, time_probe  # noqa: E402
+from store.probes import PAGE_VS_SQL, app_probes, check_same_rows, sql_probes, time_probe  # noqa: E402
 from store.synth import Shape, create_run, write_run  # noqa: E402
 
 
@@ -73,6 +73,13 @@ def serve_app(url: str, data_dir: Path) -> Iterator[httpx.Client]:
         thread.join(30)
 
 
+def shape_of(size: int) -> Shape:
+    """The synthetic run of ``size`` exchanges: 50 steps per direction, or for the quick sizes (under 100
+    steps) a quarter of the steps, so both directions and more than one round hold rows for the filters."""
+    steps = Shape(exchanges=size).steps
+    return Shape(exchanges=size, steps_per_direction=50 if steps >= 100 else max(1, steps // 4))
+
+
 def measure(url: str, size: int, reps: int, data_dir: Path, log=print) -> dict:
     """Build the run of ``size`` exchanges at ``url`` (an empty database) and time every probe."""
     from sqlalchemy import select
@@ -82,7 +89,7 @@ def measure(url: str, size: int, reps: int, data_dir: Path, log=print) -> dict:
 
     upgrade(url)
     engine = make_engine(url)
-    shape = Shape(exchanges=size)
+    shape = shape_of(size)
     t0 = time.perf_counter()
     with engine.begin() as conn:
         run_id = create_run(conn, shape)
@@ -100,6 +107,8 @@ def measure(url: str, size: int, reps: int, data_dir: Path, log=print) -> dict:
     out: dict = {"exchanges": size, "rows": counts, "write_s": round(write_s, 1),
                  "write_exchanges_per_s": round(size / write_s), "probes": {}}
     with serve_app(url, data_dir) as client:
+        with engine.connect() as conn:
+            out["lists_checked"] = check_same_rows(client, conn, run_id, shape.rounds)
         for probe in app_probes(client, run_id, ids, shape.rounds):
             out["probes"][probe.name] = time_probe(probe, reps)
     with engine.connect() as conn:

@@ -127,6 +127,23 @@ def sql_probes(conn, run_id: int, exchange_ids: list[int], last_round: int, seed
     return probes
 
 
+def check_same_rows(client, conn, run_id: int, last_round: int) -> int:
+    """The comparison is fair only if both sides fetch the same rows: the API's first page of each list
+    (unfiltered and each filter) holds exactly the ids the bare SQL returns. Raises when not; returns how
+    many of the lists held rows (a rare filter can select none in a small run)."""
+    lists = {"": "", **{name: q for name, q in filters(last_round).items()}}
+    wheres = {"": "", **{name: "AND " + w for name, w in _sql_filters(last_round).items()}}
+    nonempty = 0
+    for name, q in lists.items():
+        api = [x["id"] for x in client.get(f"/api/v1/runs/{run_id}/exchanges?limit=50&{q}").json()["items"]]
+        sql = [r[0] for r in conn.execute(text(f"SELECT e.id FROM exchange e WHERE e.run_id = :run {wheres[name]} "
+                                               "ORDER BY e.id DESC LIMIT 50"), {"run": run_id})]
+        if api != sql:
+            raise RuntimeError(f"list {name or 'unfiltered'}: the API's page {api[:5]}... is not the SQL's {sql[:5]}...")
+        nonempty += bool(api)
+    return nonempty
+
+
 #: Which bare SQL a rendered page is compared with ("a page within 3x of the bare SQL for its rows").
 PAGE_VS_SQL = {"page: exchanges": "sql exchanges page rows", "page: exchange": "sql detail",
                "page: run": "sql run page rows", "api list: first page": "sql list: first page",

@@ -77,3 +77,7 @@ def test_checkpoint_benchmark_counts_time_and_new_bytes(tiny_cache, tmp_path):
     assert 0 < r["added_mb_median"] <= r["added_mb_max"] <= r["apparent_mb_max"]
     assert r["added_mb_median"] < r["apparent_mb_max"]  # a step checkpoint links the tutor's unchanged files
     assert r["checkpoint_s_median"] > 0 and r["checkpoint_share_of_step_time"] > 0
+    ph = r["phases"]  # the whole OPCoD step: its phases fit inside it
+    assert {"rollout_s", "feedback_s", "train_s", "step_s"} <= set(ph) and ph["rollout_tokens_per_s"] > 0
+    # two steps: each median is a mean, which keeps the per-step sum; 0.002: three roundings to 1 ms
+    assert ph["rollout_s"] + ph["feedback_s"] + ph["train_s"] <= ph["step_s"] + 0.002
