@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
 from record import machine, record  # noqa: E402
+from store.backends import backend_server, unknown_backends  # noqa: E402
 from store.synth import Shape, held_run, ids_after, move_sequences, step_rows  # noqa: E402
 
 
@@ -179,21 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="640 exchanges, one repetition (smoke)")
     ap.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     args = ap.parse_args(argv)
+    backends = args.backends.split(",")
+    if unknown_backends(backends):
+        ap.error(f"--backends: unknown {unknown_backends(backends)} (sqlite, postgres)")
     shape = Shape(exchanges=640 if args.quick else args.exchanges)
     reps = 1 if args.quick else args.reps
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     result: dict = {"machine": machine(), "backends": {}}
     with tempfile.TemporaryDirectory(prefix="opcod-bench-ingest-") as tmp:
-        for backend in args.backends.split(","):
-            if backend == "postgres":
-                from local_postgres import local_postgres
-
-                with local_postgres() as server:
-                    result["backends"][backend] = measure(backend, shape, reps, Path(tmp), server, log)
-            elif backend == "sqlite":
-                result["backends"][backend] = measure(backend, shape, reps, Path(tmp), log=log)
-            else:
-                ap.error(f"--backends: unknown backend '{backend}' (sqlite, postgres)")
+        for backend in backends:
+            with backend_server(backend) as server:
+                result["backends"][backend] = measure(backend, shape, reps, Path(tmp), server, log)
     print(json.dumps(result))
     if not args.no_record:
         cmd = "python benchmarks/ingest.py " + " ".join(argv if argv is not None else sys.argv[1:])

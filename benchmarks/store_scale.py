@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
 from record import machine, record  # noqa: E402
+from serve_thread import serve_in_thread  # noqa: E402
+from store.backends import backend_server, unknown_backends  # noqa: E402
 from store.probes import PAGE_VS_SQL, app_probes, check_same_rows, sql_probes, time_probe  # noqa: E402
 from store.synth import Shape, create_run, write_run  # noqa: E402
 
@@ -46,31 +47,12 @@ from store.synth import Shape, create_run, write_run  # noqa: E402
 def serve_app(url: str, data_dir: Path) -> Iterator[httpx.Client]:
     """The app under uvicorn on a loopback port (a thread of this process), and a keep-alive client: the
     whole HTTP stack a browser's request goes through, without a worker."""
-    import threading
-
-    import uvicorn
-
     from app.main import create_app
     from app.settings import Settings
 
     app = create_app(Settings(data_dir=data_dir, database_url=url))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)  # polling interval of a deadline loop
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serve_in_thread(app) as base, httpx.Client(base_url=base, timeout=120) as client:
+        yield client
 
 
 def shape_of(size: int) -> Shape:
@@ -178,19 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [500, 2000] if args.quick else [int(s) for s in args.sizes.split(",")]
     reps = 5 if args.quick else args.reps
     backends = args.backends.split(",")
+    if unknown_backends(backends):
+        ap.error(f"--backends: unknown {unknown_backends(backends)} (sqlite, postgres)")
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     result: dict = {"machine": machine(), "reps": reps, "backends": {}}
     with tempfile.TemporaryDirectory(prefix="opcod-bench-store-") as tmp:
         for backend in backends:
-            if backend == "postgres":
-                from local_postgres import local_postgres
-
-                with local_postgres(("shared_buffers=256MB",)) as server:
-                    result["backends"][backend] = run_backend(backend, sizes, reps, Path(tmp), server, log)
-            elif backend == "sqlite":
-                result["backends"][backend] = run_backend(backend, sizes, reps, Path(tmp), log=log)
-            else:
-                ap.error(f"--backends: unknown backend '{backend}' (sqlite, postgres)")
+            with backend_server(backend, ("shared_buffers=256MB",)) as server:
+                result["backends"][backend] = run_backend(backend, sizes, reps, Path(tmp), server, log)
     print(json.dumps(result))
     if not args.no_record:
         cmd = "python benchmarks/store_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -94,6 +94,15 @@ def _stop(data: Path, root: Path) -> None:
                    cwd=root, capture_output=True, timeout=90)
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise ``SystemExit`` in the main thread, so ``local_postgres`` stops its server when a
+    script using it is terminated (Python's default for SIGTERM skips ``finally`` blocks)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
+
+
 @contextmanager
 def local_postgres(settings: tuple[str, ...] = ()) -> Iterator[PostgresServer]:
     """Start a server (``settings``: extra ``-c name=value`` options), yield it, stop and delete it."""

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
-import threading
-import time
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,9 @@ ARTIFACTS = ROOT / ".cache" / "browser-artifacts"
 
 import seed  # noqa: E402  (tests/app/seed.py, on pytest's pythonpath)
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from serve_thread import serve_in_thread  # noqa: E402
+
 
 def _load_api_seed():
     import sys
@@ -44,12 +45,6 @@ def _load_api_seed():
     return mod
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LiveServer:
     def __init__(self, url: str, db_url: str, ids: dict, sessions) -> None:
         self.url = url
@@ -60,8 +55,6 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
-    import uvicorn
-
     from app.db import make_engine, session_factory, upgrade
     from app.main import create_app
     from app.settings import Settings
@@ -80,18 +73,8 @@ def live_server(tmp_path_factory):
     from app import web
 
     web.install(app)  # a no-op when create_app already mounted the dashboard
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield LiveServer(f"http://127.0.0.1:{port}", db_url, ids, sf)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app, deadline_s=20) as url:
+        yield LiveServer(url, db_url, ids, sf)
     engine.dispose()
 
 
