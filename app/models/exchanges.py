@@ -100,6 +100,7 @@ class Exchange(Base):
         Index("ix_exchange_run_id_category_id", "run_id", "category", "id"),
         Index("ix_exchange_run_id_correct_id", "run_id", "correct", "id"),
         Index("ix_exchange_run_id_human_edited_id", "run_id", "human_edited", "id"),
+        Index("ix_exchange_run_id_tutee_id", "run_id", "tutee", "id"),
         Index("ix_exchange_step_id", "step_id"),
         Index("ix_exchange_rollout_id", "rollout_id"),
         Index("ix_exchange_feedback_id", "feedback_id"),

@@ -62,7 +62,8 @@ def _part_gates(s, run: Run) -> dict[str, Any]:
 
 
 def _part_pareto(s, run: Run) -> dict[str, Any]:
-    evals = list(s.scalars(select(EvalResult).where(EvalResult.run_id == run.id)
+    # the Pareto plot and the latest accuracies are test-split figures (run_summary, pareto_series)
+    evals = list(s.scalars(select(EvalResult).where(EvalResult.run_id == run.id, EvalResult.split == "test")
                            .order_by(EvalResult.round, EvalResult.id)))
     summary = run_summary(run, evals)
     return {"run": summary, "pareto_series": pareto_series(evals, summary["students"], summary["domains"])}
