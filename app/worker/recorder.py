@@ -44,7 +44,7 @@ from app.models import (BreakSample, Checkpoint, EvalResult, Event, Exchange, Fe
                         Prompt, Replay, Rollout, Run, Step, Worker)
 from app.types import utcnow
 from app.worker.claim import fence, stale_before
-from app.worker.rows import EVENT_PAYLOADS, ROW_BUILDERS, ROW_UPDATES, _finite, json_safe, step_metrics
+from app.worker.rows import EVENT_PAYLOADS, ROW_BUILDERS, ROW_UPDATES, _finite, break_values, json_safe, step_metrics
 from opcod_core import events as ev
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ class Recorder:
         return self._prompt_ids
 
     def _write(self, s: Session, events: list[ev.Event]) -> None:
-        """One batch of events: the restart markers, a row per event (``ROW_BUILDERS``), the exchanges,
+        """One batch of events: the restart markers, a row per event (``ROW_BUILDERS``; break probes in
+        bulk), each step's mean exchange divergence (in the step's own INSERT), the exchanges,
         the updates of existing rows (``ROW_UPDATES``), the step metrics and progress, and an event row
         per event that the live pages announce (``EVENT_PAYLOADS``), pointing at the row it made."""
         run = s.get(Run, self.run_id)
@@ -118,7 +119,12 @@ class Recorder:
                 steps[e.global_step] = rows[i]
             elif isinstance(e, ev.CheckpointEvent):
                 run.next_task = e.next_task
+        _mean_divergence_per_step(steps, [e for e in events if isinstance(e, ev.ExchangeEvent)])
         s.flush()
+        breaks = [(i, e) for i, e in enumerate(events) if isinstance(e, ev.BreakEvent)]
+        for (i, _), bid in zip(breaks, insert_ids(s, BreakSample, [break_values(self.run_id, e) for _, e in breaks]),
+                               strict=True):
+            rows[i] = bid
         if any(isinstance(e, ev.CheckpointEvent) for e in events):
             self._mark_pruned(s)
         exchanges = [(i, e) for i, e in enumerate(events) if isinstance(e, ev.ExchangeEvent)]
@@ -189,7 +195,6 @@ class Recorder:
             rows[i] = xid
         s.execute(update(Run).where(Run.id == run_id).values(exchange_count=Run.exchange_count + len(ex_ids))
                   .execution_options(synchronize_session=False))
-        _mean_divergence_per_step(steps, events)
         self._relink_human_work(s, {e.key: xid for e, xid in zip(events, ex_ids, strict=True)})
 
     def _relink_human_work(self, s: Session, new: dict[str, int]) -> None:

@@ -1,5 +1,5 @@
 """The database rows of the trainer's events, one short writer per event type: ``ROW_BUILDERS`` make the
-row an event adds (step, gate, eval, break probe, checkpoint), ``ROW_UPDATES`` update the row of a request
+row an event adds (step, gate, eval, checkpoint; break probes as values for a bulk insert: ``break_values``), ``ROW_UPDATES`` update the row of a request
 the trainer took (override applied, replay finished, run summary). ``app.worker.recorder`` calls them in
 one fenced transaction per batch."""
 
@@ -11,7 +11,7 @@ from typing import Any, Callable
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from app.models import BreakSample, Checkpoint, EvalResult, GateRecord, Metric, Override, Replay, Run, Step
+from app.models import Checkpoint, EvalResult, GateRecord, Metric, Override, Replay, Run, Step
 from opcod_core import events as ev
 from opcod_core.vocabulary import OverrideStatus, ReplayStatus
 
@@ -54,11 +54,12 @@ def _eval_row(run_id: int, e: ev.EvalEvent) -> EvalResult:
                       accuracy=e.accuracy, n_items=e.n_items)
 
 
-def _break_row(run_id: int, e: ev.BreakEvent) -> BreakSample:
-    return BreakSample(run_id=run_id, exchange_key=e.exchange_key, round=e.round, direction=e.direction,
-                       global_step=e.global_step, tutee=e.tutee, tutor=e.tutor, tutor_cognizant=e.tutor_cognizant,
-                       difficulty=e.difficulty, context=e.context, baseline=e.baseline,
-                       correct_with_f=e.correct_with_f, correct_without_f=e.correct_without_f, broken=e.broken)
+def break_values(run_id: int, e: ev.BreakEvent) -> dict[str, Any]:
+    """A break probe's row as values: a step has several, written in one bulk insert by the recorder."""
+    return {"run_id": run_id, "exchange_key": e.exchange_key, "round": e.round, "direction": e.direction,
+            "global_step": e.global_step, "tutee": e.tutee, "tutor": e.tutor, "tutor_cognizant": e.tutor_cognizant,
+            "difficulty": e.difficulty, "context": e.context, "baseline": e.baseline,
+            "correct_with_f": e.correct_with_f, "correct_without_f": e.correct_without_f, "broken": e.broken}
 
 
 def _checkpoint_row(run_id: int, e: ev.CheckpointEvent) -> Checkpoint:
@@ -67,7 +68,7 @@ def _checkpoint_row(run_id: int, e: ev.CheckpointEvent) -> Checkpoint:
 
 
 ROW_BUILDERS: dict[str, Callable[[int, Any], Any]] = {
-    "step": _step_row, "gate": _gate_row, "eval": _eval_row, "break": _break_row, "checkpoint": _checkpoint_row}
+    "step": _step_row, "gate": _gate_row, "eval": _eval_row, "checkpoint": _checkpoint_row}
 
 
 # --- events that update rows the web side wrote (requests the trainer took) -----------------------------
