@@ -36,7 +36,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope
@@ -329,19 +329,25 @@ def insert_ids(s: Session, model, values: list[dict[str, Any]]) -> list[int]:
 
     Why not ``session.add`` per row: the unit of work issues one INSERT per row whose id it needs back
     and builds an ORM object per row; the recorder writes three rows per exchange, so that was most of
-    its time (``benchmarks/ingest.py``). Here the rows go in multi-row INSERT ... RETURNING statements.
-    RETURNING's row order is not promised, so the ids are matched to the rows: on PostgreSQL by
-    SQLAlchemy's sentinel (``sort_by_parameter_order``); on SQLite, which has no sentinel (SQLAlchemy
-    would fall back to one statement per row), by sorting: SQLite gives each inserted row the largest
-    rowid so far + 1, in the order of the VALUES, and the transaction holds the database's only write
-    lock from its first write to its commit, so the ids of one call ascend in the order of ``values``."""
+    its time (``benchmarks/ingest.py``). How the ids come back differs per backend:
+
+    * PostgreSQL: the ids are reserved first, one ``nextval`` per row in a single query, and the rows
+      inserted with them by a plain ``executemany`` (psycopg's pipeline). A multi-row INSERT ...
+      RETURNING was a third slower here: psycopg parses each long statement's placeholders anew.
+    * SQLite: multi-row INSERT ... RETURNING. RETURNING's row order is not promised (SQLAlchemy, asked
+      to sort, falls back to one statement per row on SQLite), so the ids are sorted: SQLite gives each
+      inserted row the largest rowid so far + 1, in the order of the VALUES, and the transaction holds
+      the database's only write lock from its first write to its commit, so the ids of one call ascend
+      in the order of ``values``."""
     if not values:
         return []
     table = model.__table__  # Core, not ORM bulk mode: that splits the batch wherever a default column is None
-    if s.get_bind().dialect.name == "sqlite":
-        ids = sorted(s.scalars(insert(table).returning(table.c.id), values))
+    if s.get_bind().dialect.name == "postgresql":
+        ids = list(s.scalars(text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+                             {"t": table.name, "n": len(values)}))
+        s.execute(insert(table), [{**v, "id": i} for v, i in zip(values, ids, strict=True)])
     else:
-        ids = list(s.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), values))
+        ids = sorted(s.scalars(insert(table).returning(table.c.id), values))
     if len(ids) != len(values):
         raise RuntimeError(f"{model.__tablename__}: {len(values)} rows inserted, {len(ids)} ids returned")
     return ids
