@@ -9,9 +9,11 @@ process state: ``db`` through ``WorkerTrainer`` with ``app.worker.recorder.Recor
 database (a run held by a worker row, as ``opcod serve`` runs it; the recorder flushes a transaction per
 step and before each checkpoint), ``null`` through ``Trainer`` with ``NullObserver``. The figure is the
 wall time per step between the first and the last step event, taken after the observer has handled the
-event (so it includes the recording, which a step's own ``time/step`` metric does not). Sides are
-alternated (null, db, db, null, ...); medians. Prints JSON (seconds per step, overhead = db / null - 1;
-goal < 3%) and appends a line to docs/benchmarks.md. ``--quick``: 2 steps per direction, one run per
+event (so it includes the recording, which a step's own ``time/step`` metric does not), and the time
+spent inside the observer's ``on_event`` over that wall time (the recorder's share, measured directly:
+the two runs' difference is within their run-to-run spread on a shared machine). Sides are alternated
+(null, db, db, null, ...); medians. Prints JSON (seconds per step, overhead = db / null - 1, the
+recorder's share; goal < 3%) and appends a line to docs/benchmarks.md. ``--quick``: 2 steps per direction, one run per
 side, nothing recorded (the test suite's smoke run).
 """
 
@@ -35,16 +37,26 @@ from store.synth import Shape, held_run  # noqa: E402
 
 
 class StepClock:
-    """Forwards every event to ``inner`` and notes the time each step event was handled."""
+    """Forwards every event to ``inner``, notes the time each step event was handled and adds up the time
+    spent inside ``inner`` between the first and the last step event."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.times: list[float] = []
+        self.inside: list[tuple[float, float]] = []   # (end, seconds inside the observer) per event after the first step
 
     def on_event(self, event) -> None:
+        t0 = time.perf_counter()
         self.inner.on_event(event)
+        t1 = time.perf_counter()
+        if self.times:
+            self.inside.append((t1, t1 - t0))
         if event.type == "step":
-            self.times.append(time.perf_counter())
+            self.times.append(t1)
+
+    def observer_share(self) -> float:
+        """Time inside the observer over the wall time, between the first and the last step event."""
+        return sum(dt for end, dt in self.inside if end <= self.times[-1]) / (self.times[-1] - self.times[0])
 
     def per_step(self) -> float:
         if len(self.times) < 3:
@@ -52,7 +64,7 @@ class StepClock:
         return (self.times[-1] - self.times[0]) / (len(self.times) - 1)
 
 
-def one_run(side: str, steps: int, workdir: Path, cache: Path) -> float:
+def one_run(side: str, steps: int, workdir: Path, cache: Path) -> tuple[float, float]:
     from opcod_core.config import preset
     from opcod_core.observer import NullObserver
     from opcod_core.trainer import Trainer
@@ -81,7 +93,7 @@ def one_run(side: str, steps: int, workdir: Path, cache: Path) -> float:
         trainer.close()
     if result.status != "finished":
         raise RuntimeError(f"{side}: the run ended {result.status}")
-    return clock.per_step()
+    return clock.per_step(), clock.observer_share()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,21 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.reps):
         order += ["null", "db"] if i % 2 == 0 else ["db", "null"]
     times: dict[str, list[float]] = {"null": [], "db": []}
+    inside: dict[str, list[float]] = {"null": [], "db": []}
     with tempfile.TemporaryDirectory(prefix="opcod-bench-observer-") as tmp:
         for side in order:
-            times[side].append(one_run(side, args.steps, Path(tmp), cache))
-            print(f"{side}: {times[side][-1]:.3f} s/step", file=sys.stderr, flush=True)
+            per_step, share = one_run(side, args.steps, Path(tmp), cache)
+            times[side].append(per_step)
+            inside[side].append(share)
+            print(f"{side}: {per_step:.3f} s/step, {share:.2%} inside the observer", file=sys.stderr, flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {"machine": machine(), "threads": args.threads, "steps": 2 * args.steps,
               "null_s_per_step": round(med["null"], 4), "db_s_per_step": round(med["db"], 4),
               "overhead": round(med["db"] / med["null"] - 1, 4),
+              "recorder_share": round(statistics.median(inside["db"]), 4),
               "runs": {k: [round(x, 4) for x in v] for k, v in times.items()}}
     print(json.dumps(result))
     if not args.no_record:
         cmd = "python benchmarks/observer_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
         record("Observer overhead", cmd.strip(),
                f"tiny, {2 * args.steps} steps, {args.threads} thread(s): null observer {result['null_s_per_step']} s/step, "
-               f"database recorder {result['db_s_per_step']} s/step, overhead {result['overhead']:+.1%} "
+               f"database recorder {result['db_s_per_step']} s/step, overhead {result['overhead']:+.1%}, time "
+               f"inside the recorder {result['recorder_share']:.2%} of the wall time "
                f"(runs: null {result['runs']['null']}, db {result['runs']['db']})")
     return 0
 

@@ -56,3 +56,4 @@ def test_observer_benchmark_quick(capsys, tiny_cache):
     assert observer_overhead.main(["--quick", "--cache-dir", str(tiny_cache)]) == 0
     r = _json_of(capsys)
     assert r["steps"] == 4 and r["null_s_per_step"] > 0 and r["db_s_per_step"] > 0
+    assert 0 < r["recorder_share"] < 1
