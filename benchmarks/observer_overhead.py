@@ -111,8 +111,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from opcod_core.paths import default_cache_dir
 
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    try:
+        return _measure(args, argv, Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+    finally:  # a caller in the same process (the test suite) keeps its own thread count
+        torch.set_num_threads(threads_before)
+
+
+def _measure(args, argv: list[str] | None, cache: Path) -> int:
     order = []
     for i in range(args.reps):
         order += ["null", "db"] if i % 2 == 0 else ["db", "null"]

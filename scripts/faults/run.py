@@ -179,6 +179,7 @@ def check_point(point: str, n: int, factory, settings, engine, env: dict, refs: 
     work = human_work(factory, rid)
     return {"point": point, "n": n, "killed": killed, "status_at_kill": status_at_kill, "status": run.status,
             "error": (run.error or "")[:200], "equal": a == b, "exchanges": len(keys),
+            "differs": [k for k in a if a[k] != b.get(k)],
             "lost": len(ref_keys - set(keys)), "duplicated": len(keys) - len(set(keys)),
             "takeover_s": round(time.monotonic() - start, 1),
             "rows": ws.count(factory, Exchange, Exchange.run_id == rid), "human_work": work,

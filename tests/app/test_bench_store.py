@@ -51,9 +51,15 @@ def test_ingest_benchmark_quick(capsys):
 
 @pytest.mark.slow
 def test_observer_benchmark_quick(capsys, tiny_cache):
+    """... and leaves the process's torch thread count as it found it (later tests in this process compare
+    runs float for float, which another thread count would change)."""
+    import torch
+
     import observer_overhead
 
-    assert observer_overhead.main(["--quick", "--cache-dir", str(tiny_cache)]) == 0
+    before = torch.get_num_threads()
+    assert observer_overhead.main(["--quick", "--threads", str(before + 1), "--cache-dir", str(tiny_cache)]) == 0
+    assert torch.get_num_threads() == before
     r = _json_of(capsys)
     assert r["steps"] == 4 and r["null_s_per_step"] > 0 and r["db_s_per_step"] > 0
     assert 0 < r["recorder_share"] < 1
