@@ -36,7 +36,7 @@ from app.exchange_events import exchange_event
 from app.models import Approval, Event, Exchange, Override, Replay, Run
 from app.types import utcnow
 from app.worker.claim import RunLost, fence
-from app.worker.rows import json_safe
+from app.worker.rows import json_safe, storable
 from opcod_core.controls import (ApprovalRequest, ControlBatch, Decision, ExchangeOverride, ReplayRequest,
                                  RunOverride)
 from opcod_core.events import ExchangeEvent
@@ -207,7 +207,7 @@ class DBControls:
             fence(s, self.run_id, self.worker_id)
             existing = set(s.scalars(select(Approval.exchange_key).where(
                 Approval.run_id == self.run_id, Approval.exchange_key.in_([p.exchange_id for p in pending]))))
-            new = [Approval(run_id=self.run_id, exchange_key=p.exchange_id, payload=json_safe(p.exchange.to_dict()),
+            new = [Approval(run_id=self.run_id, exchange_key=p.exchange_id, payload=storable(json_safe(p.exchange.to_dict())),
                             status="pending", deadline=deadline) for p in pending if p.exchange_id not in existing]
             s.add_all(new)
             s.flush()

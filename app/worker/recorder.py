@@ -44,7 +44,8 @@ from app.models import (BreakSample, Checkpoint, EvalResult, Event, Exchange, Fe
                         Prompt, Replay, Rollout, Run, Step, Worker)
 from app.types import utcnow
 from app.worker.claim import fence, stale_before
-from app.worker.rows import EVENT_PAYLOADS, ROW_BUILDERS, ROW_UPDATES, _finite, break_values, json_safe, step_metrics
+from app.worker.rows import (EVENT_PAYLOADS, ROW_BUILDERS, ROW_UPDATES, _finite, break_values, json_safe, step_metrics,
+                             storable)
 from opcod_core import events as ev
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,9 @@ class Recorder:
             key = e.prompt_id
             if key not in prompts and key not in new_prompts:
                 new_prompts[key] = {"run_id": self.run_id, "item_key": key, "domain": e.domain, "split": "train",
-                                    "answer_type": e.answer_type, "question": e.question, "choices": list(e.choices),
-                                    "labels": list(e.labels), "gold": e.gold}
+                                    "answer_type": e.answer_type, "question": storable(e.question),
+                                    "choices": storable(list(e.choices)), "labels": storable(list(e.labels)),
+                                    "gold": storable(e.gold)}
         if new_prompts:
             prompts.update(zip(new_prompts, insert_ids(s, Prompt, list(new_prompts.values())), strict=True))
         return prompts
@@ -355,17 +357,18 @@ def insert_ids(s: Session, model, values: list[dict[str, Any]]) -> list[int]:
 
 def _rollout_values(run_id: int, step_id: int, prompt_id: int, e: ev.ExchangeEvent) -> dict[str, Any]:
     return {"run_id": run_id, "step_id": step_id, "student": e.tutee, "prompt_id": prompt_id,
-            "prompt_index": e.prompt_index, "rollout_index": e.rollout_index, "text": e.rollout_text,
-            "token_ids": list(e.token_ids), "answer": e.answer, "correct": e.correct}
+            "prompt_index": e.prompt_index, "rollout_index": e.rollout_index, "text": storable(e.rollout_text),
+            "token_ids": list(e.token_ids), "answer": storable(e.answer), "correct": e.correct}
 
 
 def _feedback_values(rollout_id: int, e: ev.ExchangeEvent) -> dict[str, Any] | None:
     """The tutor's (or a person's) feedback on an exchange's rollout, when there is any."""
     if e.feedback_raw is None and not e.human:
         return None
-    return {"rollout_id": rollout_id, "tutor": e.tutor, "raw": e.feedback_raw, "concept": e.concept,
-            "category": e.category, "sanitised": e.feedback_sanitised, "redactions": json_safe(e.redactions),
-            "used_text": e.feedback_used, "source": "human" if e.human else "model", "approval": e.approval}
+    return {"rollout_id": rollout_id, "tutor": e.tutor, "raw": storable(e.feedback_raw), "concept": storable(e.concept),
+            "category": e.category, "sanitised": storable(e.feedback_sanitised),
+            "redactions": storable(json_safe(e.redactions)), "used_text": storable(e.feedback_used),
+            "source": "human" if e.human else "model", "approval": e.approval}
 
 
 def _exchange_values(run_id: int, e: ev.ExchangeEvent, step_id: int, rollout_id: int, feedback_id: int | None,
@@ -376,7 +379,7 @@ def _exchange_values(run_id: int, e: ev.ExchangeEvent, step_id: int, rollout_id:
             "tutor": e.tutor, "domain": e.domain, "correct": e.correct, "category": e.category,
             "human_edited": e.human, "origin_exchange_id": origins.get(e.origin_key),
             "override_id": int(ov) if ov is not None and ov.isdigit() else None, "s_index": e.s_index,
-            "s_text": e.s_text, "context_used": e.context_used, "finish_reason": e.finish_reason,
-            "skipped": e.skipped, "teacher_context": e.teacher_context, "tokens": e.tokens,
+            "s_text": storable(e.s_text), "context_used": e.context_used, "finish_reason": e.finish_reason,
+            "skipped": e.skipped, "teacher_context": storable(e.teacher_context), "tokens": storable(e.tokens),
             "student_logprob": e.student_logprob, "divergence": e.divergence,
             "divergence_s_only": e.divergence_s_only, "loss": _finite(e.loss)}

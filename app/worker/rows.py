@@ -26,6 +26,19 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def storable(value: Any) -> Any:
+    """Model text made storable: every NUL character (which a byte-level tokenizer can decode, and which
+    PostgreSQL's text columns refuse) becomes U+FFFD, one character for one, so per-token strings keep
+    their positions; lists and dicts (JSON columns) are mapped, anything else is returned as it is."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    return value
+
+
 def _finite(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
