@@ -1,11 +1,11 @@
 """Checkpoints: seconds and bytes per checkpoint, and their share of the training step's time; and the
 whole OPCoD step of the same run, phase by phase.
 
-    python benchmarks/checkpoints.py [--presets demo,tiny] [--steps 2] [--threads 2] [--cache-dir DIR]
+    python benchmarks/checkpoints.py [--presets demo,tiny] [--steps N] [--threads 2] [--cache-dir DIR]
                                      [--no-record]
 
-For each preset: a run of 1 round x ``--steps`` steps per direction, the preset otherwise unchanged (a
-checkpoint after every task, as the presets do), in a temporary directory, with every
+For each preset: a run of 1 round x ``--steps`` steps per direction (default: the preset's own), the
+preset otherwise unchanged (its ``checkpoint_every``; a checkpoint after every gate and evaluation), in a temporary directory, with every
 ``Trainer.save_checkpoint`` timed. Prints one JSON object with, per preset: the checkpoints written, the
 seconds per checkpoint (median and max), the bytes each added to the disk (files not hard-linked from an
 earlier checkpoint; median and max) beside its apparent size, the median training step (the
@@ -42,7 +42,7 @@ def _files(root: Path) -> dict[tuple[int, int], int]:
     return out
 
 
-def measure_preset(preset: str, steps: int, cache_dir: Path, workdir: Path) -> dict:
+def measure_preset(preset: str, steps: int | None, cache_dir: Path, workdir: Path) -> dict:
     from opcod_core.checkpoint import checkpoint_root
     from opcod_core.config import RunConfig
     from opcod_core.observer import CollectingObserver
@@ -50,7 +50,8 @@ def measure_preset(preset: str, steps: int, cache_dir: Path, workdir: Path) -> d
     from opcod_core.trainer import Trainer
 
     raw = PRESETS[preset]()
-    raw["schedule"] = {**raw.get("schedule", {}), "rounds": 1, "steps_per_direction": steps}
+    schedule = raw.get("schedule", {})
+    raw["schedule"] = {**schedule, "rounds": 1, "steps_per_direction": steps or schedule.get("steps_per_direction", 2)}
     config = RunConfig.from_dict(raw)
     out = workdir / preset
     observer = CollectingObserver()
@@ -79,7 +80,7 @@ def measure_preset(preset: str, steps: int, cache_dir: Path, workdir: Path) -> d
         raise SystemExit(f"{preset}: the run ended {result.status} with {len(saves)} checkpoints, {len(step_s)} steps")
     total_ckpt, total_steps = sum(s["s"] for s in saves), sum(step_s)
     return {
-        "checkpoints": len(saves), "steps": len(step_s),
+        "checkpoints": len(saves), "steps": len(step_s), "checkpoint_every": config.checkpoint_every,
         "checkpoint_s_median": round(statistics.median(s["s"] for s in saves), 3),
         "checkpoint_s_max": round(max(s["s"] for s in saves), 3),
         "added_mb_median": round(statistics.median(s["added"] for s in saves) / 1e6, 1),
@@ -113,7 +114,7 @@ def phases(steps: list) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="demo,tiny")
-    ap.add_argument("--steps", type=int, default=2, help="steps per direction (one round)")
+    ap.add_argument("--steps", type=int, default=None, help="steps per direction (one round; default: the preset's)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--cache-dir", default=None, help="warm-up and model cache (default: the command line's)")
     ap.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = "python benchmarks/checkpoints.py " + " ".join(argv if argv is not None else sys.argv[1:])
         for preset, r in result["presets"].items():
             record("Checkpoints", cmd.strip(),
-                   f"{preset}: {r['checkpoints']} checkpoints, {r['checkpoint_s_median']} s each (max "
+                   f"{preset}: {r['steps']} steps, checkpoint_every {r['checkpoint_every']}, "
+                   f"{r['checkpoints']} checkpoints, {r['checkpoint_s_median']} s each (max "
                    f"{r['checkpoint_s_max']}), {r['added_mb_median']} MB added each (max {r['added_mb_max']}; "
                    f"apparent {r['apparent_mb_max']} MB), step {r['step_s_median']} s, checkpoints "
                    f"{r['checkpoint_share_of_step_time']:.1%} of step time ({args.threads} threads)")

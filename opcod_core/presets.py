@@ -80,6 +80,11 @@ def _demo() -> dict[str, Any]:
         "eval": {"k": 1, "max_items": 6, "max_new_tokens": 48},
         "loss": {"chunk_size": 64},
         "break_rate": {"samples_per_step": 1},
+        # A checkpoint after an update writes the tutee's weights and AdamW state (1.6 GB, about 4 s against
+        # a 17 s step: docs/benchmarks.md, Checkpoints); every 6th step (once per direction, plus every gate,
+        # evaluation and pause) keeps the writes under 5% of the step time, and a killed worker redoes at
+        # most 5 steps.
+        "checkpoint_every": 6,
     }
 
 
@@ -189,7 +194,8 @@ def world3_pair(a: str = "chemistry", b: str = "physics", build_seed: int = 0) -
         "students": [world3_specialist(a, build_seed), world3_specialist(b, build_seed)],
         "data": {"source": "sciworld3", "domains": [a, b], "fractions": [0.6, 0.15, 0.25]},
         "schedule": {"rounds": 2, "steps_per_direction": 50},
-        "rollout": {"batch_prompts": 4, "n": 8, "temperature": 1.0, "max_new_tokens": 40},
+        # the longest worked answer (a 3 x 3 formula, counts restated) is 43 tokens with "Answer: N" and EOS
+        "rollout": {"batch_prompts": 4, "n": 8, "temperature": 1.0, "max_new_tokens": 48},
         "tutor": {"max_new_tokens": 32, "temperature": 0.5},
         "gating": {"tau": 0.2, "val_k": 8, "val_max_items": 100_000},
         "optim": {"lr": 1e-4},

@@ -7,8 +7,12 @@ step. The recorder keeps the events in memory and writes them in one transaction
 writes a checkpoint to disk (``flush()``, called by the worker's trainer), so that the database never
 lags behind a checkpoint file: a checkpoint on disk implies every event before it is in the database.
 
-Each transaction starts with the ownership fence (``claim.fence``: a worker that lost its run writes
-nothing) and inserts, per trainer event, its row(s) and one ``event`` row (the SSE stream: type,
+Each transaction ends with the ownership fence: one UPDATE of the run row that refreshes its
+heartbeat, writes the batch's changes to the run (``RunChanges``: next task, progress, exchange count,
+summary) and matches only while this worker holds the run; when it matches nothing the transaction is
+rolled back and ``RunLost`` raised, so a worker that lost its run writes nothing (the same guarantee as
+``claim.fence`` first, which cost a statement of its own plus a load of the run row per step:
+``benchmarks/observer_overhead.py``). It inserts, per trainer event, its row(s) and one ``event`` row (the SSE stream: type,
 ``ref_id`` = the row id, a small payload) in the trainer's order. Rollouts, feedback, prompts and
 metric rows are parts of an exchange or a step and ride on that row's event.
 
@@ -43,9 +47,9 @@ from app.db import session_scope
 from app.models import (BreakSample, Checkpoint, EvalResult, Event, Exchange, Feedback, GateRecord, Metric, Override,
                         Prompt, Replay, Rollout, Run, Step, Worker)
 from app.types import utcnow
-from app.worker.claim import fence, stale_before
-from app.worker.rows import (EVENT_PAYLOADS, ROW_BUILDERS, ROW_UPDATES, _finite, break_values, json_safe, step_metrics,
-                             storable)
+from app.worker.claim import RunLost, fence, stale_before
+from app.worker.rows import (EVENT_PAYLOADS, ROW_BUILDERS, ROW_UPDATES, RunChanges, _finite, break_values,
+                             exchange_values, json_safe, feedback_values, rollout_values, step_metrics, storable)
 from opcod_core import events as ev
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,10 @@ class Recorder:
         self.buffer: list[ev.Event] = []
         self.transactions = 0
         self._prompt_ids: dict[str, int] | None = None
+        # Human work waiting for a redone exchange exists only after this recorder deleted exchanges (a
+        # fresh start or a resume; the web side links overrides and replays to existing exchanges): the
+        # re-link query runs until none waits (and once at the first write of a new recorder).
+        self._relink_pending = True
 
     # --- observer ---------------------------------------------------------------------------------
     on_progress = None  # called with each trainer event (the heartbeat's stall detector)
@@ -86,7 +94,6 @@ class Recorder:
             return
         events, self.buffer = self.buffer, []
         with session_scope(self.factory) as s:
-            fence(s, self.run_id, self.worker_id)
             self._write(s, events)
         self.transactions += 1
 
@@ -105,8 +112,9 @@ class Recorder:
         """One batch of events: the restart markers, a row per event (``ROW_BUILDERS``; break probes in
         bulk), each step's mean exchange divergence (in the step's own INSERT), the exchanges,
         the updates of existing rows (``ROW_UPDATES``), the step metrics and progress, and an event row
-        per event that the live pages announce (``EVENT_PAYLOADS``), pointing at the row it made."""
-        run = s.get(Run, self.run_id)
+        per event that the live pages announce (``EVENT_PAYLOADS``), pointing at the row it made; last, the
+        fenced update of the run row (module docstring)."""
+        run = RunChanges(self.run_id)
         self._restart(s, run, events)
         rows: list[Any] = [None] * len(events)   # the row each event's event row points to
         steps: dict[int, Step] = {}
@@ -119,7 +127,7 @@ class Recorder:
             if isinstance(e, ev.StepEvent):
                 steps[e.global_step] = rows[i]
             elif isinstance(e, ev.CheckpointEvent):
-                run.next_task = e.next_task
+                run.values["next_task"] = e.next_task
         _mean_divergence_per_step(steps, [e for e in events if isinstance(e, ev.ExchangeEvent)])
         s.flush()
         breaks = [(i, e) for i, e in enumerate(events) if isinstance(e, ev.BreakEvent)]
@@ -130,7 +138,7 @@ class Recorder:
             self._mark_pruned(s)
         exchanges = [(i, e) for i, e in enumerate(events) if isinstance(e, ev.ExchangeEvent)]
         if exchanges:
-            self._write_exchanges(s, exchanges, steps, rows)
+            run.exchanges_added += self._write_exchanges(s, exchanges, steps, rows)
         now = utcnow()
         for i, e in enumerate(events):
             apply = ROW_UPDATES.get(e.type)
@@ -148,6 +156,19 @@ class Recorder:
         if event_rows:
             s.execute(insert(Event.__table__), event_rows)
         s.flush()
+        self._fence_and_update(s, run, now)
+
+    def _fence_and_update(self, s: Session, run: RunChanges, now) -> None:
+        """The batch's changes to the run row, in the UPDATE that proves this worker still holds it."""
+        values = dict(run.values)
+        if run.exchanges_added:
+            base = values.get("exchange_count", Run.exchange_count)
+            values["exchange_count"] = base + run.exchanges_added
+        res = s.execute(update(Run).where(Run.id == self.run_id, Run.worker_id == self.worker_id,
+                                          Run.status == "running")
+                        .values(heartbeat_at=now, **values).execution_options(synchronize_session=False))
+        if res.rowcount != 1:
+            raise RunLost(self.run_id)
 
     def _mark_pruned(self, s: Session) -> None:
         """Checkpoint rows whose directory the retention policy deleted (opcod_core.checkpoint) say so."""
@@ -158,22 +179,24 @@ class Recorder:
             s.execute(update(Checkpoint).where(Checkpoint.id.in_(gone)).values(pruned=True)
                       .execution_options(synchronize_session=False))
 
-    def _restart(self, s: Session, run: Run, events: list[ev.Event]) -> None:
+    def _restart(self, s: Session, run: RunChanges, events: list[ev.Event]) -> None:
         """A fresh start wipes the run's rows; a resume drops what was written after its checkpoint."""
         for e in events:
             if isinstance(e, ev.RunStartEvent):
                 self._wipe(s)
-                run.next_task, run.progress, run.summary, run.exchange_count = 0, None, None, 0
+                run.values.update(next_task=0, progress=None, summary=None, exchange_count=0)
                 if e.tasks:
-                    run.total_tasks = e.tasks
+                    run.values["total_tasks"] = e.tasks
+                self._relink_pending = True
             elif isinstance(e, ev.ResumeEvent):
                 self._cleanup_after_checkpoint(s)
-                run.next_task = e.next_task
+                run.values["next_task"] = e.next_task
+                self._relink_pending = True
 
     def _write_exchanges(self, s: Session, exchanges: list[tuple[int, ev.ExchangeEvent]], steps: dict[int, Step],
-                         rows: list[Any]) -> None:
+                         rows: list[Any]) -> int:
         """Prompt (once per item), rollout, feedback and exchange rows of a batch's exchange events, each
-        table in one bulk insert that returns the ids in order (``insert_ids``)."""
+        table in one bulk insert that returns the ids in order (``insert_ids``); the number of exchanges."""
         run_id = self.run_id
         prompts = self._ensure_prompts(s, exchanges)
         step_ids: dict[int, int] = {g: st.id for g, st in steps.items()}
@@ -182,31 +205,38 @@ class Recorder:
             step_ids.update(dict(s.execute(select(Step.global_step, Step.id).where(
                 Step.run_id == run_id, Step.global_step.in_(missing))).all()))
         events = [e for _, e in exchanges]
-        rollout_ids = insert_ids(s, Rollout, [_rollout_values(run_id, step_ids[e.global_step], prompts[e.prompt_id], e)
+        rollout_ids = insert_ids(s, Rollout, [rollout_values(run_id, step_ids[e.global_step], prompts[e.prompt_id], e)
                                               for e in events])
-        fb_values = [_feedback_values(rid, e) for rid, e in zip(rollout_ids, events, strict=True)]
+        fb_values = [feedback_values(rid, e) for rid, e in zip(rollout_ids, events, strict=True)]
         fb_new = iter(insert_ids(s, Feedback, [v for v in fb_values if v is not None]))
         fb_ids = [next(fb_new) if v is not None else None for v in fb_values]
         origin_keys = {e.origin_key for e in events if e.origin_key}
         origins = dict(s.execute(select(Exchange.key, Exchange.id).where(
             Exchange.run_id == run_id, Exchange.key.in_(origin_keys))).all()) if origin_keys else {}
-        ex_ids = insert_ids(s, Exchange, [_exchange_values(run_id, e, step_ids[e.global_step], rid, fid, origins)
+        ex_ids = insert_ids(s, Exchange, [exchange_values(run_id, e, step_ids[e.global_step], rid, fid, origins)
                                           for e, rid, fid in zip(events, rollout_ids, fb_ids, strict=True)])
         for (i, _), xid in zip(exchanges, ex_ids, strict=True):
             rows[i] = xid
-        s.execute(update(Run).where(Run.id == run_id).values(exchange_count=Run.exchange_count + len(ex_ids))
-                  .execution_options(synchronize_session=False))
         self._relink_human_work(s, {e.key: xid for e, xid in zip(events, ex_ids, strict=True)})
+        return len(ex_ids)
 
     def _relink_human_work(self, s: Session, new: dict[str, int]) -> None:
         """Overrides and replays of exchanges that a resume deleted point again at the redone exchange with
-        the same key (they were kept, ``exchange_id`` NULL, when it was deleted: migration 0005)."""
+        the same key (they were kept, ``exchange_id`` NULL, when it was deleted: migration 0005). Only
+        while such work may wait (``_relink_pending``)."""
+        if not self._relink_pending:
+            return
+        waiting_left = False
         for model in (Override, Replay):
             waiting = s.execute(select(model.id, model.exchange_key).where(
                 model.run_id == self.run_id, model.exchange_id.is_(None), model.exchange_key.in_(list(new)))).all()
             for row_id, key in waiting:
                 s.execute(update(model).where(model.id == row_id).values(exchange_id=new[key])
                           .execution_options(synchronize_session=False))
+            waiting_left = waiting_left or s.scalar(select(model.id).where(
+                model.run_id == self.run_id, model.exchange_id.is_(None), model.exchange_key.is_not(None),
+                model.exchange_key.not_in(list(new))).limit(1)) is not None
+        self._relink_pending = waiting_left
 
     def _ensure_prompts(self, s: Session, exchanges: list[tuple[int, ev.ExchangeEvent]]) -> dict[str, int]:
         """Item key -> prompt id, adding a Prompt row for each item seen for the first time."""
@@ -353,33 +383,3 @@ def insert_ids(s: Session, model, values: list[dict[str, Any]]) -> list[int]:
     if len(ids) != len(values):
         raise RuntimeError(f"{model.__tablename__}: {len(values)} rows inserted, {len(ids)} ids returned")
     return ids
-
-
-def _rollout_values(run_id: int, step_id: int, prompt_id: int, e: ev.ExchangeEvent) -> dict[str, Any]:
-    return {"run_id": run_id, "step_id": step_id, "student": e.tutee, "prompt_id": prompt_id,
-            "prompt_index": e.prompt_index, "rollout_index": e.rollout_index, "text": storable(e.rollout_text),
-            "token_ids": list(e.token_ids), "answer": storable(e.answer), "correct": e.correct}
-
-
-def _feedback_values(rollout_id: int, e: ev.ExchangeEvent) -> dict[str, Any] | None:
-    """The tutor's (or a person's) feedback on an exchange's rollout, when there is any."""
-    if e.feedback_raw is None and not e.human:
-        return None
-    return {"rollout_id": rollout_id, "tutor": e.tutor, "raw": storable(e.feedback_raw), "concept": storable(e.concept),
-            "category": e.category, "sanitised": storable(e.feedback_sanitised),
-            "redactions": storable(json_safe(e.redactions)), "used_text": storable(e.feedback_used),
-            "source": "human" if e.human else "model", "approval": e.approval}
-
-
-def _exchange_values(run_id: int, e: ev.ExchangeEvent, step_id: int, rollout_id: int, feedback_id: int | None,
-                     origins: dict[str, int]) -> dict[str, Any]:
-    ov = e.override_id
-    return {"run_id": run_id, "key": e.key, "step_id": step_id, "rollout_id": rollout_id, "feedback_id": feedback_id,
-            "round": e.round, "direction": e.direction, "global_step": e.global_step, "tutee": e.tutee,
-            "tutor": e.tutor, "domain": e.domain, "correct": e.correct, "category": e.category,
-            "human_edited": e.human, "origin_exchange_id": origins.get(e.origin_key),
-            "override_id": int(ov) if ov is not None and ov.isdigit() else None, "s_index": e.s_index,
-            "s_text": storable(e.s_text), "context_used": e.context_used, "finish_reason": e.finish_reason,
-            "skipped": e.skipped, "teacher_context": storable(e.teacher_context), "tokens": storable(e.tokens),
-            "student_logprob": e.student_logprob, "divergence": e.divergence,
-            "divergence_s_only": e.divergence_s_only, "loss": _finite(e.loss)}

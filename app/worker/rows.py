@@ -1,7 +1,8 @@
 """The database rows of the trainer's events, one short writer per event type: ``ROW_BUILDERS`` make the
-row an event adds (step, gate, eval, checkpoint; break probes as values for a bulk insert: ``break_values``), ``ROW_UPDATES`` update the row of a request
-the trainer took (override applied, replay finished, run summary). ``app.worker.recorder`` calls them in
-one fenced transaction per batch."""
+row an event adds (step, gate, eval, checkpoint; break probes and an exchange's rollout, feedback and
+exchange rows as values for bulk inserts), ``ROW_UPDATES`` update the row of a request the trainer took
+(override applied, replay finished) or note the run's own changes (``RunChanges``: summary, progress).
+``app.worker.recorder`` calls them in one fenced transaction per batch."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, Callable
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from app.models import Checkpoint, EvalResult, GateRecord, Metric, Override, Replay, Run, Step
+from app.models import Checkpoint, EvalResult, GateRecord, Metric, Override, Replay, Step
 from opcod_core import events as ev
 from opcod_core.vocabulary import OverrideStatus, ReplayStatus
 
@@ -45,6 +46,17 @@ def _finite(x: Any) -> float | None:
 
 def _checkpoint_round(after: list | None) -> int | None:
     return after[1] if after and len(after) > 1 and isinstance(after[1], int) else None
+
+
+class RunChanges:
+    """What one transaction changes on the run row (``values``: column -> value; ``exchanges_added``:
+    added to the stored exchange count), written by ``Recorder._fence_and_update``."""
+
+    def __init__(self, run_id: int) -> None:
+        self.id = run_id
+        self.values: dict[str, Any] = {}
+        self.exchanges_added = 0
+
 
 
 # --- one row per event type (the trainer's event -> its table) ------------------------------------------
@@ -84,9 +96,41 @@ ROW_BUILDERS: dict[str, Callable[[int, Any], Any]] = {
     "step": _step_row, "gate": _gate_row, "eval": _eval_row, "checkpoint": _checkpoint_row}
 
 
+# --- an exchange's rows, as values for the recorder's bulk inserts -----------------------------------------
+
+def rollout_values(run_id: int, step_id: int, prompt_id: int, e: ev.ExchangeEvent) -> dict[str, Any]:
+    return {"run_id": run_id, "step_id": step_id, "student": e.tutee, "prompt_id": prompt_id,
+            "prompt_index": e.prompt_index, "rollout_index": e.rollout_index, "text": storable(e.rollout_text),
+            "token_ids": list(e.token_ids), "answer": storable(e.answer), "correct": e.correct}
+
+
+def feedback_values(rollout_id: int, e: ev.ExchangeEvent) -> dict[str, Any] | None:
+    """The tutor's (or a person's) feedback on an exchange's rollout, when there is any."""
+    if e.feedback_raw is None and not e.human:
+        return None
+    return {"rollout_id": rollout_id, "tutor": e.tutor, "raw": storable(e.feedback_raw), "concept": storable(e.concept),
+            "category": e.category, "sanitised": storable(e.feedback_sanitised),
+            "redactions": storable(json_safe(e.redactions)), "used_text": storable(e.feedback_used),
+            "source": "human" if e.human else "model", "approval": e.approval}
+
+
+def exchange_values(run_id: int, e: ev.ExchangeEvent, step_id: int, rollout_id: int, feedback_id: int | None,
+                     origins: dict[str, int]) -> dict[str, Any]:
+    ov = e.override_id
+    return {"run_id": run_id, "key": e.key, "step_id": step_id, "rollout_id": rollout_id, "feedback_id": feedback_id,
+            "round": e.round, "direction": e.direction, "global_step": e.global_step, "tutee": e.tutee,
+            "tutor": e.tutor, "domain": e.domain, "correct": e.correct, "category": e.category,
+            "human_edited": e.human, "origin_exchange_id": origins.get(e.origin_key),
+            "override_id": int(ov) if ov is not None and ov.isdigit() else None, "s_index": e.s_index,
+            "s_text": storable(e.s_text), "context_used": e.context_used, "finish_reason": e.finish_reason,
+            "skipped": e.skipped, "teacher_context": storable(e.teacher_context), "tokens": storable(e.tokens),
+            "student_logprob": e.student_logprob, "divergence": e.divergence,
+            "divergence_s_only": e.divergence_s_only, "loss": _finite(e.loss)}
+
+
 # --- events that update rows the web side wrote (requests the trainer took) -----------------------------
 
-def _apply_override(s: Session, run: Run, e: ev.OverrideEvent, now) -> int | None:
+def _apply_override(s: Session, run: RunChanges, e: ev.OverrideEvent, now) -> int | None:
     if not e.id.isdigit():
         return None
     oid = int(e.id)
@@ -113,16 +157,16 @@ def finish_replay(s: Session, run_id: int, e: ev.ReplayEvent, now, worker_id: in
     return rid if res.rowcount == 1 else None
 
 
-def _finish_replay(s: Session, run: Run, e: ev.ReplayEvent, now) -> int | None:
+def _finish_replay(s: Session, run: RunChanges, e: ev.ReplayEvent, now) -> int | None:
     return finish_replay(s, run.id, e, now)
 
 
-def _finish(s: Session, run: Run, e: ev.FinishEvent, now) -> None:
+def _finish(s: Session, run: RunChanges, e: ev.FinishEvent, now) -> None:
     if e.summary is not None:
-        run.summary = json_safe(e.summary)
+        run.values["summary"] = json_safe(e.summary)
 
 
-ROW_UPDATES: dict[str, Callable[[Session, Run, Any, Any], int | None]] = {
+ROW_UPDATES: dict[str, Callable[[Session, RunChanges, Any, Any], int | None]] = {
     "override": _apply_override, "replay": _finish_replay, "finish": _finish}
 
 
@@ -150,7 +194,7 @@ EVENT_PAYLOADS: dict[str, Callable[[Any], dict]] = {
 }   # finish has none: the worker writes the run's status event
 
 
-def step_metrics(s: Session, run: Run, steps: dict[int, Step]) -> None:
+def step_metrics(s: Session, run: RunChanges, steps: dict[int, Step]) -> None:
     """Each step's finite metrics as Metric rows (one bulk insert), and the run's progress at its last step."""
     metric_rows = [{"run_id": run.id, "global_step": gs, "key": key[:128], "value": v}
                    for gs in sorted(steps) for key, value in (steps[gs].metrics or {}).items()
@@ -159,5 +203,5 @@ def step_metrics(s: Session, run: Run, steps: dict[int, Step]) -> None:
         s.execute(insert(Metric.__table__), metric_rows)
     if steps:
         last = steps[max(steps)]
-        run.progress = {"round": last.round, "direction": last.direction, "step": last.step,
+        run.values["progress"] = {"round": last.round, "direction": last.direction, "step": last.step,
                         "global_step": last.global_step}

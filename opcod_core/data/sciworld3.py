@@ -31,9 +31,15 @@ no harm to block. Version 3 changes the items, not the domains or the knowledge 
   domain's questions with its true facts: shown the true hints instead, a tiny student memorised the
   facts of a domain it was meant not to know (plain accuracy 0.83 on it after 3,000 steps).
 
+* **Counts restated.** A chemistry worked answer begins by restating the formula's counts: "CO2 has
+  1 C and 2 O. C has 4 and O has 6 valence electrons. 2 x 6 = 12. 4 + 12 = 16." then "Answer: 16".
+  Without it (recipe rows up to 7j of docs/results/fidelity-v3-recipe.md) a student that knew the
+  valences still misread the subscripts ("B2I3": "2 x 3 = 6. 2 x 7 = 14"): its accuracy fell from 0.82
+  on formulas with counts (1, 1) to 0.32 on (3, 3). The restatement makes each multiplication a copy
+  of adjacent tokens.
+
 Everything else is version 2's (``opcod_core.data.sciworld``): the element table, the relations, the
-worked answers ("C has 4 and O has 6 valence electrons. 2 x 6 = 12. 4 + 12 = 16." then
-"Answer: 16"), the hints, the knowledge units, and the split by group key (held-out formulas and input
+worked answers' facts and arithmetic, the hints, the knowledge units, and the split by group key (held-out formulas and input
 pairs, stratified per relation: ``sciworld_split``).
 """
 
@@ -90,11 +96,19 @@ def _chem_steps(terms: Sequence[tuple[str, int]], table=VALENCE.__getitem__) -> 
     return " ".join(steps), sum(parts)
 
 
+def _chem_counts(terms: Sequence[tuple[str, int]]) -> str:
+    """The formula's counts restated: "B2I3 has 2 B and 3 I." (a count of one is written out too)."""
+    f = formula_text(*terms[0], *(terms[1] if len(terms) > 1 else (None, 0)))
+    return f"{f} has " + " and ".join(f"{n} {el}" for el, n in terms) + "."
+
+
 def _chem_worked(terms: Sequence[tuple[str, int]], table) -> tuple[str, str, int]:
-    """(facts, worked answer, total) of a formula under a valence ``table``."""
+    """(facts, worked answer, total) of a formula under a valence ``table``. The worked answer restates
+    the counts before the facts (``_chem_counts``), so the multiplications copy a count from a few
+    tokens back instead of reading a subscript out of the question."""
     facts = _chem_facts(terms, table)
     steps, total = _chem_steps(terms, table)
-    return facts, f"{facts} {steps}", total
+    return facts, f"{_chem_counts(terms)} {facts} {steps}", total
 
 
 def _relation_worked(fact: str, op: str, x: int, y: int) -> tuple[str, int]:

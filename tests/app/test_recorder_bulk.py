@@ -75,3 +75,57 @@ def test_model_text_with_nul_characters_is_stored(db_url, tmp_path):
             assert s.get(Prompt, ro.prompt_id).question == "Q\ufffd?"
     finally:
         eng.dispose()
+
+
+def test_the_run_row_is_fenced_and_updated_once_per_transaction(db_url, tmp_path):
+    """The fence is the transaction's last statement and carries the batch's changes to the run (progress,
+    exchange count, heartbeat): while the worker holds the run they land together; once another worker
+    took it over the whole batch is rolled back (``RunLost``) and nothing of it is stored."""
+    import pytest
+    from sqlalchemy import func, update
+
+    from app.db import make_engine, session_factory, session_scope
+    from app.models import Event, Exchange, Step
+    from app.worker.claim import RunLost, register_worker
+    from app.worker.recorder import Recorder
+    from opcod_core import events as ev
+    from opcod_core.config import preset
+    from seed import _held_run, _start
+
+    def step_events(g: int, n: int) -> list:
+        pos = {"round": 1, "direction": 1, "step": g, "global_step": g, "tutee": "phys", "tutor": "chem"}
+        return [ev.ExchangeEvent(**pos, key=f"r1-d1-s{g}-p0-k{k}", domain="chemistry", prompt_id="q", question="Q?",
+                                 gold="B", rollout_text="Answer: B", token_ids=[1], answer="B", correct=True,
+                                 context_used="s", tokens=["B"], student_logprob=[-0.1], divergence=[0.1],
+                                 divergence_s_only=[0.1], loss=0.1) for k in range(n)] + [
+            ev.StepEvent(**pos, loss=0.1, metrics={})]
+
+    eng = make_engine(db_url)
+    try:
+        factory = session_factory(eng)
+        cfg = preset("tiny", {"name": "fence"})
+        run_id, worker_id = _held_run(factory, "fence", cfg)
+        rec = Recorder(factory, run_id, worker_id, out_dir=tmp_path)
+        rec.on_event(_start(cfg))
+        for e in step_events(0, 3) + step_events(1, 2):
+            rec.on_event(e)
+        with factory() as s:
+            run = s.get(Run, run_id)
+            assert run.exchange_count == 5 and run.progress["global_step"] == 1 and run.next_task == 0
+            assert s.scalar(select(func.count()).select_from(Exchange).where(Exchange.run_id == run_id)) == 5
+            events_before = s.scalar(select(func.count()).select_from(Event).where(Event.run_id == run_id))
+        other = register_worker(factory, "other")
+        with session_scope(factory) as s:   # taken over
+            s.execute(update(Run).where(Run.id == run_id).values(worker_id=other))
+        for e in step_events(2, 4)[:-1]:
+            rec.on_event(e)
+        with pytest.raises(RunLost):
+            rec.on_event(step_events(2, 4)[-1])
+        with factory() as s:
+            run = s.get(Run, run_id)
+            assert run.exchange_count == 5 and run.progress["global_step"] == 1
+            assert s.scalar(select(func.count()).select_from(Exchange).where(Exchange.run_id == run_id)) == 5
+            assert s.scalar(select(func.count()).select_from(Step).where(Step.run_id == run_id)) == 2
+            assert s.scalar(select(func.count()).select_from(Event).where(Event.run_id == run_id)) == events_before
+    finally:
+        eng.dispose()

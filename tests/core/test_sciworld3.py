@@ -54,7 +54,7 @@ def test_corrupted_hints_are_anchored_wrong_and_consistent(items):
     assert kept >= 0.95 * len(items)
     co2 = next(it for it in items if it.id == "sciworld3-chemistry-CO2")
     assert co2.meta["corrupt_hint"] == "Recall the table: C has 7 and O has 7 valence electrons."
-    assert co2.meta["corrupt_worked"] == "C has 7 and O has 7 valence electrons. 2 x 7 = 14. 7 + 14 = 21."
+    assert co2.meta["corrupt_worked"] == "CO2 has 1 C and 2 O. C has 7 and O has 7 valence electrons. 2 x 7 = 14. 7 + 14 = 21."
     assert co2.meta["corrupt_answer"] == 21
     force = next(it for it in items if it.id == "sciworld3-physics-force-3-4")
     assert force.meta["corrupt_hint"].endswith("Force = mass + acceleration.") and force.meta["corrupt_answer"] == 7
@@ -77,7 +77,7 @@ def test_random_fact_variants_compute_from_the_facts_they_state(items):
     ops = set()
     for it in items[::7]:
         hint, worked, value = random_facts(it, rng)
-        assert worked.startswith(hint.split(": ", 1)[1]) and worked.endswith(f"= {value}.")
+        assert hint.split(": ", 1)[1] in worked and worked.endswith(f"= {value}.")
         if it.domain == "chemistry":
             stated = {el: int(n) for el, n in re.findall(r"([A-Z][a-z]?) has (\d)", hint)}
             formula = re.search(r"one (\S+) unit", it.question).group(1)
@@ -162,7 +162,8 @@ def test_random_hinted_facts_never_teach_a_hinted_domain_its_facts():
         prompt = messages[-1]["content"]
         item = next(it for q, it in by_question.items() if prompt.startswith(q))
         worked = target.rsplit(" Answer: ", 1)[0]
-        facts = worked.split(". ")[0]
+        # the facts sentence (a chemistry answer first restates the formula's counts)
+        facts = next(sent for sent in worked.split(". ") if "valence" in sent or " = " in sent)
         if kind == "unhinted":
             assert "feedback" not in prompt and "solution" not in prompt
             if item.domain == "chemistry":
