@@ -1,4 +1,4 @@
-"""/api/v1 gates, evals and metric series of a run."""
+"""/api/v1 gates, evals, metric series and the tutoring-flow matrix of a run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Query
 
 from app.api.deps import get_db
 from app.schemas import EvalOut, GateOut, MetricsOut
-from app.services import SessionFactory, metrics
+from app.schemas_flows import FlowsOut
+from app.services import SessionFactory, flows, metrics
 
 router = APIRouter(tags=["metrics"])
 Db = Annotated[SessionFactory, Depends(get_db)]
@@ -30,3 +31,10 @@ def metric_series(run_id: int, db: Db, keys: list[str] | None = Query(None, max_
                   since_step: int | None = Query(None, ge=-1, le=2**31 - 1),
                   max_steps: int = Query(5000, ge=1, le=100_000)) -> MetricsOut:
     return metrics.metrics(db, run_id, metrics.parse_keys(keys), since_step, max_steps)
+
+
+@router.get("/runs/{run_id}/flows", response_model=FlowsOut,
+            summary="Tutoring-flow matrix: per tutor, tutee and domain, feedback and kept counts, break rate, "
+                    "and the tutee's accuracy change in the rounds that tutor taught it")
+def flow_matrix(run_id: int, db: Db) -> FlowsOut:
+    return flows.flows(db, run_id)

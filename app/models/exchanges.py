@@ -101,6 +101,12 @@ class Exchange(Base):
         Index("ix_exchange_run_id_correct_id", "run_id", "correct", "id"),
         Index("ix_exchange_run_id_human_edited_id", "run_id", "human_edited", "id"),
         Index("ix_exchange_run_id_tutee_id", "run_id", "tutee", "id"),
+        Index("ix_exchange_run_id_tutor_id", "run_id", "tutor", "id"),
+        # covers the tutoring-flow matrix's GROUP BY (app.services.flows): read from the index alone, in
+        # its order (929 -> 82 ms at 200,000 exchanges on SQLite; named by hand: the convention's name would
+        # pass PostgreSQL's 63-character limit)
+        Index("ix_exchange_run_id_flows", "run_id", "tutor", "tutee", "domain", "round", "category",
+              "human_edited"),
         Index("ix_exchange_step_id", "step_id"),
         Index("ix_exchange_rollout_id", "rollout_id"),
         Index("ix_exchange_feedback_id", "feedback_id"),

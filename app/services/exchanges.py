@@ -49,6 +49,7 @@ class ExchangeFilters(BaseModel):
     correct: bool | None = None
     human_edited: bool | None = None
     tutee: str | None = Field(None, max_length=100)
+    tutor: str | None = Field(None, max_length=100)
 
     @model_validator(mode="before")
     @classmethod
@@ -68,7 +69,7 @@ class ExchangeFilters(BaseModel):
 
     def clauses(self) -> list[Any]:
         out = []
-        for name in ("domain", "round", "direction", "correct", "human_edited", "tutee"):
+        for name in ("domain", "round", "direction", "correct", "human_edited", "tutee", "tutor"):
             value = getattr(self, name)
             if value is not None:
                 out.append(getattr(Exchange, name) == value)

@@ -7,6 +7,7 @@ Two contents: ``style="varied"`` (the API tests: every filterable attribute vari
 index ``i``: domain ``i % 2``, correct ``i % 3 == 0``, category ``CATEGORIES[i % 3]``, human-edited
 ``i % 5 == 4``, finish reason ``finish_of(i)``) and ``style="chemistry"`` (the pages: one realistic
 chemistry question, break probes, per-token heatmaps; ``xss=True`` puts markup in every model text).
+``seed_events`` records a test's own trainer events for any number of students (the flow matrix's tests).
 """
 
 from __future__ import annotations
@@ -100,16 +101,37 @@ def dashboard_run(db, *, name: str = "seeded", status: str = "running", steps: i
                     approval=approval, with_replay=True).ids()
 
 
-def _held_run(db, name: str, cfg) -> tuple[int, int]:
+def seed_events(db, events: list[ev.Event], *, name: str = "events", students: tuple[str, ...] = ("chem", "phys"),
+                domains: tuple[str, ...] = ("chemistry", "physics"), status: str = "finished") -> Seeded:
+    """A run of any number of ``students`` whose trainer events (after its ``run_start``) are ``events``,
+    written through the recorder. The config lists every student; student rows hold the first two (the
+    most the student table's position check allows today)."""
+    cfg = preset("tiny", {"name": name, "data": {"domains": list(domains)}})
+    config = cfg.to_dict()
+    config["students"] = [dict(config["students"][min(i, 1)], name=n) for i, n in enumerate(students)]
+    run_id, worker_id = _held_run(db, name, cfg, config=config, names=students[:2])
+    recorder = Recorder(db, run_id, worker_id, out_dir=Path(tempfile.mkdtemp(prefix=f"opcod-seed-run-{run_id}-")))
+    start = _start(cfg).model_copy(update={"config": config, "students": list(students), "domains": list(domains)})
+    for e in [start, *events]:
+        recorder.on_event(e)
+    recorder.flush()
+    with session_scope(db) as s:
+        run = s.get(Run, run_id)
+        run.status, run.worker_id = status, (worker_id if status == "running" else None)
+    return _collect(db, run_id)
+
+
+def _held_run(db, name: str, cfg, config: dict | None = None,
+              names: tuple[str, ...] = ("chem", "phys")) -> tuple[int, int]:
     """A run row as the services create it, held by a worker row (the recorder's fence checks both)."""
     worker_id = register_worker(db, f"seed-{name}")
     now = utcnow()
     with session_scope(db) as s:
-        run = Run(name=name, preset="tiny", config=cfg.to_dict(), status="running", worker_id=worker_id,
+        run = Run(name=name, preset="tiny", config=config or cfg.to_dict(), status="running", worker_id=worker_id,
                   heartbeat_at=now, total_tasks=total_tasks(cfg), started_at=now - timedelta(seconds=60),
                   created_at=now - timedelta(seconds=90))
-        run.students = [Student(position=0, name="chem", model_ref="tiny:llama", strong_domain="chemistry"),
-                        Student(position=1, name="phys", model_ref="tiny:qwen2", strong_domain="physics")]
+        run.students = [Student(position=i, name=n, model_ref=("tiny:llama", "tiny:qwen2")[i],
+                                strong_domain=cfg.students[i].strong_domain) for i, n in enumerate(names)]
         s.add(run)
         s.flush()
         return run.id, worker_id

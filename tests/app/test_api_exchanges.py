@@ -50,13 +50,18 @@ def test_every_filter(seeded_api):
     assert len(everything) == 24
     cases = [("domain", "chemistry"), ("domain", "physics"), ("round", 1), ("round", 2), ("direction", 1),
              ("direction", 2), ("category", "kept"), ("category", "empty"), ("correct", True),
-             ("correct", False), ("human_edited", True), ("human_edited", False), ("tutee", "phys")]
+             ("correct", False), ("human_edited", True), ("human_edited", False), ("tutee", "phys"),
+             ("tutor", "chem")]
     for name, value in cases:
         expected = [x["id"] for x in everything if x[name] == value]
         assert expected, (name, value)
         param = str(value).lower() if isinstance(value, bool) else value
         got, _ = page_all(client, seeded.run_id, 3, **{name: param})
         assert got == expected, (name, value)
+    got, _ = page_all(client, seeded.run_id, 2, tutor="phys", tutee="chem", domain="chemistry")
+    assert got == [x["id"] for x in everything
+                   if (x["tutor"], x["tutee"], x["domain"]) == ("phys", "chem", "chemistry")]
+    assert got and page_all(client, seeded.run_id, 2, tutor="phys", tutee="phys")[0] == []
     got, _ = page_all(client, seeded.run_id, 2, domain="physics", correct="true", round=2)
     assert got == [x["id"] for x in everything if x["domain"] == "physics" and x["correct"] and x["round"] == 2]
     assert page_all(client, seeded.run_id, 10, domain="biology")[0] == []

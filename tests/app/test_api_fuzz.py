@@ -115,12 +115,12 @@ def test_gets_never_500(fuzz_api, data):
     route = data.draw(st.sampled_from([
         ("/runs", ["status", "cursor", "limit"]),
         ("/runs/{run}/exchanges", ["domain", "round", "direction", "category", "correct", "human_edited",
-                                   "tutee", "cursor", "limit"]),
+                                   "tutee", "tutor", "cursor", "limit"]),
         ("/runs/{run}/metrics", ["keys", "since_step"]), ("/runs/{run}/gates", ["round"]),
         ("/runs/{run}/evals", ["split"]), ("/runs/{run}/approvals", ["status"]),
         ("/runs/{run}/overrides", ["status"]), ("/runs/{run}/export", ["format"]),
         ("/runs/{finished}/events", ["last_event_id"]), ("/exchanges/{exchange}", []), ("/replays/{exchange}", []),
-        ("/runs/{run}", []),
+        ("/runs/{run}", []), ("/runs/{run}/flows", []),
     ]))
     path, names = route
     path = path.replace("{finished}", str(finished.run_id))

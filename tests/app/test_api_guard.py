@@ -106,6 +106,7 @@ def test_openapi_has_every_route_of_the_design():
         ("GET", "/api/v1/replays/{replay_id}"), ("GET", "/api/v1/runs/{run_id}/events"),
         ("GET", "/api/v1/runs/{run_id}/export"), ("GET", "/api/v1/presets"), ("GET", "/healthz"),
         ("GET", "/api/v1/runs/{run_id}/approvals"), ("POST", "/api/v1/approvals/{approval_id}"),
+        ("GET", "/api/v1/runs/{run_id}/flows"),
     }
     assert expected <= paths, expected - paths
     assert "HTTPBearer" in spec["components"]["securitySchemes"]

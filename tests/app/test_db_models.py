@@ -162,9 +162,10 @@ def test_keyset_pagination_newest_first(engine, session):
     assert _page(session, run.id, None, 100, human_edited=True) == [ids[5]]
 
 
-RARE = {"domain": "biology", "round": 7, "direction": 2, "category": "empty", "correct": True, "human_edited": True}
+RARE = {"domain": "biology", "round": 7, "direction": 2, "category": "empty", "correct": True, "human_edited": True,
+        "tutor": "c"}
 COMMON = {"domain": "chemistry", "round": 1, "direction": 1, "category": "kept", "correct": False,
-          "human_edited": False}
+          "human_edited": False, "tutor": "b"}
 FILTERS = [None, *RARE]
 
 

@@ -60,7 +60,7 @@ def test_indexes_and_constraint_names_follow_the_convention(db_url):
     try:
         insp = inspect(eng)
         ex_indexes = {ix["name"] for ix in insp.get_indexes("exchange")}
-        for col in ("domain", "round", "direction", "category", "correct", "human_edited"):
+        for col in ("domain", "round", "direction", "category", "correct", "human_edited", "tutee", "tutor"):
             assert f"ix_exchange_run_id_{col}_id" in ex_indexes
         assert "ix_exchange_run_id_id" in ex_indexes
         fks = {fk["name"] for fk in insp.get_foreign_keys("exchange")}
