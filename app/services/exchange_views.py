@@ -14,7 +14,7 @@ from app.models import Approval, Checkpoint, Event, Exchange, Feedback, GateReco
 from app.services import MAX_ID, SessionFactory, keyset_page
 from app.services.exchanges import ExchangeFilters
 from app.services.reads import (PAGE_LIMIT, domains_of, exchange_row, feed_dicts, feed_query, finite,
-                                gate_dict, override_dict, run_or_404)
+                                gate_dict, override_dict, run_or_404, student_names)
 from opcod_core.dotted import get_path
 from opcod_core.vocabulary import FINAL_RUN_STATUSES
 
@@ -40,7 +40,7 @@ def exchanges_page(sf: SessionFactory, run_id: int, filters: ExchangeFilters, be
                     rows[0]["id"] if rows else 0),
                 "last_event_id": s.scalar(select(func.max(Event.id)).where(Event.run_id == run_id)) or 0,
                 "run": {"id": run.id, "name": run.name, "status": run.status, "final": run.status in FINAL_RUN_STATUSES,
-                        "domains": domains_of(run.config or {}),
+                        "domains": domains_of(run.config or {}), "students": student_names(run),
                         "rounds": get_path(run.config or {}, "schedule.rounds")}}
 
 

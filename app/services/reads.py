@@ -31,6 +31,14 @@ def domains_of(config: dict[str, Any]) -> list[str]:
     return list((config.get("data") or {}).get("domains") or [])
 
 
+def student_names(run: Run) -> list[str]:
+    """The run's student names in position order, then any other student its config lists (a run of more
+    peers than the student rows hold)."""
+    configured = [st.get("name") if isinstance(st, dict) else st for st in (run.config or {}).get("students") or []]
+    names = [st.name for st in run.students] + [n for n in configured if isinstance(n, str) and n]
+    return list(dict.fromkeys(names))
+
+
 def aware(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None

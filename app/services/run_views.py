@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from app.db import session_scope
 from app.models import Approval, Checkpoint, EvalResult, Event, Exchange, GateRecord, Override, Run, Step
 from app.services import SessionFactory, keyset_page
+from app.services.flows import flow_matrix
 from app.services.metrics import break_summary
 from app.services.reads import (FEED_LIMIT, PAGE_LIMIT, domains_of, feed_query, feed_rows, finite, gate_dict,
                                 override_dict, pareto_series, run_or_404, run_summary, step_rows)
@@ -73,6 +74,11 @@ def _part_breaks(s, run: Run) -> dict[str, Any]:
     return {"break": break_summary(s, run.id)}
 
 
+def _part_flows(s, run: Run) -> dict[str, Any]:
+    """The tutoring-flow matrix (``app.services.flows``; a few GROUP BY reads, never the exchanges)."""
+    return {"flows": flow_matrix(s, run).model_dump()}
+
+
 def _part_overrides(s, run: Run) -> dict[str, Any]:
     return {"overrides": [override_dict(o) for o in s.scalars(
         select(Override).where(Override.run_id == run.id, Override.exchange_id.is_(None),
@@ -98,11 +104,11 @@ def _part_page(s, run: Run) -> dict[str, Any]:
 # The run page's parts, and the parts each block that the page refreshes on its own reads (run.html's
 # blocks; an SSE event refreshes one block, which reads only its parts, not the whole page).
 RUN_PARTS = {"config": _part_config, "counts": _part_counts, "last_step": _part_last_step, "gates": _part_gates,
-             "pareto": _part_pareto, "breaks": _part_breaks, "overrides": _part_overrides, "feed": _part_feed,
-             "page": _part_page}
+             "pareto": _part_pareto, "breaks": _part_breaks, "flows": _part_flows, "overrides": _part_overrides,
+             "feed": _part_feed, "page": _part_page}
 RUN_BLOCK_PARTS: dict[str, tuple[str, ...]] = {
     "run_status": ("config", "counts", "last_step", "breaks"), "pareto": ("pareto",), "gates": ("gates",),
-    "breaks": ("breaks",), "overrides": ("config", "overrides"), "feed": ("counts", "feed")}
+    "breaks": ("breaks",), "flows": ("flows",), "overrides": ("config", "overrides"), "feed": ("counts", "feed")}
 
 
 def run_page(sf: SessionFactory, run_id: int, block: str | None = None) -> dict[str, Any]:

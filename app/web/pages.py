@@ -172,7 +172,8 @@ def exchanges_page(request: Request, run_id: int, query: Annotated[exchange_view
     f, before, after_id = query.filters(), query.before, query.after
     page = exchange_views.exchanges_page(db_of(request), run_id, f, before=before, after=after_id)
     ctx = {"page": page, "filters": f, "filter_query": f.query_items(), "live": not f.active() and before is None,
-           "categories": ANCHORING_CATEGORIES, "run": page["run"]}
+           "categories": ANCHORING_CATEGORIES, "run": page["run"],
+           "choices": presenters.exchange_filter_choices(page["run"], f)}
     if is_htmx(request) and after_id is not None:
         return render(request, "exchanges.html", ctx, block="new_rows")
     if is_htmx(request) and request.headers.get("HX-Target") == "more-rows":

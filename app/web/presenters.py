@@ -5,7 +5,9 @@ concept highlight are added here, under the keys the templates use; nothing here
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
+from app.services.exchanges import ExchangeFilters
 from app.services.reads import finite
 from app.web.charts import COLORS, gate_geometry, pareto_geometry, pareto_panel
 from app.web.tokens import concept_pieces, effect_values, heatmap
@@ -19,7 +21,88 @@ def run_page(page: dict[str, Any]) -> dict[str, Any]:
         out["gate_svg"] = gate_geometry(page["gates"], students)
     if "pareto_series" in page:
         out["pareto"] = pareto_geometry(page["pareto_series"], domains)
+    if "flows" in page:
+        out["flows"] = flow_matrix(page["flows"])
     return out
+
+
+# --- the tutoring-flow matrix (app.services.flows) -----------------------------------------------------------
+
+def exchanges_page_url(run_id: int, **filters: Any) -> str:
+    """The HTML exchanges page of a run with these filters (the query string its form reads back)."""
+    return f"/runs/{run_id}/exchanges?" + urlencode(ExchangeFilters(**filters).query_items())
+
+
+def signed(change: float | None) -> str:
+    """An accuracy change with its sign and two decimals ("+0.25", "-0.10", "0.00"; "–" when none)."""
+    if change is None:
+        return "–"
+    change = round(change, 2)
+    return "0.00" if change == 0 else f"{change:+.2f}"
+
+
+def rate_of(num: int, den: int, rate: float | None) -> str:
+    """A rate with its counts ("58% (7/12)"; "–" when the denominator is zero)."""
+    return "–" if rate is None or not den else f"{rate:.0%} ({num}/{den})"
+
+
+def trend(change: float | None) -> str:
+    if change is None:
+        return "none"
+    change = round(change, 2)
+    return "up" if change > 0 else "down" if change < 0 else "flat"
+
+
+def _flow_domain(run_id: int, split: str, tutor: str, tutee: str, d: dict[str, Any]) -> dict[str, Any]:
+    where = {"tutor": tutor, "tutee": tutee, "domain": d["domain"]}
+    rounds = ", ".join(str(r) for r in d["accuracy_rounds"])
+    return {
+        "domain": d["domain"], "exchanges": d["exchanges"], "feedback": d["feedback"],
+        "human_edited": d["human_edited"],
+        "url": exchanges_page_url(run_id, **where) if d["exchanges"] else None,
+        "kept_url": exchanges_page_url(run_id, **where, category="kept", human_edited=False) if d["kept"] else None,
+        "kept_text": rate_of(d["kept"], d["feedback"], d["kept_rate"]),
+        "break_text": rate_of(d["breaks"], d["opportunities"], d["break_rate"]),
+        "break_title": f"{d['breaks']} of the {d['opportunities']} probes right without the feedback turned wrong "
+                       f"with it ({d['probes']} probed)" if d["opportunities"] else
+        f"{d['probes']} probed, none right without the feedback",
+        "change_text": signed(d["accuracy_change"]), "change_class": trend(d["accuracy_change"]),
+        "change_title": f"{tutee}'s {split} accuracy on {d['domain']} after minus before each round this tutor "
+                        f"taught it (rounds {rounds}), summed" if rounds else
+        f"no {split} evaluation before and after a round this tutor taught {tutee}",
+    }
+
+
+def _flow_cell(m: dict[str, Any], tutor: str, tutee: str, cell: dict[str, Any] | None) -> dict[str, Any]:
+    """One (tutor, tutee) cell; the diagonal (a student tutoring itself) is greyed, and empty unless the
+    run really has such exchanges."""
+    domains = [_flow_domain(m["run_id"], m["split"], tutor, tutee, d) for d in (cell or {}).get("domains", [])]
+    taught = any(d["exchanges"] for d in domains)
+    css = " ".join(["flow-cell"] + (["flow-self"] if tutor == tutee else []) + ([] if taught else ["flow-empty"]))
+    return {"tutee": tutee, "self": tutor == tutee, "taught": taught, "domains": domains if taught else [],
+            "css": css}
+
+
+def flow_matrix(m: dict[str, Any]) -> dict[str, Any]:
+    """The matrix as the run page draws it: every tutor row has a cell for every student column (the
+    diagonal too), each domain entry with its display strings and its links into the exchanges page."""
+    rows = []
+    for row in m["rows"]:
+        by_tutee = {c["tutee"]: c for c in row["cells"]}
+        rows.append({"tutor": row["tutor"],
+                     "cells": [_flow_cell(m, row["tutor"], t, by_tutee.get(t)) for t in m["students"]]})
+    return {"students": m["students"], "domains": m["domains"], "split": m["split"], "rows": rows,
+            "taught": any(c["taught"] for r in rows for c in r["cells"]),
+            "unattributed_probes": m["unattributed_probes"]}
+
+
+def exchange_filter_choices(run: dict[str, Any], f: ExchangeFilters) -> dict[str, list[str]]:
+    """The exchanges page's select options: the run's domains and students, plus the current filter's
+    value when the run does not list it (a link may name one only the rows know): the form never drops it."""
+    def with_current(values: list[str], current: str | None) -> list[str]:
+        return list(values) + ([current] if current is not None and current not in values else [])
+    return {"domain": with_current(run["domains"], f.domain), "tutor": with_current(run["students"], f.tutor),
+            "tutee": with_current(run["students"], f.tutee)}
 
 
 def compare(data: dict[str, Any] | None) -> dict[str, Any] | None:

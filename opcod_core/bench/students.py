@@ -124,6 +124,43 @@ def _warm_text(w: dict) -> str:
     return f"{w.get('steps')} steps{decay}, final loss {w.get('final_loss', float('nan')):.3f}"
 
 
+def pair_gaps(rows: list[dict], tau: float = 0.2) -> list[dict]:
+    """Does the gate let each pair's cognizant tutor speak? Per build (seed, threads) and pair (A, B) of
+    ``WORLD3_PAIRS``: A knows B partly, and the gate (``opcod_core.gating``) lets A tutor iff its gap
+    Delta_A = sum over the pair's domains d of (s*_d - s^A_d) / s*_d is at most tau, with s*_d the
+    better of the two on d. The per-student build check cannot see this (it needs the other student),
+    so it is checked here, on the build check's plain validation accuracies (avg@4, not the gate's own
+    avg@8 at run time: an estimate of the decision, close to the threshold a coin flip)."""
+    from opcod_core.gating import cognizance_gap
+    from opcod_core.presets import WORLD3_NAMES, WORLD3_PAIRS
+
+    out = []
+    for b in sorted({(r["build_seed"], r["threads"]) for r in rows}):
+        mine = {r["student"]: r["measured"] for r in rows if (r["build_seed"], r["threads"]) == b}
+        for a, d in WORLD3_PAIRS:
+            na, nb = WORLD3_NAMES[a], WORLD3_NAMES[d]
+            if na not in mine or nb not in mine:
+                continue
+            scores = {na: {x: mine[na].get(x, 0.0) for x in (a, d)}, nb: {x: mine[nb].get(x, 0.0) for x in (a, d)}}
+            gap = cognizance_gap(scores)[na]
+            out.append({"build": b, "tutor": na, "tutee": nb, "domain": d, "tutor_score": scores[na][d],
+                        "best": max(scores[na][d], scores[nb][d]), "delta": gap, "opens": gap <= tau + 1e-9})
+    return out
+
+
+def gate_lines(rows: list[dict], builds: list, tau: float = 0.2) -> list[str]:
+    gaps = pair_gaps(rows, tau)
+    if not gaps:
+        return []
+    lines = ["", f"Does the gate open for each pair's cognizant tutor (Delta <= tau = {tau:g}, `pair_gaps`)?", "",
+             "| build | tutor -> tutee | domain | tutor's score | best score | Delta | gate |", "|---|---|---|---|---|---|---|"]
+    for g in gaps:
+        lines.append(f"| s{g['build'][0]} t{g['build'][1]} | {g['tutor']} -> {g['tutee']} | {g['domain']} | "
+                     f"{g['tutor_score']:.3f} | {g['best']:.3f} | {g['delta']:.3f} | "
+                     f"{'opens' if g['opens'] else 'stays shut'} |")
+    return lines
+
+
 def write_spread_report(rows: list[dict], path: Path, command: str, machine: str) -> Path:
     path = Path(path)
     builds = sorted({(r["build_seed"], r["threads"]) for r in rows})
@@ -144,6 +181,7 @@ def write_spread_report(rows: list[dict], path: Path, command: str, machine: str
             cells = [f"{mine[b]['measured'][d]:.3f}" if b in mine else "–" for b in builds]
             lines.append(f"| {name} | {d} ({role}) | [{lo:g}, {hi:g}] | " + " | ".join(cells)
                          + f" | {min(vals):.3f}–{max(vals):.3f} | {ok}/{len(vals)} |")
+    lines += gate_lines(rows, builds)
     lines += ["", "Each build's warm-up (steps run; with the converge schedule, the step its decay began; the "
               "mean loss of its last 50 steps; wall time):", ""]
     lines += [f"- {r['student']} s{r['build_seed']} t{r['threads']}: {_warm_text(r.get('warmup') or {})}, "

@@ -257,6 +257,28 @@ def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
     assert "- chem s1 t1: 1501 steps, decay from step 500, final loss 0.100, 600 s" in text
 
 
+def test_the_spread_report_says_whether_each_pairs_gate_opens(tmp_path):
+    """The gate lets A tutor B's domain iff A's gap (over the pair's two domains) is at most tau: with chem
+    at 0.93 on chemistry, elec needs 0.8 x 0.93 = 0.744 there. Checked on hand-computed gaps."""
+    from opcod_core.bench.students import pair_gaps, write_spread_report
+
+    def row(name, measured):
+        return {"student": name, "build_seed": 0, "threads": 1, "passed": True, "measured": measured,
+                "roles": {d: "strong" for d in measured}, "expect": {}, "steps": 10, "build_s": 1.0, "warmup": {}}
+    rows = [row("chem", {"chemistry": 0.93, "physics": 0.90, "electricity": 0.01}),
+            row("phys", {"physics": 0.94, "electricity": 0.88, "chemistry": 0.02}),
+            row("elec", {"electricity": 0.95, "chemistry": 0.56, "physics": 0.01})]
+    gaps = {(g["tutor"], g["tutee"]): g for g in pair_gaps(rows)}
+    assert gaps[("chem", "phys")]["delta"] == pytest.approx((0.94 - 0.90) / 0.94) and gaps[("chem", "phys")]["opens"]
+    assert gaps[("phys", "elec")]["delta"] == pytest.approx((0.95 - 0.88) / 0.95) and gaps[("phys", "elec")]["opens"]
+    assert gaps[("elec", "chem")]["delta"] == pytest.approx((0.93 - 0.56) / 0.93)
+    assert not gaps[("elec", "chem")]["opens"]
+    rows[2]["measured"]["chemistry"] = 0.75                      # 0.75 >= 0.8 x 0.93: opens
+    assert {(g["tutor"], g["opens"]) for g in pair_gaps(rows)} == {("chem", True), ("phys", True), ("elec", True)}
+    text = write_spread_report(rows, tmp_path / "s.md", "cmd", "m").read_text()
+    assert "| s0 t1 | elec -> chem | chemistry | 0.750 | 0.930 | 0.194 | opens |" in text
+
+
 @pytest.mark.slow
 def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
     from opcod_core.bench.students import build_world
