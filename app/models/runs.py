@@ -74,7 +74,7 @@ class Student(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "name"),
         UniqueConstraint("run_id", "position"),
-        CheckConstraint("position IN (0, 1)", name="position"),
+        CheckConstraint("position BETWEEN 0 AND 7", name="position"),   # 2 to 8 students (migration 0009)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

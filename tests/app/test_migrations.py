@@ -148,3 +148,48 @@ def test_stored_aggregates_revision_counts_existing_runs(db_url):
         assert after[1] == {k: (pytest.approx(v) if v is not None else None) for k, v in before[1].items()}
     finally:
         eng.dispose()
+
+
+def test_n_students_revision_keeps_two_student_runs_and_admits_eight(db_url):
+    """From the two-student schema (flows_0008) with a run and its exchanges in it, the upgrade keeps every
+    row and admits students at positions 2-7 (not 8); going back down refuses while a run has more than two
+    students, and works once it is gone."""
+    import api_seed
+    from sqlalchemy import func, select, text
+    from sqlalchemy.exc import IntegrityError
+
+    from app.db import session_factory, session_scope
+    from app.models import Exchange, Run, Student
+
+    eng = make_engine(db_url)
+    try:
+        downgrade(db_url, "flows_0008")
+        factory = session_factory(eng)
+        seeded = api_seed.seed_run(factory, steps=1, per_step=4)
+        with eng.connect() as conn:
+            with pytest.raises(IntegrityError):     # the old schema: two students at most
+                with conn.begin():
+                    conn.execute(text("INSERT INTO student (run_id, position, name, model_ref) "
+                                      "VALUES (:r, 2, 'elec', 'tiny:llama')"), {"r": seeded.run_id})
+        upgrade(db_url)
+        with factory() as s:
+            assert [st.position for st in s.scalars(select(Student).where(Student.run_id == seeded.run_id)
+                                                    .order_by(Student.position))] == [0, 1]
+            assert s.scalar(select(func.count()).select_from(Exchange)) == 4
+        with session_scope(factory) as s:
+            run = s.get(Run, seeded.run_id)
+            run.students += [Student(position=p, name=f"peer{p}", model_ref="tiny:llama") for p in range(2, 8)]
+        with pytest.raises(IntegrityError):
+            with session_scope(factory) as s:
+                s.add(Student(run_id=seeded.run_id, position=8, name="ninth", model_ref="tiny:llama"))
+        with pytest.raises(RuntimeError, match="more than two students"):
+            downgrade(db_url, "flows_0008")
+        with session_scope(factory) as s:
+            s.execute(text("DELETE FROM student WHERE position > 1"))
+        downgrade(db_url, "flows_0008")
+        upgrade(db_url)
+        with factory() as s:
+            assert s.scalar(select(func.count()).select_from(Student)) == 2
+            assert s.scalar(select(func.count()).select_from(Exchange)) == 4
+    finally:
+        eng.dispose()
