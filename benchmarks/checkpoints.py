@@ -1,10 +1,11 @@
 """Checkpoints: seconds and bytes per checkpoint, and their share of the training step's time; and the
 whole OPCoD step of the same run, phase by phase.
 
-    python benchmarks/checkpoints.py [--presets demo,tiny] [--steps N] [--threads 2] [--cache-dir DIR]
-                                     [--no-record]
+    python benchmarks/checkpoints.py [--presets demo,tiny] [--rounds R] [--steps N] [--threads 2]
+                                     [--cache-dir DIR] [--no-record]
 
-For each preset: a run of 1 round x ``--steps`` steps per direction (default: the preset's own), the
+For each preset: a run of ``--rounds`` rounds x ``--steps`` steps per direction (default: the preset's own
+schedule, so the first checkpoint's full write is spread over as many steps as in a real run), the
 preset otherwise unchanged (its ``checkpoint_every``; a checkpoint after every gate and evaluation), in a temporary directory, with every
 ``Trainer.save_checkpoint`` timed. Prints one JSON object with, per preset: the checkpoints written, the
 seconds per checkpoint (median and max), the bytes each added to the disk (files not hard-linked from an
@@ -42,7 +43,7 @@ def _files(root: Path) -> dict[tuple[int, int], int]:
     return out
 
 
-def measure_preset(preset: str, steps: int | None, cache_dir: Path, workdir: Path) -> dict:
+def measure_preset(preset: str, steps: int | None, cache_dir: Path, workdir: Path, rounds: int | None = 1) -> dict:
     from opcod_core.checkpoint import checkpoint_root
     from opcod_core.config import RunConfig
     from opcod_core.observer import CollectingObserver
@@ -51,7 +52,8 @@ def measure_preset(preset: str, steps: int | None, cache_dir: Path, workdir: Pat
 
     raw = PRESETS[preset]()
     schedule = raw.get("schedule", {})
-    raw["schedule"] = {**schedule, "rounds": 1, "steps_per_direction": steps or schedule.get("steps_per_direction", 2)}
+    raw["schedule"] = {**schedule, "rounds": rounds or schedule.get("rounds", 1),
+                       "steps_per_direction": steps or schedule.get("steps_per_direction", 2)}
     config = RunConfig.from_dict(raw)
     out = workdir / preset
     observer = CollectingObserver()
@@ -81,6 +83,7 @@ def measure_preset(preset: str, steps: int | None, cache_dir: Path, workdir: Pat
     total_ckpt, total_steps = sum(s["s"] for s in saves), sum(step_s)
     return {
         "checkpoints": len(saves), "steps": len(step_s), "checkpoint_every": config.checkpoint_every,
+        "rounds": config.schedule.rounds,
         "checkpoint_s_median": round(statistics.median(s["s"] for s in saves), 3),
         "checkpoint_s_max": round(max(s["s"] for s in saves), 3),
         "added_mb_median": round(statistics.median(s["added"] for s in saves) / 1e6, 1),
@@ -114,7 +117,8 @@ def phases(steps: list) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="demo,tiny")
-    ap.add_argument("--steps", type=int, default=None, help="steps per direction (one round; default: the preset's)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default: the preset's)")
+    ap.add_argument("--steps", type=int, default=None, help="steps per direction (default: the preset's)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--cache-dir", default=None, help="warm-up and model cache (default: the command line's)")
     ap.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
@@ -128,13 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"machine": machine(), "threads": args.threads, "presets": {}}
     with tempfile.TemporaryDirectory(prefix="opcod-bench-ckpt-") as tmp:
         for preset in args.presets.split(","):
-            result["presets"][preset] = measure_preset(preset, args.steps, cache, Path(tmp))
+            result["presets"][preset] = measure_preset(preset, args.steps, cache, Path(tmp), args.rounds)
     print(json.dumps(result))
     if not args.no_record:
         cmd = "python benchmarks/checkpoints.py " + " ".join(argv if argv is not None else sys.argv[1:])
         for preset, r in result["presets"].items():
             record("Checkpoints", cmd.strip(),
-                   f"{preset}: {r['steps']} steps, checkpoint_every {r['checkpoint_every']}, "
+                   f"{preset}: {r['rounds']} round(s), {r['steps']} steps, checkpoint_every {r['checkpoint_every']}, "
                    f"{r['checkpoints']} checkpoints, {r['checkpoint_s_median']} s each (max "
                    f"{r['checkpoint_s_max']}), {r['added_mb_median']} MB added each (max {r['added_mb_max']}; "
                    f"apparent {r['apparent_mb_max']} MB), step {r['step_s_median']} s, checkpoints "
