@@ -228,4 +228,5 @@ def peer_fields(ctx: StepContext, r: Row) -> dict:
     if route is None or not (ctx.peer_fields or route.quarantined):
         return {}
     return {"tutors": list(route.tutors), "quarantined": list(route.quarantined), "route_reason": route.reason,
-            "feedbacks": [{"tutor": t, "quarantined": t in route.quarantined, **fb} for t, fb in r.feedbacks.items()]}
+            "feedbacks": [{"tutor": t, "quarantined": t in route.quarantined, **r.feedbacks[t]}
+                          for t in route.tutors + route.quarantined if t in r.feedbacks]}
