@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from opcod_core.routing import MAX_PEERS, MIN_PEERS
 from opcod_core.student_config import Section
@@ -35,6 +35,12 @@ class RoutingConfig(Section):
                             "in the teacher context). With two peers all three are the same.")
     max_tutors: int | None = Field(None, ge=1, le=MAX_PEERS - 1, description="Mode 'all': at most this many "
                                    "tutors per question, best validation score first (None: every cognizant peer).")
+
+    @model_validator(mode="after")
+    def _cap_needs_all(self) -> "RoutingConfig":
+        if self.max_tutors is not None and self.mode != "all":
+            raise ValueError(f"max_tutors caps mode 'all' only; mode '{self.mode}' has one tutor per question")
+        return self
 
 
 class TrustConfig(Section):
