@@ -18,8 +18,8 @@ from typing import Callable, Protocol
 from opcod_core import baselines, breakrate
 from opcod_core.events import BreakEvent, ExchangeEvent
 from opcod_core.human_feedback import human_examples
-from opcod_core.step import (StepContext, build_examples, choose_siblings, exchange_key, s_only_divergence,
-                             tutor_feedback)
+from opcod_core.step import StepContext, build_examples, choose_siblings, exchange_key, s_only_divergence
+from opcod_core.step_routing import tutor_feedback
 from opcod_core.student_types import DistillExample
 
 

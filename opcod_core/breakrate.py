@@ -20,6 +20,15 @@ probed in and its baseline (``"s"`` or ``"none"``: what the teacher saw without 
 cognizance (its gap Δ ≤ τ in this round's gate) and a difficulty bin (share of the tutee's n
 rollouts on the prompt that were correct: hard < 1/3 ≤ medium < 2/3 ≤ easy), which is how the paper
 splits it.
+
+N peers (``opcod_core.step_routing``): a probe is one tutor's feedback on one rollout, attributed to that
+tutor (the event's ``tutor``) with that tutor's cognizance. The pool, in rollout order, holds for each
+correct rollout: its real teacher context when that context has feedback from one tutor (the only case
+with two peers: the probe is exactly the one it always was), or, when several tutors' feedback is joined
+in it (routing mode ``all``), one probe per tutor with the context (s, that tutor's f); then one probe per
+quarantined tutor whose shadow feedback anchoring kept, with (s, its f) and ``shadow: true``, so that a
+quarantined tutor keeps being measured (the evidence that can lift an automatic quarantine). The seeded
+sample of ``samples_per_step`` is drawn from that pool.
 """
 
 from __future__ import annotations
@@ -64,10 +73,29 @@ def step_metrics(samples: list[BreakEvent]) -> dict[str, float]:
     return m
 
 
+def probe_pool(rows) -> list[tuple]:
+    """(row, tutor, feedback or None for the real context, shadow) of every possible probe (module docstring)."""
+    pool = []
+    for r in rows:
+        if not r.correct:
+            continue
+        route = r.route
+        used_by = [t for t in route.tutors if r.feedbacks[t]["used"]] if route is not None else []
+        if r.used in ("s+f", "f"):
+            if len(used_by) > 1:
+                pool += [(r, t, r.feedbacks[t]["used"], False) for t in used_by]
+            else:
+                pool.append((r, r.tutor, None, False))
+        for t in route.quarantined if route is not None else ():
+            if r.feedbacks.get(t, {}).get("sanitised"):
+                pool.append((r, t, r.feedbacks[t]["sanitised"], True))
+    return pool
+
+
 def break_samples(ctx, rows, key_of) -> list[BreakEvent]:
     cfg = ctx.config
     want = cfg.break_rate.samples_per_step
-    pool = [r for r in rows if r.correct and r.used in ("s+f", "f")]
+    pool = probe_pool(rows)
     if not want or not pool:
         return []
     rng = random.Random(f"{cfg.seed}-break-{ctx.global_step}")
@@ -75,26 +103,40 @@ def break_samples(ctx, rows, key_of) -> list[BreakEvent]:
     frac = {}
     for r in rows:
         frac.setdefault(r.p, []).append(r.correct)
-    with_f, without_f, baselines = [], [], []
-    for r in chosen:
-        it = r.item
-        with_f.append(r.example.teacher_prefix)
-        base = teacher_context(cfg.context_mode, it.question, list(it.labels), list(it.choices), it.answer_type,
-                               r.s_text, None)
+    with_f, contexts, without_f, baselines = [], [], [], []
+    for r, _tutor, feedback, _shadow in chosen:
+        prefix, used = _with_f(ctx, r, feedback)
+        with_f.append(prefix)
+        contexts.append(used)
+        base = _context(ctx, r, None)
         without_f.append(ctx.tutee.render(base.messages))
         baselines.append(base.used)
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.rollout.max_new_tokens,
                             stop=tuple(cfg.rollout.stop))
     outs = ctx.tutee.sample(with_f + without_f, params)
-    gate = ctx.tutor_gate
-    cognizant = bool(gate is not None and gate.delta <= gate.tau + 1e-9)
     events = []
-    for i, (r, baseline) in enumerate(zip(chosen, baselines, strict=True)):
+    for i, ((r, tutor, _f, shadow), context, baseline) in enumerate(zip(chosen, contexts, baselines, strict=True)):
         ok_f = bool(is_correct(r.item, outs[i][0].text)[1])
         ok_base = bool(is_correct(r.item, outs[len(chosen) + i][0].text)[1])
         fc = frac[r.p]
-        events.append(BreakEvent(**ctx.position, exchange_key=key_of(r), domain=r.item.domain,
-                                 tutor_cognizant=cognizant, difficulty=difficulty_bin(sum(fc) / len(fc)),
-                                 context=r.used, baseline=baseline, correct_with_f=ok_f, correct_without_f=ok_base,
-                                 eligible=ok_base, broken=ok_base and not ok_f))
+        gate = ctx.gates.get(tutor) if ctx.gates else ctx.tutor_gate
+        events.append(BreakEvent(**{**ctx.position, "tutor": tutor}, exchange_key=key_of(r), domain=r.item.domain,
+                                 tutor_cognizant=bool(gate is not None and gate.delta <= gate.tau + 1e-9),
+                                 difficulty=difficulty_bin(sum(fc) / len(fc)), context=context,
+                                 baseline=baseline, correct_with_f=ok_f, correct_without_f=ok_base,
+                                 eligible=ok_base, broken=ok_base and not ok_f, shadow=True if shadow else None))
     return events
+
+
+def _context(ctx, r, feedback):
+    it = r.item
+    return teacher_context(ctx.config.context_mode, it.question, list(it.labels), list(it.choices), it.answer_type,
+                           r.s_text, feedback)
+
+
+def _with_f(ctx, r, feedback) -> tuple[list[int], str]:
+    """The probe's teacher prompt with f and what it holds: the real one (``feedback`` None), or (s, feedback)."""
+    if feedback is None:
+        return r.example.teacher_prefix, r.used
+    tc = _context(ctx, r, feedback)
+    return ctx.tutee.render(tc.messages), tc.used

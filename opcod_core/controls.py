@@ -14,13 +14,14 @@ from typing import Any, Literal, Protocol
 
 from opcod_core.events import ExchangeEvent
 
-RunOverrideKind = Literal["force_tutor", "mute_tutor", "clear_tutor", "set_tau", "set_mode"]
+RunOverrideKind = Literal["force_tutor", "mute_tutor", "clear_tutor", "set_tau", "set_mode", "quarantine", "lift"]
 ExchangeOverrideKind = Literal["edit", "reject", "approve"]
 
 
 @dataclass(frozen=True)
 class RunOverride:
-    """Run-level: force or mute a student as tutor (``student``), clear that, change tau or gating mode."""
+    """Run-level: force or mute a student as tutor (``student``), clear that, change tau or gating mode, or
+    quarantine or lift a tutor (``student``; ``value``: an optional reason, ``opcod_core.trust_run``)."""
 
     id: str
     kind: RunOverrideKind

@@ -7,27 +7,39 @@ pydantic model here, so a field is named once, validated where the event is made
 attribute everywhere else. ``to_dict()`` is the JSON object a line of ``events.jsonl`` holds (every
 field, ``type`` first); ``parse_event`` reads one back.
 
-Types: ``run_start``, ``resume``, ``gate``, ``exchange``, ``step``, ``eval``, ``break``, ``checkpoint``,
-``override``, ``replay``, ``finish``. Step-level events carry the trainer's position (``Position``: round,
-direction, step within the direction, global step, tutee and tutor names).
+Types: ``run_start``, ``resume``, ``gate``, ``exchange``, ``step``, ``eval``, ``break``, ``trust``,
+``checkpoint``, ``override``, ``replay``, ``finish``. Step-level events carry the trainer's position
+(``Position``: round, direction, step within the direction, global step, tutee and tutor names).
+
+Fields added for N peers (``PEER_FIELDS``: an exchange's tutors, quarantined tutors and every tutor's
+feedback, a step's tutors, a probe made on quarantined feedback) default to None and are left out of
+``to_dict()`` while None: the trainer sets them when the run has more than two peers or a quarantine
+touches the event, so a two-peer run without quarantine writes exactly the lines it wrote before they
+existed (``parse_event`` reads a line without them back as None).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from opcod_core.gating import GateRecord
 
 
+#: Fields written only when set (module docstring).
+PEER_FIELDS: frozenset[str] = frozenset({"tutors", "quarantined", "feedbacks", "route_reason", "shadow"})
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    _optional: ClassVar[frozenset[str]] = PEER_FIELDS
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of this event, ``type`` first (floats as they are: NaN stays NaN, as ``json.dumps``
-        writes it; tuples as lists)."""
-        return json_ready({"type": getattr(self, "type"), **self.model_dump()})
+        writes it; tuples as lists); a ``PEER_FIELDS`` field only when it is not None."""
+        unset = {f for f in self._optional if f in type(self).model_fields and getattr(self, f) is None}
+        return json_ready({"type": getattr(self, "type"), **self.model_dump(exclude=unset or None)})
 
 
 def json_ready(value: Any) -> Any:
@@ -118,6 +130,13 @@ class ExchangeEvent(Position):
     loss: float | None = None
     origin_key: str | None = None
     override_id: str | None = None
+    # N peers (PEER_FIELDS): the tutors whose feedback the teacher context used, best first; the quarantined
+    # ones that wrote in the shadow; one record per tutor that wrote (``opcod_core.peers.feedback_record``);
+    # why the question went to them (``opcod_core.routing.Route.reason``)
+    tutors: list[str] | None = None
+    quarantined: list[str] | None = None
+    feedbacks: list[dict[str, Any]] | None = None
+    route_reason: str | None = None
 
     @property
     def answer_type(self) -> Literal["mcq", "numeric"]:
@@ -132,6 +151,7 @@ class StepEvent(Position):
     type: Literal["step"] = "step"
     loss: float
     metrics: dict[str, Any]
+    tutors: list[str] | None = None     # N peers: every tutor whose feedback this step used (peer order)
 
 
 class EvalEvent(_Event):
@@ -159,6 +179,23 @@ class BreakEvent(Position):
     correct_without_f: bool
     eligible: bool
     broken: bool
+    shadow: bool | None = None          # the probed feedback is a quarantined tutor's (never used in training)
+
+
+class TrustEvent(_Event):
+    """A tutor quarantined or lifted (``opcod_core.trust.TrustChange``): automatically, from the break probes
+    (``source: auto``), or by a person's run-level override (``source: human``, ``override_id``). ``step`` is
+    the global step from which the change holds."""
+
+    type: Literal["trust"] = "trust"
+    tutor: str
+    action: Literal["quarantine", "lift"]
+    source: Literal["auto", "human"]
+    step: int
+    round: int
+    reason: str
+    domain: str | None = None
+    override_id: str | None = None
 
 
 class CheckpointEvent(_Event):
@@ -204,10 +241,11 @@ class FinishEvent(_Event):
 
 
 Event = Annotated[Union[RunStartEvent, ResumeEvent, GateEvent, ExchangeEvent, StepEvent, EvalEvent, BreakEvent,
-                        CheckpointEvent, OverrideEvent, ReplayEvent, FinishEvent], Field(discriminator="type")]
+                        TrustEvent, CheckpointEvent, OverrideEvent, ReplayEvent, FinishEvent],
+                  Field(discriminator="type")]
 EVENT_TYPES: dict[str, type[_Event]] = {
     m.model_fields["type"].default: m
-    for m in (RunStartEvent, ResumeEvent, GateEvent, ExchangeEvent, StepEvent, EvalEvent, BreakEvent,
+    for m in (RunStartEvent, ResumeEvent, GateEvent, ExchangeEvent, StepEvent, EvalEvent, BreakEvent, TrustEvent,
               CheckpointEvent, OverrideEvent, ReplayEvent, FinishEvent)}
 _ADAPTER: TypeAdapter = TypeAdapter(Event)
 

@@ -42,7 +42,7 @@ _KEPT = {"domain", "prompt_id", "question", "choices", "labels", "gold", "rollou
 def human_event(ctx: StepContext, ex: ExchangeEvent, example: DistillExample, res) -> ExchangeEvent:
     """The exchange event of a human-feedback example, keyed by the step and the override."""
     return ExchangeEvent(
-        **ex.model_dump(include=_KEPT), **ctx.position,
+        **ex.model_dump(include=_KEPT), **{**ctx.position, "tutor": ex.tutor},
         key=f"r{ctx.round}-d{ctx.direction}-s{ctx.step}-human-{ex.override_id}", category="kept",
         feedback_sanitised=ex.feedback_used, feedback_used=ex.feedback_used, feedback_source="human",
         approval="edit", origin_key=ex.key, override_id=ex.override_id,

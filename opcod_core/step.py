@@ -12,10 +12,11 @@
    (``opcod_core.thinking``), and that is what the teacher context and the exchange show. In context
    mode ``f`` the teacher never sees s, so none is drawn: an exchange's ``s_index``/``s_text`` are
    always the s its teacher saw (None when it saw none), never a sibling that was chosen and then left out;
-5. when U is gated in (and the mode allows the prompt's domain) U writes anchored feedback on every
-   rollout; only ``kept`` feedback is used, sanitised (in manual approval mode a human decides:
-   ``tutor.approval: manual`` or the *live* gating mode ``manual``, which a run-level override can
-   switch at any step, carried here as ``StepContext.gating_mode``);
+5. each prompt is routed to its tutor(s) among the cognizant peers (``opcod_core.step_routing``: with
+   two peers, U when it is gated in and the mode allows the prompt's domain), which write anchored
+   feedback on each of its rollouts; only ``kept`` feedback is used, sanitised (in manual approval mode a
+   human decides: ``tutor.approval: manual`` or the *live* gating mode ``manual``, which a run-level
+   override can switch at any step, carried here as ``StepContext.gating_mode``);
 6. the self-teacher context is (question, s, f) for T's own weights; 7. the loss is the per-token
    divergence over y's tokens, averaged over tokens then over the rollouts that have a teacher
    context (rollouts with neither s nor f have teacher = student: skipped and counted);
@@ -32,14 +33,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from opcod_core.anchoring import classify_feedback, render_tutor_messages
-from opcod_core.controls import ApprovalRequest
 from opcod_core.data.answers import is_correct
 from opcod_core.data.types import Item
 from opcod_core.events import ExchangeEvent
-from opcod_core.gating import GateRecord, tutor_allowed
+from opcod_core.gating import GateRecord
 from opcod_core.generation.base import SamplingParams
-from opcod_core.prompts import format_choices, rollout_messages, teacher_context
+from opcod_core.prompts import rollout_messages, teacher_context
+from opcod_core.routing import Route
 from opcod_core.student_types import DistillExample
 from opcod_core.thinking import strip_think
 
@@ -69,11 +69,23 @@ class StepContext:
     controls: Controls
     template: TutorTemplate
     gating_mode: str          # the live gating mode (a run-level override may have changed the config's)
+    # N peers (opcod_core.step_routing): every student by name in the fixed order, this round's gate records
+    # and validation scores, the tutors in quarantine
+    peers: dict = field(default_factory=dict)
+    gates: dict[str, GateRecord | None] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    quarantined: frozenset[str] = frozenset()
 
     @property
     def position(self) -> dict:
+        """Where the step is; ``tutor`` is the step's tutor (with two peers: the other one)."""
         return {"round": self.round, "direction": self.direction, "step": self.step,
                 "global_step": self.global_step, "tutee": self.tutee.name, "tutor": self.tutor.name}
+
+    @property
+    def peer_fields(self) -> bool:
+        """Whether events carry the N-peer fields (``opcod_core.events.PEER_FIELDS``): more than two peers."""
+        return len(self.peers) > 2
 
 
 @dataclass
@@ -91,8 +103,12 @@ class Row:
     finish_reason: str = "length"  # eos | stop | length (generation.base.Completion)
     s_index: int | None = None
     s_text: str | None = None
-    feedback: dict = field(default_factory=dict)
+    feedback: dict = field(default_factory=dict)      # the feedback of ``tutor`` (the exchange's tutor)
     used: str = "none"
+    route: Route | None = None                        # who tutors this rollout's question (step_routing)
+    tutor: str | None = None                          # the exchange's tutor; None: the step's
+    feedbacks: dict[str, dict] = field(default_factory=dict)   # every tutor that wrote -> its feedback
+    feedback_text: str | None = None                  # what the teacher context gets as f (step_routing)
     example: DistillExample | None = None
     s_only_div: list[float] | None = None
 
@@ -142,61 +158,12 @@ def choose_siblings(ctx: StepContext, rows: list[Row]) -> None:
                 r.s_index, r.s_text = pick.k, strip_think(pick.text)  # s is the answer, not the reasoning
 
 
-def tutor_feedback(ctx: StepContext, rows: list[Row]) -> float:
-    """Fills ``row.feedback`` for rows the tutor may comment on; returns the time spent."""
-    cfg = ctx.config
-    gate = ctx.tutor_gate
-    if cfg.context_mode == "s" or gate is None or gate.decision != "tutor":
-        return 0.0
-    targets = [r for r in rows if tutor_allowed(gate, r.item.domain)]
-    if not targets:
-        return 0.0
-    t0 = time.perf_counter()
-    prompts, prefill = [], ctx.template.prefill
-    for r in targets:
-        messages, prefill = render_tutor_messages(
-            ctx.template, r.item.question, format_choices(list(r.item.labels), list(r.item.choices)), r.text,
-            gold=r.item.gold if ctx.template.show_gold else None)
-        prompts.append(ctx.tutor.render(messages, prefill=prefill))
-    params = SamplingParams(n=1, temperature=cfg.tutor.temperature, max_new_tokens=cfg.tutor.max_new_tokens,
-                            stop=tuple(cfg.tutor.stop), seed=derive_seed(cfg.seed, ctx.global_step, "tutor"))
-    outs = ctx.tutor.sample(prompts, params)
-    for r, comps in zip(targets, outs, strict=True):
-        raw = prefill + comps[0].text
-        v = classify_feedback(raw, r.item.question, gold=r.item.gold, choices=list(r.item.choices),
-                              labels=list(r.item.labels))
-        r.feedback = {"raw": raw, "concept": v.concept, "category": v.category, "sanitised": v.sanitised,
-                      "redactions": [x.__dict__ for x in v.redactions], "used": v.sanitised,
-                      "source": "model", "approval": None}
-    _apply_manual_approval(ctx, targets)
-    return time.perf_counter() - t0
-
-
-def _apply_manual_approval(ctx: StepContext, rows: list[Row]) -> None:
-    cfg = ctx.config
-    if cfg.tutor.approval != "manual" and ctx.gating_mode != "manual":
-        return
-    kept = [r for r in rows if r.feedback.get("category") == "kept"]
-    if not kept:
-        return
-    pending = [ApprovalRequest(exchange_id=exchange_key(ctx, r), exchange=exchange_event(ctx, r, None, None))
-               for r in kept]
-    decisions = ctx.controls.decide(pending, cfg.tutor.approval_timeout_s, cfg.tutor.approval_default)
-    for r, req in zip(kept, pending, strict=True):
-        kind, text = decisions.get(req.exchange_id, (cfg.tutor.approval_default, None))
-        r.feedback["approval"] = kind
-        if kind == "reject":
-            r.feedback["used"] = None
-        elif kind == "edit" and text:
-            r.feedback["used"], r.feedback["source"] = text, "human"
-
-
 def build_examples(ctx: StepContext, rows: list[Row]) -> None:
     mode = ctx.config.context_mode
     for r in rows:
         it = r.item
         tc = teacher_context(mode, it.question, list(it.labels), list(it.choices), it.answer_type,
-                             r.s_text, r.feedback.get("used"))
+                             r.s_text, r.feedback_text)
         r.used = tc.used
         if tc.solution is None:      # an exchange shows only the s its teacher saw
             r.s_index = r.s_text = None
@@ -236,7 +203,7 @@ def exchange_event(ctx: StepContext, r: Row, result, teacher_context: str | None
     else:
         div_s = [0.0] * n
     return ExchangeEvent(
-        key=exchange_key(ctx, r), **ctx.position,
+        key=exchange_key(ctx, r), **{**ctx.position, "tutor": r.tutor or ctx.tutor.name},
         domain=it.domain, prompt_id=it.id, question=it.question,
         choices=list(it.choices), labels=list(it.labels), gold=it.gold,
         prompt_index=r.p, rollout_index=r.k,
@@ -245,10 +212,21 @@ def exchange_event(ctx: StepContext, r: Row, result, teacher_context: str | None
         s_index=r.s_index, s_text=r.s_text,
         feedback_raw=fb.get("raw"), concept=fb.get("concept"), category=fb.get("category"),
         feedback_sanitised=fb.get("sanitised"), redactions=fb.get("redactions", []),
-        feedback_used=fb.get("used") if r.used in ("s+f", "f") else None,
+        feedback_used=r.feedback_text if r.used in ("s+f", "f") else None,
         feedback_source=fb.get("source"), approval=fb.get("approval"),
         context_used=r.used, skipped=r.used == "none", teacher_context=teacher_context,
         tokens=ctx.tutee.token_strings(r.token_ids), divergence=divergence,
         divergence_s_only=div_s, student_logprob=result.student_logprob if result else None,
-        loss=result.loss if result else 0.0,
+        loss=result.loss if result else 0.0, **peer_fields(ctx, r),
     )
+
+
+def peer_fields(ctx: StepContext, r: Row) -> dict:
+    """The exchange's N-peer fields (``events.PEER_FIELDS``): written with more than two peers, or when a
+    quarantined tutor wrote on this rollout; else none (a two-peer exchange as it always was)."""
+    route = r.route
+    if route is None or not (ctx.peer_fields or route.quarantined):
+        return {}
+    return {"tutors": list(route.tutors), "quarantined": list(route.quarantined), "route_reason": route.reason,
+            "feedbacks": [{"tutor": t, "quarantined": t in route.quarantined, **r.feedbacks[t]}
+                          for t in route.tutors + route.quarantined if t in r.feedbacks]}

@@ -19,9 +19,10 @@ def step_metrics(ctx: StepContext, rows: list[Row], out, breaks: list[BreakEvent
                  t_train: float, t_step: float, n_tokens: int) -> dict[str, float]:
     cats: dict[str, int] = {}
     for r in rows:
-        c = r.feedback.get("category")
-        if c:
-            cats[c] = cats.get(c, 0) + 1
+        for fb in r.feedbacks.values() or [r.feedback]:   # every tutor's feedback (N peers: several)
+            c = fb.get("category")
+            if c:
+                cats[c] = cats.get(c, 0) + 1
     n_fb = sum(cats.values())
     used: dict[str, int] = {}
     for r in rows:

@@ -1,10 +1,14 @@
 """The OPCoD trainer: rounds, directions, steps, evaluation, checkpoints and controls.
 
-The maths (DESIGN section 2). Students π¹, π²; domains A, B. For round r = 1..R:
+The maths (DESIGN section 2). Students π¹..πᴺ (the paper: N = 2; here 2 to 8); domains d (the paper:
+A, B; here 2 to 8). For round r = 1..R:
 
 * Gate: avg@k accuracy sⁱ_d of each student on the validation split of each domain;
   s*_d = maxᵢ sⁱ_d; cognizance gap Δᵢ = Σ_d (s*_d − sⁱ_d) / s*_d; student i may tutor iff Δᵢ ≤ τ.
-* Direction 1 (π¹ tutee, π² tutor) for K steps, then direction 2 (roles swapped) for K steps.
+* Direction 1 (π¹ tutee) for K steps, then direction 2 (π² tutee), ..., direction N: one direction per
+  student as tutee, in a fixed order (``opcod_core.tasks``). With two students the tutor of a direction
+  is the other one; with N each question is routed to the cognizant peer with the best validation
+  score on its domain (or round robin, or all of them: ``opcod_core.step_routing`` has every rule).
   Only the tutee's weights change.
 * One step (``opcod_core.step``): on-policy rollouts y ~ π_T(·|x); correct sibling s; anchored
   feedback f from the tutor; self-teacher context c = (x, s, f) under stop-gradient;
@@ -14,9 +18,9 @@ The maths (DESIGN section 2). Students π¹, π²; domains A, B. For round r = 1
   A student Pareto-improves when no domain falls below its initial score and one rises.
 
 Choices the paper leaves open, made here (and configurable where it matters):
-* Data order: one stream over the union of both domains' train splits, shuffled per epoch with
+* Data order: one stream over the union of every domain's train split, shuffled per epoch with
   ``Random(f"{seed}-data-{epoch}")``; step g takes prompts [g·B, (g+1)·B) of the stream, whatever the
-  direction, so the two tutees see different prompts.
+  direction, so the tutees see different prompts.
 * The correct sibling s: uniform over the tutee's *other* correct rollouts of the same prompt.
 * The loss averages over rollouts that have a teacher context (skipped ones are counted in
   ``train/skipped``, not in the denominator); tokens of a rollout are averaged first (1/|y|).
@@ -31,12 +35,15 @@ Choices the paper leaves open, made here (and configurable where it matters):
   student uses the same sampling seed (``Random(f"{seed}-eval-{student index}")``), and so does every
   gate evaluation (``f"{seed}-gate-{student index}"``): unchanged weights give identical scores, and
   a change between rounds is not a fresh draw of sampling noise.
-* Direction order: direction 1 then direction 2 in every round (the paper's order), unless
-  ``schedule.tutor_first`` is set: then, when this round's gate lets exactly one student tutor, the
-  direction in which that student tutors runs first (the ``direction`` of steps and exchanges still
-  names who is tutee: 1 = student 1). The order is decided once, right after the gate, and
-  checkpointed; an override later in the round does not reorder it. Off by default; the demo preset
-  uses it so that its first minutes show tutoring whichever student its (noisy) gate silences.
+* Direction order: directions 1, 2, ..., N in every round (the paper's order), unless
+  ``schedule.tutor_first`` is set: then the directions whose tutee has a peer this round's gate lets
+  tutor run first (``routing.round_tutees``; two students: when exactly one may tutor, the direction in
+  which it tutors runs first). The ``direction`` of steps and exchanges still names who is tutee
+  (d = student d). The order is decided once, right after the gate, and checkpointed; an override
+  later in the round does not reorder it. Off by default; the demo preset uses it so that its first
+  minutes show tutoring whichever student its (noisy) gate silences.
+* Tutor trust: every tutor's break rate per domain with a Wilson interval, and (``trust.auto_quarantine``
+  or a person) the quarantine of tutors that break too often: ``opcod_core.trust_run``.
 * Break rate = P(wrong with f | right without f) with its counts (``opcod_core.breakrate``); the
   "without f" teacher is the real teacher context minus f (in context mode f: the bare question).
 * Context mode f: no correct sibling is drawn, since the teacher never sees one (``opcod_core.step``).
@@ -90,11 +97,11 @@ Choices the paper leaves open, made here (and configurable where it matters):
   and ``rollout/mean_length`` (scored tokens, EOS included when scored): the signs of a policy
   that stops drifting or loses the answer format.
 
-Exact resume: the run is a fixed list of tasks (initial eval; per round: gate, the 2K steps, eval).
+Exact resume: the run is a fixed list of tasks (initial eval; per round: gate, the N·K steps, eval).
 A checkpoint stores the next task index and the few pieces of state that are not a pure function of
 (seed, position) — weights, optimizer states and update counts (the lr schedule), initial weights
 and EMA teachers, gate records and their standard errors, the round's direction order, evaluations,
-pending human exchanges —
+pending human exchanges, tutor trust —
 so an interrupted run resumed from its last checkpoint replays exactly what an uninterrupted run does.
 """
 
@@ -102,11 +109,11 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from opcod_core import baselines, checkpoint
+from opcod_core import baselines
 from opcod_core import events as ev
 from opcod_core.apply_controls import apply_controls
 from opcod_core.build import tutor_template
@@ -120,10 +127,14 @@ from opcod_core.evaluation import EvalScore, evaluate_domains
 from opcod_core.gating import GapUncertainty, GateRecord, decide_gates, gap_uncertainty
 from opcod_core.human_feedback import human_event
 from opcod_core.observer import NullObserver, Observer
+from opcod_core.routing import direction_numbers, round_tutees
 from opcod_core.step import StepContext, exchange_event, sample_rollouts
 from opcod_core.step_metrics import step_metrics
+from opcod_core.step_routing import default_tutor, step_tutor, step_tutors
 from opcod_core.algorithms import ALGORITHMS
-from opcod_core.tasks import task_list
+from opcod_core import tasks
+from opcod_core.trainer_checkpoint import CheckpointMixin
+from opcod_core.trust_run import initial_trust, observe_step, restore_trust, trust_summary
 from opcod_core.vocabulary import pareto_improved
 
 
@@ -141,7 +152,7 @@ def data_spec(config: RunConfig) -> DataSpec:
                     max_items_per_domain=d.max_items_per_domain)
 
 
-class Trainer:
+class Trainer(CheckpointMixin):
     def __init__(self, config: RunConfig, out_dir: str | Path, observer: Observer | None = None,
                  controls: Controls | None = None, cache_dir: str | Path | None = None,
                  aliases: dict[str, str] | None = None, data: SplitDataset | None = None,
@@ -179,21 +190,23 @@ class Trainer:
         self.forced: dict[str, str] = {}
         self.evals: dict[str, dict[str, dict[str, float]]] = {}   # round -> student -> domain -> acc
         self.pending_human: dict[str, list[dict]] = {n: [] for n in self.names}
+        self.trust = initial_trust(config)              # tutor break counts and quarantines (trust_run)
+        self._trust_state: dict | None = None           # the checkpoint's, re-applied after the resume event
         self.events_written = 0
         self.last_checkpoint: Path | None = None   # written or resumed from by this trainer (hard links)
 
     # --- the fixed task list ---------------------------------------------------------------------
     def _task_list(self) -> list[tuple]:
-        return task_list(self.config.schedule.rounds, self.config.schedule.steps_per_direction)
+        sc = self.config.schedule
+        return tasks.task_list(sc.rounds, sc.steps_per_direction, len(self.config.students))
 
     def global_step(self, r: int, slot: int, k: int) -> int:
-        """Position of step k of the ``slot``-th direction (1 or 2) to run in round r."""
-        K = self.config.schedule.steps_per_direction
-        return (r - 1) * 2 * K + (slot - 1) * K + k
+        """Position of step k of the ``slot``-th direction (1 to N) to run in round r (``opcod_core.tasks``)."""
+        return tasks.global_step(r, slot, k, self.config.schedule.steps_per_direction, len(self.names))
 
     def direction_of(self, r: int, slot: int) -> int:
-        """The direction (1: student 1 is tutee) that runs ``slot``-th in round r."""
-        return self.orders.get(str(r), [1, 2])[slot - 1]
+        """The direction (d: student d is tutee) that runs ``slot``-th in round r."""
+        return self.orders.get(str(r), list(range(1, len(self.names) + 1)))[slot - 1]
 
     # --- events ----------------------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
@@ -251,11 +264,10 @@ class Trainer:
         self.orders[str(r)] = self._direction_order()
 
     def _direction_order(self) -> list[int]:
-        """[1, 2], or [2, 1] when ``schedule.tutor_first`` and only student 1 may tutor (module docstring)."""
-        if not self.config.schedule.tutor_first:
-            return [1, 2]
-        tutors = [self.gates[n]["decision"] == "tutor" for n in self.names]
-        return [2, 1] if tutors == [True, False] else [1, 2]
+        """Directions in fixed order, or with ``schedule.tutor_first`` those whose tutee has a peer that may
+        tutor first (``routing.round_tutees``; two students: [2, 1] when only student 1 may tutor)."""
+        may_tutor = {n for n in self.names if self.gates[n]["decision"] == "tutor"}
+        return direction_numbers(self.names, round_tutees(self.names, may_tutor, self.config.schedule.tutor_first))
 
     def _decide(self, r: int, source_note: str | None = None) -> None:
         strong = {s.name: s.strong_domain for s in self.config.students}
@@ -280,19 +292,30 @@ class Trainer:
         return apply_controls(self, r, slot, k)
 
     # --- one step -------------------------------------------------------------------------------------
+    def step_context(self, r: int, slot: int, k: int) -> StepContext:
+        """The step's context: its tutee (direction d: student d), the default tutor (``step_routing``),
+        every peer with its gate record, this round's validation scores and the quarantined tutors."""
+        d = self.direction_of(r, slot)
+        tutee_name = self.names[d - 1]
+        tutor_name = default_tutor(self.names, tutee_name)
+        g = self.global_step(r, slot, k)
+        return StepContext(self.config, r, d, k, g, self.students[tutee_name], self.students[tutor_name],
+                           self.gate_record(tutor_name), self.batch_for(g), self.controls, self.template,
+                           gating_mode=self.mode, peers={n: self.students[n] for n in self.names},
+                           gates={n: self.gate_record(n) for n in self.names}, scores=self.round_scores,
+                           quarantined=self.trust.quarantined())
+
     def task_step(self, r: int, slot: int, k: int) -> None:
         cfg = self.config
-        d = self.direction_of(r, slot)
-        tutee_name, tutor_name = (self.names[0], self.names[1]) if d == 1 else (self.names[1], self.names[0])
-        g = self.global_step(r, slot, k)
-        ctx = StepContext(cfg, r, d, k, g, self.students[tutee_name], self.students[tutor_name],
-                          self.gate_record(tutor_name), self.batch_for(g), self.controls, self.template,
-                          gating_mode=self.mode)
+        ctx = self.step_context(r, slot, k)
         t0 = time.perf_counter()
         sync0 = ctx.tutee.sync_seconds()
         rows, t_rollout, n_tokens = sample_rollouts(ctx)
         up = ALGORITHMS[cfg.algorithm](self, ctx, rows)
         out, human, breaks, t_feedback, t_train = up.out, up.human, up.breaks, up.t_feedback, up.t_train
+        main = step_tutor(ctx, rows)
+        if main != ctx.tutor.name:   # N peers: the step names the tutor it used most (step_routing)
+            ctx = replace(ctx, tutor=self.students[main], tutor_gate=self.gate_record(main))
         for row, res in zip(rows, out.results[:len(rows)], strict=True):
             tc = ctx.tutee.decode(row.example.teacher_prefix) if row.example and row.example.teacher_prefix else None
             self.emit(exchange_event(ctx, row, res, tc))
@@ -305,7 +328,8 @@ class Trainer:
         sync1 = ctx.tutee.sync_seconds()
         if sync1 is not None and sync0 is not None:
             metrics["time/weight_sync"] = sync1 - sync0   # the previous update's sync, paid before this rollout
-        self.emit(ev.StepEvent(**ctx.position, loss=out.loss, metrics=metrics))
+        self.emit(ev.StepEvent(**ctx.position, loss=out.loss, metrics=metrics, tutors=step_tutors(ctx, rows)))
+        observe_step(self, breaks, r, ctx.global_step)
 
     def _one_way_domain(self, tutor_name: str) -> str | None:
         """The only domain the frozen peer teaches on (``one_way_domains: strong``), else None (all)."""
@@ -313,50 +337,16 @@ class Trainer:
             return None
         return next(s.strong_domain for s in self.config.students if s.name == tutor_name)
 
-    # --- checkpoints -----------------------------------------------------------------------------------
-    def _state(self) -> dict:
-        return {"next_task": self.next_task, "gates": self.gates, "round_scores": self.round_scores,
-                "round_uncertainty": self.round_uncertainty, "orders": self.orders, "tau": self.tau,
-                "mode": self.mode, "forced": self.forced, "evals": self.evals,
-                "pending_human": self.pending_human, "events_written": self.events_written}
-
-    def save_checkpoint(self, permanent: bool = False) -> None:
-        task = self.tasks[self.next_task - 1] if self.next_task else ("start",)
-        # Unique per save (a pause can checkpoint the same task twice): a checkpoint directory is never
-        # replaced in place, so a kill at any moment leaves the previous one intact.
-        tag = f"task-{self.next_task:06d}-e{self.events_written:07d}"
-        path = checkpoint.save_checkpoint(self.out_dir, tag, self.students, self._state(),
-                                          keep=self.config.keep_checkpoints, permanent=permanent,
-                                          previous=self.last_checkpoint)
-        self.last_checkpoint = path
-        self.emit(ev.CheckpointEvent(tag=tag, path=str(path), next_task=self.next_task, after=list(task),
-                                     events_before=self.events_written, permanent=permanent))
-
-    def restore(self) -> bool:
-        path = checkpoint.latest_checkpoint(self.out_dir)
-        if path is None:
-            return False
-        st = checkpoint.load_state(path)
-        for name, rt in self.students.items():
-            rt.load(path / name)
-        self.last_checkpoint = path
-        self.next_task = st["next_task"]
-        self.gates, self.round_scores = st["gates"], st["round_scores"]
-        self.round_uncertainty, self.orders = st.get("round_uncertainty"), st.get("orders", {})
-        self.tau, self.mode, self.forced = st["tau"], st["mode"], st["forced"]
-        self.evals, self.pending_human = st["evals"], st["pending_human"]
-        # events_written counts the checkpoint event itself (it was emitted right after saving)
-        self.events_written = st["events_written"] + 1
-        return True
-
     # --- the loop ----------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunResult:
         if resume and self.restore():
             self.emit(ev.ResumeEvent(next_task=self.next_task))
+            restore_trust(self, self._trust_state, *self._position_of(self.next_task))
         else:
+            sc = self.config.schedule
             self.emit(ev.RunStartEvent(config=self.config.to_dict(), students=self.names,
                                        domains=list(self.config.data.domains), tasks=len(self.tasks),
-                                       steps=2 * self.config.schedule.rounds * self.config.schedule.steps_per_direction))
+                                       steps=tasks.total_steps(sc.rounds, sc.steps_per_direction, len(self.names))))
         while self.next_task < len(self.tasks):
             task = self.tasks[self.next_task]
             if task.kind == "step":
@@ -392,6 +382,9 @@ class Trainer:
             init, fin = self.evals["0"][name], self.evals[final_round][name]
             students[name] = {"initial": init, "final": fin, "pareto_improved": pareto_improved(init, fin),
                               "change": {d: fin[d] - init[d] for d in init}}
-        return {"students": students, "domains": list(self.config.data.domains),
-                "rounds": self.config.schedule.rounds, "algorithm": self.config.algorithm,
-                "gating": self.config.gating.mode, "evals": self.evals}
+        out = {"students": students, "domains": list(self.config.data.domains),
+               "rounds": self.config.schedule.rounds, "algorithm": self.config.algorithm,
+               "gating": self.config.gating.mode, "evals": self.evals}
+        if len(self.names) > 2 or "trust" in self.config.to_dict():   # keeps a two-peer summary as it was
+            out["trust"] = trust_summary(self.trust)
+        return out

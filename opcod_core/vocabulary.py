@@ -115,6 +115,7 @@ def pareto_improved(initial: Mapping[str, float], final: Mapping[str, float], to
             and any(final[d] > initial[d] + tol for d in initial))
 
 
-def task_count(rounds: int, steps_per_direction: int) -> int:
-    """Tasks of a run: the initial evaluation, then per round a gate, 2 x K steps and an evaluation."""
-    return 1 + rounds * (2 * steps_per_direction + 2)
+def task_count(rounds: int, steps_per_direction: int, peers: int = 2) -> int:
+    """Tasks of a run: the initial evaluation, then per round a gate, ``peers`` x K steps (one direction per
+    student as tutee) and an evaluation."""
+    return 1 + rounds * (peers * steps_per_direction + 2)

@@ -97,12 +97,13 @@ def allowed(field: Any) -> str:
         parts.append(f"{high[0]} {_num(high[1])}")
     if "min_length" in bounds or "max_length" in bounds:
         lo, hi = bounds.get("min_length"), bounds.get("max_length")
+        unit = "characters" if field.annotation is str else "items"
         if lo is not None and hi is not None:
-            parts.append(f"{lo} to {hi} characters")
+            parts.append(f"{lo} to {hi} {unit}")
         elif lo is not None:
-            parts.append(f"at least {lo} characters")
+            parts.append(f"at least {lo} {unit}")
         else:
-            parts.append(f"at most {hi} characters")
+            parts.append(f"at most {hi} {unit}")
     if "pattern" in bounds:
         parts.append(f"matches `{bounds['pattern']}`")
     return "; ".join(parts)

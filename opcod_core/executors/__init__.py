@@ -1,4 +1,4 @@
-"""Where students live. ``local``: both in the trainer's process. ``ray``: each in a Ray actor with
+"""Where students live (2 to 8 of them). ``local``: all in the trainer's process. ``ray``: each in a Ray actor with
 the resources the config asks for, the trainer (the worker process) coordinating through proxies
 that have the student runtime's methods, so the trainer, observer and controls do not change.
 
@@ -17,7 +17,7 @@ from opcod_core.data.types import SplitDataset
 def build_students(config: RunConfig, data: SplitDataset, cache_dir: Path | None = None,
                    aliases: dict[str, str] | None = None,
                    progress: Callable[[str, int, int, float], None] | None = None) -> dict:
-    """Both students, where ``config.executor`` says they live: in this process, or each in a Ray
+    """Every student, where ``config.executor`` says they live: in this process, or each in a Ray
     actor behind a proxy with the same methods (``opcod_core.executors.ray``)."""
     if config.executor == "ray":
         from opcod_core.executors.ray import ray_students

@@ -1,4 +1,5 @@
-"""The local executor: both students built in this process (``build.build_student``)."""
+"""The local executor: every student built in this process (``build.build_student``). Tiny and science-world
+students (~1M parameters each) fit many to a CPU process; larger ones go to Ray actors, one per student."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The Ray executor: each student (model, optimizer, generation backend) in its own Ray actor.
 
-When one process or one GPU cannot hold both students, each student goes to an actor placed by Ray
-with ``ray.num_cpus_per_student`` / ``ray.num_gpus_per_student``; the trainer stays in the calling
-process (the worker) and drives both through ``RemoteStudent`` proxies. A proxy has the runtime's
+When one process or one GPU cannot hold every student (2 to 8), each student goes to an actor placed by
+Ray with ``ray.num_cpus_per_student`` / ``ray.num_gpus_per_student``; the trainer stays in the calling
+process (the worker) and drives them all through ``RemoteStudent`` proxies. A proxy has the runtime's
 methods, so the trainer, the observer and the controls work unchanged: everything the dashboard
 shows for a local run it shows for a Ray run.
 

@@ -7,7 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from opcod_core.events import EVENT_TYPES, CheckpointEvent, ExchangeEvent, StepEvent, parse_event
+from opcod_core.events import (EVENT_TYPES, PEER_FIELDS, BreakEvent, CheckpointEvent, ExchangeEvent, StepEvent,
+                               TrustEvent, parse_event)
 from opcod_core.observer import CollectingObserver, JSONLObserver
 
 POS = {"round": 1, "direction": 2, "step": 0, "global_step": 3, "tutee": "phys", "tutor": "chem"}
@@ -24,13 +25,13 @@ def test_parse_reads_each_type_back():
               CheckpointEvent(tag="task-000001-e0000003", path="/x", next_task=1, after=["eval", 0], events_before=3)]
     for e in events:
         assert parse_event(json.loads(json.dumps(e.to_dict()))) == e
-    assert set(EVENT_TYPES) == {"run_start", "resume", "gate", "exchange", "step", "eval", "break", "checkpoint",
-                                "override", "replay", "finish"}
+    assert set(EVENT_TYPES) == {"run_start", "resume", "gate", "exchange", "step", "eval", "break", "trust",
+                                "checkpoint", "override", "replay", "finish"}
 
 
 def test_an_exchange_line_names_every_field_and_its_answer_type():
     d = exchange().to_dict()
-    assert d["type"] == "exchange" and set(d) == set(ExchangeEvent.model_fields)
+    assert d["type"] == "exchange" and set(d) == set(ExchangeEvent.model_fields) - PEER_FIELDS
     assert exchange().answer_type == "numeric" and exchange(labels=["A", "B"], choices=["x", "y"]).answer_type == "mcq"
 
 
@@ -57,3 +58,28 @@ def test_both_observers_see_the_same_event(tmp_path):
     assert [json.loads(x)["type"] for x in lines] == ["exchange", "step"]
     assert collected.dicts("exchange") == [json.loads(lines[0])]
     assert parse_event(json.loads(lines[1])).loss != parse_event(json.loads(lines[1])).loss  # NaN stays NaN
+
+
+def test_peer_fields_are_written_only_when_set():
+    """A two-peer event has the line it always had; the N-peer fields appear once set and read back."""
+    plain = exchange()
+    assert not PEER_FIELDS & set(plain.to_dict()) and parse_event(plain.to_dict()) == plain
+    fb = {"tutor": "bio", "quarantined": True, "raw": "<concept>atoms</concept> x", "used": None}
+    routed = exchange(tutors=["chem"], quarantined=["bio"], feedbacks=[fb], route_reason="best: 'chem'")
+    d = routed.to_dict()
+    assert d["tutors"] == ["chem"] and d["quarantined"] == ["bio"] and d["feedbacks"] == [fb]
+    assert parse_event(json.loads(json.dumps(d))) == routed
+    step = StepEvent(**POS, loss=0.5, metrics={}, tutors=["chem", "bio"])
+    assert step.to_dict()["tutors"] == ["chem", "bio"] and "tutors" not in StepEvent(**POS, loss=0.5, metrics={}).to_dict()
+    probe = dict(exchange_key="k", domain="chemistry", tutor_cognizant=False, difficulty="easy", correct_with_f=False,
+                 correct_without_f=True, eligible=True, broken=True)
+    assert "shadow" not in BreakEvent(**POS, **probe).to_dict()
+    assert BreakEvent(**POS, **probe, shadow=True).to_dict()["shadow"] is True
+
+
+def test_trust_event_round_trips_and_is_strict():
+    e = TrustEvent(tutor="chem", action="quarantine", source="auto", step=7, round=1, reason="auto: ...",
+                   domain="physics")
+    assert list(e.to_dict())[:2] == ["type", "tutor"] and parse_event(json.loads(json.dumps(e.to_dict()))) == e
+    with pytest.raises(ValidationError, match="action"):
+        TrustEvent(tutor="chem", action="ban", source="auto", step=7, round=1, reason="")

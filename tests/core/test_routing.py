@@ -204,4 +204,5 @@ def test_two_peers_match_the_trainers_direction_order(tutor_first, decisions):
     today = Trainer._direction_order(stub)
     cognizant = {n for n, d in zip(names, decisions) if d == "tutor"}
     assert direction_numbers(names, round_tutees(names, cognizant, tutor_first)) == today
-    assert Trainer.direction_of(SimpleNamespace(orders={}), 1, 1) == 1    # no recorded order: [1, 2]
+    no_order = SimpleNamespace(orders={}, names=names)
+    assert [Trainer.direction_of(no_order, 1, slot) for slot in (1, 2)] == [1, 2]   # no recorded order: [1, 2]

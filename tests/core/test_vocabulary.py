@@ -23,6 +23,9 @@ def test_task_count_matches_the_trainer_task_list():
         trainer = Trainer.__new__(Trainer)
         trainer.config = cfg
         assert len(trainer._task_list()) == task_count(rounds, k)
+        three = cfg.replace({"students": [*cfg.to_dict()["students"], {"name": "bio", "model": "tiny:llama"}]})
+        trainer.config = three
+        assert len(trainer._task_list()) == task_count(rounds, k, peers=3) == 1 + rounds * (3 * k + 2)
 
 
 def test_vocabulary_imports_nothing_heavy():
