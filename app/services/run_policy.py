@@ -54,9 +54,9 @@ class Budget:
                                 f"max_new_tokens) = {ro.batch_prompts} x {ro.n} x ({ro.max_new_tokens} + "
                                 f"{cfg.tutor.max_new_tokens}) = {step:,} tokens, over this server's budget of "
                                 f"{self.step_tokens:,} (OPCOD_BUDGET_STEP_TOKENS)")
-        steps = cfg.schedule.rounds * 2 * cfg.schedule.steps_per_direction
+        steps = cfg.schedule.rounds * len(cfg.students) * cfg.schedule.steps_per_direction
         if steps > self.total_steps:
-            raise Invalid.field(f"{prefix}schedule", f"rounds x 2 x steps_per_direction = {steps:,} optimizer steps, "
+            raise Invalid.field(f"{prefix}schedule", f"rounds x students x steps_per_direction = {steps:,} optimizer steps, "
                                 f"over this server's budget of {self.total_steps:,} (OPCOD_BUDGET_TOTAL_STEPS)")
         for field, k in (("eval.k", cfg.eval.k), ("gating.val_k", cfg.gating.val_k)):
             if k > self.eval_samples:

@@ -40,6 +40,7 @@ from app.services.metrics import break_summary
 from app.services.run_policy import RunPolicy
 from app.types import utcnow
 from opcod_core.config import RunConfig, preset, preset_names
+from opcod_core.vocabulary import task_count
 
 _RETRIES = 5
 _PROGRESS_KEYS = ("round", "direction", "step", "global_step")
@@ -78,8 +79,9 @@ def config_from_body(body: Any) -> RunConfig:
 
 
 def total_tasks(cfg: RunConfig) -> int:
-    """1 initial evaluation + per round: the gate, 2K steps, the round's evaluation (the contract)."""
-    return 1 + cfg.schedule.rounds * (2 * cfg.schedule.steps_per_direction + 2)
+    """1 initial evaluation + per round: the gate, N x K steps (one direction per student), the round's
+    evaluation (the contract; ``opcod_core.vocabulary.task_count``)."""
+    return task_count(cfg.schedule.rounds, cfg.schedule.steps_per_direction, peers=len(cfg.students))
 
 
 def _new_run(session, cfg: RunConfig, runs_dir: Path | None, **extra) -> Run:

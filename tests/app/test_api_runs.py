@@ -49,6 +49,23 @@ def test_create_from_full_config(api):
     assert r.json()["config"]["rollout"]["n"] == 2 and r.json()["name"] == "full"
 
 
+def test_create_with_three_students(api):
+    """A run of three peers (issue 17): three student rows in order, N x K steps per round in the task count,
+    and a ninth student refused with the field named."""
+    client, _ = api
+    cfg = preset("tiny").to_dict()
+    third = {**cfg["students"][0], "name": "bio"}
+    cfg.update(name="trio", students=cfg["students"] + [third], schedule={"rounds": 1, "steps_per_direction": 2})
+    r = client.post(f"{V1}/runs", json=cfg)
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert [s["name"] for s in run["students"]] == ["chem", "phys", "bio"]
+    assert run["progress"]["tasks_total"] == 1 + 1 * (3 * 2 + 2)
+    cfg["students"] = [{**third, "name": f"p{i}"} for i in range(9)]
+    r = client.post(f"{V1}/runs", json=cfg)
+    assert r.status_code == 422 and "students" in r.text
+
+
 @pytest.mark.parametrize("body, path", [
     ({"preset": "tiny", "overrides": {"rollout": {"n": 0}}}, "rollout.n"),
     ({"preset": "tiny", "overrides": {"gating": {"tau": "not-a-number"}}}, "gating.tau"),
