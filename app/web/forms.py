@@ -103,12 +103,14 @@ class LaunchResult:
 
 def _form_key(path: str) -> str:
     """The launch form field an error at ``path`` belongs to: the longest field that is the path or a
-    prefix of it, else the first field inside it ("" when none)."""
+    prefix of it, else the first field inside it; "" (the whole form) when none, or when ``path`` is a list
+    whose items are fields (``students``: an error about several students, such as two with one name)."""
     loc = path.split(".")
     for i in range(len(loc), 0, -1):
         if ".".join(loc[:i]) in FIELD_BY_PATH:
             return ".".join(loc[:i])
-    return next((f.path for f in FIELDS if path and f.path.startswith(path + ".")), "")
+    inside = next((f.path for f in FIELDS if path and f.path.startswith(path + ".")), "")
+    return "" if inside[len(path) + 1:].split(".")[0].isdigit() else inside
 
 
 def _errors_from_validation(err: ValidationError, fields_known: bool) -> dict[str, list[str]]:
