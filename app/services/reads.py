@@ -162,21 +162,21 @@ def override_dict(o: Override) -> dict[str, Any]:
 
 
 def pareto_series(evals: Iterable[EvalResult], students: list[dict[str, Any]],
-                   domains: list[str]) -> list[dict[str, Any]]:
+                  domains: list[str]) -> list[dict[str, Any]]:
+    """Per student (in ``students``' order, their strong domain with them): the test accuracy on every one
+    of ``domains`` at each round where all of them were measured (the newest row of a round wins). Which
+    two numbers a plot draws is the presenter's choice (``app.web.peer_charts``)."""
     by: dict[str, dict[int, dict[str, float]]] = {}
-    for e in evals:
+    for e in sorted(evals, key=lambda e: e.id or 0):
         if e.split != "test":
             continue
         by.setdefault(e.student, {}).setdefault(e.round, {})[e.domain] = e.accuracy
     out = []
     for st in students:
         rounds = by.get(st["name"], {})
-        pts = []
-        for r in sorted(rounds):
-            a, b = (rounds[r].get(domains[0]), rounds[r].get(domains[1])) if len(domains) == 2 else (None, None)
-            if a is not None and b is not None:
-                pts.append({"round": r, "a": a, "b": b})
-        out.append({"student": st["name"], "points": pts})
+        pts = [{"round": r, "scores": {d: rounds[r][d] for d in domains}} for r in sorted(rounds)
+               if domains and all(d in rounds[r] for d in domains)]
+        out.append({"student": st["name"], "strong_domain": st.get("strong_domain"), "points": pts})
     return out
 
 

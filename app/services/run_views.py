@@ -12,6 +12,7 @@ from app.models import Approval, Checkpoint, EvalResult, Event, Exchange, GateRe
 from app.services import SessionFactory, keyset_page
 from app.services.flows import flow_matrix
 from app.services.metrics import break_summary
+from app.services.peer_compare import shared_students
 from app.services.reads import (FEED_LIMIT, PAGE_LIMIT, domains_of, feed_query, feed_rows, finite, gate_dict,
                                 override_dict, pareto_series, run_or_404, run_summary, step_rows)
 from opcod_core.dotted import get_path
@@ -203,13 +204,13 @@ def chart_data(sf: SessionFactory, run_id: int) -> dict[str, Any]:
 
 
 def compare_data(sf: SessionFactory, run_ids: list[int]) -> dict[str, Any]:
-    """Pareto trajectories of every (run, student) on one pair of axes per student position, and the
-    key curves (loss, kept rate, break rate, gate delta) on a shared global-step axis."""
+    """Pareto trajectories of every (run, student) on one pair of axes per student position, the students
+    the runs share with their accuracy change in each (``app.services.peer_compare``), and the key curves
+    (loss, kept rate, break rate, gate delta) on a shared global-step axis."""
     with session_scope(sf) as s:
         runs = []
         for rid in run_ids:
             runs.append(run_or_404(s, rid))
-        panels = []
         curves: dict[str, Any] = {}
         xs: set[int] = set()
         per_run: list[tuple[Run, dict[int, Step]]] = []
@@ -222,17 +223,7 @@ def compare_data(sf: SessionFactory, run_ids: list[int]) -> dict[str, Any]:
             xs.update(st.global_step for st in steps)
             summaries.append(run_summary(run, evals_by[run.id]))
         x = sorted(xs)
-        # Pareto: one panel per student position; a line per run
-        for pos in (0, 1):
-            series = []
-            for run in runs:
-                students = [{"name": st.name} for st in run.students]
-                doms = domains_of(run.config or {})
-                ser = pareto_series(evals_by[run.id], students, doms)
-                st = ser[pos] if pos < len(ser) else {"student": "?", "points": []}
-                series.append({**st, "label": f"#{run.id} {run.name}: {st['student']}"})
-            doms0 = domains_of(runs[0].config or {}) if runs else []
-            panels.append({"title": f"student {pos + 1}", "domains": doms0, "series": series})
+        panels = _compare_pareto(runs, evals_by)
 
         def per_step(fn) -> list[list[float | None]]:
             return [[(fn(steps[g]) if g in steps else None) for g in x] for _run, steps in per_run]
@@ -248,5 +239,22 @@ def compare_data(sf: SessionFactory, run_ids: list[int]) -> dict[str, Any]:
         curves["throughput"] = {"title": "rollout tokens/s", "labels": labels,
                                 "series": per_step(lambda st: finite(
                                     (st.metrics or {}).get("throughput/rollout_tokens_per_s")))}
-        return {"runs": summaries, "pareto_panels": panels,
+        return {"runs": summaries, "pareto_panels": panels, "peers": shared_students(runs, evals_by),
                 "charts": {"x": x, "curves": curves}}
+
+
+def _compare_pareto(runs: list[Run], evals_by: dict[int, list[EvalResult]]) -> list[dict[str, Any]]:
+    """One panel per student position (as many as the largest run has students); a line per run that has
+    a student at that position, with the run's own domains."""
+    panels = []
+    for pos in range(max((len(run.students) for run in runs), default=0)):
+        series = []
+        for i, run in enumerate(runs):
+            if pos >= len(run.students):
+                continue
+            students = [{"name": st.name, "strong_domain": st.strong_domain} for st in run.students]
+            doms = domains_of(run.config or {})
+            st = pareto_series(evals_by[run.id], students, doms)[pos]
+            series.append({**st, "domains": doms, "run_index": i, "label": f"#{run.id} {run.name}: {st['student']}"})
+        panels.append({"title": f"student {pos + 1}", "series": series})
+    return panels

@@ -9,18 +9,20 @@ from urllib.parse import urlencode
 
 from app.services.exchanges import ExchangeFilters
 from app.services.reads import finite
-from app.web.charts import COLORS, gate_geometry, pareto_geometry, pareto_panel
+import app.web.peer_charts as peer_charts
+from app.web.charts import COLORS
 from app.web.tokens import concept_pieces, effect_values, heatmap
 
 
 def run_page(page: dict[str, Any]) -> dict[str, Any]:
-    """The run page (or one of its blocks): the gate chart and one Pareto panel per student, when read."""
+    """The run page (or one of its blocks): the Δ-vs-τ chart and the Pareto small multiples of its N
+    students (``app.web.peer_charts``), when read."""
     students, domains = page["run"]["students"], page["run"]["domains"]
     out = dict(page)
     if "gates" in page:
-        out["gate_svg"] = gate_geometry(page["gates"], students)
+        out["gate_svg"] = peer_charts.delta_chart(page["gates"], students)
     if "pareto_series" in page:
-        out["pareto"] = pareto_geometry(page["pareto_series"], domains)
+        out["pareto"] = peer_charts.pareto_multiples(page["pareto_series"], domains)
     if "flows" in page:
         out["flows"] = flow_matrix(page["flows"])
     return out
@@ -106,12 +108,14 @@ def exchange_filter_choices(run: dict[str, Any], f: ExchangeFilters) -> dict[str
 
 
 def compare(data: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The compare page: a colour per run and one Pareto panel per student position."""
+    """The compare page: a colour per run, one Pareto panel per student position and the students the runs
+    share (``app.web.peer_charts``)."""
     if data is None:
         return None
     colors = [COLORS[i % len(COLORS)] for i in range(len(data["runs"]))]
-    panels = [pareto_panel(p["series"], p["domains"], p["title"], colors) for p in data["pareto_panels"]]
-    return {**data, "colors": colors, "pareto": panels}
+    by_run = {r["id"]: c for r, c in zip(data["runs"], colors, strict=True)}
+    return {**data, "colors": colors, "pareto": peer_charts.compare_panels(data["pareto_panels"], colors),
+            "peers": peer_charts.peer_table(data["peers"], by_run)}
 
 
 def exchange(d: dict[str, Any]) -> dict[str, Any]:

@@ -102,14 +102,22 @@ def dashboard_run(db, *, name: str = "seeded", status: str = "running", steps: i
 
 
 def seed_events(db, events: list[ev.Event], *, name: str = "events", students: tuple[str, ...] = ("chem", "phys"),
-                domains: tuple[str, ...] = ("chemistry", "physics"), status: str = "finished") -> Seeded:
+                domains: tuple[str, ...] = ("chemistry", "physics"), status: str = "finished",
+                strong: tuple[str, ...] | None = None, models: tuple[str, ...] | None = None) -> Seeded:
     """A run of any number of ``students`` whose trainer events (after its ``run_start``) are ``events``,
-    written through the recorder. The config lists every student; student rows hold the first two (the
-    most the student table's position check allows today)."""
-    cfg = preset("tiny", {"name": name, "data": {"domains": list(domains)}})
+    written through the recorder. The config and the student rows list every student, as a created run's
+    do: student i is strong in ``strong[i]`` (default: the i-th domain, cyclically) on ``models[i]``
+    (default: the tiny Llama and Qwen2 in turn)."""
+    strong = strong or tuple(domains[i % len(domains)] for i in range(len(students)))
+    models = models or tuple(("tiny:llama", "tiny:qwen2")[i % 2] for i in range(len(students)))
+    # validated with stand-in names (a test's names may be markup a config refuses), stored with the real ones
+    cfg = preset("tiny", {"name": name, "data": {"domains": list(domains)}, "students": [
+        {"name": f"s{i}", "model": m, "strong_domain": d, "warmup_domains": [d]}
+        for i, (m, d) in enumerate(zip(models, strong, strict=True))]})
     config = cfg.to_dict()
-    config["students"] = [dict(config["students"][min(i, 1)], name=n) for i, n in enumerate(students)]
-    run_id, worker_id = _held_run(db, name, cfg, config=config, names=students[:2])
+    config["students"] = [dict(st, name=n) for st, n in zip(config["students"], students, strict=True)]
+    run_id, worker_id = _held_run(db, name, cfg, config=config,
+                                  rows=tuple(zip(students, models, strong, strict=True)))
     recorder = Recorder(db, run_id, worker_id, out_dir=Path(tempfile.mkdtemp(prefix=f"opcod-seed-run-{run_id}-")))
     start = _start(cfg).model_copy(update={"config": config, "students": list(students), "domains": list(domains)})
     for e in [start, *events]:
@@ -122,16 +130,18 @@ def seed_events(db, events: list[ev.Event], *, name: str = "events", students: t
 
 
 def _held_run(db, name: str, cfg, config: dict | None = None,
-              names: tuple[str, ...] = ("chem", "phys")) -> tuple[int, int]:
-    """A run row as the services create it, held by a worker row (the recorder's fence checks both)."""
+              rows: tuple[tuple[str, str, str], ...] | None = None) -> tuple[int, int]:
+    """A run row as the services create it, held by a worker row (the recorder's fence checks both); its
+    student rows are ``rows`` (name, model, strong domain), else the preset's two."""
     worker_id = register_worker(db, f"seed-{name}")
     now = utcnow()
+    rows = rows or (("chem", "tiny:llama", cfg.students[0].strong_domain),
+                    ("phys", "tiny:qwen2", cfg.students[1].strong_domain))
     with session_scope(db) as s:
         run = Run(name=name, preset="tiny", config=config or cfg.to_dict(), status="running", worker_id=worker_id,
                   heartbeat_at=now, total_tasks=total_tasks(cfg), started_at=now - timedelta(seconds=60),
                   created_at=now - timedelta(seconds=90))
-        run.students = [Student(position=i, name=n, model_ref=("tiny:llama", "tiny:qwen2")[i],
-                                strong_domain=cfg.students[i].strong_domain) for i, n in enumerate(names)]
+        run.students = [Student(position=i, name=n, model_ref=m, strong_domain=d) for i, (n, m, d) in enumerate(rows)]
         s.add(run)
         s.flush()
         return run.id, worker_id
