@@ -150,16 +150,29 @@ def _sciworld() -> dict[str, Any]:
 
 
 # --- science world, version 3 (opcod_core.data.sciworld3; the fidelity benchmark's three specialists) ----
-# Knowledge is a cycle over the three domains: each specialist knows its own domain, 90% of the next
-# domain's knowledge units (a cognizant tutor there) and nothing of the previous one, on which its warm-up
-# teaches it to write feedback from the world's corrupted fact table (an incognizant tutor whose wrong
-# feedback anchoring keeps). In each pair (A, B) of WORLD3_PAIRS the first student is cognizant of B and
-# the second incognizant of A, and every specialist is cognizant in one pair and incognizant in another,
-# so cognizance is not tied to one identity. Each specialist has its own build seed, so it is the same
-# cached student in both pairs that name it (StudentConfig.build_seed).
-WORLD3_CYCLE = ("chemistry", "physics", "electricity")
+# Knowledge is a ladder over the three domains (WORLD3_ROLES): every specialist knows its own domain; chem
+# also knows 90% of the knowledge units of physics and of electricity, phys 90% of electricity's and
+# nothing of chemistry, elec nothing of either. On a domain it does not know, a specialist's warm-up teaches
+# it to write feedback from the world's corrupted fact table (an incognizant tutor whose wrong feedback
+# anchoring keeps). In each pair (A, B) of WORLD3_PAIRS the first student is cognizant of B and the second
+# incognizant of A; phys is cognizant in one pair and incognizant in another, so cognizance is not tied to
+# one identity, and each of the two roles is played by two different students.
+#
+# Why a ladder and not the cycle it replaced (chem -> phys -> elec -> chem, each specialist partly knowing
+# the next domain): in a cycle every domain is someone's partly known domain, and chemistry (formula counts)
+# is the domain every student learns last. Partly known by elec it stayed at 0.27-0.57 over ten recipes
+# (docs/results/fidelity-v3-recipe.md, rows 7c-8e) where the gate needs about 0.75 (Delta <= tau = 0.2
+# against chem's 0.94), so the third pair had no cognizant tutor. In the ladder nobody but its specialist
+# has to learn chemistry; phys keeps the role it had (same warm-up, same cached build).
+WORLD3_DOMAINS = ("chemistry", "physics", "electricity")      # the specialists' order (and build-seed index)
 WORLD3_NAMES = {"chemistry": "chem", "physics": "phys", "electricity": "elec"}
-WORLD3_PAIRS = (("chemistry", "physics"), ("physics", "electricity"), ("electricity", "chemistry"))
+# strong domain -> (partly known domains, unknown domains)
+WORLD3_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "chemistry": (("physics", "electricity"), ()),
+    "physics": (("electricity",), ("chemistry",)),
+    "electricity": ((), ("chemistry", "physics")),
+}
+WORLD3_PAIRS = (("chemistry", "physics"), ("chemistry", "electricity"), ("physics", "electricity"))
 WORLD3_PARTIAL_SHARE = 0.9
 # Intended plain validation accuracy after the warm-up, checked by the build (opcod_core.build_check):
 # a specialist, a cognizant non-specialist and an incognizant student.
@@ -167,22 +180,24 @@ WORLD3_EXPECT = {"strong": (0.6, 1.0), "partial": (0.45, 1.0), "unknown": (0.0, 
 
 
 def world3_specialist(strong: str, build_seed: int = 0) -> dict[str, Any]:
-    """The version-3 specialist of ``strong`` (its partly known and unknown domains follow the cycle).
+    """The version-3 specialist of ``strong`` (its partly known and unknown domains: ``WORLD3_ROLES``).
 
     Recipe 7c of docs/results/fidelity-v3-recipe.md: hinted examples state random facts and always show the
     hint (s with it in 30%), the constant rate lasts until the loss EMA falls below 0.05 (at most 2,500
-    steps), then 1,000 decay steps. Measured at build seed 0, one thread: chem 0.93 / 0.92 / 0.005 and phys
-    0.94 / 0.88 / 0.04 (own / partly known / unknown); elec's partly known chemistry (0.33) misses the check."""
-    i = WORLD3_CYCLE.index(strong)
-    partial, unknown = WORLD3_CYCLE[(i + 1) % 3], WORLD3_CYCLE[(i - 1) % 3]
+    steps), then 1,000 decay steps. Unknown domains are taught in the tutor format from the wrong fact
+    table (``warmup_corrupt_domains``)."""
+    i = WORLD3_DOMAINS.index(strong)
+    partial, unknown = WORLD3_ROLES[strong]
+    expect = {strong: WORLD3_EXPECT["strong"], **{d: WORLD3_EXPECT["partial"] for d in partial},
+              **{d: WORLD3_EXPECT["unknown"] for d in unknown}}
     return {"name": WORLD3_NAMES[strong], "model": "tinyword:llama", "strong_domain": strong,
             "warmup_sft_steps": 2500, "warmup_lr": 3e-3, "warmup_schedule": "converge",
             "warmup_converge_loss": 0.05, "warmup_decay_steps": 1000, "warmup_hinted_contexts": "hint",
             "warmup_own_contexts": "balanced", "warmup_domains": [strong],
-            "warmup_hinted_domains": [partial, unknown], "warmup_partial": {partial: WORLD3_PARTIAL_SHARE},
-            "warmup_corrupt_domains": [unknown], "warmup_hinted_facts": "random", "warmup_unhinted_fraction": 0.1,
-            "warmup_expect": {strong: WORLD3_EXPECT["strong"], partial: WORLD3_EXPECT["partial"],
-                              unknown: WORLD3_EXPECT["unknown"]},
+            "warmup_hinted_domains": [*partial, *unknown],
+            "warmup_partial": {d: WORLD3_PARTIAL_SHARE for d in partial} or None,
+            "warmup_corrupt_domains": list(unknown) or None, "warmup_hinted_facts": "random",
+            "warmup_unhinted_fraction": 0.1, "warmup_expect": expect,
             "build_seed": 1000 * build_seed + i}
 
 

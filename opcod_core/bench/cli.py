@@ -189,7 +189,7 @@ def _register_fidelity(bsub, default_cache_dir) -> None:
                     "students; v1 is v2 with --partial 0,0) or v3 (numeric answers, three specialists, corrupted "
                     "fact table for incognizant tutors)")
     fi.add_argument("--pairs", default=None, help="domain pairs A:B[,C:D] (chemistry, physics, electricity; "
-                    "default: chemistry:physics in v2, the three pairs of the cycle in v3)")
+                    "default: chemistry:physics in v2, the three pairs of the knowledge ladder in v3)")
     fi.add_argument("--seeds", type=int, default=None, help="number of training seeds (default 3; quick: 1)")
     fi.add_argument("--baseline-seeds", type=int, default=None, help="seeds of the secondary baselines "
                     "(domain_selective, grpo, one_way); default: --seeds")

@@ -137,7 +137,7 @@ class BenchPlan:
 
 def _students(cfg: RunConfig, data, cache_dir: Path, student_seed: int, progress=None) -> dict:
     """The pair's students built with ``student_seed``: the run seed of a v2 build, the build seeds of
-    v3 specialists (``1000 * student_seed + the specialist's place in the cycle``)."""
+    v3 specialists (``1000 * student_seed + the specialist's place in WORLD3_DOMAINS``)."""
     if any(st.build_seed is not None for st in cfg.students):
         cfg = cfg.replace({"students": [{"build_seed": 1000 * student_seed + (st.build_seed or 0) % 1000}
                                         for st in cfg.students]})

@@ -26,9 +26,8 @@ ROLES = ("strong", "partial", "unknown")
 
 
 def _roles(st) -> dict[str, str]:
-    partial = next(iter(st.warmup_partial or {}), None)
-    unknown = next(iter(st.warmup_corrupt_domains or ()), None)
-    return {st.strong_domain: "strong", partial: "partial", unknown: "unknown"}
+    return {st.strong_domain: "strong", **{d: "partial" for d in st.warmup_partial or {}},
+            **{d: "unknown" for d in st.warmup_corrupt_domains or ()}}
 
 
 def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | None = None,
@@ -41,19 +40,21 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
     from opcod_core.build_check import BuildCheckError, measure_student
     from opcod_core.config import RunConfig
     from opcod_core.data import load_dataset
-    from opcod_core.presets import WORLD3_CYCLE, world3_pair
+    from opcod_core.presets import WORLD3_DOMAINS, WORLD3_PAIRS, world3_pair
     from opcod_core.trainer import data_spec
 
     torch.set_num_threads(threads)
     rows = []
-    for i, strong in enumerate(WORLD3_CYCLE):
-        raw = world3_pair(strong, WORLD3_CYCLE[(i + 1) % 3], build_seed=build_seed)
+    for strong in WORLD3_DOMAINS:
+        pair = next(p for p in WORLD3_PAIRS if strong in p)     # any pair that holds it: one key across pairs
+        at = pair.index(strong)
+        raw = world3_pair(*pair, build_seed=build_seed)
         if steps is not None:
-            raw["students"][0]["warmup_sft_steps"] = steps
+            raw["students"][at]["warmup_sft_steps"] = steps
         if decay_steps is not None:
-            raw["students"][0]["warmup_decay_steps"] = decay_steps
+            raw["students"][at]["warmup_decay_steps"] = decay_steps
         cfg = RunConfig.from_dict(raw)
-        st = cfg.students[0]
+        st = cfg.students[at]
         data = load_dataset(data_spec(cfg))
         done = _row_path(cache_dir, st, cfg, data)
         if done.exists():
@@ -62,7 +63,7 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
             continue
         t0 = time.perf_counter()
         try:
-            rt = build_student(0, cfg, data, cache_dir=cache_dir)
+            rt = build_student(at, cfg, data, cache_dir=cache_dir)
             measured = measure_student(rt, list(st.warmup_expect or {}), cfg, warmup_data(st, cfg, data))
             passed, warm = True, _recorded_warmup(st, cfg, data, cache_dir)
         except BuildCheckError as exc:

@@ -14,7 +14,7 @@ from opcod_core.build_check import BuildCheckError
 from opcod_core.config import RunConfig, preset
 from opcod_core.data import DataSpec, is_correct, load_dataset
 from opcod_core.data.sciworld3 import sciworld3_corpus, sciworld3_items
-from opcod_core.presets import WORLD3_CYCLE, WORLD3_PAIRS, world3_pair
+from opcod_core.presets import WORLD3_DOMAINS, WORLD3_PAIRS, world3_pair
 from opcod_core.trainer import data_spec
 from opcod_core.warmup import skewed_examples
 
@@ -30,7 +30,7 @@ def items():
 
 
 def test_open_numeric_questions_with_recomputed_gold(items):
-    assert {it.domain for it in items} == set(WORLD3_CYCLE)
+    assert {it.domain for it in items} == set(WORLD3_DOMAINS)
     assert sum(it.domain == "chemistry" for it in items) == 7 + 13 * 6 * 9
     for it in items:
         assert it.answer_type == "numeric" and it.choices == () and "Options" not in it.question
@@ -97,17 +97,28 @@ def test_a_domain_loaded_alone_splits_as_in_a_pair():
     assert "Recall the table: C has 7 and O has 7 valence electrons." in sciworld3_corpus()
 
 
-def test_specialists_follow_the_cycle_and_share_one_key_across_pairs():
+def test_specialists_follow_the_ladder_and_share_one_key_across_pairs():
     keys = {}
+    cognizant, incognizant = set(), set()
     for a, b in WORLD3_PAIRS:
         cfg = RunConfig.from_dict(world3_pair(a, b))
         first, second = cfg.students
         # the first student partly knows the second's domain; the second writes wrong feedback on the first's
-        assert first.warmup_partial == {b: 0.9} and second.warmup_corrupt_domains == (a,)
+        assert first.warmup_partial[b] == 0.9 and a in second.warmup_corrupt_domains
+        assert a not in (second.warmup_partial or {}) and b not in (first.warmup_corrupt_domains or ())
+        cognizant.add(first.name)
+        incognizant.add(second.name)
+    # each role is played by two students, and one student plays both: cognizance is not one identity
+    assert cognizant == {"chem", "phys"} and incognizant == {"phys", "elec"}
+    # nobody but its specialist has to learn chemistry (the domain every student learns last)
+    assert all("chemistry" not in (st.warmup_partial or {}) for p in WORLD3_PAIRS
+               for st in RunConfig.from_dict(world3_pair(*p)).students)
+    for a, b in WORLD3_PAIRS:
+        cfg = RunConfig.from_dict(world3_pair(a, b))
         data = load_dataset(data_spec(cfg))
         for i, st in enumerate(cfg.students):
             full = warmup_data(st, cfg, data)
-            assert set(full.splits) == set(WORLD3_CYCLE)   # the third domain is loaded for the warm-up
+            assert set(full.splits) == set(WORLD3_DOMAINS)   # the third domain is loaded for the warm-up
             keys.setdefault(st.name, set()).add(warmup_key(st, cfg, i, full))
     assert sorted(keys) == ["chem", "elec", "phys"] and all(len(k) == 1 for k in keys.values())
     cfg = preset("sciworld3")
@@ -258,25 +269,27 @@ def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
 
 
 def test_the_spread_report_says_whether_each_pairs_gate_opens(tmp_path):
-    """The gate lets A tutor B's domain iff A's gap (over the pair's two domains) is at most tau: with chem
-    at 0.93 on chemistry, elec needs 0.8 x 0.93 = 0.744 there. Checked on hand-computed gaps."""
+    """The gate lets A tutor B's domain iff A's gap (over the pair's two domains) is at most tau: with phys
+    at 0.95 on electricity, chem needs 0.8 x 0.95 = 0.76 there. Checked on hand-computed gaps."""
     from opcod_core.bench.students import pair_gaps, write_spread_report
 
     def row(name, measured):
         return {"student": name, "build_seed": 0, "threads": 1, "passed": True, "measured": measured,
                 "roles": {d: "strong" for d in measured}, "expect": {}, "steps": 10, "build_s": 1.0, "warmup": {}}
-    rows = [row("chem", {"chemistry": 0.93, "physics": 0.90, "electricity": 0.01}),
+    rows = [row("chem", {"chemistry": 0.93, "physics": 0.90, "electricity": 0.56}),
             row("phys", {"physics": 0.94, "electricity": 0.88, "chemistry": 0.02}),
-            row("elec", {"electricity": 0.95, "chemistry": 0.56, "physics": 0.01})]
+            row("elec", {"electricity": 0.95, "chemistry": 0.01, "physics": 0.01})]
     gaps = {(g["tutor"], g["tutee"]): g for g in pair_gaps(rows)}
+    assert set(gaps) == {("chem", "phys"), ("chem", "elec"), ("phys", "elec")}
     assert gaps[("chem", "phys")]["delta"] == pytest.approx((0.94 - 0.90) / 0.94) and gaps[("chem", "phys")]["opens"]
     assert gaps[("phys", "elec")]["delta"] == pytest.approx((0.95 - 0.88) / 0.95) and gaps[("phys", "elec")]["opens"]
-    assert gaps[("elec", "chem")]["delta"] == pytest.approx((0.93 - 0.56) / 0.93)
-    assert not gaps[("elec", "chem")]["opens"]
-    rows[2]["measured"]["chemistry"] = 0.75                      # 0.75 >= 0.8 x 0.93: opens
-    assert {(g["tutor"], g["opens"]) for g in pair_gaps(rows)} == {("chem", True), ("phys", True), ("elec", True)}
+    assert gaps[("chem", "elec")]["delta"] == pytest.approx((0.95 - 0.56) / 0.95)
+    assert not gaps[("chem", "elec")]["opens"]
+    rows[0]["measured"]["electricity"] = 0.77                      # 0.77 >= 0.8 x 0.95: opens
+    assert {(g["tutor"], g["tutee"], g["opens"]) for g in pair_gaps(rows)} == {
+        ("chem", "phys", True), ("chem", "elec", True), ("phys", "elec", True)}
     text = write_spread_report(rows, tmp_path / "s.md", "cmd", "m").read_text()
-    assert "| s0 t1 | elec -> chem | chemistry | 0.750 | 0.930 | 0.194 | opens |" in text
+    assert "| s0 t1 | chem -> elec | electricity | 0.770 | 0.950 | 0.189 | opens |" in text
 
 
 @pytest.mark.slow
@@ -285,8 +298,11 @@ def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
 
     rows = build_world(0, 1, tmp_path, steps=2, decay_steps=2)
     assert [r["student"] for r in rows] == ["chem", "phys", "elec"]
+    assert [sorted(r["roles"].values()) for r in rows] == [["partial", "partial", "strong"],
+                                                          ["partial", "strong", "unknown"],
+                                                          ["strong", "unknown", "unknown"]]
     for r in rows:
-        assert sorted(r["roles"].values()) == ["partial", "strong", "unknown"] and set(r["measured"]) == set(r["roles"])
+        assert set(r["measured"]) == set(r["roles"]) == {"chemistry", "physics", "electricity"}
         assert not r["passed"]          # two warm-up steps cannot reach the intended split: recorded, not raised
         assert r["warmup"]["steps"] == 4 and r["warmup"]["decay_start"] == 2   # 2 constant + 2 decay steps
     # a later invocation resumes: every row, misses included, is read back instead of built again
