@@ -51,6 +51,35 @@ def _tiny() -> dict[str, Any]:
     }
 
 
+def _tiny_trio() -> dict[str, Any]:
+    """Three tiny specialists, one per domain of the built-in data (chemistry, physics, biology): the smallest
+    run with more than two peers (issue 17), for trying N-peer routing, the tutoring-flow matrix and trust on
+    a CPU, and for tests. Each student is warmed up on its own domain only (200 steps, like tiny's phys) with
+    its own build seed, so each is a separately cached model.
+
+    Sized to take about as long as ``tiny``: 600 warm-up steps against tiny's 500, and R x K = 2 x 2 with one
+    direction per student as tutee per round (12 updates, as tiny's 2 x 3 x 2). Measured with an empty cache on
+    the 2-core machine, one after the other under the same load: 95 s (74 s of warm-up), tiny 75 s (58 s). The gate keeps tiny's
+    reasoning for three domains: a student's cognizance gap is a sum of one term at most 1 per domain, and
+    the best student in any domain has a term of 0 there, so its gap is at most 2; tau = 2 keeps the gate's
+    logic and guarantees that at least one peer tutors every round (tiny students answer near chance, so
+    their gaps compare sampling noise). The questions go to the cognizant peer with the best validation
+    score on their domain (``routing.mode`` best, the default)."""
+    def student(name: str, model: str, domain: str, build_seed: int) -> dict[str, Any]:
+        return {"name": name, "model": model, "strong_domain": domain, "warmup_sft_steps": 200,
+                "warmup_domains": [domain], "build_seed": build_seed}
+    cfg = _tiny()
+    cfg.update({
+        "name": "tiny-trio", "preset": "tiny-trio",
+        "students": [student("chem", "tiny:llama", "chemistry", 0), student("phys", "tiny:qwen2", "physics", 1),
+                     student("bio", "tiny:llama", "biology", 2)],
+        "data": {"source": "builtin", "domains": ["chemistry", "physics", "biology"]},
+        "schedule": {"rounds": 2, "steps_per_direction": 2},
+        "gating": {**cfg["gating"], "tau": 2.0},
+    })
+    return cfg
+
+
 def _demo() -> dict[str, Any]:
     # Sized for a 2-core CPU (SmolLM2-135M generates ~40 tokens/s there): small evaluations and one
     # prompt x 4 rollouts per step, so the first exchanges appear about a minute after the worker
@@ -221,8 +250,25 @@ def world3_pair(a: str = "chemistry", b: str = "physics", build_seed: int = 0) -
     }
 
 
+def world3_trio(build_seed: int = 0) -> dict[str, Any]:
+    """The three version-3 specialists (chem, phys, elec) together on the world's three domains, at the pairs'
+    schedule and settings (``world3_pair``: R x K = 2 x 50, n = 8, tau = 0.2, test avg@16), with one direction
+    per student as tutee in each round. The same cached specialists as the pairs (build seeds per domain).
+
+    What the pairs test one at a time, the trio has at once: on each domain one peer is its specialist, one is
+    cognizant (90% of its knowledge units) and one is incognizant (its warm-up taught it to write feedback from
+    the corrupted fact table), so the gate and the routing must pick the cognizant tutors among two
+    candidates for every question, and the tutoring-flow matrix shows every tutor-tutee pair."""
+    cfg = world3_pair("chemistry", "physics", build_seed)
+    cfg.update({"name": "sciworld3-trio", "preset": "sciworld3-trio",
+                "students": [world3_specialist(d, build_seed) for d in WORLD3_DOMAINS],
+                "data": {**cfg["data"], "domains": list(WORLD3_DOMAINS)}})
+    return cfg
+
+
 def _sciworld3() -> dict[str, Any]:
     return world3_pair("chemistry", "physics")
 
 
-PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper, "sciworld": _sciworld, "sciworld3": _sciworld3}
+PRESETS = {"tiny": _tiny, "tiny-trio": _tiny_trio, "demo": _demo, "paper": _paper, "sciworld": _sciworld,
+           "sciworld3": _sciworld3, "sciworld3-trio": world3_trio}

@@ -194,7 +194,7 @@ PRESET_ROWS: list[tuple[str, Any]] = [
         json.dumps(s.chat_template_kwargs) if s.chat_template_kwargs else "-" for s in c.students)),
     ("data source", lambda c: f"`{c.data.source}`" + (f" `{c.data.path}`" if c.data.path else "")
         + (f" (level {c.data.level})" if c.data.level else "")),
-    ("domains (A, B)", lambda c: " / ".join(c.data.domains)),
+    ("domains", lambda c: " / ".join(c.data.domains)),
     ("items per domain (cap)", lambda c: str(c.data.max_items_per_domain or "all")),
     ("R × K (rounds × steps per direction)", lambda c: f"{c.schedule.rounds} × {c.schedule.steps_per_direction}"),
     ("batch B (prompts per step)", lambda c: str(c.rollout.batch_prompts)),
@@ -246,7 +246,7 @@ Ways to set a field:
   full config; `students` overrides are given per student: `{"students": [{"model": "..."}, {}]}`;
 - in the dashboard's launch form (`/runs/new`), whose advanced section edits the full config.
 
-`students[i]` stands for each of the two students (`i` = 0, 1).
+`students[i]` stands for each student (`i` = 0, 1, ... in position order; 2 to 8 students).
 """
 
 
@@ -254,7 +254,8 @@ def render() -> str:
     out = [HEADER]
     out.append("## Presets\n")
     out.append("`tiny` builds tiny random models offline and is what the tests use; `demo` is what `make run` "
-               "launches; `paper` follows the paper's published defaults. Key values (`opcod presets --show` "
+               "launches; `paper` follows the paper's published defaults; `tiny-trio` and `sciworld3-trio` have "
+               "three specialists (one per domain) tutoring each other. Key values (`opcod presets --show` "
                "prints every field of each):\n")
     out.extend(preset_table())
     out.append("")

@@ -50,17 +50,24 @@ async def run_events(run_id: int, request: Request, db: Db,
     return EventSourceResponse(stream(), ping=15)
 
 
-_EXPORTS = {"jsonl": (export.jsonl, "application/x-ndjson"), "parquet": (export.parquet, "application/vnd.apache.parquet")}
+_EXPORTS = {"jsonl": (export.jsonl, "application/x-ndjson"), "parquet": (export.parquet, "application/vnd.apache.parquet"),
+            "zip": (export.archive, "application/zip")}
+_FILENAMES = {"jsonl": "run-{id}-exchanges.jsonl", "parquet": "run-{id}-exchanges.parquet", "zip": "run-{id}.zip"}
 
 
-@router.get("/runs/{run_id}/export", summary="All exchanges of a run as JSON Lines or Parquet (oldest first)",
+@router.get("/runs/{run_id}/export", summary="All exchanges of a run as JSON Lines or Parquet (oldest first), or "
+            "the run archive (zip)",
             description="One record per exchange in the schema of the trainer's `exchange` events (the lines of "
                         "`events.jsonl`, `opcod_core.events.ExchangeEvent`) plus `id`, `run_id`, "
-                        "`origin_exchange_id` and `created_at`. Parquet: the per-token arrays as list columns.",
+                        "`origin_exchange_id` and `created_at`. Parquet: the per-token arrays as list columns. "
+                        "zip: `exchanges.jsonl` (as `format=jsonl`) and `flows.json` (the tutoring-flow matrix, "
+                        "as `GET /runs/{id}/flows`).",
             response_class=StreamingResponse,
-            responses={200: {"content": {"application/x-ndjson": {}, "application/vnd.apache.parquet": {}}}})
-def export_run(run_id: int, db: Db, format: Literal["jsonl", "parquet"] = "jsonl") -> StreamingResponse:
+            responses={200: {"content": {"application/x-ndjson": {}, "application/vnd.apache.parquet": {},
+                                         "application/zip": {}}}})
+def export_run(run_id: int, db: Db, format: Literal["jsonl", "parquet", "zip"] = "jsonl") -> StreamingResponse:
     export.check_run(db, run_id)
     write, media = _EXPORTS[format]
+    filename = _FILENAMES[format].format(id=run_id)
     return StreamingResponse(write(db, run_id), media_type=media,
-                             headers={"Content-Disposition": f'attachment; filename="run-{run_id}-exchanges.{format}"'})
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})

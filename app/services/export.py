@@ -1,12 +1,16 @@
 """Export a run's exchanges as JSON Lines or Parquet, streamed in keyset chunks (oldest first, one short
 transaction per chunk, so a million-exchange export neither holds a transaction open nor builds the
 whole file in memory). One line = one exchange in the schema of the trainer's ``exchange`` events (``opcod_core.events``, the
-lines of ``events.jsonl``) plus the row's id, run, origin row and time: one parser reads both."""
+lines of ``events.jsonl``) plus the row's id, run, origin row and time: one parser reads both.
+
+The run archive (``archive``, a zip) holds the exchanges' JSON Lines and the run-level tables beside them, each
+in the shape its API endpoint answers: ``flows.json`` is ``GET /runs/{id}/flows``, the tutoring-flow matrix."""
 
 from __future__ import annotations
 
 import json
 import tempfile
+import zipfile
 from typing import Iterator
 
 from sqlalchemy import select
@@ -15,7 +19,7 @@ from sqlalchemy.orm import selectinload
 from app.db import session_scope
 from app.exchange_events import exchange_event
 from app.models import Exchange, Rollout
-from app.services import SessionFactory, get_run, keyset_page
+from app.services import SessionFactory, flows, get_run, keyset_page
 from opcod_core.events import ExchangeEvent
 
 CHUNK = 200
@@ -75,6 +79,28 @@ def parquet(db: SessionFactory, run_id: int, chunk: int = 10 * CHUNK) -> Iterato
         with pq.ParquetWriter(fh, schema) as writer:
             for rows in _chunks(db, run_id, chunk):
                 writer.write_table(arrow_table(rows, schema, as_json))
+        fh.seek(0)
+        while block := fh.read(1 << 20):
+            yield block
+
+
+# --- the run archive ------------------------------------------------------------------------------------------
+
+def flows_json(db: SessionFactory, run_id: int) -> bytes:
+    """The tutoring-flow matrix exactly as ``GET /runs/{id}/flows`` answers it (``app.services.flows``)."""
+    return flows.flows(db, run_id).model_dump_json(indent=2).encode()
+
+
+def archive(db: SessionFactory, run_id: int, chunk: int = CHUNK) -> Iterator[bytes]:
+    """A zip of the run: ``flows.json`` (``flows_json``), then ``exchanges.jsonl`` (``jsonl``), written to a
+    temporary file and streamed (memory stays bounded by a chunk). The matrix is read first, in one
+    transaction: for a run still training, the exchanges that follow may include newer ones it does not count."""
+    with tempfile.TemporaryFile() as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("flows.json", flows_json(db, run_id))
+            with zf.open("exchanges.jsonl", "w") as out:
+                for block in jsonl(db, run_id, chunk):
+                    out.write(block)
         fh.seek(0)
         while block := fh.read(1 << 20):
             yield block

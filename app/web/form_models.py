@@ -39,18 +39,23 @@ def first_error(exc: DomainError) -> str:
 
 
 class LaunchForm(BaseModel):
-    """The launch form: a preset and its fields (named by config path: ``rollout.n``, ...), or the
-    advanced editor's YAML/JSON (``use_advanced``). ``app.web.forms.build_config`` validates it."""
+    """The launch form: a preset and its fields (named by config path: ``rollout.n``, ``students.2.name``, ...),
+    or the advanced editor's YAML/JSON (``use_advanced``). ``app.web.forms.build_config`` validates it.
+    ``student_rows`` says which preset student each row came from, ``row_action`` adds or removes a row and
+    ``load_preset`` reloads the form with the chosen preset (``app.web.launch_rows``)."""
 
     model_config = ConfigDict(extra="allow")
 
     preset: str = "tiny"
     use_advanced: bool = False
     config_text: str = ""
+    student_rows: str | None = None
+    row_action: str = ""
+    load_preset: str = ""
     csrf_token: str = ""  # checked by app.web.csrf before the route runs; not a config field
 
     def values(self) -> dict:
-        return self.model_dump(exclude={"csrf_token"})
+        return self.model_dump(exclude={"csrf_token", "load_preset"})
 
 
 class RunOverrideForm(BaseModel):

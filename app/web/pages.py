@@ -56,25 +56,29 @@ def runs_page(request: Request, before: Annotated[int | None, Query(ge=1, le=2**
 
 # --- launch -------------------------------------------------------------------------------------------------
 
-def _launch_ctx(preset_name: str, values: dict[str, str], errors: dict[str, list[str]],
-                config_text: str, use_advanced: bool) -> dict[str, Any]:
-    return {"presets": forms.preset_names(), "preset": preset_name, "fields": forms.FIELDS,
-            "groups": forms.GROUPS, "values": values, "errors": errors, "config_text": config_text,
-            "use_advanced": use_advanced}
-
-
 @router.get("/runs/new", name="launch")
 def launch_page(request: Request, preset: str = "tiny"):
     if preset not in forms.preset_names():
         raise Invalid.field("preset", f"unknown preset '{preset}'")
-    cfg = forms.preset(preset).to_dict()
-    ctx = _launch_ctx(preset, forms.form_values(cfg), {}, forms.config_text(cfg), False)
-    return render(request, "launch.html", ctx, swappable=("launch_form",))
+    return render(request, "launch.html", forms.preset_view(preset).context(), swappable=("launch_form",))
+
+
+def _launch_form(request: Request, view: forms.LaunchView, status_code: int) -> Response:
+    if is_htmx(request):
+        return render(request, "launch.html", view.context(), block="launch_form", status_code=status_code)
+    return render(request, "launch.html", view.context(), status_code=status_code)
 
 
 @router.post("/runs/new")
 async def launch_submit(request: Request, form: Annotated[LaunchForm, Form()]):
+    """Launch a run; or, for the form's own buttons, answer the form again: a student row added or removed
+    (``row_action``), or the chosen preset loaded (``load_preset``, the select's change without JavaScript)."""
     values = form.values()
+    if form.load_preset and form.preset in forms.preset_names():
+        return _launch_form(request, forms.preset_view(form.preset), 200)
+    if form.row_action:
+        view, done = forms.row_action_view(values)
+        return _launch_form(request, view, 200 if done else 422)
     result = forms.build_config(values)
     errors = result.errors
     if result.config is not None:
@@ -82,17 +86,11 @@ async def launch_submit(request: Request, form: Annotated[LaunchForm, Form()]):
             detail = await run_in_threadpool(runs.create_run, db_of(request), result.config.to_dict(),
                                              request.app.state.settings.runs_dir, request.app.state.run_policy)
         except Invalid as exc:
-            errors = {}
-            for f in exc.fields or [{"path": "", "message": exc.message}]:
-                key = f["path"] if f["path"] in forms.FIELD_BY_PATH else ""
-                errors.setdefault(key, []).append(f["message"] if key else f"{f['path']}: {f['message']}")
+            errors = forms.service_errors(exc.fields or [{"path": "", "message": exc.message}],
+                                          len(result.config.students))
         else:
             return see_other(request, f"/runs/{detail.id}")
-    shown = {f.path: str(values.get(f.path, "")) for f in forms.FIELDS}
-    preset_name = form.preset if form.preset in forms.preset_names() else "tiny"
-    ctx = _launch_ctx(preset_name, shown, errors, form.config_text, form.use_advanced)
-    return render(request, "launch.html", ctx, block="launch_form", status_code=422) if is_htmx(request) \
-        else render(request, "launch.html", ctx, status_code=422)
+    return _launch_form(request, forms.posted_view(values, errors), 422)
 
 
 # --- one run --------------------------------------------------------------------------------------------------

@@ -242,8 +242,10 @@ def test_fork_from_a_checkpoint(api):
 def test_presets(api):
     client, _ = api
     got = client.get(f"{V1}/presets").json()
-    assert [p["name"] for p in got] == ["tiny", "demo", "paper", "sciworld", "sciworld3"]
+    assert [p["name"] for p in got] == ["tiny", "tiny-trio", "demo", "paper", "sciworld", "sciworld3", "sciworld3-trio"]
     assert got[0]["config"] == preset("tiny").to_dict()
+    trio = got[1]["config"]
+    assert [s["name"] for s in trio["students"]] == ["chem", "phys", "bio"] and trio == preset("tiny-trio").to_dict()
 
 
 def test_allowed_actions_are_exactly_the_requests_that_change_the_run(api):

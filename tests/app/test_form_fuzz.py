@@ -15,9 +15,11 @@ FUZZ = settings(max_examples=60, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 values = (st.text(max_size=40) | st.sampled_from(["", "0", "-1", "1e999", "9" * 40, "\x00", "tiny", "chem", "phys",
                                                   "edit", "reject", "approve", "set_tau", "force_tutor", "always",
-                                                  "approved", "task-000001", "x" * 5000]))
+                                                  "approved", "task-000001", "x" * 5000, "tiny-trio", "add",
+                                                  "remove:0", "remove:7", "0,1,new", "0,1,2", "new,new,new,new"]))
 FIELDS = {
-    "/runs/new": ["preset", "use_advanced", "config_text", "rollout.n", "gating.tau", "name", "students.0.model"],
+    "/runs/new": ["preset", "use_advanced", "config_text", "rollout.n", "gating.tau", "name", "students.0.model",
+                  "student_rows", "row_action", "load_preset", "students.2.name", "data.domains"],
     "/runs/{run}/overrides": ["kind", "student", "tau", "mode"],
     "/runs/{run}/fork": ["checkpoint_id", "name", "overrides"],
     "/exchanges/{ex}/override": ["kind", "text"],

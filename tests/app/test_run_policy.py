@@ -139,7 +139,8 @@ def test_budget_caps_what_one_run_may_cost(served):
     _refused(client, {"preset": "tiny", "overrides": {"gating": {"val_k": 100}}}, "gating.val_k")
     with client.app_.state.db() as s:
         assert s.query(Run).count() == 0
-    for name in ("tiny", "demo", "sciworld", "sciworld3"):  # every shipped preset fits the default budget
+    # every shipped preset fits the default budget
+    for name in ("tiny", "tiny-trio", "demo", "sciworld", "sciworld3", "sciworld3-trio"):
         assert client.post(f"{V1}/runs", json={"preset": name}).status_code == 201, name
 
 

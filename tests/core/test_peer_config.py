@@ -95,7 +95,7 @@ def test_defaults_leave_existing_configs_their_json():
 def test_new_sections_never_enter_the_warm_up_key():
     from opcod_core.build import warmup_key
 
-    for name in ("tiny", "sciworld", "sciworld3"):
+    for name in ("tiny", "tiny-trio", "sciworld", "sciworld3", "sciworld3-trio"):
         cfg = preset(name)
         changed = cfg.replace({"routing": {"mode": "round_robin"}, "trust": {"auto_quarantine": True}})
         for i, st in enumerate(cfg.students):
