@@ -255,10 +255,11 @@ def world3_trio(build_seed: int = 0) -> dict[str, Any]:
     schedule and settings (``world3_pair``: R x K = 2 x 50, n = 8, tau = 0.2, test avg@16), with one direction
     per student as tutee in each round. The same cached specialists as the pairs (build seeds per domain).
 
-    What the pairs test one at a time, the trio has at once: on each domain one peer is its specialist, one is
-    cognizant (90% of its knowledge units) and one is incognizant (its warm-up taught it to write feedback from
-    the corrupted fact table), so the gate and the routing must pick the cognizant tutors among two
-    candidates for every question, and the tutoring-flow matrix shows every tutor-tutee pair."""
+    What the pairs test one at a time, the trio has at once (``WORLD3_ROLES``): on chemistry both other peers
+    are incognizant (their warm-up taught them to write feedback from the corrupted fact table), on physics
+    chem is cognizant (90% of its knowledge units) and elec incognizant, on electricity chem and phys are both
+    cognizant. So the gate and the routing must pick among candidates of every kind, and the tutoring-flow
+    matrix shows every tutor-tutee pair."""
     cfg = world3_pair("chemistry", "physics", build_seed)
     cfg.update({"name": "sciworld3-trio", "preset": "sciworld3-trio",
                 "students": [world3_specialist(d, build_seed) for d in WORLD3_DOMAINS],
