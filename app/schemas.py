@@ -17,7 +17,7 @@ from opcod_core.config import RunConfig
 
 from opcod_core.vocabulary import ApprovalStatus, ExchangeOverrideKind, OverrideStatus, ReplayStatus, RunOverrideKind
 from opcod_core.vocabulary import RunStatus as RunStatusEnum
-from opcod_core.vocabulary import values
+from opcod_core.vocabulary import MAX_REASON, values
 
 RunStatus = Literal[values(RunStatusEnum)]  # type: ignore[valid-type]
 
@@ -266,6 +266,7 @@ class FeedbackOut(_Out):
     used_text: str | None
     source: str
     approval: str | None
+    shadow: bool = Field(False, description="Written by a quarantined tutor: stored and probed, never used.")
 
 
 class OverrideOut(_Out):
@@ -310,6 +311,12 @@ class ExchangeDetail(ExchangeItem):
     prompt: PromptOut
     rollout: RolloutOut
     feedback: FeedbackOut | None
+    feedbacks: list[FeedbackOut] = Field(default_factory=list, description="Every tutor's feedback on the rollout, "
+                                         "the primary one first; a quarantined tutor's is marked shadow (never used).")
+    tutors: list[str] | None = Field(None, description="N peers: the tutors whose feedback was used, best first "
+                                     "(null without N-peer fields).")
+    quarantined: list[str] | None = Field(None, description="N peers: quarantined tutors that wrote in the shadow.")
+    route_reason: str | None = Field(None, description="N peers: why the question went to these tutors.")
     gate: GateOut | None = Field(description="The newest gate record of the tutor for this round.")
     overrides: list[OverrideOut] = Field(description="Exchange-level overrides of this exchange (audit).")
     provenance: OverrideOut | None = Field(None, description="For a human-edited exchange: the override that made it.")
@@ -327,9 +334,10 @@ class ExchangeOverrideIn(_Request):
 
 class RunOverrideIn(_Request):
     kind: Literal[values(RunOverrideKind)]  # type: ignore[valid-type]
-    student: str | None = Field(None, max_length=100, description="force_tutor / mute_tutor / clear_tutor: "
-                                "a student name of the run.")
-    value: float | str | None = Field(None, description="set_tau: a number; set_mode: a gating mode.")
+    student: str | None = Field(None, max_length=100, description="force_tutor / mute_tutor / clear_tutor / "
+                                "quarantine / lift: a student name of the run (the tutor).")
+    value: float | str | None = Field(None, description="set_tau: a number; set_mode: a gating mode; quarantine / "
+                                      f"lift: an optional reason (text, at most {MAX_REASON} characters).")
     author: str = AUTHOR
 
 

@@ -80,15 +80,32 @@ class RunOverrideKind(StrEnum):
     CLEAR_TUTOR = "clear_tutor"
     SET_TAU = "set_tau"
     SET_MODE = "set_mode"
+    QUARANTINE = "quarantine"
+    LIFT = "lift"
 
 
-# The run-level kinds that name a student (the tutor they force, mute or clear).
+# The run-level kinds that name a student (the tutor they force, mute, clear, quarantine or lift).
 TUTOR_OVERRIDE_KINDS: frozenset[RunOverrideKind] = frozenset(
-    {RunOverrideKind.FORCE_TUTOR, RunOverrideKind.MUTE_TUTOR, RunOverrideKind.CLEAR_TUTOR})
+    {RunOverrideKind.FORCE_TUTOR, RunOverrideKind.MUTE_TUTOR, RunOverrideKind.CLEAR_TUTOR,
+     RunOverrideKind.QUARANTINE, RunOverrideKind.LIFT})
+# The tutor kinds whose ``value`` is an optional reason (``opcod_core.trust_run``): a quarantined tutor still
+# writes its feedback, stored and probed, but the feedback is never used, until a person or the evidence lifts it.
+TRUST_OVERRIDE_KINDS: frozenset[RunOverrideKind] = frozenset({RunOverrideKind.QUARANTINE, RunOverrideKind.LIFT})
 RUN_OVERRIDE_LABELS: dict[RunOverrideKind, str] = {
     RunOverrideKind.FORCE_TUTOR: "force a tutor on", RunOverrideKind.MUTE_TUTOR: "mute a tutor",
     RunOverrideKind.CLEAR_TUTOR: "clear force/mute of a tutor", RunOverrideKind.SET_TAU: "set τ",
-    RunOverrideKind.SET_MODE: "set the gating mode"}
+    RunOverrideKind.SET_MODE: "set the gating mode",
+    RunOverrideKind.QUARANTINE: "quarantine a tutor (its feedback is written, never used)",
+    RunOverrideKind.LIFT: "lift a tutor's quarantine"}
+#: The longest reason a quarantine or lift may carry (it is shown on the run page and in the audit log).
+MAX_REASON = 500
+
+
+class TrustAction(StrEnum):
+    """What a tutor-trust change did (``opcod_core.trust.TrustChange.action``)."""
+
+    QUARANTINE = "quarantine"
+    LIFT = "lift"
 
 
 class ExchangeOverrideKind(StrEnum):

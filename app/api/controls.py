@@ -30,7 +30,7 @@ def override_exchange(exchange_id: int, req: ExchangeOverrideIn, db: Db) -> Over
 
 
 @router.post("/runs/{run_id}/overrides", status_code=201, response_model=OverrideOut,
-             summary="Run-level override: force/mute/clear a tutor, set tau or the gating mode")
+             summary="Run-level override: force/mute/clear, quarantine or lift a tutor, set tau or the gating mode")
 def override_run(run_id: int, req: RunOverrideIn, db: Db) -> OverrideOut:
     return overrides.create_run_override(db, run_id, req)
 

@@ -1,4 +1,4 @@
-"""/api/v1 gates, evals, metric series and the tutoring-flow matrix of a run."""
+"""/api/v1 gates, evals, metric series, the tutoring-flow matrix and the tutor trust of a run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query
 from app.api.deps import get_db
 from app.schemas import EvalOut, GateOut, MetricsOut
 from app.schemas_flows import FlowsOut
-from app.services import SessionFactory, flows, metrics
+from app.schemas_trust import TrustOut
+from app.services import SessionFactory, flows, metrics, trust
 
 router = APIRouter(tags=["metrics"])
 Db = Annotated[SessionFactory, Depends(get_db)]
@@ -38,3 +39,10 @@ def metric_series(run_id: int, db: Db, keys: list[str] | None = Query(None, max_
                     "and the tutee's accuracy change in the rounds that tutor taught it")
 def flow_matrix(run_id: int, db: Db) -> FlowsOut:
     return flows.flows(db, run_id)
+
+
+@router.get("/runs/{run_id}/trust", response_model=TrustOut,
+            summary="Tutor trust: per tutor, the cumulative break rate with its Wilson interval at each probed step "
+                    "(in total and per domain) and the periods it was quarantined, with who decided and why")
+def tutor_trust(run_id: int, db: Db) -> TrustOut:
+    return trust.trust(db, run_id)

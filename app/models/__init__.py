@@ -17,11 +17,16 @@ Why it looks like this:
 - A run's event ids follow commit order: every transaction that writes events locks the run row first
   (``lock_run``, or the worker's fence).
 - Status columns carry CHECK constraints for the values listed in the ``*_STATUSES`` tuples below.
+- N peers (issue 17): an exchange keeps every tutor's feedback (one ``feedback`` row per tutor that wrote,
+  sharing the rollout; the quarantined ones marked ``shadow``) and its route, and ``trust_change`` keeps each
+  quarantine and lift of a tutor (``trust`` events).
 """
 
 from app.models.base import (APPROVAL_STATUSES, FEEDBACK_SOURCES, GATE_DECISIONS, NAMING_CONVENTION,  # noqa: F401
-                             OVERRIDE_STATUSES, REPLAY_STATUSES, RUN_ACTIONS, RUN_STATUSES, SOURCES, Base)
+                             OVERRIDE_STATUSES, REPLAY_STATUSES, RUN_ACTIONS, RUN_STATUSES, SOURCES, TRUST_ACTIONS,
+                             Base)
 from app.models.controls import Approval, Override, Replay  # noqa: F401
 from app.models.exchanges import BreakSample, Exchange, Feedback, Prompt, Rollout  # noqa: F401
+from app.models.trust import TrustChange  # noqa: F401
 from app.models.runs import (Checkpoint, EvalResult, Event, GateRecord, Metric, Run, Step, Student,  # noqa: F401
                              Worker, lock_run)

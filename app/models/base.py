@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.types import JSONType, UTCDateTime, utcnow
 from opcod_core.vocabulary import (ApprovalStatus, DecisionSource, FeedbackSource, GateDecision, OverrideStatus,
-                                   ReplayStatus, RunAction, RunStatus, values)
+                                   ReplayStatus, RunAction, RunStatus, TrustAction, values)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -35,6 +35,7 @@ FEEDBACK_SOURCES = values(FeedbackSource)
 OVERRIDE_STATUSES = values(OverrideStatus)
 APPROVAL_STATUSES = values(ApprovalStatus)
 REPLAY_STATUSES = values(ReplayStatus)
+TRUST_ACTIONS = values(TrustAction)
 
 
 def _in(column: str, values: tuple[str, ...], nullable: bool = False) -> str:

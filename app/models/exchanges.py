@@ -1,5 +1,13 @@
 """The tutoring exchanges: an exchange event split into its natural parts (prompt, rollout, feedback,
-exchange) and the break-rate probes made on them."""
+exchange) and the break-rate probes made on them.
+
+N peers (issue 17, migration 0010): an exchange may carry the feedback of several tutors (routing mode
+``all``) and of quarantined tutors writing in the shadow. Each tutor's feedback is one ``feedback`` row on
+the exchange's rollout; ``exchange.feedback_id`` stays the primary one (the exchange's own tutor, as with two
+peers), the others share its ``rollout_id``. ``exchange.tutors`` / ``quarantined`` / ``route_reason`` keep
+the route (``opcod_core.routing.Route``); all three are NULL for an exchange without N-peer fields (a
+two-peer run without quarantine), which is stored exactly as before.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, SmallInteger, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, false)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import FEEDBACK_SOURCES, Base, _created, _in, _run_fk
@@ -57,10 +65,13 @@ class Rollout(Base):
 
     step_row: Mapped[Step] = relationship()
     prompt: Mapped[Prompt] = relationship()
+    # every tutor's feedback on this rollout, in the order the trainer reported it (the primary one first)
+    feedbacks: Mapped[list["Feedback"]] = relationship(order_by="Feedback.id", viewonly=True)
 
 
 class Feedback(Base):
-    """What the tutor (or a human) wrote on a rollout, its anchoring category and what was used."""
+    """What a tutor (or a human) wrote on a rollout, its anchoring category and what was used. A rollout has
+    one per tutor that wrote (N peers); ``shadow``: a quarantined tutor's, stored and probed, never used."""
 
     __tablename__ = "feedback"
     __table_args__ = (
@@ -79,6 +90,7 @@ class Feedback(Base):
     used_text: Mapped[str | None] = mapped_column(Text)  # the text the self-teacher saw, if any
     source: Mapped[str] = mapped_column(String(16), default="model")
     approval: Mapped[str | None] = mapped_column(String(16))  # manual mode: approve | reject | edit | ...
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     rollout: Mapped[Rollout] = relationship()
 
@@ -145,6 +157,11 @@ class Exchange(Base):
     divergence: Mapped[list[float] | None] = mapped_column(FloatArray)
     divergence_s_only: Mapped[list[float] | None] = mapped_column(FloatArray)
     loss: Mapped[float | None] = mapped_column(Float)
+    # N peers (module docstring): the tutors whose feedback the teacher used (best first), the quarantined
+    # tutors that wrote in the shadow, and why the question went to them; NULL without N-peer fields
+    tutors: Mapped[list[Any] | None]
+    quarantined: Mapped[list[Any] | None]
+    route_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
 
     step_row: Mapped[Step] = relationship()
@@ -155,7 +172,9 @@ class Exchange(Base):
 class BreakSample(Base):
     """A break-rate probe (``break`` event, ``opcod_core.breakrate``): the self-teacher's greedy answer
     with its real context (``context``: s+f or f) and with the same context without f (``baseline``:
-    "s", or "none" = the bare question). Break rate = broken / rows with ``correct_without_f``."""
+    "s", or "none" = the bare question). Break rate = broken / rows with ``correct_without_f``.
+    ``domain``: of the tutee's question (what tutor trust counts by; NULL on probes stored before migration
+    0010 whose exchange is not stored); ``shadow``: the probed feedback is a quarantined tutor's."""
 
     __tablename__ = "break_sample"
     __table_args__ = (
@@ -165,6 +184,9 @@ class BreakSample(Base):
         # (named by hand: the convention's name would pass PostgreSQL's 63-character limit)
         Index("ix_break_sample_run_id_summary", "run_id", "tutor_cognizant", "difficulty", "correct_without_f",
               "broken"),
+        # covers tutor trust's GROUP BY (app.services.trust): per tutor, domain and step, read from the index
+        Index("ix_break_sample_run_id_trust", "run_id", "tutor", "domain", "global_step", "round",
+              "correct_without_f", "broken", "shadow"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -182,4 +204,6 @@ class BreakSample(Base):
     correct_with_f: Mapped[bool] = mapped_column(Boolean)
     correct_without_f: Mapped[bool] = mapped_column(Boolean)
     broken: Mapped[bool] = mapped_column(Boolean)
+    domain: Mapped[str | None] = mapped_column(String(100))
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = _created()

@@ -1,5 +1,7 @@
 """Page read models of the exchanges table, one exchange, a replay and the approval queue: rows and
-raw per-token arrays (``app.web.presenters`` turns them into heatmap cells and the concept highlight)."""
+raw per-token arrays (``app.web.presenters`` turns them into heatmap cells and the concept highlight).
+One exchange shows every tutor's feedback (N peers: the other tutors' and the quarantined ones' in the
+shadow, after the primary one) and its route."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.errors import Invalid, NotFound
+from app.exchange_events import ordered_feedback
 from app.models import Approval, Checkpoint, Event, Exchange, Feedback, GateRecord, Override, Prompt, Replay, Rollout, Run
 from app.services import MAX_ID, SessionFactory, keyset_page
 from app.services.exchanges import ExchangeFilters
@@ -78,10 +81,10 @@ def exchange_detail(sf: SessionFactory, exchange_id: int) -> dict[str, Any]:
                        "gold": pr.gold},
             "rollout": {"id": ro.id, "student": ro.student, "text": ro.text, "answer": ro.answer,
                         "correct": ro.correct, "prompt_index": ro.prompt_index, "rollout_index": ro.rollout_index},
-            "feedback": None if fb is None else {
-                "id": fb.id, "tutor": fb.tutor, "raw": fb.raw, "concept": fb.concept, "category": fb.category,
-                "sanitised": fb.sanitised, "redactions": list(fb.redactions or []), "used_text": fb.used_text,
-                "source": fb.source, "approval": fb.approval},
+            "feedback": None if fb is None else _feedback_dict(fb),
+            "other_feedback": [_feedback_dict(f) for f in ordered_feedback(ex) if f.id != ex.feedback_id],
+            "route": None if ex.tutors is None else {"tutors": list(ex.tutors), "quarantined": list(ex.quarantined or []),
+                                                     "reason": ex.route_reason},
             "gate": gate_dict(gate) if gate else None,
             "overrides": overrides,
             "pending_overrides": [o for o in overrides if o["status"] == "pending"],
@@ -93,6 +96,12 @@ def exchange_detail(sf: SessionFactory, exchange_id: int) -> dict[str, Any]:
             "divergence_s_only": ex.divergence_s_only,
             "has_tokens": bool(ex.tokens),
         }
+
+
+def _feedback_dict(fb: Feedback) -> dict[str, Any]:
+    return {"id": fb.id, "tutor": fb.tutor, "raw": fb.raw, "concept": fb.concept, "category": fb.category,
+            "sanitised": fb.sanitised, "redactions": list(fb.redactions or []), "used_text": fb.used_text,
+            "source": fb.source, "approval": fb.approval, "shadow": fb.shadow}
 
 
 def _history(s, ex: Exchange) -> dict[str, Any]:

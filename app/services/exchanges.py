@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
+from app.exchange_events import ordered_feedback
 from app.models import Exchange, GateRecord, Override, Replay
 from app.schemas import (
     ExchangeDetail,
@@ -122,13 +123,14 @@ def detail(session: Session, ex: Exchange) -> ExchangeDetail:
                               .order_by(Exchange.id)).all()
     replays = session.scalars(select(Replay).where(Replay.exchange_id == ex.id).order_by(Replay.id)).all()
     base = {name: getattr(ex, name) for name in ExchangeDetail.model_fields
-            if name not in ("prompt", "rollout", "feedback", "gate", "overrides", "provenance",
+            if name not in ("prompt", "rollout", "feedback", "feedbacks", "gate", "overrides", "provenance",
                             "derived_exchange_ids", "replays")}
     return ExchangeDetail.model_validate({
         **base,
         "prompt": PromptOut.model_validate(ex.rollout.prompt),
         "rollout": RolloutOut.model_validate(ex.rollout),
         "feedback": FeedbackOut.model_validate(ex.feedback) if ex.feedback is not None else None,
+        "feedbacks": [FeedbackOut.model_validate(f) for f in ordered_feedback(ex)],
         "gate": GateOut.model_validate(gate) if gate is not None else None,
         "overrides": [OverrideOut.model_validate(o) for o in overrides],
         "provenance": OverrideOut.model_validate(provenance) if provenance is not None else None,

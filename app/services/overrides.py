@@ -1,7 +1,8 @@
 """Overrides: human control requests, validated here and applied by the worker between steps.
 
 Exchange-level (``edit`` with text, ``reject``, ``approve``) and run-level (``force_tutor``,
-``mute_tutor``, ``clear_tutor`` on a student of the run; ``set_tau``; ``set_mode``). Each request is
+``mute_tutor``, ``clear_tutor`` on a student of the run; ``quarantine`` and ``lift`` of a student as tutor,
+with an optional reason as ``value``; ``set_tau``; ``set_mode``). Each request is
 one ``override`` row (``status='pending'``, ``author``, ``created_at``) plus an ``override`` event in
 the same transaction: the row *is* the audit record, and the worker completes it with ``applied_at``
 and ``applied_at_step`` (docs/database-contract.md). Requests on a run that can no longer apply them
@@ -22,7 +23,7 @@ from app.models import Override, Run
 from app.schemas import ExchangeOverrideIn, OverrideOut, RunOverrideIn
 from app.services import SessionFactory, add_event, get_exchange, get_row, get_run
 from opcod_core.config import GatingConfig
-from opcod_core.vocabulary import FINAL_RUN_STATUSES, TUTOR_OVERRIDE_KINDS
+from opcod_core.vocabulary import FINAL_RUN_STATUSES, MAX_REASON, TRUST_OVERRIDE_KINDS, TUTOR_OVERRIDE_KINDS
 
 GATING_MODES: tuple[str, ...] = get_args(GatingConfig.model_fields["mode"].annotation)
 
@@ -36,6 +37,18 @@ def _text(text: str | None, what: str = "text") -> str:
     if text is None or not text.strip():
         raise Invalid.field(what, "an edit needs non-empty feedback text")
     return text.strip()
+
+
+def _reason(value: float | str | None) -> str | None:
+    """A quarantine's or lift's reason: text of at most ``MAX_REASON`` characters, or none (empty: none)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Invalid.field("value", "the reason of a quarantine or lift is text")
+    reason = value.strip()
+    if len(reason) > MAX_REASON:
+        raise Invalid.field("value", f"the reason has {len(reason)} characters (at most {MAX_REASON})")
+    return reason or None
 
 
 def _store(session, run_id: int, exchange_id: int | None, kind: str, payload: dict, author: str,
@@ -75,9 +88,13 @@ def create_run_override(db: SessionFactory, run_id: int, req: RunOverrideIn) -> 
                 raise Invalid.field("student", f"'{req.kind}' needs a student (one of {names})")
             if req.student not in names:
                 raise Invalid.field("student", f"'{req.student}' is not a student of run {run_id} (one of {names})")
-            if req.value is not None:
-                raise Invalid.field("value", f"'{req.kind}' takes no value")
             payload = {"student": req.student}
+            if req.kind in TRUST_OVERRIDE_KINDS:
+                reason = _reason(req.value)
+                if reason is not None:
+                    payload["value"] = reason
+            elif req.value is not None:
+                raise Invalid.field("value", f"'{req.kind}' takes no value")
         else:
             if req.student is not None:
                 raise Invalid.field("student", f"'{req.kind}' takes no student")

@@ -11,6 +11,7 @@ from app.db import session_scope
 from app.models import Approval, Checkpoint, EvalResult, Event, Exchange, GateRecord, Override, Run, Step
 from app.services import SessionFactory, keyset_page
 from app.services.flows import flow_matrix
+from app.services.trust import trust_view
 from app.services.metrics import break_summary
 from app.services.peer_compare import shared_students
 from app.services.reads import (FEED_LIMIT, PAGE_LIMIT, domains_of, feed_query, feed_rows, finite, gate_dict,
@@ -80,6 +81,11 @@ def _part_flows(s, run: Run) -> dict[str, Any]:
     return {"flows": flow_matrix(s, run).model_dump()}
 
 
+def _part_trust(s, run: Run) -> dict[str, Any]:
+    """Tutor trust (``app.services.trust``; one GROUP BY over the probes and the run's trust changes)."""
+    return {"trust": trust_view(s, run).model_dump()}
+
+
 def _part_overrides(s, run: Run) -> dict[str, Any]:
     return {"overrides": [override_dict(o) for o in s.scalars(
         select(Override).where(Override.run_id == run.id, Override.exchange_id.is_(None),
@@ -105,11 +111,12 @@ def _part_page(s, run: Run) -> dict[str, Any]:
 # The run page's parts, and the parts each block that the page refreshes on its own reads (run.html's
 # blocks; an SSE event refreshes one block, which reads only its parts, not the whole page).
 RUN_PARTS = {"config": _part_config, "counts": _part_counts, "last_step": _part_last_step, "gates": _part_gates,
-             "pareto": _part_pareto, "breaks": _part_breaks, "flows": _part_flows, "overrides": _part_overrides,
-             "feed": _part_feed, "page": _part_page}
+             "pareto": _part_pareto, "breaks": _part_breaks, "flows": _part_flows, "trust": _part_trust,
+             "overrides": _part_overrides, "feed": _part_feed, "page": _part_page}
 RUN_BLOCK_PARTS: dict[str, tuple[str, ...]] = {
     "run_status": ("config", "counts", "last_step", "breaks"), "pareto": ("pareto",), "gates": ("gates",),
-    "breaks": ("breaks",), "flows": ("flows",), "overrides": ("config", "overrides"), "feed": ("counts", "feed")}
+    "breaks": ("breaks",), "flows": ("flows",), "trust": ("trust",), "overrides": ("config", "overrides"),
+    "feed": ("counts", "feed")}
 
 
 def run_page(sf: SessionFactory, run_id: int, block: str | None = None) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import DomainError, Invalid
 from app.schemas import ApprovalDecisionIn, ExchangeOverrideIn, ForkRequest, ReplayIn, RunOverrideIn
-from opcod_core.vocabulary import TUTOR_OVERRIDE_KINDS, ExchangeOverrideKind, RunOverrideKind, values
+from opcod_core.vocabulary import (TRUST_OVERRIDE_KINDS, TUTOR_OVERRIDE_KINDS, ExchangeOverrideKind, RunOverrideKind,
+                                   values)
 
 AUTHOR = "dashboard"
 
@@ -59,10 +60,14 @@ class LaunchForm(BaseModel):
 
 
 class RunOverrideForm(BaseModel):
+    """The run page's override form: one kind, and the field that kind reads (the tutor, τ, the gating
+    mode, or a quarantine's or lift's optional reason)."""
+
     kind: str = ""
     student: str = ""
     tau: str = ""
     mode: str = ""
+    reason: str = ""
 
     def request(self) -> RunOverrideIn:
         if self.kind not in values(RunOverrideKind):
@@ -75,11 +80,15 @@ class RunOverrideForm(BaseModel):
                 raise Invalid.field("tau", "τ must be a number") from None
         elif self.kind == "set_mode":
             value = self.mode or None
+        elif self.kind in TRUST_OVERRIDE_KINDS:
+            value = self.reason.strip() or None
         student = (self.student or None) if self.kind in TUTOR_OVERRIDE_KINDS else None
         return _validated(RunOverrideIn, kind=self.kind, student=student, value=value, author=AUTHOR)
 
     def field_of(self) -> dict[str, str]:
         """The form field behind the request's ``value``."""
+        if self.kind in TRUST_OVERRIDE_KINDS:
+            return {"value": "reason"}
         return {"value": "tau" if self.kind == "set_tau" else "mode"}
 
 

@@ -12,11 +12,13 @@ from app.services.reads import finite
 import app.web.peer_charts as peer_charts
 from app.web.charts import COLORS
 from app.web.tokens import concept_pieces, effect_values, heatmap
+from app.web.trust_view import trust_block
 
 
 def run_page(page: dict[str, Any]) -> dict[str, Any]:
     """The run page (or one of its blocks): the Δ-vs-τ chart and the Pareto small multiples of its N
-    students (``app.web.peer_charts``), when read."""
+    students (``app.web.peer_charts``), the flow matrix and the tutor-trust charts (``app.web.trust_view``),
+    when read."""
     students, domains = page["run"]["students"], page["run"]["domains"]
     out = dict(page)
     if "gates" in page:
@@ -25,6 +27,8 @@ def run_page(page: dict[str, Any]) -> dict[str, Any]:
         out["pareto"] = peer_charts.pareto_multiples(page["pareto_series"], domains)
     if "flows" in page:
         out["flows"] = flow_matrix(page["flows"])
+    if "trust" in page:
+        out["trust"] = trust_block(page["trust"])
     return out
 
 

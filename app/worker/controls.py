@@ -7,7 +7,9 @@ its ``queued`` replays (claimed here: ``queued`` -> ``running``), and returns th
 ``override`` event, and the recorder marks the row ``applied`` (with ``applied_at_step``) in the same
 transaction as the step it took effect in, so a crash before that step is recorded leaves it pending
 and it is handed over again. Overrides the trainer cannot apply (an unknown student, a bad value, an
-exchange of another run) are marked ``rejected`` instead of reaching the trainer.
+exchange of another run) are marked ``rejected`` instead of reaching the trainer. A ``quarantine`` or
+``lift`` of a tutor carries its optional reason as the override's ``value``; the trainer's ``trust`` event
+(the change it made, if any) is stored by the recorder (``trust_change``).
 
 A worker shutting down (SIGTERM/SIGINT) makes ``poll`` answer ``pause``; the loop then re-queues the
 run (``progress.paused_by = "shutdown"``). A human's pause or cancel wins over that.
@@ -41,7 +43,8 @@ from opcod_core.controls import (ApprovalRequest, ControlBatch, Decision, Exchan
                                  RunOverride)
 from opcod_core.events import ExchangeEvent
 from opcod_core.gating import GATE_MODES
-from opcod_core.vocabulary import TUTOR_OVERRIDE_KINDS, ExchangeOverrideKind, RunOverrideKind, values
+from opcod_core.vocabulary import (MAX_REASON, TRUST_OVERRIDE_KINDS, TUTOR_OVERRIDE_KINDS, ExchangeOverrideKind,
+                                   RunOverrideKind, values)
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +158,11 @@ class DBControls:
                 student = payload.get("student")
                 if student not in self.students:
                     return None
+                if ov.kind in TRUST_OVERRIDE_KINDS:   # value: an optional reason (opcod_core.trust_run)
+                    reason = payload.get("value")
+                    if reason is not None and not (isinstance(reason, str) and len(reason) <= MAX_REASON):
+                        return None
+                    return RunOverride(str(ov.id), ov.kind, student=student, value=reason or None, author=ov.author)
                 return RunOverride(str(ov.id), ov.kind, student=student, author=ov.author)
             value = payload.get("value")
             if ov.kind == "set_tau":

@@ -45,17 +45,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope
 from app.models import (BreakSample, Checkpoint, EvalResult, Event, Exchange, Feedback, GateRecord, Metric, Override,
-                        Prompt, Replay, Rollout, Run, Step, Worker)
+                        Prompt, Replay, Rollout, Run, Step, TrustChange, Worker)
 from app.types import utcnow
 from app.worker.claim import RunLost, fence, stale_before
 from app.worker.rows import (EVENT_PAYLOADS, ROW_BUILDERS, ROW_UPDATES, RunChanges, _finite, break_values,
-                             exchange_values, json_safe, feedback_values, rollout_values, step_metrics, storable)
+                             exchange_values, json_safe, feedback_values, peer_feedback_values, rollout_values,
+                             step_metrics, storable, trust_values)
 from opcod_core import events as ev
 
 log = logging.getLogger(__name__)
 
 #: Event rows derived from trainer output: deleted when the work they record is redone.
-TRAINER_EVENT_TYPES = ("run_start", "resume", "gate", "exchange", "break", "step", "eval", "checkpoint", "override")
+TRAINER_EVENT_TYPES = ("run_start", "resume", "gate", "exchange", "break", "trust", "step", "eval", "checkpoint",
+                       "override")
 #: Events that flush the buffer (plus ``flush()`` before every checkpoint write).
 FLUSH_ON = ("step", "checkpoint", "finish", "run_start", "resume")
 
@@ -109,8 +111,8 @@ class Recorder:
         return self._prompt_ids
 
     def _write(self, s: Session, events: list[ev.Event]) -> None:
-        """One batch of events: the restart markers, a row per event (``ROW_BUILDERS``; break probes in
-        bulk), each step's mean exchange divergence (in the step's own INSERT), the exchanges,
+        """One batch of events: the restart markers, a row per event (``ROW_BUILDERS``; break probes and
+        trust changes in bulk), each step's mean exchange divergence (in the step's own INSERT), the exchanges,
         the updates of existing rows (``ROW_UPDATES``), the step metrics and progress, and an event row
         per event that the live pages announce (``EVENT_PAYLOADS``), pointing at the row it made; last, the
         fenced update of the run row (module docstring)."""
@@ -130,10 +132,10 @@ class Recorder:
                 run.values["next_task"] = e.next_task
         _mean_divergence_per_step(steps, [e for e in events if isinstance(e, ev.ExchangeEvent)])
         s.flush()
-        breaks = [(i, e) for i, e in enumerate(events) if isinstance(e, ev.BreakEvent)]
-        for (i, _), bid in zip(breaks, insert_ids(s, BreakSample, [break_values(self.run_id, e) for _, e in breaks]),
-                               strict=True):
-            rows[i] = bid
+        for kind, model, values in ((ev.BreakEvent, BreakSample, break_values), (ev.TrustEvent, TrustChange, trust_values)):
+            batch = [(i, e) for i, e in enumerate(events) if isinstance(e, kind)]
+            for (i, _), row_id in zip(batch, insert_ids(s, model, [values(self.run_id, e) for _, e in batch]), strict=True):
+                rows[i] = row_id
         if any(isinstance(e, ev.CheckpointEvent) for e in events):
             self._mark_pruned(s)
         exchanges = [(i, e) for i, e in enumerate(events) if isinstance(e, ev.ExchangeEvent)]
@@ -196,7 +198,9 @@ class Recorder:
     def _write_exchanges(self, s: Session, exchanges: list[tuple[int, ev.ExchangeEvent]], steps: dict[int, Step],
                          rows: list[Any]) -> int:
         """Prompt (once per item), rollout, feedback and exchange rows of a batch's exchange events, each
-        table in one bulk insert that returns the ids in order (``insert_ids``); the number of exchanges."""
+        table in one bulk insert that returns the ids in order (``insert_ids``); the number of exchanges.
+        An exchange's primary feedback (``exchange.feedback_id``) and the other tutors' feedback on the same
+        rollout (N peers: ``peer_feedback_values``) share the feedback table's one insert."""
         run_id = self.run_id
         prompts = self._ensure_prompts(s, exchanges)
         step_ids: dict[int, int] = {g: st.id for g, st in steps.items()}
@@ -208,7 +212,8 @@ class Recorder:
         rollout_ids = insert_ids(s, Rollout, [rollout_values(run_id, step_ids[e.global_step], prompts[e.prompt_id], e)
                                               for e in events])
         fb_values = [feedback_values(rid, e) for rid, e in zip(rollout_ids, events, strict=True)]
-        fb_new = iter(insert_ids(s, Feedback, [v for v in fb_values if v is not None]))
+        peers = [v for rid, e in zip(rollout_ids, events, strict=True) for v in peer_feedback_values(rid, e)]
+        fb_new = iter(insert_ids(s, Feedback, [v for v in fb_values if v is not None] + peers))
         fb_ids = [next(fb_new) if v is not None else None for v in fb_values]
         origin_keys = {e.origin_key for e in events if e.origin_key}
         origins = dict(s.execute(select(Exchange.key, Exchange.id).where(
@@ -257,7 +262,7 @@ class Recorder:
     def _wipe(self, s: Session) -> None:
         """A fresh start: remove every trainer-derived row of the run; applied overrides apply again."""
         run_id = self.run_id
-        for model in (Exchange, Step, GateRecord, EvalResult, BreakSample, Checkpoint, Metric):
+        for model in (Exchange, Step, GateRecord, EvalResult, BreakSample, TrustChange, Checkpoint, Metric):
             s.execute(delete(model).where(model.run_id == run_id))
         self._delete_events(s, [eid for eid, _, _ in self._worker_events(s, after_id=0)])
         s.execute(update(Override).where(Override.run_id == run_id, Override.status == "applied")
@@ -305,7 +310,7 @@ class Recorder:
             s.execute(update(Run).where(Run.id == run_id).values(exchange_count=Run.exchange_count - undone)
                       .execution_options(synchronize_session=False))
         for t, model in (("step", Step), ("gate", GateRecord), ("eval", EvalResult),
-                         ("break", BreakSample), ("checkpoint", Checkpoint)):
+                         ("break", BreakSample), ("trust", TrustChange), ("checkpoint", Checkpoint)):
             if ids.get(t):
                 s.execute(delete(model).where(model.run_id == run_id, model.id.in_(ids[t])))
         if ids.get("override"):

@@ -1,6 +1,6 @@
 """The database rows of the trainer's events, one short writer per event type: ``ROW_BUILDERS`` make the
-row an event adds (step, gate, eval, checkpoint; break probes and an exchange's rollout, feedback and
-exchange rows as values for bulk inserts), ``ROW_UPDATES`` update the row of a request the trainer took
+row an event adds (step, gate, eval, checkpoint; break probes, trust changes and an exchange's rollout,
+feedback and exchange rows as values for bulk inserts), ``ROW_UPDATES`` update the row of a request the trainer took
 (override applied, replay finished) or note the run's own changes (``RunChanges``: summary, progress).
 ``app.worker.recorder`` calls them in one fenced transaction per batch."""
 
@@ -84,7 +84,20 @@ def break_values(run_id: int, e: ev.BreakEvent) -> dict[str, Any]:
     return {"run_id": run_id, "exchange_key": e.exchange_key, "round": e.round, "direction": e.direction,
             "global_step": e.global_step, "tutee": e.tutee, "tutor": e.tutor, "tutor_cognizant": e.tutor_cognizant,
             "difficulty": e.difficulty, "context": e.context, "baseline": e.baseline,
-            "correct_with_f": e.correct_with_f, "correct_without_f": e.correct_without_f, "broken": e.broken}
+            "correct_with_f": e.correct_with_f, "correct_without_f": e.correct_without_f, "broken": e.broken,
+            "domain": e.domain, "shadow": bool(e.shadow)}
+
+
+def trust_values(run_id: int, e: ev.TrustEvent) -> dict[str, Any]:
+    """A tutor quarantined or lifted (``trust`` event) as values: bulk-inserted like the probes."""
+    return {"run_id": run_id, "tutor": e.tutor, "action": e.action, "source": e.source, "step": e.step,
+            "round": e.round, "reason": storable(e.reason), "domain": e.domain, "override_id": _override_id(e.override_id)}
+
+
+def _override_id(value: str | None) -> int | None:
+    """The override row id a trainer event names (overrides handed over by the worker are ``str(row id)``;
+    anything else, e.g. a scripted control's name, names no row)."""
+    return int(value) if value is not None and value.isascii() and value.isdigit() and len(value) < 10 else None
 
 
 def _checkpoint_row(run_id: int, e: ev.CheckpointEvent) -> Checkpoint:
@@ -105,13 +118,40 @@ def rollout_values(run_id: int, step_id: int, prompt_id: int, e: ev.ExchangeEven
 
 
 def feedback_values(rollout_id: int, e: ev.ExchangeEvent) -> dict[str, Any] | None:
-    """The tutor's (or a person's) feedback on an exchange's rollout, when there is any."""
+    """The exchange's own tutor's (or a person's) feedback on its rollout, when there is any: the primary
+    feedback row (``exchange.feedback_id``), as with two peers; ``used_text`` is the f the teacher saw (with
+    several tutors, their used feedback joined: ``opcod_core.step_routing``)."""
     if e.feedback_raw is None and not e.human:
         return None
+    own = primary_record(e)
     return {"rollout_id": rollout_id, "tutor": e.tutor, "raw": storable(e.feedback_raw), "concept": storable(e.concept),
             "category": e.category, "sanitised": storable(e.feedback_sanitised),
             "redactions": storable(json_safe(e.redactions)), "used_text": storable(e.feedback_used),
-            "source": "human" if e.human else "model", "approval": e.approval}
+            "source": "human" if e.human else "model", "approval": e.approval,
+            "shadow": bool(own is not None and own.get("quarantined"))}
+
+
+def primary_record(e: ev.ExchangeEvent) -> dict[str, Any] | None:
+    """The record of ``e.feedbacks`` that the event's top-level feedback fields repeat: the first one of the
+    exchange's tutor (``opcod_core.step_routing``: the first routed tutor, else the first quarantined one),
+    when the exchange has a primary feedback row; None without N-peer feedback records."""
+    if not e.feedbacks or (e.feedback_raw is None and not e.human):
+        return None
+    return next((f for f in e.feedbacks if f.get("tutor") == e.tutor), None)
+
+
+def peer_feedback_values(rollout_id: int, e: ev.ExchangeEvent) -> list[dict[str, Any]]:
+    """The other tutors' feedback on the rollout (N peers: routing mode ``all``, quarantined tutors writing in
+    the shadow), one row each in the order the trainer reported them, ``shadow`` when quarantined; ``used_text``
+    is that tutor's own part of the teacher's f (None for shadow feedback, never used). None of them for an
+    exchange without N-peer fields."""
+    own = primary_record(e)
+    return [{"rollout_id": rollout_id, "tutor": str(f.get("tutor")), "raw": storable(f.get("raw")),
+             "concept": storable(f.get("concept")), "category": f.get("category"),
+             "sanitised": storable(f.get("sanitised")), "redactions": storable(json_safe(f.get("redactions") or [])),
+             "used_text": storable(f.get("used")), "source": "human" if f.get("source") == "human" else "model",
+             "approval": f.get("approval"), "shadow": bool(f.get("quarantined"))}
+            for f in e.feedbacks or () if f is not own]
 
 
 def exchange_values(run_id: int, e: ev.ExchangeEvent, step_id: int, rollout_id: int, feedback_id: int | None,
@@ -121,11 +161,13 @@ def exchange_values(run_id: int, e: ev.ExchangeEvent, step_id: int, rollout_id: 
             "round": e.round, "direction": e.direction, "global_step": e.global_step, "tutee": e.tutee,
             "tutor": e.tutor, "domain": e.domain, "correct": e.correct, "category": e.category,
             "human_edited": e.human, "origin_exchange_id": origins.get(e.origin_key),
-            "override_id": int(ov) if ov is not None and ov.isdigit() else None, "s_index": e.s_index,
+            "override_id": _override_id(ov), "s_index": e.s_index,
             "s_text": storable(e.s_text), "context_used": e.context_used, "finish_reason": e.finish_reason,
             "skipped": e.skipped, "teacher_context": storable(e.teacher_context), "tokens": storable(e.tokens),
             "student_logprob": e.student_logprob, "divergence": e.divergence,
-            "divergence_s_only": e.divergence_s_only, "loss": _finite(e.loss)}
+            "divergence_s_only": e.divergence_s_only, "loss": _finite(e.loss),
+            "tutors": storable(e.tutors), "quarantined": storable(e.quarantined),
+            "route_reason": storable(e.route_reason)}
 
 
 # --- events that update rows the web side wrote (requests the trainer took) -----------------------------
@@ -189,6 +231,8 @@ EVENT_PAYLOADS: dict[str, Callable[[Any], dict]] = {
     "override": lambda e: {"status": OverrideStatus.APPLIED, "kind": e.kind, "applied_at_step": e.applied_at_step,
                            "exchange_key": e.exchange_key},
     "replay": lambda e: {"status": e.status, "exchange_key": e.exchange_key},
+    "trust": lambda e: {"tutor": e.tutor, "action": e.action, "source": e.source, "step": e.step, "round": e.round,
+                        "domain": e.domain, "override_id": e.override_id},
     "run_start": lambda e: {"tasks": e.tasks, "steps": e.steps},
     "resume": lambda e: {"next_task": e.next_task},
 }   # finish has none: the worker writes the run's status event

@@ -98,7 +98,11 @@ def test_run_overrides_are_validated(seeded_api):
           ({"kind": "mute_tutor", "student": "chem", "author": "bob"}, {"student": "chem"}),
           ({"kind": "clear_tutor", "student": "chem"}, {"student": "chem"}),
           ({"kind": "set_tau", "value": 0.35}, {"value": 0.35}),
-          ({"kind": "set_mode", "value": "always"}, {"value": "always"})]
+          ({"kind": "set_mode", "value": "always"}, {"value": "always"}),
+          ({"kind": "quarantine", "student": "phys", "value": "  reads <b>badly</b> "},
+           {"student": "phys", "value": "reads <b>badly</b>"}),
+          ({"kind": "lift", "student": "phys"}, {"student": "phys"}),
+          ({"kind": "quarantine", "student": "chem", "value": " "}, {"student": "chem"})]   # blank: no reason
     for body, payload in ok:
         r = client.post(url, json=body)
         assert r.status_code == 201, (body, r.text)
@@ -109,7 +113,10 @@ def test_run_overrides_are_validated(seeded_api):
            ({"kind": "set_tau", "value": 11}, "value"), ({"kind": "set_tau", "value": "high"}, "value"),
            ({"kind": "set_tau", "value": 0.2, "student": "chem"}, "student"),
            ({"kind": "set_mode", "value": "sometimes"}, "value"), ({"kind": "set_mode", "value": 1}, "value"),
-           ({"kind": "pause"}, "kind")]
+           ({"kind": "pause"}, "kind"), ({"kind": "quarantine"}, "student"),
+           ({"kind": "quarantine", "student": "bio"}, "student"), ({"kind": "lift", "student": "chem", "value": 0.5}, "value"),
+           ({"kind": "quarantine", "student": "chem", "value": "x" * 501}, "value"),
+           ({"kind": "quarantine", "student": "chem", "value": "a\x00b"}, "(body)")]
     for body, path in bad:
         r = client.post(url, json=body)
         assert r.status_code == 422, (body, r.text)

@@ -1,7 +1,9 @@
 """The run archive (``GET /api/v1/runs/{id}/export?format=zip``, ``app.services.export.archive``) on SQLite and
 PostgreSQL: a three-student run recorded through the worker's recorder (``seed.seed_events``); the archive's
 ``flows.json`` is the tutoring-flow matrix exactly as ``GET /runs/{id}/flows`` answers it (and its cells are
-the counts of the stored rows), and its ``exchanges.jsonl`` is the JSON Lines export, byte for byte."""
+the counts of the stored rows), its ``trust.json`` is ``GET /runs/{id}/trust``, and its ``exchanges.jsonl`` is the
+JSON Lines export's exchange lines, byte for byte (the trust changes that follow them there are in ``trust.json``;
+``tests/app/test_trust.py`` checks a run that has some)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ def test_the_archive_holds_the_flow_matrix_of_the_api_and_the_exchanges(api):
     seeded = seed_events(db, flow_events(STUDENTS, skip={("bio", "chem")}), name="trio", students=STUDENTS)
     seed_events(db, flow_events(("chem", "phys"), rounds=1), name="other")   # another run's rows stay out
     zf = _archive(client, seeded.run_id)
-    assert sorted(zf.namelist()) == ["exchanges.jsonl", "flows.json"]
+    assert sorted(zf.namelist()) == ["exchanges.jsonl", "flows.json", "trust.json"]
+    assert json.loads(zf.read("trust.json")) == client.get(f"/api/v1/runs/{seeded.run_id}/trust").json()
     matrix = json.loads(zf.read("flows.json"))
     assert matrix == client.get(f"/api/v1/runs/{seeded.run_id}/flows").json()
     assert matrix["run_id"] == seeded.run_id and matrix["students"] == list(STUDENTS)

@@ -163,9 +163,9 @@ def test_n_students_revision_keeps_two_student_runs_and_admits_eight(db_url):
 
     eng = make_engine(db_url)
     try:
-        downgrade(db_url, "flows_0008")
         factory = session_factory(eng)
-        seeded = api_seed.seed_run(factory, steps=1, per_step=4)
+        seeded = api_seed.seed_run(factory, steps=1, per_step=4)   # by today's recorder, then taken down
+        downgrade(db_url, "flows_0008")
         with eng.connect() as conn:
             with pytest.raises(IntegrityError):     # the old schema: two students at most
                 with conn.begin():
@@ -191,5 +191,70 @@ def test_n_students_revision_keeps_two_student_runs_and_admits_eight(db_url):
         with factory() as s:
             assert s.scalar(select(func.count()).select_from(Student)) == 2
             assert s.scalar(select(func.count()).select_from(Exchange)) == 4
+    finally:
+        eng.dispose()
+
+
+def test_tutor_trust_revision_keeps_every_row_and_fills_the_probe_domains(db_url):
+    """Down to the schema before tutor trust (n_students_0009) with a three-student run in it and back up:
+    every exchange, feedback row and probe is kept; the trust changes, routes and shadow marks of the newer
+    schema are gone (the old schema cannot hold them) and come back empty; each probe's domain is filled
+    from its stored exchange (NULL for the probe whose exchange is not stored); the recorder writes the new
+    columns again afterwards."""
+    from sqlalchemy import func, select, text
+
+    from app.db import session_factory
+    from app.models import BreakSample, Exchange, Feedback, TrustChange
+    from app.services import trust as trust_service
+    from opcod_core import events as ev
+    from seed import seed_events
+    from trust_events import DOMAINS, STUDENTS, trust_events
+
+    eng = make_engine(db_url)
+    try:
+        factory = session_factory(eng)
+        events = trust_events()
+        step0 = next(e for e in events if isinstance(e, ev.StepEvent))
+        orphan = ev.BreakEvent(**step0.model_dump(include={"round", "direction", "step", "global_step", "tutee",
+                                                            "tutor"}),
+                               exchange_key="not-stored", domain="physics", tutor_cognizant=True, difficulty="easy",
+                               correct_with_f=False, correct_without_f=True, eligible=True, broken=True)
+        seeded = seed_events(factory, [orphan, *events], name="trust", students=STUDENTS, domains=DOMAINS)
+
+        def counts() -> tuple[int, int, int]:
+            with eng.connect() as conn:
+                return tuple(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in
+                             ("exchange", "feedback", "break_sample"))
+
+        with factory() as s:
+            domains = dict(s.execute(select(BreakSample.id, BreakSample.domain)).all())
+            assert s.scalar(select(func.count()).select_from(TrustChange)) == 4
+            assert s.scalar(select(func.count()).select_from(Feedback).where(Feedback.shadow.is_(True))) > 0
+        before = counts()
+        assert before[1] > before[0]   # more feedback rows than exchanges: several tutors wrote on some
+        downgrade(db_url, "n_students_0009")
+        insp = inspect(eng)
+        assert "trust_change" not in insp.get_table_names()
+        assert {"shadow", "domain"}.isdisjoint(c["name"] for c in insp.get_columns("break_sample"))
+        assert {"tutors", "quarantined", "route_reason"}.isdisjoint(c["name"] for c in insp.get_columns("exchange"))
+        assert "shadow" not in {c["name"] for c in insp.get_columns("feedback")}
+        assert counts() == before
+        upgrade(db_url)
+        assert counts() == before
+        with factory() as s:
+            filled = dict(s.execute(select(BreakSample.id, BreakSample.domain)).all())
+            assert filled == {i: (None if i == min(domains) else d) for i, d in domains.items()}   # the orphan first
+            assert s.scalar(select(func.count()).select_from(TrustChange)) == 0
+            assert s.scalar(select(func.count()).select_from(Feedback).where(Feedback.shadow.is_(True))) == 0
+            assert s.scalar(select(func.count()).select_from(BreakSample).where(BreakSample.shadow.is_(True))) == 0
+            assert s.scalars(select(Exchange.tutors).where(Exchange.tutors.is_not(None))).first() is None
+        body = trust_service.trust(factory, seeded.run_id)
+        assert body.undomained_probes == 1 and all(t.periods == [] for t in body.tutors)
+        again = seed_events(factory, events, name="after", students=STUDENTS, domains=DOMAINS)
+        with factory() as s:
+            assert s.scalar(select(func.count()).select_from(TrustChange).where(
+                TrustChange.run_id == again.run_id)) == 4
+            assert s.scalar(select(func.count()).select_from(BreakSample).where(
+                BreakSample.run_id == again.run_id, BreakSample.shadow.is_(True))) > 0
     finally:
         eng.dispose()

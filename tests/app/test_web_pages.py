@@ -222,6 +222,19 @@ def test_run_controls_and_run_overrides_go_through_the_services(web):
                  for o in s.query(Override).filter_by(run_id=rid, status="pending")}
     assert ("mute_tutor", '{"student": "chem"}', "dashboard") in kinds
     assert ("set_mode", '{"value": "always"}', "dashboard") in kinds
+    # a quarantine with its reason (shown escaped in the audit table), a lift without one, a reason too long
+    r = web.post(f"/runs/{rid}/overrides", data={"kind": "quarantine", "student": "phys",
+                                                  "reason": "breaks <i>chemistry</i>"}, headers=HX)
+    assert r.status_code == 200 and "quarantine" in r.text and "(breaks &lt;i&gt;chemistry&lt;/i&gt;)" in r.text
+    assert web.post(f"/runs/{rid}/overrides", data={"kind": "lift", "student": "phys", "reason": ""},
+                    headers=HX).status_code == 200
+    r = web.post(f"/runs/{rid}/overrides", data={"kind": "lift", "student": "phys", "reason": "x" * 501}, headers=HX)
+    assert r.status_code == 422 and 'id="e-ov-reason"' in r.text
+    with web.sessions() as s:
+        trust = [(o.kind, o.payload) for o in s.query(Override).filter(
+            Override.run_id == rid, Override.kind.in_(("quarantine", "lift"))).order_by(Override.id)]
+    assert trust == [("quarantine", {"student": "phys", "value": "breaks <i>chemistry</i>"}),
+                     ("lift", {"student": "phys"})]
     r = web.post(f"/runs/{rid}/cancel", headers={**HX, "HX-Target": "run-status"})
     assert "cancel requested" in r.text
 
