@@ -59,9 +59,12 @@ _FILENAMES = {"jsonl": "run-{id}-exchanges.jsonl", "parquet": "run-{id}-exchange
             "the run archive (zip)",
             description="One record per exchange in the schema of the trainer's `exchange` events (the lines of "
                         "`events.jsonl`, `opcod_core.events.ExchangeEvent`) plus `id`, `run_id`, "
-                        "`origin_exchange_id` and `created_at`. Parquet: the per-token arrays as list columns. "
-                        "zip: `exchanges.jsonl` (as `format=jsonl`) and `flows.json` (the tutoring-flow matrix, "
-                        "as `GET /runs/{id}/flows`).",
+                        "`origin_exchange_id` and `created_at`; then the run's trust changes, one `trust` line "
+                        "each (`opcod_core.events.TrustEvent` plus `id`, `run_id`, `created_at`). Parquet: the "
+                        "per-token arrays as list columns, the trust changes as JSON in the schema metadata "
+                        "`opcod.trust_changes`. zip: `exchanges.jsonl` (the exchange lines of `format=jsonl`), "
+                        "`flows.json` (the tutoring-flow matrix, as `GET /runs/{id}/flows`) and `trust.json` "
+                        "(as `GET /runs/{id}/trust`).",
             response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}, "application/vnd.apache.parquet": {},
                                          "application/zip": {}}}})
