@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from opcod_core.peer_config import MAX_PEERS
+
 from app.db import session_scope
 from app.exchange_events import ordered_feedback
 from app.models import Exchange, GateRecord, Override, Replay
@@ -44,7 +46,8 @@ class ExchangeFilters(BaseModel):
 
     domain: str | None = Field(None, max_length=100)
     round: int | None = Field(None, ge=0, le=2**31 - 1)
-    direction: int | None = Field(None, ge=1, le=2)
+    direction: int | None = Field(None, ge=1, le=MAX_PEERS, description="a direction of the round: one per "
+                                  "student as tutee (1 to the number of students)")
     category: str | None = Field(None, description=f"an anchoring category, or '{NO_FEEDBACK}' for "
                                  "exchanges without feedback", json_schema_extra={"enum": [*ANCHORING_CATEGORIES, NO_FEEDBACK]})
     correct: bool | None = None

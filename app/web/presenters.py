@@ -102,13 +102,15 @@ def flow_matrix(m: dict[str, Any]) -> dict[str, Any]:
             "unattributed_probes": m["unattributed_probes"]}
 
 
-def exchange_filter_choices(run: dict[str, Any], f: ExchangeFilters) -> dict[str, list[str]]:
-    """The exchanges page's select options: the run's domains and students, plus the current filter's
+def exchange_filter_choices(run: dict[str, Any], f: ExchangeFilters) -> dict[str, list[Any]]:
+    """The exchanges page's select options: the run's domains, students and directions, plus the current filter's
     value when the run does not list it (a link may name one only the rows know): the form never drops it."""
     def with_current(values: list[str], current: str | None) -> list[str]:
         return list(values) + ([current] if current is not None and current not in values else [])
+    directions = list(range(1, max(len(run["students"]), 2) + 1))   # one direction per student as tutee
     return {"domain": with_current(run["domains"], f.domain), "tutor": with_current(run["students"], f.tutor),
-            "tutee": with_current(run["students"], f.tutee)}
+            "tutee": with_current(run["students"], f.tutee),
+            "direction": directions + ([f.direction] if f.direction is not None and f.direction not in directions else [])}
 
 
 def compare(data: dict[str, Any] | None) -> dict[str, Any] | None:

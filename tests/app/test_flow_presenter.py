@@ -94,7 +94,8 @@ def test_links_open_the_html_exchanges_page_with_the_cell_filters():
 def test_filter_choices_keep_a_value_the_run_does_not_list():
     run = {"domains": ["chemistry", "physics"], "students": ["chem", "phys", "bio"]}
     assert exchange_filter_choices(run, ExchangeFilters()) == {
-        "domain": ["chemistry", "physics"], "tutor": ["chem", "phys", "bio"], "tutee": ["chem", "phys", "bio"]}
-    got = exchange_filter_choices(run, ExchangeFilters(tutor="ghost", tutee="phys", domain="biology"))
+        "domain": ["chemistry", "physics"], "tutor": ["chem", "phys", "bio"], "tutee": ["chem", "phys", "bio"],
+        "direction": [1, 2, 3]}   # one direction per student as tutee
+    got = exchange_filter_choices(run, ExchangeFilters(tutor="ghost", tutee="phys", domain="biology", direction=5))
     assert got == {"domain": ["chemistry", "physics", "biology"], "tutor": ["chem", "phys", "bio", "ghost"],
-                   "tutee": ["chem", "phys", "bio"]}
+                   "tutee": ["chem", "phys", "bio"], "direction": [1, 2, 3, 5]}
