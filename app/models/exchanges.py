@@ -76,7 +76,8 @@ class Feedback(Base):
     __tablename__ = "feedback"
     __table_args__ = (
         CheckConstraint(_in("source", FEEDBACK_SOURCES), name="source"),
-        Index("ix_feedback_rollout_id", "rollout_id"),
+        # the rollout's rows; with shadow, the flow matrix's join tells the rows it counts from the index entry
+        Index("ix_feedback_rollout_id_shadow", "rollout_id", "shadow"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -116,9 +117,10 @@ class Exchange(Base):
         Index("ix_exchange_run_id_tutor_id", "run_id", "tutor", "id"),
         # covers the tutoring-flow matrix's GROUP BY (app.services.flows): read from the index alone, in
         # its order (929 -> 82 ms at 200,000 exchanges on SQLite; named by hand: the convention's name would
-        # pass PostgreSQL's 63-character limit)
+        # pass PostgreSQL's 63-character limit); rollout_id and feedback_id cover its join to every tutor's
+        # feedback rows (migration 0011)
         Index("ix_exchange_run_id_flows", "run_id", "tutor", "tutee", "domain", "round", "category",
-              "human_edited"),
+              "human_edited", "rollout_id", "feedback_id"),
         Index("ix_exchange_step_id", "step_id"),
         Index("ix_exchange_rollout_id", "rollout_id"),
         Index("ix_exchange_feedback_id", "feedback_id"),

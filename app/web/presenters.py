@@ -62,16 +62,24 @@ def trend(change: float | None) -> str:
 def _flow_domain(run_id: int, split: str, tutor: str, tutee: str, d: dict[str, Any]) -> dict[str, Any]:
     where = {"tutor": tutor, "tutee": tutee, "domain": d["domain"]}
     rounds = ", ".join(str(r) for r in d["accuracy_rounds"])
+    own_kept = d["kept"] - d["peer_kept"]   # what the kept link lists (the exchange list's tutor is the own one)
+    shadow = d["shadow"] or d["shadow_probes"]
     return {
         "domain": d["domain"], "exchanges": d["exchanges"], "feedback": d["feedback"],
-        "human_edited": d["human_edited"],
+        "human_edited": d["human_edited"], "shown": bool(d["exchanges"] or d["feedback"] or shadow),
         "url": exchanges_page_url(run_id, **where) if d["exchanges"] else None,
-        "kept_url": exchanges_page_url(run_id, **where, category="kept", human_edited=False) if d["kept"] else None,
+        "kept_url": exchanges_page_url(run_id, **where, category="kept", human_edited=False) if own_kept else None,
+        "feedback_title": f"{tutor}'s feedback given to {tutee} on {d['domain']} (human edits apart)" + (
+            f"; {d['peer_feedback']} of it ({d['peer_kept']} kept) on exchanges another tutor leads (routing mode "
+            "all), listed under that tutor" if d["peer_feedback"] else ""),
         "kept_text": rate_of(d["kept"], d["feedback"], d["kept_rate"]),
         "break_text": rate_of(d["breaks"], d["opportunities"], d["break_rate"]),
         "break_title": f"{d['breaks']} of the {d['opportunities']} probes right without the feedback turned wrong "
                        f"with it ({d['probes']} probed)" if d["opportunities"] else
         f"{d['probes']} probed, none right without the feedback",
+        "shadow_text": f"{d['shadow']} · {d['shadow_probes']} probed" if shadow else None,
+        "shadow_title": f"feedback {tutor} wrote while quarantined: stored and probed, never used (not in fb, "
+                        "kept or break)",
         "change_text": signed(d["accuracy_change"]), "change_class": trend(d["accuracy_change"]),
         "change_title": f"{tutee}'s {split} accuracy on {d['domain']} after minus before each round this tutor "
                         f"taught it (rounds {rounds}), summed" if rounds else
@@ -81,9 +89,11 @@ def _flow_domain(run_id: int, split: str, tutor: str, tutee: str, d: dict[str, A
 
 def _flow_cell(m: dict[str, Any], tutor: str, tutee: str, cell: dict[str, Any] | None) -> dict[str, Any]:
     """One (tutor, tutee) cell; the diagonal (a student tutoring itself) is greyed, and empty unless the
-    run really has such exchanges."""
+    run really has such exchanges. A tutor taught a tutee (on a domain) when exchanges name it as their tutor,
+    or when it wrote feedback on the tutee's rollouts: on another tutor's exchanges (routing mode ``all``) or
+    in the shadow (quarantined)."""
     domains = [_flow_domain(m["run_id"], m["split"], tutor, tutee, d) for d in (cell or {}).get("domains", [])]
-    taught = any(d["exchanges"] for d in domains)
+    taught = any(d["shown"] for d in domains)
     css = " ".join(["flow-cell"] + (["flow-self"] if tutor == tutee else []) + ([] if taught else ["flow-empty"]))
     return {"tutee": tutee, "self": tutor == tutee, "taught": taught, "domains": domains if taught else [],
             "css": css}

@@ -1,6 +1,7 @@
 """The run page's tutoring-flow matrix as presented (``app.web.presenters.flow_matrix``): display strings,
-the greyed diagonal, never-paired cells and links into the HTML exchanges page (not the API); the exchanges
-page's filter options keep a value the run does not list. Pure functions on the flows service's output."""
+the greyed diagonal, never-paired cells, cells of a tutor whose feedback is all on other tutors' exchanges
+or in the shadow, and links into the HTML exchanges page (not the API); the exchanges page's filter options
+keep a value the run does not list. Pure functions on the flows service's output."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from app.web.presenters import exchange_filter_choices, flow_matrix, rate_of, si
 
 
 def _domain(domain: str, **numbers) -> dict:
-    d = {"domain": domain, "exchanges": 0, "feedback": 0, "kept": 0, "kept_rate": None, "human_edited": 0,
-         "probes": 0, "opportunities": 0, "breaks": 0, "break_rate": None, "rounds": [], "accuracy_change": None,
-         "accuracy_rounds": [], "exchanges_url": "/api/v1/...", "kept_url": "/api/v1/..."}
+    d = {"domain": domain, "exchanges": 0, "feedback": 0, "kept": 0, "kept_rate": None, "peer_feedback": 0,
+         "peer_kept": 0, "shadow": 0, "human_edited": 0, "probes": 0, "opportunities": 0, "breaks": 0,
+         "break_rate": None, "shadow_probes": 0, "rounds": [], "accuracy_change": None, "accuracy_rounds": [],
+         "exchanges_url": "/api/v1/...", "kept_url": "/api/v1/..."}
     d.update(numbers)
     if d["feedback"]:
         d["kept_rate"] = d["kept"] / d["feedback"]
@@ -77,6 +79,37 @@ def test_a_student_that_tutors_itself_keeps_its_numbers_greyed():
     cell = m["rows"][0]["cells"][0]
     assert cell["self"] and cell["taught"] and cell["css"] == "flow-cell flow-self"
     assert cell["domains"][0]["kept_text"] == "50% (1/2)"
+
+
+def test_peer_and_shadow_feedback_show_a_cell_without_exchanges():
+    """Routing mode ``all``: b's feedback is all on a's exchanges (no exchange of its own to list); c wrote
+    only in the shadow while quarantined. Both cells show, without links; the shadow line appears only with
+    shadow feedback or probes."""
+    peer = _domain("chemistry", feedback=4, kept=3, peer_feedback=4, peer_kept=3, probes=2, opportunities=2, breaks=1,
+                   rounds=[1])
+    shadow = _domain("chemistry", shadow=3, shadow_probes=2)
+    mixed = _domain("chemistry", exchanges=5, feedback=6, kept=4, peer_feedback=2, peer_kept=2, shadow=1)
+    m = flow_matrix(_matrix(["a", "b", "c"], {("b", "a"): [peer, _domain("physics")],
+                                              ("c", "a"): [shadow, _domain("physics")],
+                                              ("a", "b"): [mixed, _domain("physics")]}))
+    cells = {(r["tutor"], c["tutee"]): c for r in m["rows"] for c in r["cells"]}
+    b = cells[("b", "a")]
+    assert b["taught"] and b["css"] == "flow-cell"
+    chem, phys = b["domains"]
+    assert chem["shown"] and (chem["url"], chem["kept_url"]) == (None, None)   # nothing of b's to list
+    assert (chem["feedback"], chem["kept_text"], chem["break_text"], chem["shadow_text"]) == (4, "75% (3/4)",
+                                                                                            "50% (1/2)", None)
+    assert "4 of it (3 kept) on exchanges another tutor leads" in chem["feedback_title"]
+    assert not phys["shown"]
+    c = cells[("c", "a")]
+    assert c["taught"] and c["domains"][0]["shadow_text"] == "3 · 2 probed"
+    assert "quarantined" in c["domains"][0]["shadow_title"] and c["domains"][0]["kept_text"] == "–"
+    a = cells[("a", "b")]["domains"][0]
+    assert a["url"] is not None and a["kept_url"] is not None   # 2 of its own exchanges' feedback kept
+    assert (a["kept_text"], a["shadow_text"]) == ("67% (4/6)", "1 · 0 probed")
+    only_peer_kept = flow_matrix(_matrix(["a", "b"], {("a", "b"): [
+        _domain("chemistry", exchanges=2, feedback=3, kept=1, peer_feedback=1, peer_kept=1)]}))
+    assert only_peer_kept["rows"][0]["cells"][1]["domains"][0]["kept_url"] is None   # the list would be empty
 
 
 def test_links_open_the_html_exchanges_page_with_the_cell_filters():

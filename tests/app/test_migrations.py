@@ -258,3 +258,44 @@ def test_tutor_trust_revision_keeps_every_row_and_fills_the_probe_domains(db_url
                 BreakSample.run_id == again.run_id, BreakSample.shadow.is_(True))) > 0
     finally:
         eng.dispose()
+
+
+def test_flows_feedback_revision_rebuilds_the_two_indexes_and_keeps_every_row(db_url):
+    """Down to tutor_trust_0010 with an N-peer run in it (every tutor's feedback, shadow rows) and back up: the
+    flow matrix's two indexes are what 0008 and 0001 made, then what 0011 makes; no row changes, and the
+    matrix (which reads the same either way, only slower) stays the same."""
+    from sqlalchemy import text
+
+    from app.db import session_factory
+    from app.services import flows
+    from seed import seed_events
+    from test_flows import n_peer_events
+    from trust_events import DOMAINS, STUDENTS
+
+    def columns(table: str) -> dict[str, list[str]]:
+        return {ix["name"]: ix["column_names"] for ix in inspect(eng).get_indexes(table)}
+
+    def counts() -> tuple[int, ...]:
+        with eng.connect() as conn:
+            return tuple(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in
+                         ("exchange", "feedback", "break_sample"))
+
+    eng = make_engine(db_url)
+    try:
+        factory = session_factory(eng)
+        run_id = seed_events(factory, n_peer_events(), name="n peers", students=STUDENTS, domains=DOMAINS).run_id
+        matrix, before = flows.flows(factory, run_id), counts()
+        assert any(d.shadow for r in matrix.rows for c in r.cells for d in c.domains)
+        flows_index = ["run_id", "tutor", "tutee", "domain", "round", "category", "human_edited"]
+        downgrade(db_url, "tutor_trust_0010")
+        eng.dispose()
+        assert columns("exchange")["ix_exchange_run_id_flows"] == flows_index
+        assert columns("feedback") == {"ix_feedback_rollout_id": ["rollout_id"]}
+        assert counts() == before and flows.flows(factory, run_id) == matrix
+        upgrade(db_url)
+        eng.dispose()
+        assert columns("exchange")["ix_exchange_run_id_flows"] == [*flows_index, "rollout_id", "feedback_id"]
+        assert columns("feedback") == {"ix_feedback_rollout_id_shadow": ["rollout_id", "shadow"]}
+        assert counts() == before and flows.flows(factory, run_id) == matrix
+    finally:
+        eng.dispose()

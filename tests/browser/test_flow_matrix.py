@@ -1,8 +1,9 @@
 """The run page's tutoring-flow matrix in a real browser: the numbers of the flows service
 (``app.services.flows``) for every cell, a student name with markup shown as text, links into the HTML
-exchanges page (whose filter form keeps tutor and tutee when another filter changes), and the block's
-live refresh when the worker records a new round. Runs are recorded through the worker's recorder
-(``seed.seed_events``) with the flow-matrix tests' events (``tests/app/test_flows.py``)."""
+exchanges page (whose filter form keeps tutor and tutee when another filter changes), a run with N peers
+(every tutor's feedback in routing mode ``all``, a quarantined tutor's shadow feedback on its own line),
+and the block's live refresh when the worker records a new round. Runs are recorded through the worker's
+recorder (``seed.seed_events``) with the flow-matrix tests' events (``tests/app/test_flows.py``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import seed
 from app.models import Exchange, Run
 from app.services import flows
 from app.worker.recorder import Recorder
-from test_flows import flow_events  # tests/app is on pytest's pythonpath
+from test_flows import flow_events, n_peer_events  # tests/app is on pytest's pythonpath
+from trust_events import DOMAINS
 
 NAME = "<b>x</b>"   # student names are validated in a config, but the matrix shows what the rows carry
 STUDENTS = ("chem", NAME, "bio")
@@ -34,7 +36,8 @@ READ_MATRIX = """() => [...document.querySelectorAll('#flows td.flow-cell')].map
     feedback: li.querySelector('.flow-feedback')?.textContent ?? null,
     kept: li.querySelector('.flow-kept')?.textContent.trim() ?? null,
     broken: li.querySelector('.flow-break')?.textContent ?? null,
-    change: li.querySelector('.flow-change')?.textContent ?? null}))}))"""
+    change: li.querySelector('.flow-change')?.textContent ?? null,
+    shadow: li.querySelector('.flow-shadow')?.textContent ?? null}))}))"""
 
 
 def rate(num: int, den: int) -> str:
@@ -45,12 +48,20 @@ def change(v: float | None) -> str:
     return "–" if v is None else ("0.00" if round(v, 2) == 0 else f"{v:+.2f}")
 
 
+def shown(d: dict) -> bool:
+    """An entry shows when the tutor leads exchanges there or wrote feedback there (on another tutor's
+    exchanges, or in the shadow)."""
+    return bool(d["exchanges"] or d["feedback"] or d["shadow"] or d["shadow_probes"])
+
+
 def expected_entry(d: dict) -> dict:
-    if not d["exchanges"]:
-        return {"exchanges": None, "feedback": None, "kept": None, "broken": None, "change": None}
+    if not shown(d):
+        return {"exchanges": None, "feedback": None, "kept": None, "broken": None, "change": None, "shadow": None}
     return {"exchanges": f"{d['exchanges']} ex.", "feedback": f"fb {d['feedback']}",
             "kept": rate(d["kept"], d["feedback"]), "broken": rate(d["breaks"], d["opportunities"]),
-            "change": change(d["accuracy_change"])}
+            "change": change(d["accuracy_change"]),
+            "shadow": f"shadow {d['shadow']} · {d['shadow_probes']} probed" if d["shadow"] or d["shadow_probes"]
+            else None}
 
 
 def check_matrix(rendered: list[dict], matrix: dict) -> None:
@@ -60,13 +71,14 @@ def check_matrix(rendered: list[dict], matrix: dict) -> None:
     for row in matrix["rows"]:
         for cell in row["cells"]:
             got = cells[(row["tutor"], cell["tutee"])]
-            if not any(d["exchanges"] for d in cell["domains"]):
+            if not any(shown(d) for d in cell["domains"]):
                 assert got["domains"] == [] and got["text"] == "no exchanges", got
                 continue
             assert [d["domain"] for d in got["domains"]] == matrix["domains"]
-            for want, shown in zip(cell["domains"], got["domains"], strict=True):
-                assert {k: shown[k] for k in ("exchanges", "feedback", "kept", "broken", "change")} == \
+            for want, entry in zip(cell["domains"], got["domains"], strict=True):
+                assert {k: entry[k] for k in ("exchanges", "feedback", "kept", "broken", "change", "shadow")} == \
                     expected_entry(want), (row["tutor"], cell["tutee"], want)
+                assert (entry["href"] is not None) == bool(want["exchanges"])   # a link when there is a list
     for tutor in matrix["students"]:
         diag = cells[(tutor, tutor)]
         assert "flow-self" in diag["css"] and diag["text"] == "—"
@@ -125,6 +137,26 @@ def test_a_cell_link_opens_its_exchanges_and_the_form_keeps_tutor_and_tutee(page
     page.wait_for_url(re.compile(r"category=kept"))
     expect(rows).to_have_count(cell["kept"])
     expect(page.get_by_label("Feedback category")).to_have_value("kept")
+    assert page.js_errors == []
+
+
+def test_n_peers_every_tutors_feedback_and_the_shadow(page, live_server):
+    """bio's feedback on chem's questions is all on the exchanges the other tutor leads: its entry shows the
+    numbers without a link; a quarantined tutor's shadow feedback has its own line, names still text."""
+    run_id = seed.seed_events(live_server.sessions, n_peer_events(STUDENTS), name="flow n peers", students=STUDENTS,
+                              domains=DOMAINS).run_id
+    page.goto(f"{live_server.url}/runs/{run_id}")
+    matrix = flows.flows(live_server.sessions, run_id).model_dump()
+    check_matrix(page.evaluate(READ_MATRIX), matrix)
+    assert page.locator("#flows table b").count() == 0
+    bio = page.locator('#flows td[data-tutor="bio"][data-tutee="chem"] li[data-domain="chemistry"]')
+    expect(bio.locator(".flow-exchanges")).to_have_text("0 ex.")
+    expect(bio.locator("a")).to_have_count(0)
+    assert "another tutor leads" in bio.locator(".flow-feedback").get_attribute("title")
+    expect(bio.locator(".flow-shadow")).to_have_text(re.compile(r"^shadow [1-9]"))
+    named = page.locator(f'#flows td[data-tutor={json.dumps(NAME)}][data-tutee="chem"] .flow-shadow').first
+    assert NAME in named.get_attribute("title")    # the name is text in the title
+    expect(page.locator("#flows p.muted")).to_contain_text("shadow")
     assert page.js_errors == []
 
 
