@@ -13,8 +13,9 @@ Types: ``run_start``, ``resume``, ``gate``, ``exchange``, ``step``, ``eval``, ``
 
 Fields added for N peers (``PEER_FIELDS``: an exchange's tutors, quarantined tutors and every tutor's
 feedback, a step's tutors, a probe made on quarantined feedback) default to None and are left out of
-``to_dict()`` while None: the trainer sets them when the run has more than two peers or a quarantine
-touches the event, so a two-peer run without quarantine writes exactly the lines it wrote before they
+``to_dict()`` while None: the trainer sets them when the run has more than two peers, a quarantine
+touches the event or a benchmark fault poisoned one of its feedbacks (``opcod_core.faults``: that record
+says ``"poisoned": true``), so a two-peer run without quarantine writes exactly the lines it wrote before they
 existed (``parse_event`` reads a line without them back as None).
 """
 

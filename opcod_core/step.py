@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from opcod_core.anchoring import TutorTemplate
     from opcod_core.config import RunConfig
     from opcod_core.controls import Controls
+    from opcod_core.faults import Poisoner
     from opcod_core.student import StudentRuntime
 
 
@@ -75,6 +76,7 @@ class StepContext:
     gates: dict[str, GateRecord | None] = field(default_factory=dict)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     quarantined: frozenset[str] = frozenset()
+    poison: Poisoner | None = None     # a benchmark fault (opcod_core.faults); None in every real run
 
     @property
     def position(self) -> dict:
@@ -222,10 +224,12 @@ def exchange_event(ctx: StepContext, r: Row, result, teacher_context: str | None
 
 
 def peer_fields(ctx: StepContext, r: Row) -> dict:
-    """The exchange's N-peer fields (``events.PEER_FIELDS``): written with more than two peers, or when a
-    quarantined tutor wrote on this rollout; else none (a two-peer exchange as it always was)."""
+    """The exchange's N-peer fields (``events.PEER_FIELDS``): written with more than two peers, when a
+    quarantined tutor wrote on this rollout, or when a feedback was poisoned (``opcod_core.faults``); else
+    none (a two-peer exchange as it always was)."""
     route = r.route
-    if route is None or not (ctx.peer_fields or route.quarantined):
+    poisoned = any(fb.get("poisoned") for fb in r.feedbacks.values())
+    if route is None or not (ctx.peer_fields or route.quarantined or poisoned):
         return {}
     return {"tutors": list(route.tutors), "quarantined": list(route.quarantined), "route_reason": route.reason,
             "feedbacks": [{"tutor": t, "quarantined": t in route.quarantined, **r.feedbacks[t]}

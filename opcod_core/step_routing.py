@@ -26,6 +26,9 @@ With two students the tutor of a direction is the other one. With N (2 to 8) eac
   joined by a newline (each tutor's feedback on its own line under the one "peer tutor's feedback"
   header of ``opcod_core.prompts``); with one tutor it is that tutor's text. A tutor whose feedback is
   discarded by anchoring adds nothing.
+* Benchmark fault (``opcod_core.faults``, never in a real run): from ``faults.poison.from_step`` on, the
+  named tutor's sampled text is replaced by a wrong hint before anchoring classifies it, and its feedback
+  record is marked ``poisoned``.
 * Manual approval: one decision per rollout, on the joined f the teacher would see: reject drops it
   all, edit replaces it all (the first tutor's feedback becomes ``source: human``).
 * Attribution. An exchange names its own tutor: the first routed tutor, else the first quarantined one
@@ -103,14 +106,21 @@ def _write(ctx: StepContext, name: str, targets: list[Row]) -> None:
     params = SamplingParams(n=1, temperature=cfg.tutor.temperature, max_new_tokens=cfg.tutor.max_new_tokens,
                             stop=tuple(cfg.tutor.stop), seed=derive_seed(cfg.seed, ctx.global_step, purpose))
     outs = tutor.sample(prompts, params)
+    poison = ctx.poison if ctx.poison is not None and ctx.poison.applies(name, ctx.global_step) else None
     for r, comps in zip(targets, outs, strict=True):
         raw = prefill + comps[0].text
-        v = classify_feedback(raw, r.item.question, gold=r.item.gold, choices=list(r.item.choices),
-                              labels=list(r.item.labels))
+        v = _classify(raw, r.item)
+        bad = poison.feedback(r.item, ctx.global_step, v.concept) if poison is not None else None
+        if bad is not None:        # a benchmark fault (opcod_core.faults): replaced before anchoring judges it
+            raw, v = bad, _classify(bad, r.item)
         used = v.sanitised if name in r.route.tutors else None     # a quarantined tutor writes in the shadow
         r.feedbacks[name] = {"raw": raw, "concept": v.concept, "category": v.category, "sanitised": v.sanitised,
                              "redactions": [x.__dict__ for x in v.redactions], "used": used,
-                             "source": "model", "approval": None}
+                             "source": "model", "approval": None, **({"poisoned": True} if bad is not None else {})}
+
+
+def _classify(raw: str, item):
+    return classify_feedback(raw, item.question, gold=item.gold, choices=list(item.choices), labels=list(item.labels))
 
 
 def _apply_manual_approval(ctx: StepContext, rows: list[Row]) -> None:

@@ -44,6 +44,9 @@ Choices the paper leaves open, made here (and configurable where it matters):
   minutes show tutoring whichever student its (noisy) gate silences.
 * Tutor trust: every tutor's break rate per domain with a Wilson interval, and (``trust.auto_quarantine``
   or a person) the quarantine of tutors that break too often: ``opcod_core.trust_run``.
+* Benchmark faults (``faults``, off by default, never part of a real run): from a given global step one
+  tutor's feedback is replaced by well-formed but wrong feedback before anchoring (``opcod_core.faults``),
+  so a benchmark can measure how fast tutor trust quarantines it.
 * Break rate = P(wrong with f | right without f) with its counts (``opcod_core.breakrate``); the
   "without f" teacher is the real teacher context minus f (in context mode f: the bare question).
 * Context mode f: no correct sibling is drawn, since the teacher never sees one (``opcod_core.step``).
@@ -124,6 +127,7 @@ from opcod_core.data import load_dataset
 from opcod_core.data.spec import DataSpec
 from opcod_core.data.types import Item, SplitDataset
 from opcod_core.evaluation import EvalScore, evaluate_domains
+from opcod_core.faults import poisoner
 from opcod_core.gating import GapUncertainty, GateRecord, decide_gates, gap_uncertainty
 from opcod_core.human_feedback import human_event
 from opcod_core.observer import NullObserver, Observer
@@ -178,6 +182,7 @@ class Trainer(CheckpointMixin):
         self.train_stream = sorted((it for d in config.data.domains for it in self.data.get(d, "train")),
                                    key=lambda it: it.id)
         self.items_by_id = {it.id: it for it in self.train_stream}
+        self.poison = poisoner(config, self.train_stream)     # a benchmark fault (opcod_core.faults), else None
         self.tasks = self._task_list()
         # mutable run state (what a checkpoint stores)
         self.next_task = 0
@@ -303,7 +308,7 @@ class Trainer(CheckpointMixin):
                            self.gate_record(tutor_name), self.batch_for(g), self.controls, self.template,
                            gating_mode=self.mode, peers={n: self.students[n] for n in self.names},
                            gates={n: self.gate_record(n) for n in self.names}, scores=self.round_scores,
-                           quarantined=self.trust.quarantined())
+                           quarantined=self.trust.quarantined(), poison=self.poison)
 
     def task_step(self, r: int, slot: int, k: int) -> None:
         cfg = self.config

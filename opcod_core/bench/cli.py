@@ -4,10 +4,14 @@ puts the per-step drift metrics of headless runs side by side (``opcod_core.benc
 Full mode (default): the ``sciworld`` students for each pair, seeds 0-2, all six methods, the preset's
 schedule. ``--quick``: one seed, R × K = 1 × 2, small batches and evaluations, and students warmed up for
 ``--quick-warmup`` steps only (a pipeline check that CI can afford: it says nothing about effect sizes).
+``--mode trio``: the three v3 specialists co-distilled together against the three v3 pairs, with a
+poisoned variant under ``--poison TUTOR`` (``opcod_core.bench.trio``); ``--quick`` works the same way there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
 import shlex
@@ -38,15 +42,28 @@ def _partial(text: str) -> tuple[float, float]:
     return shares  # type: ignore[return-value]
 
 
-def _overrides(args) -> dict:
-    """The run-config overrides the flags ask for (quick mode, steps, evaluation size, lr)."""
+TRIO_OUT = "docs/results/n-peers-trio.md"
+TRIO_ONLY = ("poison", "poison_from", "trust_threshold", "quarantine_within", "trio_gating")
+PAIRS_ONLY = ("pairs", "methods", "partial", "select_lr", "select_tau", "select_methods", "baseline_seeds",
+              "vary_students")
+
+
+def _student_overrides(args) -> dict:
+    """Every student's overrides: in quick mode a short warm-up and no build check (students warmed up for
+    a few steps cannot meet one)."""
+    if not args.quick:
+        return {}
+    return {"warmup_sft_steps": args.quick_warmup, "warmup_decay_steps": args.quick_warmup, "warmup_expect": None}
+
+
+def _overrides(args, students: int = 2) -> dict:
+    """The run-config overrides the flags ask for (quick mode, steps, evaluation size, lr); with ``students``
+    0 the per-student ones are left out (``_student_overrides``)."""
     from opcod_core.bench.fidelity import QUICK_OVERRIDES
 
     overrides: dict = {}
-    if args.quick:   # students warmed up for a few steps cannot meet a build check: it is left out
-        overrides = deep_merge(QUICK_OVERRIDES, {"students": [{"warmup_sft_steps": args.quick_warmup,
-                                                               "warmup_decay_steps": args.quick_warmup,
-                                                               "warmup_expect": None}] * 2})
+    if args.quick:
+        overrides = deep_merge(QUICK_OVERRIDES, {"students": [_student_overrides(args)] * students} if students else {})
     if args.steps is not None:
         overrides = deep_merge(overrides, {"schedule": {"steps_per_direction": args.steps}})
     if args.eval_k is not None or args.eval_items is not None:
@@ -70,12 +87,13 @@ def _plan(args):
     by_method = {}
     if args.baseline_seeds is not None:   # the secondary baselines at fewer seeds than opcod, never, always
         by_method = {m: list(range(args.baseline_seeds)) for m in methods if m not in PRIMARY_METHODS}
-    pairs = _pairs(args.pairs) if args.pairs else (list(WORLD3_PAIRS) if args.world == "v3" else
+    world = args.world or "v2"
+    pairs = _pairs(args.pairs) if args.pairs else (list(WORLD3_PAIRS) if world == "v3" else
                                                    [("chemistry", "physics")])
     return BenchPlan(pairs=pairs, seeds=seeds, methods=methods, overrides=_overrides(args),
                      student_seed=args.student_seed, vary_students=args.vary_students,
                      partial=_partial(args.partial) if args.partial else None,
-                     jobs=args.jobs or 1, threads=args.threads or 1, world=args.world, seeds_by_method=by_method,
+                     jobs=args.jobs or 1, threads=args.threads or 1, world=world, seeds_by_method=by_method,
                      results_dir=Path(args.results_dir) if args.results_dir else None,
                      select_seeds=list(range(args.select_seeds)))
 
@@ -98,6 +116,41 @@ def _report_only(out: Path) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _log_to(path: Path):
+    """A logger writing timed lines to stderr and to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with path.open("w") as log_fh:
+        def log(msg: str) -> None:
+            line = f"[{time.perf_counter() - t0:7.1f}s] {msg}"
+            print(line, file=sys.stderr, flush=True)
+            log_fh.write(line + "\n")
+            log_fh.flush()
+
+        yield log
+
+
+def _command_and_machine(args, jobs: int, threads: int) -> tuple[str, str | None]:
+    import torch
+
+    command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+    machine = (f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, {jobs} worker process(es) × "
+               f"{threads} torch thread(s), torch {torch.__version__}, no GPU"
+               if not torch.cuda.is_available() else None)
+    return command, machine
+
+
+def _check_mode_flags(args) -> None:
+    """A flag of the other mode is an error naming it (defaults are None, so only given flags count)."""
+    wrong = TRIO_ONLY if args.mode == "pairs" else PAIRS_ONLY
+    given = [f"--{name.replace('_', '-')}" for name in wrong if getattr(args, name) not in (None, False)]
+    if given:
+        raise SystemExit(f"{given[0]}: not an option of --mode {args.mode}")
+    if args.mode == "trio" and args.world == "v2":
+        raise SystemExit("--world: --mode trio runs the v3 specialists (sciworld3); leave --world out or pass v3")
+
+
 def cmd_fidelity(args) -> int:
     import torch
 
@@ -106,33 +159,62 @@ def cmd_fidelity(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    _check_mode_flags(args)
+    if args.mode == "trio":
+        return cmd_trio(args)
     plan = _plan(args)
-    out = Path(args.out)
+    out = Path(args.out or "docs/results/fidelity.md")
     if args.report_only:  # re-aggregate and re-write from the saved results (e.g. after editing the notes)
         return _report_only(out)
-    log_path = out.with_suffix(".log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with log_path.open("w") as log_fh:
-        def log(msg: str) -> None:
-            line = f"[{time.perf_counter() - t0:7.1f}s] {msg}"
-            print(line, file=sys.stderr, flush=True)
-            log_fh.write(line + "\n")
-            log_fh.flush()
-
+    with _log_to(out.with_suffix(".log")) as log:
         grid = [float(x) for x in args.select_lr.split(",")] if args.select_lr else None
         results = run_benchmark(plan, Path(args.cache_dir), Path(args.work_dir), log=log, lr_grid=grid,
                                 lr_methods=args.select_methods.split(",") if args.select_methods else None,
-                                world_items=8 if args.quick else (None if args.world == "v3" else 48),
+                                world_items=8 if args.quick else (None if plan.world == "v3" else 48),
                                 tau_grid=[float(x) for x in args.select_tau.split(",")] if args.select_tau else None)
-    command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
-    machine = (f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, {plan.jobs} worker process(es) × "
-               f"{plan.threads} torch thread(s), torch {torch.__version__}, no GPU"
-               if not torch.cuda.is_available() else None)
+    command, machine = _command_and_machine(args, plan.jobs, plan.threads)
     results.update(command=command, machine=machine)
     save_results(results, out.with_suffix(".json"))
     path = write_report(results, out, command=command, machine=machine)
     print(f"report: {path}")
+    return 0
+
+
+def _trio_plan(args):
+    from opcod_core.bench.trio import TrioPlan
+
+    seeds = [0] if args.quick and args.seeds is None else list(range(args.seeds if args.seeds is not None else 3))
+    return TrioPlan(seeds=seeds, overrides=_overrides(args, students=0), student_overrides=_student_overrides(args),
+                    student_seed=args.student_seed, jobs=args.jobs or 1, threads=args.threads or 1,
+                    results_dir=Path(args.results_dir) if args.results_dir else None,
+                    gating=args.trio_gating or "cognizance", poison=args.poison, poison_from=args.poison_from,
+                    threshold=args.trust_threshold, quarantine_within=args.quarantine_within, quick=args.quick)
+
+
+def cmd_trio(args) -> int:
+    """``--mode trio``: run (or, with ``--report-only``, re-analyse) and write the trio report."""
+    from opcod_core.bench.fidelity import save_results
+    from opcod_core.bench.trio import poison_settings, run_trio_benchmark, trio_config
+    from opcod_core.bench.trio_analysis import analyse
+    from opcod_core.bench.trio_report import write_trio_report
+
+    out = Path(args.out or TRIO_OUT)
+    if args.report_only:
+        results = json.loads(out.with_suffix(".json").read_text())
+    else:
+        plan = _trio_plan(args)
+        if plan.poison is not None:   # checked before any build: a bad --poison / --poison-from names its flag
+            try:
+                poison_settings(plan, trio_config(plan))
+            except ValueError as exc:
+                flag, _, why = str(exc).partition(":")
+                raise SystemExit(f"--{flag.replace('_', '-')}:{why}") from None
+        with _log_to(out.with_suffix(".log")) as log:
+            results = run_trio_benchmark(plan, Path(args.cache_dir), Path(args.work_dir), log=log)
+        results.update(zip(("command", "machine"), _command_and_machine(args, plan.jobs, plan.threads)))
+    results["analysis"] = analyse(results)
+    save_results(results, out.with_suffix(".json"))
+    print(f"report: {write_trio_report(results, out, command=results['command'], machine=results['machine'])}")
     return 0
 
 
@@ -183,9 +265,11 @@ def register(sub) -> None:
 
 def _register_fidelity(bsub, default_cache_dir) -> None:
     fi = bsub.add_parser("fidelity", help="OPCoD vs never/always/domain-selective/GRPO/one-way in the science world")
-    fi.add_argument("--out", default="docs/results/fidelity.md", help="report path (.md; .json, .log and "
-                    ".png files are written next to it)")
-    fi.add_argument("--world", choices=("v2", "v3"), default="v2", help="science world: v2 (options listed, two "
+    fi.add_argument("--mode", choices=("pairs", "trio"), default="pairs", help="pairs: the methods on domain pairs; "
+                    "trio: the three v3 specialists together against the three v3 pairs (opcod_core.bench.trio)")
+    fi.add_argument("--out", default=None, help="report path (.md; .json, .log and .png files are written next to "
+                    f"it; default docs/results/fidelity.md, with --mode trio {TRIO_OUT})")
+    fi.add_argument("--world", choices=("v2", "v3"), default=None, help="science world: v2 (default; options listed, two "
                     "students; v1 is v2 with --partial 0,0) or v3 (numeric answers, three specialists, corrupted "
                     "fact table for incognizant tutors)")
     fi.add_argument("--pairs", default=None, help="domain pairs A:B[,C:D] (chemistry, physics, electricity; "
@@ -222,7 +306,22 @@ def _register_fidelity(bsub, default_cache_dir) -> None:
                     "not depend on it)")
     fi.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache (default ~/.cache/opcod)")
     fi.add_argument("--work-dir", default="/tmp/opcod-bench", help="scratch directory of the runs")
+    _register_trio(fi)
     fi.set_defaults(func=cmd_fidelity)
+
+
+def _register_trio(fi) -> None:
+    fi.add_argument("--trio-gating", choices=("cognizance", "always"), default=None, help="trio: who may tutor "
+                    "(default cognizance: the preset's gate, as in the pairs; always: an ablation in which routing "
+                    "alone picks the tutor)")
+    fi.add_argument("--poison", default=None, metavar="TUTOR", help="trio: also run the trio with TUTOR's feedback "
+                    "corrupted (benchmark fault faults.poison), with trust.auto_quarantine on and off")
+    fi.add_argument("--poison-from", type=int, default=None, metavar="STEP",
+                    help="trio: first poisoned global step (default: halfway through the trio's steps)")
+    fi.add_argument("--trust-threshold", type=float, default=None, help="trio: break-rate threshold of the "
+                    "automatic quarantine in the poisoned runs (default: the config's, 0.5)")
+    fi.add_argument("--quarantine-within", type=int, default=None, metavar="STEPS", help="trio: the stated bound, "
+                    "in global steps after the poison, within which auto-quarantine must catch the tutor (default 2K)")
 
 
 def _register_students(bsub) -> None:

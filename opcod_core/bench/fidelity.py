@@ -37,7 +37,7 @@ from opcod_core.executors import build_students
 from opcod_core.config import RunConfig, deep_merge, preset
 from opcod_core.presets import world3_pair
 from opcod_core.data import load_dataset
-from opcod_core.events import BreakEvent, Event, ExchangeEvent, GateEvent, StepEvent
+from opcod_core.bench.observer import BenchObserver
 from opcod_core.trainer import Trainer, data_spec
 
 METHODS: dict[str, dict] = {
@@ -75,37 +75,6 @@ def pair_config(pair: tuple[str, str], overrides: dict | None = None,
                    "warmup_hinted_domains": [weak], "warmup_partial": {weak: share} if share else None})
     base["data"]["domains"] = [a, b]
     return RunConfig.from_dict(deep_merge(base, overrides or {}))
-
-
-class BenchObserver:
-    """Keeps what the report needs from a run's events (not the per-token arrays)."""
-
-    def __init__(self) -> None:
-        self.gates: list[dict] = []
-        self.categories: dict[str, dict[str, int]] = {}     # tutor -> category -> count
-        self.breaks: list[dict] = []
-        self.divergence: dict[str, list[float]] = {}        # "tutee|domain|context" -> [rollout loss]
-        self.steps = 0
-        self.weight_l2: dict[str, float] = {}               # tutee -> ‖θ − θ₀‖ after its last update
-
-    def on_event(self, e: Event) -> None:
-        if isinstance(e, GateEvent):
-            self.gates.append(e.model_dump(include={"round", "student", "decision", "delta", "tau", "scores"}))
-        elif isinstance(e, ExchangeEvent):
-            if e.category:
-                c = self.categories.setdefault(e.tutor, {})
-                c[e.category] = c.get(e.category, 0) + 1
-            if not e.skipped:
-                key = f"{e.tutee}|{e.domain}|{e.context_used}"
-                self.divergence.setdefault(key, []).append(float(e.loss or 0.0))
-        elif isinstance(e, BreakEvent):
-            self.breaks.append({"tutor": e.tutor, "cognizant": e.tutor_cognizant, "broken": e.broken,
-                                "correct_without_f": e.correct_without_f, "domain": e.domain})
-        elif isinstance(e, StepEvent):
-            self.steps += 1
-            l2 = e.metrics.get("train/weight_l2")
-            if l2 is not None:   # the last value per tutee: how far training moved it from its start
-                self.weight_l2[e.tutee] = float(l2)
 
 
 class ValidationTrainer(Trainer):
@@ -150,11 +119,20 @@ def run_method(base: RunConfig, method: str, seed: int, data, cache_dir: Path, w
     """One run of ``method`` at ``seed`` from the students of ``student_seed``; read from (and stored in)
     the result cache ``results_dir`` when given (``opcod_core.bench.runcache``)."""
     cfg = base.replace({**METHODS[method], "seed": seed, "name": f"fidelity-{method}-s{seed}"})
+    return run_config(cfg, method, seed, data, cache_dir, work, student_seed, validation, results_dir,
+                      students_cfg=base)
+
+
+def run_config(cfg: RunConfig, method: str, seed: int, data, cache_dir: Path, work: Path, student_seed: int,
+               validation: bool = False, results_dir: Path | None = None, students_cfg: RunConfig | None = None) -> dict:
+    """One run of the finished config ``cfg``, labelled ``method`` (a method of ``METHODS``, or a variant of
+    another benchmark: ``opcod_core.bench.trio``), with the students of ``students_cfg`` (default ``cfg``)
+    built with ``student_seed``; cached like ``run_method``."""
     key = runcache.run_key(cfg.to_json(), method, seed, student_seed, validation)
     cached = runcache.load(results_dir, key)
     if cached is not None:
         return {**cached, "cached": True}
-    students = _students(base, data, cache_dir, student_seed)
+    students = _students(students_cfg or cfg, data, cache_dir, student_seed)
     obs = BenchObserver()
     out = work / f"{method}-s{seed}{'-val' if validation else ''}"
     t0 = time.perf_counter()
@@ -169,7 +147,7 @@ def run_method(base: RunConfig, method: str, seed: int, data, cache_dir: Path, w
     res = {"method": method, "seed": seed, "key": key, "wall_s": time.perf_counter() - t0,
            "summary": result.summary, "gates": obs.gates, "categories": obs.categories, "breaks": obs.breaks,
            "weight_l2": obs.weight_l2, "divergence": {k: sum(v) / len(v) for k, v in obs.divergence.items()},
-           "divergence_n": {k: len(v) for k, v in obs.divergence.items()}}
+           "divergence_n": {k: len(v) for k, v in obs.divergence.items()}, "trust": obs.trust, "poison": obs.poison}
     runcache.store(results_dir, key, res)
     return res
 
@@ -183,16 +161,17 @@ def _init_worker(threads: int) -> None:
 
 
 def run_many(tasks: list[tuple], jobs: int, threads: int = 1,
-             done: Callable[[tuple, dict], None] | None = None) -> list[dict]:
-    """``run_method(*task)`` for every task, in ``jobs`` worker processes (spawned, ``threads`` torch
-    threads each) or inline when ``jobs`` is 1; results in task order. Every run is a pure function of its
+             done: Callable[[tuple, dict], None] | None = None, fn: Callable[..., dict] | None = None) -> list[dict]:
+    """``fn(*task)`` (default ``run_method``) for every task, in ``jobs`` worker processes (spawned, ``threads``
+    torch threads each) or inline when ``jobs`` is 1; results in task order. Every run is a pure function of its
     task (students reloaded from the warm-up cache, seeds in the config), so the results do not depend
     on ``jobs``; on this 2-core machine two 1-thread processes do about twice the work of one process
     with two threads, since the tiny models are too small to use two threads well."""
+    fn = fn or run_method
     if jobs <= 1 or len(tasks) <= 1:
         out = []
         for t in tasks:
-            out.append(run_method(*t))
+            out.append(fn(*t))
             if done is not None:
                 done(t, out[-1])
         return out
@@ -202,7 +181,7 @@ def run_many(tasks: list[tuple], jobs: int, threads: int = 1,
     results: dict[int, dict] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = {pool.submit(run_method, *t): i for i, t in enumerate(tasks)}
+        futures = {pool.submit(fn, *t): i for i, t in enumerate(tasks)}
         for fut in as_completed(futures):
             i = futures[fut]
             results[i] = fut.result()

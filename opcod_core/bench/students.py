@@ -25,7 +25,8 @@ from pathlib import Path
 ROLES = ("strong", "partial", "unknown")
 
 
-def _roles(st) -> dict[str, str]:
+def domain_roles(st) -> dict[str, str]:
+    """Each domain's role for a v3 specialist: strong (its own), partial (partly known), unknown."""
     return {st.strong_domain: "strong", **{d: "partial" for d in st.warmup_partial or {}},
             **{d: "unknown" for d in st.warmup_corrupt_domains or ()}}
 
@@ -69,7 +70,7 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         except BuildCheckError as exc:
             measured, passed, warm = exc.measured, False, getattr(exc, "warmup", {})
         rows.append({"student": st.name, "build_seed": build_seed, "threads": threads, "passed": passed,
-                     "measured": measured, "roles": {d: r for d, r in _roles(st).items() if d},
+                     "measured": measured, "roles": {d: r for d, r in domain_roles(st).items() if d},
                      "expect": {d: list(b) for d, b in (st.warmup_expect or {}).items()},
                      "steps": st.warmup_sft_steps, "warmup": warm, "build_s": time.perf_counter() - t0})
         done.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,151 @@
+"""The numbers of the trio benchmark (``opcod_core.bench.trio``), from its runs: trio against pairs, and what the
+poisoned variant did. Pure functions of the results dict; the report (``trio_report``) only formats them.
+
+* **Trio vs pairs**, per student, domain and pair that scored the student on that domain (each student is in
+  two pairs; its own domain is scored in both, the others in one): final test accuracy of the trio and of
+  the pair, mean ± 95% interval over seeds (``stats.interval``), and the per-seed difference trio − pair,
+  paired by seed (same seed: same data order and rollout seeds), with its interval and a verdict read from
+  it: ``trio better`` / ``trio worse`` when the interval lies above / below 0, else ``within noise``
+  (one seed: no interval, said so).
+* **Quarantine**, per poisoned run (seed, auto-quarantine on or off): the first automatic quarantine of the
+  poisoned tutor at or after the poison step (``TrustEvent.step``: the global step from which it holds),
+  the steps from the poison to it, whether that is within the stated bound, any quarantine of it before the
+  poison, its lifts after, quarantines of other tutors (false alarms), the break probes of its feedback
+  from the poison to the quarantine, and its poisoned feedback written / kept / used in a teacher context
+  (and used after the quarantine: 0 by construction).
+* **Others' accuracy**: for every student but the poisoned one and every domain, final accuracy in the clean
+  trio, with auto-quarantine on and off, and the paired differences on − clean, off − clean and on − off.
+  "Falls beyond noise" = the 95% interval of the paired difference lies entirely below 0.
+* **Claims** (pre-registered in docs/results/n-peers.md): (1) with auto-quarantine on the poisoned tutor
+  is quarantined within the stated number of steps at every seed; (2) no other student's accuracy on any
+  domain falls beyond noise (on − clean). Each is ``holds``, ``fails: ...`` or, with one seed for (2),
+  ``1 seed: no interval``.
+"""
+
+from __future__ import annotations
+
+from opcod_core.bench.stats import TOL, interval
+from opcod_core.bench.trio import POISON_OFF, POISON_ON, TRIO
+
+
+def finals(runs: list[dict], label: str, which: str = "final") -> dict[int, dict[str, dict[str, float]]]:
+    """seed -> student -> domain -> accuracy (``which``: final or initial) of the runs labelled ``label``."""
+    return {r["seed"]: {n: s[which] for n, s in r["summary"]["students"].items()}
+            for r in runs if r["method"] == label}
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> dict:
+    """a − b over the seeds both have: differences, interval and verdict words (``up``/``down``/``noise``)."""
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds]
+    iv = interval(diffs) if diffs else None
+    if iv is None:
+        word = "no common seed"
+    elif iv.half is None:
+        word = "1 seed: no interval"
+    elif abs(iv.mean) < TOL and iv.half < TOL:
+        word = "identical"
+    else:
+        word = "up" if iv.low > TOL else "down" if iv.high < -TOL else "noise"
+    return {"seeds": seeds, "differences": diffs, "interval": iv.to_dict() if iv else None, "word": word}
+
+
+def _iv(values: list[float]) -> dict | None:
+    return interval(values).to_dict() if values else None
+
+
+def trio_vs_pairs(results: dict) -> list[dict]:
+    """One row per (student, domain, pair scoring it) (module docstring)."""
+    runs = results["runs"]
+    trio, trio_init = finals(runs, TRIO), finals(runs, TRIO, "initial")
+    rows = []
+    for name in results["students"]:
+        for label in results["pair_configs"]:
+            pair, pair_init = finals(runs, label), finals(runs, label, "initial")
+            scored = next((per[name] for per in pair.values() if name in per), None)
+            if scored is None:
+                continue
+            partner = next(n for per in pair.values() for n in per if n != name)
+            for d in scored:
+                t = {s: v[name][d] for s, v in trio.items()}
+                p = {s: v[name][d] for s, v in pair.items()}
+                diff = paired(t, p)
+                verdict = {"up": "trio better", "down": "trio worse", "noise": "within noise"}.get(diff["word"],
+                                                                                                   diff["word"])
+                rows.append({"student": name, "domain": d, "role": results["roles"][name].get(d), "pair": label,
+                             "partner": partner, "trio_initial": _iv([v[name][d] for v in trio_init.values()]),
+                             "pair_initial": _iv([v[name][d] for v in pair_init.values()]),
+                             "trio": _iv(list(t.values())), "pair_final": _iv(list(p.values())),
+                             "difference": diff, "verdict": verdict})
+    return rows
+
+
+def quarantine(run: dict, tutor: str, start: int, within: int) -> dict:
+    """What happened to the poisoned ``tutor`` in one poisoned run (module docstring)."""
+    trust = run.get("trust") or []
+    mine = [e for e in trust if e["tutor"] == tutor]
+    q = next((e for e in mine if e["action"] == "quarantine" and e["step"] >= start and e["source"] == "auto"), None)
+    step = q["step"] if q else None
+    probes = [b for b in run["breaks"] if b["tutor"] == tutor and b.get("step", -1) >= start
+              and (step is None or b["step"] < step)]
+    poison = (run.get("poison") or {}).get(tutor, {"written": 0, "kept": 0, "used": 0, "first_step": None,
+                                                   "last_used_step": None})
+    used_after = poison["last_used_step"] is not None and step is not None and poison["last_used_step"] >= step
+    return {"seed": run["seed"], "variant": run["method"], "quarantine_step": step,
+            "steps_to_quarantine": None if step is None else step - start,
+            "within": step is not None and step - start <= within,
+            "before_poison": [e["step"] for e in mine if e["action"] == "quarantine" and e["step"] < start],
+            "lifts_after": [e["step"] for e in mine if e["action"] == "lift" and step is not None and e["step"] > step],
+            "other_quarantines": [f"{e['tutor']}@{e['step']}" for e in trust
+                                  if e["tutor"] != tutor and e["action"] == "quarantine"],
+            "probes": {"samples": len(probes), "eligible": sum(bool(b["correct_without_f"]) for b in probes),
+                       "broken": sum(bool(b["broken"]) for b in probes)},
+            "poisoned": poison, "used_after_quarantine": used_after}
+
+
+def others_accuracy(results: dict) -> list[dict]:
+    """Per student (the poisoned one flagged) and domain: clean, on, off finals and paired differences."""
+    runs, tutor = results["runs"], results["poison"]["tutor"]
+    by = {label: finals(runs, label) for label in (TRIO, POISON_ON, POISON_OFF)}
+    rows = []
+    for name in results["students"]:
+        for d in results["domains"]:
+            acc = {label: {s: v[name][d] for s, v in per.items()} for label, per in by.items()}
+            rows.append({"student": name, "domain": d, "poisoned_tutor": name == tutor,
+                         "clean": _iv(list(acc[TRIO].values())), "on": _iv(list(acc[POISON_ON].values())),
+                         "off": _iv(list(acc[POISON_OFF].values())),
+                         "on_minus_clean": paired(acc[POISON_ON], acc[TRIO]),
+                         "off_minus_clean": paired(acc[POISON_OFF], acc[TRIO]),
+                         "on_minus_off": paired(acc[POISON_ON], acc[POISON_OFF])})
+    return rows
+
+
+def claims(quarantines: list[dict], others: list[dict], within: int) -> dict:
+    """The two pre-registered claims' verdicts (module docstring)."""
+    on = [q for q in quarantines if q["variant"] == POISON_ON]
+    missed = [f"seed {q['seed']}: " + ("never quarantined" if q["quarantine_step"] is None else
+                                       f"after {q['steps_to_quarantine']} steps")
+              for q in on if not q["within"]]
+    caught = "holds" if on and not missed else ("fails: " + "; ".join(missed) if on else "not run")
+    rows = [r for r in others if not r["poisoned_tutor"]]
+    falls = [f"{r['student']} on {r['domain']}" for r in rows if r["on_minus_clean"]["word"] == "down"]
+    if falls:
+        noise = "fails: falls beyond noise for " + ", ".join(falls)
+    elif any(r["on_minus_clean"]["word"] == "1 seed: no interval" for r in rows):
+        noise = "1 seed: no interval"
+    else:
+        noise = "holds" if rows else "not run"
+    return {"quarantined_within": {"bound": within, "verdict": caught},
+            "others_within_noise": {"verdict": noise}}
+
+
+def analyse(results: dict) -> dict:
+    """Everything the report shows, from the results dict (re-run by ``--report-only``)."""
+    out: dict = {"trio_vs_pairs": trio_vs_pairs(results)}
+    p = results.get("poison")
+    if p:
+        qs = [quarantine(r, p["tutor"], p["from_step"], p["within"]) for r in results["runs"]
+              if r["method"] in (POISON_ON, POISON_OFF)]
+        others = others_accuracy(results)
+        out.update(quarantine=qs, others=others, claims=claims(qs, others, p["within"]))
+    return out
