@@ -24,7 +24,7 @@ or ``always`` (an ablation: every peer may tutor and routing alone picks the tut
 candidate tutors are both incognizant, as chem's chemistry questions are on the knowledge ladder, gets an
 incognizant tutor's feedback). Note that the cognizance gap Δ sums a student's relative gaps over every
 domain of the run, so a peer cognizant on one domain but not another (phys: electricity 90% known,
-chemistry not at all) has Δ above 1 in the trio and is silenced there, while it tutors in its pair.
+chemistry not at all) has Δ near 1 in the trio and is silenced there, while it tutors in its pair.
 
 Every run goes through the fidelity benchmark's ``run_config`` (same observer, same result cache, same
 worker processes), so a run is a pure function of its config and seed. The analysis is in

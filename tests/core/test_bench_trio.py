@@ -189,7 +189,8 @@ def test_quick_trio_with_a_poisoned_peer_writes_its_report(tmp_path):
     assert all(not r["poison"] for m, r in runs.items() if m not in (POISON_ON, POISON_OFF))
     off = runs[POISON_OFF]
     assert set(off["poison"]) <= {"chem"} and set(runs[POISON_ON]["poison"]) <= {"chem"}
-    assert off["poison"].get("chem", {}).get("written", 0) == sum(off["categories"].get("chem", {}).values())
+    assert off["poison"]["chem"]["written"] == sum(off["categories"]["chem"].values()) > 0   # routing gave chem
+    assert off["poison"]["chem"]["used"] <= off["poison"]["chem"]["kept"] <= off["poison"]["chem"]["written"]
     assert off["trust"] == [] and results["analysis"]["quarantine"][1]["quarantine_step"] is None
     # the report is rewritten from its JSON alone
     out.unlink()
