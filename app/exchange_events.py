@@ -6,10 +6,12 @@ headless run's log and a served run's export. The rows keep every field of the e
 an edited exchange's origin (the row links it by id instead: ``origin_exchange_id``).
 
 N peers: the route (``tutors``, ``quarantined``, ``route_reason``) is on the exchange row and every tutor's
-feedback record is a feedback row of its rollout (``app.models.exchanges``), the primary one first. The
-primary row keeps the f the teacher saw (``used_text``: with several tutors, their used feedback joined by
-newlines in route order, the primary tutor's first: ``opcod_core.step_routing``), so that tutor's own part
-is what remains of it once the other routed tutors' parts are taken off its end (``own_part``).
+feedback record is a feedback row of its rollout (``app.models.exchanges``), the primary one first. Each
+row keeps its own tutor's part of the f the teacher saw (``used_text``; None for shadow feedback and for a
+part that was not used), and the f is rebuilt from them as the trainer built it: the used parts joined by
+newlines in route order (``opcod_core.step_routing.tutor_feedback``; ``joined_used``). Nothing is stored
+twice, so an exchange's f and its tutors' parts cannot disagree (before migration 0012 the primary row held
+the joined f and its own part was derived from it).
 """
 
 from __future__ import annotations
@@ -32,23 +34,33 @@ def exchange_event(x: Exchange) -> ExchangeEvent:
         finish_reason=x.finish_reason, answer=r.answer, correct=bool(r.correct), s_index=x.s_index, s_text=x.s_text,
         feedback_raw=fb.raw if fb else None, concept=fb.concept if fb else None, category=x.category,
         feedback_sanitised=fb.sanitised if fb else None, redactions=list(fb.redactions or []) if fb else [],
-        feedback_used=fb.used_text if fb else None, feedback_source=fb.source if fb else None,
+        feedback_used=feedback_used(x), feedback_source=fb.source if fb else None,
         approval=fb.approval if fb else None, context_used=x.context_used, skipped=x.skipped,
         teacher_context=x.teacher_context, tokens=x.tokens, divergence=x.divergence,
         divergence_s_only=x.divergence_s_only, student_logprob=x.student_logprob, loss=x.loss,
         override_id=str(x.override_id) if x.override_id is not None else None, **peer_fields(x))
 
 
+def feedback_used(x: Exchange) -> str | None:
+    """The f the teacher saw: the primary row's text with two peers, the joined parts with N-peer fields."""
+    if x.tutors is not None:
+        return joined_used(x.tutors, ordered_feedback(x))
+    return x.feedback.used_text if x.feedback else None
+
+
+def joined_used(tutors: list[str], rows: list[Feedback]) -> str | None:
+    """The routed tutors' used parts joined by newlines in route order (module docstring); None when none."""
+    parts = {f.tutor: f.used_text for f in rows if not f.shadow and f.used_text}
+    texts = [parts[t] for t in tutors if t in parts]
+    return "\n".join(texts) if texts else None
+
+
 def peer_fields(x: Exchange) -> dict[str, Any]:
     """The exchange's N-peer fields as the trainer reported them; none when it had none (``tutors`` NULL)."""
     if x.tutors is None:
         return {}
-    rows = ordered_feedback(x)
-    others = [f.used_text for f in rows if f.id != x.feedback_id and not f.shadow and f.used_text]
-    records = [feedback_record(f, own_part(f.used_text, others) if f.id == x.feedback_id else f.used_text)
-               for f in rows]
     return {"tutors": list(x.tutors), "quarantined": list(x.quarantined or []), "route_reason": x.route_reason,
-            "feedbacks": records}
+            "feedbacks": [feedback_record(f) for f in ordered_feedback(x)]}
 
 
 def ordered_feedback(x: Exchange) -> list[Feedback]:
@@ -57,19 +69,8 @@ def ordered_feedback(x: Exchange) -> list[Feedback]:
     return sorted(rows, key=lambda f: f.id != x.feedback_id)
 
 
-def feedback_record(f: Feedback, used: str | None) -> dict[str, Any]:
+def feedback_record(f: Feedback) -> dict[str, Any]:
     """A feedback row as one record of ``ExchangeEvent.feedbacks`` (``opcod_core.step.peer_fields``)."""
     return {"tutor": f.tutor, "quarantined": bool(f.shadow), "raw": f.raw, "concept": f.concept,
-            "category": f.category, "sanitised": f.sanitised, "redactions": list(f.redactions or []), "used": used,
-            "source": f.source, "approval": f.approval}
-
-
-def own_part(joined: str | None, others: list[str]) -> str | None:
-    """The primary tutor's part of the joined f (module docstring): all of it when no other tutor's feedback
-    was used (or a person's edit replaced the whole), None when it is exactly the others' parts."""
-    if joined is None or not others:
-        return joined
-    tail = "\n".join(others)
-    if joined == tail:
-        return None
-    return joined[: -len(tail) - 1] if joined.endswith("\n" + tail) else joined
+            "category": f.category, "sanitised": f.sanitised, "redactions": list(f.redactions or []),
+            "used": f.used_text, "source": f.source, "approval": f.approval}

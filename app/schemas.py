@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
 
 from opcod_core.config import RunConfig
-
 from opcod_core.vocabulary import ApprovalStatus, ExchangeOverrideKind, OverrideStatus, ReplayStatus, RunOverrideKind
 from opcod_core.vocabulary import RunStatus as RunStatusEnum
 from opcod_core.vocabulary import MAX_REASON, values
@@ -317,6 +316,7 @@ class ExchangeDetail(ExchangeItem):
                                      "(null without N-peer fields).")
     quarantined: list[str] | None = Field(None, description="N peers: quarantined tutors that wrote in the shadow.")
     route_reason: str | None = Field(None, description="N peers: why the question went to these tutors.")
+    feedback_used: str | None = Field(None, description="The f the teacher saw: the used parts, in route order.")
     gate: GateOut | None = Field(description="The newest gate record of the tutor for this round.")
     overrides: list[OverrideOut] = Field(description="Exchange-level overrides of this exchange (audit).")
     provenance: OverrideOut | None = Field(None, description="For a human-edited exchange: the override that made it.")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from opcod_core.peer_config import MAX_PEERS
 
 from app.db import session_scope
-from app.exchange_events import ordered_feedback
+from app.exchange_events import feedback_used, ordered_feedback
 from app.models import Exchange, GateRecord, Override, Replay
 from app.schemas import (
     ExchangeDetail,
@@ -126,7 +126,7 @@ def detail(session: Session, ex: Exchange) -> ExchangeDetail:
                               .order_by(Exchange.id)).all()
     replays = session.scalars(select(Replay).where(Replay.exchange_id == ex.id).order_by(Replay.id)).all()
     base = {name: getattr(ex, name) for name in ExchangeDetail.model_fields
-            if name not in ("prompt", "rollout", "feedback", "feedbacks", "gate", "overrides", "provenance",
+            if name not in ("prompt", "rollout", "feedback", "feedbacks", "feedback_used", "gate", "overrides", "provenance",
                             "derived_exchange_ids", "replays")}
     return ExchangeDetail.model_validate({
         **base,
@@ -134,6 +134,7 @@ def detail(session: Session, ex: Exchange) -> ExchangeDetail:
         "rollout": RolloutOut.model_validate(ex.rollout),
         "feedback": FeedbackOut.model_validate(ex.feedback) if ex.feedback is not None else None,
         "feedbacks": [FeedbackOut.model_validate(f) for f in ordered_feedback(ex)],
+        "feedback_used": feedback_used(ex),
         "gate": GateOut.model_validate(gate) if gate is not None else None,
         "overrides": [OverrideOut.model_validate(o) for o in overrides],
         "provenance": OverrideOut.model_validate(provenance) if provenance is not None else None,

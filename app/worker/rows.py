@@ -119,14 +119,16 @@ def rollout_values(run_id: int, step_id: int, prompt_id: int, e: ev.ExchangeEven
 
 def feedback_values(rollout_id: int, e: ev.ExchangeEvent) -> dict[str, Any] | None:
     """The exchange's own tutor's (or a person's) feedback on its rollout, when there is any: the primary
-    feedback row (``exchange.feedback_id``), as with two peers; ``used_text`` is the f the teacher saw (with
-    several tutors, their used feedback joined: ``opcod_core.step_routing``)."""
+    feedback row (``exchange.feedback_id``), as with two peers; ``used_text`` is that tutor's own part of the f
+    the teacher saw: all of it with two peers, its own record's ``used`` with N-peer fields (the f is those
+    parts joined in route order, ``app.exchange_events.joined_used``; migration 0012)."""
     if e.feedback_raw is None and not e.human:
         return None
     own = primary_record(e)
+    used = own.get("used") if own is not None else e.feedback_used
     return {"rollout_id": rollout_id, "tutor": e.tutor, "raw": storable(e.feedback_raw), "concept": storable(e.concept),
             "category": e.category, "sanitised": storable(e.feedback_sanitised),
-            "redactions": storable(json_safe(e.redactions)), "used_text": storable(e.feedback_used),
+            "redactions": storable(json_safe(e.redactions)), "used_text": storable(used),
             "source": "human" if e.human else "model", "approval": e.approval,
             "shadow": bool(own is not None and own.get("quarantined"))}
 

@@ -299,3 +299,51 @@ def test_flows_feedback_revision_rebuilds_the_two_indexes_and_keeps_every_row(db
         assert counts() == before and flows.flows(factory, run_id) == matrix
     finally:
         eng.dispose()
+
+
+def test_feedback_own_used_revision_moves_the_joined_f_and_back(db_url):
+    """Down to flows_feedback_0011 with an N-peer run in it and back up: before 0012 the primary feedback row
+    of a rollout with several tutors' rows held the f the teacher saw (the joined parts), from it on each row
+    holds its own part; the other rows, every single-row rollout and the events read back never change."""
+    from collections import Counter
+
+    from sqlalchemy import select, text
+
+    from app.db import session_factory
+    from app.exchange_events import exchange_event
+    from app.models import Exchange, Feedback
+    from opcod_core import events as ev
+    from seed import seed_events
+    from test_flows import n_peer_events
+    from trust_events import DOMAINS, STUDENTS
+
+    def used() -> dict[int, str | None]:
+        with eng.connect() as conn:
+            return dict(conn.execute(text("SELECT id, used_text FROM feedback")).all())
+
+    def read_back() -> list[dict]:
+        with factory() as s:
+            return [exchange_event(x).to_dict() for x in s.scalars(select(Exchange).order_by(Exchange.id))]
+
+    eng = make_engine(db_url)
+    try:
+        factory = session_factory(eng)
+        events = n_peer_events()
+        seed_events(factory, events, name="n peers", students=STUDENTS, domains=DOMAINS)
+        own, back = used(), read_back()
+        by_key = {e.key: e for e in events if isinstance(e, ev.ExchangeEvent)}
+        with factory() as s:
+            rows_per_rollout = Counter(s.scalars(select(Feedback.rollout_id)))
+            primaries = s.execute(select(Exchange.feedback_id, Exchange.key, Exchange.rollout_id).where(
+                Exchange.feedback_id.is_not(None))).all()
+        joined = {fid: by_key[key].feedback_used for fid, key, rid in primaries if rows_per_rollout[rid] > 1}
+        assert any(own[fid] and own[fid] != joined[fid] for fid in joined)  # a part that is not the whole f
+        assert any(own[fid] is None and joined[fid] for fid in joined)      # a primary whose part was not used
+        downgrade(db_url, "flows_feedback_0011")
+        eng.dispose()
+        assert used() == {**own, **joined}
+        upgrade(db_url)
+        eng.dispose()
+        assert used() == own and read_back() == back
+    finally:
+        eng.dispose()

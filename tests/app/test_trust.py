@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db import session_factory, session_scope
+from app.exchange_events import joined_used
 from app.models import BreakSample, Event, Exchange, Feedback, Override, Rollout, Run, TrustChange
 from app.services import trust as trust_service
 from app.worker.recorder import Recorder
@@ -73,7 +74,9 @@ def test_the_recorder_stores_trust_changes_every_tutors_feedback_and_shadow_prob
                 continue
             primary = s.get(Feedback, x.feedback_id)
             assert primary.id == rows[0].id and primary.tutor == e.tutor == e.feedbacks[0]["tutor"]
-            assert primary.used_text == e.feedback_used           # the f the teacher saw (joined)
+            for f, r in zip(rows, e.feedbacks, strict=True):       # each row its own tutor's part of f
+                assert f.used_text == r["used"]
+            assert joined_used(e.tutors, rows) == e.feedback_used      # the f the teacher saw, from the rows
             for f, r in zip(rows[1:], e.feedbacks[1:], strict=True):
                 assert f.used_text == r["used"]
                 assert not f.shadow or f.used_text is None        # shadow feedback is never used
@@ -221,14 +224,19 @@ def test_the_exchange_detail_shows_every_tutors_feedback_and_the_route(api):
         ids = {x.key: x.id for x in s.scalars(select(Exchange).where(Exchange.run_id == seeded.run_id))}
     shadowed = next(k for k, e in by_key.items() if e.quarantined and e.tutors)
     two_peer = next(k for k, e in by_key.items() if e.feedbacks is None)
-    d = client.get(f"{V1}/exchanges/{ids[shadowed]}").json()
-    e = by_key[shadowed]
-    assert (d["tutors"], d["quarantined"], d["route_reason"]) == (e.tutors, e.quarantined, e.route_reason)
-    assert [(f["tutor"], f["shadow"], f["used_text"]) for f in d["feedbacks"]] == [
-        (r["tutor"], r["quarantined"], e.feedback_used if i == 0 else r["used"]) for i, r in enumerate(e.feedbacks)]
-    assert d["feedbacks"][0] == d["feedback"] and any(f["shadow"] for f in d["feedbacks"])
+    two_used = next(k for k, e in by_key.items() if sum(bool(r["used"]) for r in e.feedbacks or ()) == 2)
+    for key in (shadowed, two_used):
+        d, e = client.get(f"{V1}/exchanges/{ids[key]}").json(), by_key[key]
+        assert (d["tutors"], d["quarantined"], d["route_reason"]) == (e.tutors, e.quarantined, e.route_reason)
+        assert [(f["tutor"], f["shadow"], f["used_text"]) for f in d["feedbacks"]] == [
+            (r["tutor"], r["quarantined"], r["used"]) for r in e.feedbacks]    # each tutor's own part
+        assert d["feedback_used"] == e.feedback_used                          # the f the teacher saw
+        assert d["feedbacks"][0] == d["feedback"]
+    assert "\n" in d["feedback_used"]                                         # joined from two parts
+    assert any(f["shadow"] for f in client.get(f"{V1}/exchanges/{ids[shadowed]}").json()["feedbacks"])
     d = client.get(f"{V1}/exchanges/{ids[two_peer]}").json()
     assert d["tutors"] is d["quarantined"] is d["route_reason"] is None
+    assert d["feedback_used"] == by_key[two_peer].feedback_used == d["feedback"]["used_text"]
     assert d["feedbacks"] == [d["feedback"]] and d["feedback"]["shadow"] is False
     page = client.get(f"/exchanges/{ids[shadowed]}")
     assert page.status_code == 200
