@@ -73,4 +73,5 @@ def feedback_record(f: Feedback) -> dict[str, Any]:
     """A feedback row as one record of ``ExchangeEvent.feedbacks`` (``opcod_core.step.peer_fields``)."""
     return {"tutor": f.tutor, "quarantined": bool(f.shadow), "raw": f.raw, "concept": f.concept,
             "category": f.category, "sanitised": f.sanitised, "redactions": list(f.redactions or []),
-            "used": f.used_text, "source": f.source, "approval": f.approval}
+            "used": f.used_text, "source": f.source, "approval": f.approval,
+            **({"poisoned": True} if f.poisoned else {})}

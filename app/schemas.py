@@ -266,6 +266,7 @@ class FeedbackOut(_Out):
     source: str
     approval: str | None
     shadow: bool = Field(False, description="Written by a quarantined tutor: stored and probed, never used.")
+    poisoned: bool = Field(False, description="Replaced by a benchmark fault (faults.poison).")
 
 
 class OverrideOut(_Out):
@@ -312,8 +313,7 @@ class ExchangeDetail(ExchangeItem):
     feedback: FeedbackOut | None
     feedbacks: list[FeedbackOut] = Field(default_factory=list, description="Every tutor's feedback on the rollout, "
                                          "the primary one first; a quarantined tutor's is marked shadow (never used).")
-    tutors: list[str] | None = Field(None, description="N peers: the tutors whose feedback was used, best first "
-                                     "(null without N-peer fields).")
+    tutors: list[str] | None = Field(None, description="N peers (else null): the tutors whose f was used, best first.")
     quarantined: list[str] | None = Field(None, description="N peers: quarantined tutors that wrote in the shadow.")
     route_reason: str | None = Field(None, description="N peers: why the question went to these tutors.")
     feedback_used: str | None = Field(None, description="The f the teacher saw: the used parts, in route order.")

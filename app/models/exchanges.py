@@ -71,7 +71,8 @@ class Rollout(Base):
 
 class Feedback(Base):
     """What a tutor (or a human) wrote on a rollout, its anchoring category and what was used. A rollout has
-    one per tutor that wrote (N peers); ``shadow``: a quarantined tutor's, stored and probed, never used."""
+    one per tutor that wrote (N peers); ``shadow``: a quarantined tutor's, stored and probed, never used;
+    ``poisoned``: a benchmark fault replaced what the tutor wrote (``opcod_core.faults``, migration 0013)."""
 
     __tablename__ = "feedback"
     __table_args__ = (
@@ -88,10 +89,11 @@ class Feedback(Base):
     category: Mapped[str | None] = mapped_column(String(32))  # kept | no_match | no_concept_tag | empty | all_generic
     sanitised: Mapped[str | None] = mapped_column(Text)
     redactions: Mapped[list[Any]] = mapped_column(default=list)
-    used_text: Mapped[str | None] = mapped_column(Text)  # the text the self-teacher saw, if any
+    used_text: Mapped[str | None] = mapped_column(Text)  # this tutor's part of the f the self-teacher saw, if any
     source: Mapped[str] = mapped_column(String(16), default="model")
     approval: Mapped[str | None] = mapped_column(String(16))  # manual mode: approve | reject | edit | ...
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    poisoned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     rollout: Mapped[Rollout] = relationship()
 
@@ -175,8 +177,10 @@ class BreakSample(Base):
     """A break-rate probe (``break`` event, ``opcod_core.breakrate``): the self-teacher's greedy answer
     with its real context (``context``: s+f or f) and with the same context without f (``baseline``:
     "s", or "none" = the bare question). Break rate = broken / rows with ``correct_without_f``.
-    ``domain``: of the tutee's question (what tutor trust counts by; NULL on probes stored before migration
-    0010 whose exchange is not stored); ``shadow``: the probed feedback is a quarantined tutor's."""
+    ``domain``: of the tutee's question, as the break event carries it (what tutor trust counts by; kept on
+    the probe, not joined from its exchange, so that trust reads ``ix_break_sample_run_id_trust`` alone; NULL
+    on probes stored before migration 0010 whose exchange is not stored); ``shadow``: the probed feedback is
+    a quarantined tutor's."""
 
     __tablename__ = "break_sample"
     __table_args__ = (

@@ -101,7 +101,7 @@ def exchange_detail(sf: SessionFactory, exchange_id: int) -> dict[str, Any]:
 def _feedback_dict(fb: Feedback) -> dict[str, Any]:
     return {"id": fb.id, "tutor": fb.tutor, "raw": fb.raw, "concept": fb.concept, "category": fb.category,
             "sanitised": fb.sanitised, "redactions": list(fb.redactions or []), "used_text": fb.used_text,
-            "source": fb.source, "approval": fb.approval, "shadow": fb.shadow}
+            "source": fb.source, "approval": fb.approval, "shadow": fb.shadow, "poisoned": fb.poisoned}
 
 
 def _history(s, ex: Exchange) -> dict[str, Any]:

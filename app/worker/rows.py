@@ -130,7 +130,8 @@ def feedback_values(rollout_id: int, e: ev.ExchangeEvent) -> dict[str, Any] | No
             "category": e.category, "sanitised": storable(e.feedback_sanitised),
             "redactions": storable(json_safe(e.redactions)), "used_text": storable(used),
             "source": "human" if e.human else "model", "approval": e.approval,
-            "shadow": bool(own is not None and own.get("quarantined"))}
+            "shadow": bool(own is not None and own.get("quarantined")),
+            "poisoned": bool(own is not None and own.get("poisoned"))}
 
 
 def primary_record(e: ev.ExchangeEvent) -> dict[str, Any] | None:
@@ -152,7 +153,7 @@ def peer_feedback_values(rollout_id: int, e: ev.ExchangeEvent) -> list[dict[str,
              "concept": storable(f.get("concept")), "category": f.get("category"),
              "sanitised": storable(f.get("sanitised")), "redactions": storable(json_safe(f.get("redactions") or [])),
              "used_text": storable(f.get("used")), "source": "human" if f.get("source") == "human" else "model",
-             "approval": f.get("approval"), "shadow": bool(f.get("quarantined"))}
+             "approval": f.get("approval"), "shadow": bool(f.get("quarantined")), "poisoned": bool(f.get("poisoned"))}
             for f in e.feedbacks or () if f is not own]
 
 

@@ -342,8 +342,55 @@ def test_feedback_own_used_revision_moves_the_joined_f_and_back(db_url):
         downgrade(db_url, "flows_feedback_0011")
         eng.dispose()
         assert used() == {**own, **joined}
+        upgrade(db_url, "feedback_own_used_0012")
+        eng.dispose()
+        assert used() == own
         upgrade(db_url)
         eng.dispose()
-        assert used() == own and read_back() == back
+        assert unpoisoned(read_back()) == unpoisoned(back)     # 0013's marks are the next test's
+    finally:
+        eng.dispose()
+
+
+def unpoisoned(lines: list[dict]) -> list[dict]:
+    """Exchange lines without the fault marks of their feedback records."""
+    return [{**x, **({"feedbacks": [{k: v for k, v in f.items() if k != "poisoned"} for f in x["feedbacks"]]}
+                     if x.get("feedbacks") else {})} for x in lines]
+
+
+def test_feedback_poisoned_revision_drops_the_marks_and_keeps_every_row(db_url):
+    """Down to feedback_own_used_0012 with a run whose feedback a benchmark fault poisoned and back up: the
+    column goes and comes back ``false``; every feedback row and its text stays; new rows are marked again."""
+    from sqlalchemy import func, select, text
+
+    from app.db import session_factory
+    from app.models import Feedback
+    from seed import seed_events
+    from trust_events import DOMAINS, STUDENTS, trust_events
+
+    def rows() -> list[tuple]:
+        with eng.connect() as conn:
+            return conn.execute(text("SELECT id, tutor, raw, used_text, shadow FROM feedback ORDER BY id")).all()
+
+    eng = make_engine(db_url)
+    try:
+        factory = session_factory(eng)
+        seed_events(factory, trust_events(), name="poisoned", students=STUDENTS, domains=DOMAINS)
+        marked = select(func.count()).select_from(Feedback).where(Feedback.poisoned.is_(True))
+        with factory() as s:
+            assert s.scalar(marked) > 0
+        before = rows()
+        downgrade(db_url, "feedback_own_used_0012")
+        eng.dispose()
+        assert "poisoned" not in {c["name"] for c in inspect(eng).get_columns("feedback")}
+        assert rows() == before
+        upgrade(db_url)
+        eng.dispose()
+        assert rows() == before
+        with factory() as s:
+            assert s.scalar(marked) == 0
+        seed_events(factory, trust_events(), name="again", students=STUDENTS, domains=DOMAINS)
+        with factory() as s:
+            assert s.scalar(marked) > 0
     finally:
         eng.dispose()

@@ -67,8 +67,9 @@ def test_the_recorder_stores_trust_changes_every_tutors_feedback_and_shadow_prob
                 assert len(rows) == 1 and rows[0].id == x.feedback_id and not rows[0].shadow
                 assert (rows[0].tutor, rows[0].used_text) == (e.tutor, e.feedback_used)
                 continue
-            assert [(f.tutor, f.shadow, f.raw, f.category, f.sanitised) for f in rows] == [
-                (r["tutor"], r["quarantined"], r["raw"], r["category"], r["sanitised"]) for r in e.feedbacks]
+            assert [(f.tutor, f.shadow, f.raw, f.category, f.sanitised, f.poisoned) for f in rows] == [
+                (r["tutor"], r["quarantined"], r["raw"], r["category"], r["sanitised"], bool(r.get("poisoned")))
+                for r in e.feedbacks]
             if not e.feedbacks:
                 assert x.feedback_id is None and rows == []
                 continue
@@ -83,6 +84,9 @@ def test_the_recorder_stores_trust_changes_every_tutors_feedback_and_shadow_prob
             shadow_rows += sum(f.shadow for f in rows)
         assert shadow_rows == sum(r["quarantined"] for e in by_key.values() for r in e.feedbacks or ())
         assert shadow_rows > 0
+        poisoned = s.scalars(select(Feedback.tutor).join(Rollout).where(Rollout.run_id == run_id,
+                                                                         Feedback.poisoned.is_(True))).all()
+        assert poisoned and set(poisoned) == {STUDENTS[0]}     # the fault's marks, on the poisoned tutor's rows
         assert any(x.tutors == [] and x.feedback_id is None for x in exchanges)   # a question without a tutor
 
         probes = s.scalars(select(BreakSample).where(BreakSample.run_id == run_id).order_by(BreakSample.id)).all()
@@ -111,6 +115,7 @@ def test_the_export_gives_the_trainers_events_back(api):
     assert exchanges == [e.to_dict() for e in events if isinstance(e, ev.ExchangeEvent)]
     assert any(sum(bool(f["used"]) for f in x.get("feedbacks", [])) == 2 for x in exchanges)   # joined f
     assert any(x.get("feedbacks") and x["feedbacks"][0]["used"] is None and x["feedback_used"] for x in exchanges)
+    assert any(f.get("poisoned") for x in exchanges for f in x.get("feedbacks", []))      # the fault's marks
     assert any("tutors" not in x for x in exchanges)
     trust = [x for x in lines if x["type"] == "trust"]
     assert [{k: v for k, v in x.items() if k not in identity} for x in trust] == [
@@ -238,6 +243,11 @@ def test_the_exchange_detail_shows_every_tutors_feedback_and_the_route(api):
     assert d["tutors"] is d["quarantined"] is d["route_reason"] is None
     assert d["feedback_used"] == by_key[two_peer].feedback_used == d["feedback"]["used_text"]
     assert d["feedbacks"] == [d["feedback"]] and d["feedback"]["shadow"] is False
+    poisoned = next(k for k, e in by_key.items() if any(r.get("poisoned") for r in e.feedbacks or ()))
+    d = client.get(f"{V1}/exchanges/{ids[poisoned]}").json()
+    assert [f["poisoned"] for f in d["feedbacks"]] == [bool(r.get("poisoned")) for r in by_key[poisoned].feedbacks]
+    assert 'class="badge poisoned"' in client.get(f"/exchanges/{ids[poisoned]}").text
+    assert 'class="badge poisoned"' not in client.get(f"/exchanges/{ids[two_peer]}").text
     page = client.get(f"/exchanges/{ids[shadowed]}")
     assert page.status_code == 200
     assert "quarantined: shadow" in page.text and 'id="other-feedback"' in page.text

@@ -1,7 +1,8 @@
 """Synthetic trainer events of a three-student run with tutor trust (issue 17), for the store, API, export and
 browser tests: exchanges with every tutor's feedback (routing mode ``all``) and quarantined tutors writing in
 the shadow, two-peer-shaped exchanges (no N-peer fields), break probes on used and on shadow feedback, and
-trust changes (an automatic quarantine and lift, a person's quarantine and lift with their overrides).
+trust changes (an automatic quarantine and lift, a person's quarantine and lift with their overrides), and
+feedback records a benchmark fault poisoned.
 
 The events follow the trainer's rules (``opcod_core.step_routing``, ``opcod_core.breakrate``): a tutor is
 routed while not quarantined and writes in the shadow while it is; the teacher's f is the routed tutors'
@@ -18,6 +19,7 @@ STEPS = 6
 XSS = "<script>window.__xss=1</script>"
 AUTO_REASON = f"auto: tutor 'bio' breaks too often on 'physics' {XSS}"
 HUMAN_REASON = "reads <b>badly</b>"
+POISON_FROM = 4       # the first student's routed feedback from this step on is marked poisoned (opcod_core.faults)
 
 
 def held(g: int, bio: str = "bio", phys: str = "phys") -> set[str]:
@@ -25,12 +27,13 @@ def held(g: int, bio: str = "bio", phys: str = "phys") -> set[str]:
     return ({bio} if 2 <= g < 5 else set()) | ({phys} if g == 3 else set())
 
 
-def _feedback(tutor: str, g: int, k: int, quarantined: bool) -> dict:
+def _feedback(tutor: str, g: int, k: int, quarantined: bool, poisoned: bool = False) -> dict:
     kept = (g + k + len(tutor)) % 4 != 0
     text = f"{tutor} hint {g}-{k}"
     return {"tutor": tutor, "quarantined": quarantined, "raw": f"<concept>entropy</concept> {text}",
             "concept": "entropy", "category": "kept" if kept else "no_match", "sanitised": text,
-            "redactions": [], "used": text if kept and not quarantined else None, "source": "model", "approval": None}
+            "redactions": [], "used": text if kept and not quarantined else None, "source": "model", "approval": None,
+            **({"poisoned": True} if poisoned else {})}
 
 
 def _exchange(pos: dict, key: str, domain: str, correct: bool, peer: dict | None, top: dict | None) -> ev.ExchangeEvent:
@@ -94,7 +97,8 @@ def trust_events(students: tuple[str, ...] = STUDENTS, quarantine_id: str = "900
             if k in (0, 3):
                 routed = [t for t in others if t not in quarantine]
                 shadow = [t for t in others if t in quarantine]
-                records = [_feedback(t, g, k, False) for t in routed] + [_feedback(t, g, k, True) for t in shadow]
+                records = [_feedback(t, g, k, False, poisoned=t == chem and g >= POISON_FROM) for t in routed] + [
+                    _feedback(t, g, k, True) for t in shadow]
                 peer = {"tutors": routed, "quarantined": shadow, "feedbacks": records,
                         "route_reason": f"mode all: {', '.join(routed) or 'nobody'} (quarantined: {shadow})"}
                 top = records[0]
