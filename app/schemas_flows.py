@@ -43,6 +43,8 @@ class FlowDomain(BaseModel):
     kept_url: str = Field(description="The cell's exchanges whose own feedback anchoring kept (not human-edited): "
                                       "kept - peer_kept of them, plus any exchange where only this quarantined "
                                       "tutor wrote and its shadow feedback was kept.")
+    feedback_url: str = Field(description="The exchanges (not human-edited) with this tutor's feedback on the "
+                                          "rollout (feedback_from filter): the 'feedback', peer_feedback included.")
 
 
 class FlowCell(BaseModel):

@@ -17,7 +17,7 @@ from opcod_core.peer_config import MAX_PEERS
 
 from app.db import session_scope
 from app.exchange_events import feedback_used, ordered_feedback
-from app.models import Exchange, GateRecord, Override, Replay
+from app.models import Exchange, Feedback, GateRecord, Override, Replay
 from app.schemas import (
     ExchangeDetail,
     ExchangeItem,
@@ -53,7 +53,9 @@ class ExchangeFilters(BaseModel):
     correct: bool | None = None
     human_edited: bool | None = None
     tutee: str | None = Field(None, max_length=100)
-    tutor: str | None = Field(None, max_length=100)
+    tutor: str | None = Field(None, max_length=100, description="the exchange's own (leading) tutor")
+    feedback_from: str | None = Field(None, max_length=100, description="a tutor whose feedback is on the rollout "
+                                      "(leading or beside the leading tutor's, routing mode all; not shadow)")
 
     @model_validator(mode="before")
     @classmethod
@@ -79,6 +81,9 @@ class ExchangeFilters(BaseModel):
                 out.append(getattr(Exchange, name) == value)
         if self.category is not None:
             out.append(Exchange.category.is_(None) if self.category == NO_FEEDBACK else Exchange.category == self.category)
+        if self.feedback_from is not None:
+            out.append(select(Feedback.id).where(Feedback.rollout_id == Exchange.rollout_id, Feedback.shadow.is_(False),
+                                                 Feedback.tutor == self.feedback_from).exists())
         return out
 
     def active(self) -> bool:

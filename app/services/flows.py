@@ -45,9 +45,9 @@ Per (tutor, tutee, domain):
 - Links: the exchange list's ``tutor`` filter matches the exchange's own tutor, so ``exchanges_url`` lists
   the cell's ``exchanges`` and ``kept_url`` its exchanges whose own feedback anchoring kept (category
   ``kept``, not human-edited): ``kept - peer_kept`` of them, plus any exchange where only this quarantined
-  tutor wrote and its shadow feedback was kept (counted in ``shadow``). A tutor's ``peer_feedback`` is on
-  the exchanges of the other tutor's cell with the same tutee and domain, whose detail shows every
-  tutor's feedback; a cell with only peer or shadow feedback lists no exchange.
+  tutor wrote and its shadow feedback was kept (counted in ``shadow``). ``feedback_url`` lists the
+  ``feedback``: the exchanges, not human-edited, with a feedback row of this tutor that is not shadow (the
+  ``feedback_from`` filter), its ``peer_feedback`` on the exchanges other tutors lead included.
 
 Everything is counted by the database (GROUP BY), never by loading exchanges. The exchange counts are read
 from the index ``ix_exchange_run_id_flows`` alone, in its order; they count each exchange's primary
@@ -225,7 +225,8 @@ def _domain_cell(run_id: int, key: Key, t: _Tally, acc: dict[tuple[str, str, int
         probes=t.probes, opportunities=t.opportunities, breaks=t.breaks, break_rate=_rate(t.breaks, t.opportunities),
         shadow_probes=t.shadow_probes, rounds=rounds, accuracy_change=change,
         accuracy_rounds=measured, exchanges_url=_url(run_id, **where),
-        kept_url=_url(run_id, **where, category="kept", human_edited=False))
+        kept_url=_url(run_id, **where, category="kept", human_edited=False),
+        feedback_url=_url(run_id, feedback_from=tutor, tutee=tutee, domain=domain, human_edited=False))
 
 
 def flow_matrix(s: Session, run: Run) -> FlowsOut:

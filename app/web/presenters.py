@@ -69,6 +69,8 @@ def _flow_domain(run_id: int, split: str, tutor: str, tutee: str, d: dict[str, A
         "human_edited": d["human_edited"], "shown": bool(d["exchanges"] or d["feedback"] or shadow),
         "url": exchanges_page_url(run_id, **where) if d["exchanges"] else None,
         "kept_url": exchanges_page_url(run_id, **where, category="kept", human_edited=False) if own_kept else None,
+        "feedback_url": exchanges_page_url(run_id, feedback_from=tutor, tutee=tutee, domain=d["domain"],
+                                           human_edited=False) if d["feedback"] else None,
         "feedback_title": f"{tutor}'s feedback given to {tutee} on {d['domain']} (human edits apart)" + (
             f"; {d['peer_feedback']} of it ({d['peer_kept']} kept) on exchanges another tutor leads (routing mode "
             "all), listed under that tutor" if d["peer_feedback"] else ""),
@@ -119,6 +121,7 @@ def exchange_filter_choices(run: dict[str, Any], f: ExchangeFilters) -> dict[str
         return list(values) + ([current] if current is not None and current not in values else [])
     directions = list(range(1, max(len(run["students"]), 2) + 1))   # one direction per student as tutee
     return {"domain": with_current(run["domains"], f.domain), "tutor": with_current(run["students"], f.tutor),
+            "feedback_from": with_current(run["students"], f.feedback_from),
             "tutee": with_current(run["students"], f.tutee),
             "direction": directions + ([f.direction] if f.direction is not None and f.direction not in directions else [])}
 

@@ -17,7 +17,7 @@ def _domain(domain: str, **numbers) -> dict:
     d = {"domain": domain, "exchanges": 0, "feedback": 0, "kept": 0, "kept_rate": None, "peer_feedback": 0,
          "peer_kept": 0, "shadow": 0, "human_edited": 0, "probes": 0, "opportunities": 0, "breaks": 0,
          "break_rate": None, "shadow_probes": 0, "rounds": [], "accuracy_change": None, "accuracy_rounds": [],
-         "exchanges_url": "/api/v1/...", "kept_url": "/api/v1/..."}
+         "exchanges_url": "/api/v1/...", "kept_url": "/api/v1/...", "feedback_url": "/api/v1/..."}
     d.update(numbers)
     if d["feedback"]:
         d["kept_rate"] = d["kept"] / d["feedback"]
@@ -67,6 +67,7 @@ def test_cells_for_every_pair_with_a_grey_empty_diagonal():
         (8, "75% (6/8)", "25% (1/4)", "+0.25", "up")
     assert "rounds 1, 2" in chem["change_title"]
     assert (phys["kept_text"], phys["break_text"], phys["change_text"], phys["kept_url"]) == ("–", "–", "–", None)
+    assert phys["feedback_url"] is None and chem["feedback_url"] is not None   # a link only to feedback given
     assert phys["url"] is not None   # exchanges without feedback are still listed
     never = m["rows"][2]["cells"][0]   # c never taught a
     assert (never["taught"], never["domains"], never["css"]) == (False, [], "flow-cell flow-empty")
@@ -97,6 +98,7 @@ def test_peer_and_shadow_feedback_show_a_cell_without_exchanges():
     assert b["taught"] and b["css"] == "flow-cell"
     chem, phys = b["domains"]
     assert chem["shown"] and (chem["url"], chem["kept_url"]) == (None, None)   # nothing of b's to list
+    assert chem["feedback_url"] is not None          # but its feedback on the exchanges other tutors lead
     assert (chem["feedback"], chem["kept_text"], chem["break_text"], chem["shadow_text"]) == (4, "75% (3/4)",
                                                                                             "50% (1/2)", None)
     assert "4 of it (3 kept) on exchanges another tutor leads" in chem["feedback_title"]
@@ -117,10 +119,13 @@ def test_links_open_the_html_exchanges_page_with_the_cell_filters():
     m = flow_matrix(_matrix(["chem", name], {("chem", name): [_domain("chemistry", exchanges=4, feedback=3, kept=2),
                                                                _domain("physics")]}))
     entry = m["rows"][0]["cells"][1]["domains"][0]
-    for url, extra in ((entry["url"], {}), (entry["kept_url"], {"category": "kept", "human_edited": "false"})):
+    given = {"feedback_from": "chem", "tutee": name, "domain": "chemistry", "human_edited": "false"}
+    own = {"tutor": "chem", "tutee": name, "domain": "chemistry"}
+    for url, want in ((entry["url"], own), (entry["kept_url"], {**own, "category": "kept", "human_edited": "false"}),
+                      (entry["feedback_url"], given)):
         parts = urlsplit(url)
         assert parts.path == "/runs/7/exchanges"   # the web page, not /api/v1
-        assert dict(parse_qsl(parts.query)) == {"tutor": "chem", "tutee": name, "domain": "chemistry", **extra}
+        assert dict(parse_qsl(parts.query)) == want
         assert "<" not in url and '"' not in url and " " not in url
 
 
@@ -128,7 +133,9 @@ def test_filter_choices_keep_a_value_the_run_does_not_list():
     run = {"domains": ["chemistry", "physics"], "students": ["chem", "phys", "bio"]}
     assert exchange_filter_choices(run, ExchangeFilters()) == {
         "domain": ["chemistry", "physics"], "tutor": ["chem", "phys", "bio"], "tutee": ["chem", "phys", "bio"],
-        "direction": [1, 2, 3]}   # one direction per student as tutee
-    got = exchange_filter_choices(run, ExchangeFilters(tutor="ghost", tutee="phys", domain="biology", direction=5))
+        "feedback_from": ["chem", "phys", "bio"], "direction": [1, 2, 3]}   # one direction per student as tutee
+    got = exchange_filter_choices(run, ExchangeFilters(tutor="ghost", tutee="phys", domain="biology", direction=5,
+                                                       feedback_from="spook"))
     assert got == {"domain": ["chemistry", "physics", "biology"], "tutor": ["chem", "phys", "bio", "ghost"],
-                   "tutee": ["chem", "phys", "bio"], "direction": [1, 2, 3, 5]}
+                   "tutee": ["chem", "phys", "bio"], "feedback_from": ["chem", "phys", "bio", "spook"],
+                   "direction": [1, 2, 3, 5]}

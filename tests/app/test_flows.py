@@ -324,7 +324,8 @@ def test_every_tutors_feedback_rows_count_under_their_own_tutor(db):
 
 def test_links_list_the_counted_exchanges(db_url, tmp_path):
     """``exchanges_url`` lists the cell's exchanges; ``kept_url`` its own kept feedback: ``kept - peer_kept``
-    of them, and the exchanges where only this quarantined tutor wrote and its shadow feedback was kept."""
+    of them, and the exchanges where only this quarantined tutor wrote and its shadow feedback was kept;
+    ``feedback_url`` every exchange with the tutor's feedback, ``peer_feedback`` of them led by another."""
     client, db = api_seed.open_api(db_url, tmp_path)
     with client:
         runs = [seed_events(db, flow_events(("chem", "phys", "bio")), name="links", students=("chem", "phys", "bio")),
@@ -334,6 +335,7 @@ def test_links_list_the_counted_exchanges(db_url, tmp_path):
             shadow_only = set(s.scalars(select(Exchange.id).join(Feedback, Feedback.id == Exchange.feedback_id)
                                         .where(Feedback.shadow.is_(True))))
         assert shadow_only
+        peer_total = 0
         for seeded in runs:
             r = client.get(f"/api/v1/runs/{seeded.run_id}/flows")
             assert r.status_code == 200, r.text
@@ -348,6 +350,12 @@ def test_links_list_the_counted_exchanges(db_url, tmp_path):
                 assert {(x["tutor"], x["tutee"], x["domain"]) for x in kept} <= {(tutor, tutee, domain)}
                 assert sum(x["id"] not in shadow_only for x in kept) == cell["kept"] - cell["peer_kept"]
                 assert sum(x["id"] in shadow_only for x in kept) <= cell["shadow"]
+                given = client.get(cell["feedback_url"] + "&limit=500").json()["items"]
+                assert len(given) == cell["feedback"] and not any(x["human_edited"] for x in given)
+                assert {(x["tutee"], x["domain"]) for x in given} <= {(tutee, domain)}
+                assert sum(x["tutor"] != tutor for x in given) == cell["peer_feedback"]   # led by another tutor
+                peer_total += cell["peer_feedback"]
+        assert peer_total > 0     # the N-peer run lists feedback on exchanges other tutors lead
 
 
 @pytest.mark.parametrize("run_id", [987654, 2**40])

@@ -141,8 +141,9 @@ def test_a_cell_link_opens_its_exchanges_and_the_form_keeps_tutor_and_tutee(page
 
 
 def test_n_peers_every_tutors_feedback_and_the_shadow(page, live_server):
-    """bio's feedback on chem's questions is all on the exchanges the other tutor leads: its entry shows the
-    numbers without a link; a quarantined tutor's shadow feedback has its own line, names still text."""
+    """bio's feedback on chem's questions is all on the exchanges the other tutor leads: its entry links only
+    its feedback figure, which opens those exchanges; a quarantined tutor's shadow feedback has its own line,
+    names still text."""
     run_id = seed.seed_events(live_server.sessions, n_peer_events(STUDENTS), name="flow n peers", students=STUDENTS,
                               domains=DOMAINS).run_id
     page.goto(f"{live_server.url}/runs/{run_id}")
@@ -151,12 +152,21 @@ def test_n_peers_every_tutors_feedback_and_the_shadow(page, live_server):
     assert page.locator("#flows table b").count() == 0
     bio = page.locator('#flows td[data-tutor="bio"][data-tutee="chem"] li[data-domain="chemistry"]')
     expect(bio.locator(".flow-exchanges")).to_have_text("0 ex.")
-    expect(bio.locator("a")).to_have_count(0)
+    expect(bio.locator("a")).to_have_count(1)
     assert "another tutor leads" in bio.locator(".flow-feedback").get_attribute("title")
     expect(bio.locator(".flow-shadow")).to_have_text(re.compile(r"^shadow [1-9]"))
     named = page.locator(f'#flows td[data-tutor={json.dumps(NAME)}][data-tutee="chem"] .flow-shadow').first
     assert NAME in named.get_attribute("title")    # the name is text in the title
     expect(page.locator("#flows p.muted")).to_contain_text("shadow")
+    cell = next(d for r in matrix["rows"] if r["tutor"] == "bio" for c in r["cells"] if c["tutee"] == "chem"
+                for d in c["domains"] if d["domain"] == "chemistry")
+    assert cell["feedback"] == cell["peer_feedback"] > 0
+    bio.locator(".flow-feedback a").click()
+    page.wait_for_url(re.compile(r"feedback_from=bio"))
+    rows = page.locator("#rows tr:not([hidden])")
+    expect(rows).to_have_count(cell["feedback"])
+    expect(page.get_by_label("Feedback from")).to_have_value("bio")
+    assert set(rows.locator("td:nth-child(5)").all_text_contents()) == {"chemistry"}
     assert page.js_errors == []
 
 
