@@ -10,7 +10,9 @@ of running it again. The key covers:
   student build seed and whether it scores the validation split (learning-rate selection);
 * the code that decides a run's numbers: every ``.py`` file of ``opcod_core`` except the benchmark's
   own reporting and command line (editing a report must not re-run hours of training; editing the
-  trainer, a loss or the data generator must);
+  trainer, a loss or the data generator must), hashed as its syntax tree without docstrings
+  (``code_fingerprint``): a comment or docstring edit, which the benchmark's main run, spread over
+  several working sessions, would otherwise pay for with every cached run, changes no key;
 * the torch version (kernels change floats).
 
 Entries are small JSON files (the run's summary, gate records, feedback categories, break samples and
@@ -19,6 +21,7 @@ per-context divergence; no per-token arrays), written atomically, so a killed ru
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -41,8 +44,21 @@ def code_digest() -> str:
         if rel in CODE_EXCLUDED:
             continue
         h.update(rel.encode())
-        h.update(path.read_bytes())
+        h.update(code_fingerprint(path.read_text(encoding="utf-8")).encode())
     return h.hexdigest()[:16]
+
+
+def code_fingerprint(source: str) -> str:
+    """The module's syntax tree without docstrings, as text: what the code does, not how it is written up
+    (comments are not in the tree; names, literals and structure are; positions are left out)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def run_key(config_json: str, method: str, seed: int, student_seed: int, validation: bool) -> str:

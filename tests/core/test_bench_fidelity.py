@@ -209,6 +209,21 @@ def test_result_cache_keys_follow_config_seed_and_code(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [f"{key}.json"]    # no temporary file left behind
 
 
+def test_the_code_in_the_cache_key_is_what_the_code_does():
+    """Docstrings, comments and layout leave a module's fingerprint alone; a changed name, number or
+    statement changes it (the key of every cached run follows it)."""
+    from opcod_core.bench.runcache import code_fingerprint
+
+    src = 'def lr(x):\n    """Doc."""\n    return x * 3e-4\n'
+    same = ['"""Module doc."""\n' + src, src.replace('"""Doc."""', '"""Another doc."""'),
+            src.replace("return x * 3e-4", "return (x *\n            3e-4)  # a comment"),
+            'def lr(x):\n    return x * 3e-4\n']
+    other = [src.replace("3e-4", "1e-3"), src.replace("x * ", "x + "), src.replace("def lr", "def rate"),
+             src.replace('"""Doc."""', '"""Doc."""\n    x = -x')]
+    assert {code_fingerprint(s) for s in same} == {code_fingerprint(src)}
+    assert len({code_fingerprint(s) for s in [src, *other]}) == 1 + len(other)
+
+
 def test_quick_v3_benchmark_resumes_from_its_result_cache(tmp_path):
     args = ["bench", "fidelity", "--world", "v3", "--quick", "--quick-warmup", "4", "--pairs", "physics:electricity",
             "--methods", "opcod,never,always", "--jobs", "1", "--results-dir", str(tmp_path / "runs"),
