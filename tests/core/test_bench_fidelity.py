@@ -238,3 +238,32 @@ def test_quick_v3_benchmark_resumes_from_its_result_cache(tmp_path):
     again = json.loads((tmp_path / "b.json").read_text())["pairs"]["physics-electricity"]
     assert all(r.get("cached") for r in again["runs"])
     assert [r["summary"] for r in again["runs"]] == [r["summary"] for r in first["runs"]]
+
+
+def test_selection_runs_evaluate_after_the_last_round_only(tmp_path):
+    """A learning-rate selection run scores the final validation accuracies; the evaluations before the last
+    round are skipped, and the run's numbers are those of the same run evaluating after every round (on
+    this machine, in one process: same kernels)."""
+    from opcod_core.bench.fidelity import QUICK_OVERRIDES, ValidationTrainer, _students
+    from opcod_core.bench.observer import BenchObserver
+    from opcod_core.data import load_dataset
+    from opcod_core.trainer import data_spec
+
+    class EveryRound(ValidationTrainer):
+        def task_eval(self, r: int) -> None:
+            self.evals[str(r)] = self._evaluate_all("validation", self.config.eval.k, "val-eval")
+
+    quick = {"warmup_sft_steps": 4, "warmup_decay_steps": 4, "warmup_expect": None}
+    base = pair_config(("physics", "electricity"), {**QUICK_OVERRIDES, "schedule": {"rounds": 2,
+                       "steps_per_direction": 1}, "students": [quick, quick]}, world="v3")
+    cfg = base.replace({**METHODS["always"], "seed": 0})
+    data = load_dataset(data_spec(base))
+    runs = {}
+    for cls in (ValidationTrainer, EveryRound):
+        obs = BenchObserver()
+        students = _students(base, data, tmp_path / "cache", 0)
+        result = cls(cfg, tmp_path / cls.__name__, observer=obs, data=data, students=students).run()
+        runs[cls] = (result.summary["evals"], obs.weight_l2, obs.gates)
+    (skipped, l2, gates), (full, full_l2, full_gates) = runs[ValidationTrainer], runs[EveryRound]
+    assert set(full) == {"0", "1", "2"} and set(skipped) == {"2"}
+    assert skipped["2"] == full["2"] and l2 == full_l2 and gates == full_gates
