@@ -289,11 +289,28 @@ def _choose(base: RunConfig, plan: BenchPlan, data, cache_dir: Path, pwork: Path
     return base, lr_table, tau_table
 
 
+def _measured_world(base: RunConfig, students: dict, data, plan: BenchPlan, world_items: int | None,
+                    log: Callable[[str], None], key: str) -> dict:
+    """The pair's knowledge-split table (``measure_world``), read from the result cache when it holds it:
+    minutes of one core per pair, the same at every resumption of the benchmark (a pure function of the
+    students, the config and the code, like a run: ``opcod_core.bench.runcache``)."""
+    from opcod_core.bench.world import measure_world
+
+    cache_key = runcache.run_key(base.to_json(), f"world-{world_items}", 0, plan.student_seed, True)
+    cached = runcache.load(plan.results_dir, cache_key)
+    if cached is not None:
+        log(f"[{key}] knowledge split on validation: read from the result cache")
+        return cached["world"]
+    log(f"[{key}] measuring the knowledge split on validation")
+    world = measure_world(base, students, data, "validation", k=base.eval.k, max_items=world_items)
+    runcache.store(plan.results_dir, cache_key, {"world": world})
+    return world
+
+
 def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[str], None] = print,
                   lr_grid: list[float] | None = None, lr_methods: list[str] | None = None,
                   world_items: int | None = 48, tau_grid: list[float] | None = None) -> dict:
     from opcod_core.bench.primary import primary_comparisons
-    from opcod_core.bench.world import measure_world
 
     t0 = time.perf_counter()
     results: dict = {"plan": _plan_record(plan), "pairs": {}}
@@ -310,8 +327,7 @@ def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[s
                              progress=lambda label, i, n, loss: log(f"  {label} {i}/{n} loss {loss:.3f}")
                              if i % 100 == 0 or i == n else None)
         build_s = time.perf_counter() - t_build
-        log(f"[{key}] measuring the knowledge split on validation")
-        world = measure_world(base, students, data, "validation", k=base.eval.k, max_items=world_items)
+        world = _measured_world(base, students, data, plan, world_items, log, key)
         del students
         base, lr_table, tau_table = _choose(base, plan, data, cache_dir, pwork, log, lr_grid, lr_methods, tau_grid,
                                             key)

@@ -230,7 +230,7 @@ def test_quick_v3_benchmark_resumes_from_its_result_cache(tmp_path):
             "--cache-dir", str(tmp_path / "cache"), "--work-dir", str(tmp_path / "work")]
     assert main(args + ["--out", str(tmp_path / "a.md")]) == 0
     first = json.loads((tmp_path / "a.json").read_text())["pairs"]["physics-electricity"]
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 3
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 3 + 1     # the runs and the knowledge split
     assert {r["student"] for r in first["primary"]} == {"phys", "elec"}
     text = (tmp_path / "a.md").read_text()
     assert "Primary comparisons (pre-registered, paired by seed)" in text and "| with s | with f (reference hint)" in text
@@ -238,6 +238,8 @@ def test_quick_v3_benchmark_resumes_from_its_result_cache(tmp_path):
     again = json.loads((tmp_path / "b.json").read_text())["pairs"]["physics-electricity"]
     assert all(r.get("cached") for r in again["runs"])
     assert [r["summary"] for r in again["runs"]] == [r["summary"] for r in first["runs"]]
+    assert again["world"] == first["world"]
+    assert "knowledge split on validation: read from the result cache" in (tmp_path / "b.log").read_text()
 
 
 def test_selection_runs_evaluate_after_the_last_round_only(tmp_path):
