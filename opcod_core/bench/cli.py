@@ -6,6 +6,9 @@ schedule. ``--quick``: one seed, R × K = 1 × 2, small batches and evaluations,
 ``--quick-warmup`` steps only (a pipeline check that CI can afford: it says nothing about effect sizes).
 ``--mode trio``: the three v3 specialists co-distilled together against the three v3 pairs, with a
 poisoned variant under ``--poison TUTOR`` (``opcod_core.bench.trio``); ``--quick`` works the same way there.
+Each results JSON names its kind (``fidelity-pairs`` or ``fidelity-trio``), which ``opcod bench readme``
+reads to put the report's generated paragraph between that kind's markers in the README
+(``opcod_core.bench.readme_sync``).
 """
 
 from __future__ import annotations
@@ -105,8 +108,10 @@ def _report_only(out: Path) -> int:
     from opcod_core.bench.fidelity import save_results
     from opcod_core.bench.primary import primary_comparisons
     from opcod_core.bench.report import write_report
+    from opcod_core.bench.summary import PAIRS_KIND
 
     results = json.loads(out.with_suffix(".json").read_text())
+    results.setdefault("kind", PAIRS_KIND)
     for pr in results["pairs"].values():
         pr["aggregate"] = aggregate(pr["runs"], pr["students"], pr["domains"])
         if "primary" in pr:
@@ -156,6 +161,7 @@ def cmd_fidelity(args) -> int:
 
     from opcod_core.bench.fidelity import run_benchmark, save_results
     from opcod_core.bench.report import write_report
+    from opcod_core.bench.summary import PAIRS_KIND
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,7 +179,7 @@ def cmd_fidelity(args) -> int:
                                 world_items=8 if args.quick else (None if plan.world == "v3" else 48),
                                 tau_grid=[float(x) for x in args.select_tau.split(",")] if args.select_tau else None)
     command, machine = _command_and_machine(args, plan.jobs, plan.threads)
-    results.update(command=command, machine=machine)
+    results.update(kind=PAIRS_KIND, command=command, machine=machine)
     save_results(results, out.with_suffix(".json"))
     path = write_report(results, out, command=command, machine=machine)
     print(f"report: {path}")
@@ -194,6 +200,7 @@ def _trio_plan(args):
 def cmd_trio(args) -> int:
     """``--mode trio``: run (or, with ``--report-only``, re-analyse) and write the trio report."""
     from opcod_core.bench.fidelity import save_results
+    from opcod_core.bench.summary import TRIO_KIND
     from opcod_core.bench.trio import poison_settings, run_trio_benchmark, trio_config
     from opcod_core.bench.trio_analysis import analyse
     from opcod_core.bench.trio_report import write_trio_report
@@ -212,6 +219,7 @@ def cmd_trio(args) -> int:
         with _log_to(out.with_suffix(".log")) as log:
             results = run_trio_benchmark(plan, Path(args.cache_dir), Path(args.work_dir), log=log)
         results.update(zip(("command", "machine"), _command_and_machine(args, plan.jobs, plan.threads)))
+    results["kind"] = TRIO_KIND
     results["analysis"] = analyse(results)
     save_results(results, out.with_suffix(".json"))
     print(f"report: {write_trio_report(results, out, command=results['command'], machine=results['machine'])}")
@@ -253,6 +261,12 @@ def cmd_students(args) -> int:
     return 0 if all(r["passed"] for r in rows) else 1
 
 
+def cmd_readme(args) -> int:
+    from opcod_core.bench.readme_sync import run
+
+    return run(args.report, args.readme, args.check)
+
+
 def register(sub) -> None:
     from opcod_core.paths import default_cache_dir
 
@@ -261,6 +275,17 @@ def register(sub) -> None:
     _register_fidelity(bsub, default_cache_dir)
     _register_students(bsub)
     _register_drift(bsub)
+    _register_readme(bsub)
+
+
+def _register_readme(bsub) -> None:
+    rd = bsub.add_parser("readme", help="put each report's generated result paragraph into the README between "
+                         "its <!-- result:KIND:BEGIN/END --> markers")
+    rd.add_argument("--report", action="append", required=True, metavar="PATH.json",
+                    help="a report's results JSON (pairs or trio; repeat for both)")
+    rd.add_argument("--readme", default="README.md", help="the README to update (default README.md)")
+    rd.add_argument("--check", action="store_true", help="write nothing; exit 1 when the README differs")
+    rd.set_defaults(func=cmd_readme)
 
 
 def _register_fidelity(bsub, default_cache_dir) -> None:

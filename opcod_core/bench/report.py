@@ -3,7 +3,8 @@
 The plot has one panel per student: x = accuracy on domain A, y = accuracy on domain B (test split),
 the initial point, and each method's final point with its 95% interval over seeds as error bars; the
 dashed lines through the initial point bound the Pareto-improvement quadrant (up and/or right).
-Every number in the Markdown comes from the results dict; nothing is typed in by hand.
+Every number in the Markdown comes from the results dict; nothing is typed in by hand. The summary paragraph
+after the protocol is ``opcod_core.bench.summary``'s, the same that ``opcod bench readme`` puts in the README.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import platform
 from pathlib import Path
 
 from opcod_core.bench.stats import Interval
+from opcod_core.bench.summary import fidelity_summary, summary_section
 
 COLORS = {"opcod": "tab:red", "never": "tab:blue", "always": "tab:orange", "domain_selective": "tab:green",
           "grpo": "tab:purple", "one_way": "tab:brown"}
@@ -273,6 +275,7 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
     if protocol.exists():   # the protocol, fixed before the main run and stated before any number
         out += ["## Protocol", "", f"(from `{protocol.name}`, written before the main run)", "",
                 protocol.read_text().strip(), ""]
+    out += summary_section(fidelity_summary(results, path.name))
     for key, pr in results["pairs"].items():
         out += _pair_section(key, pr, path)
     notes = path.with_name(f"{path.stem}-notes.md")

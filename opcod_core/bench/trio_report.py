@@ -4,7 +4,8 @@ results JSON beside it and one PNG.
 The plot has one panel per student: x = the three domains, y = final test accuracy (mean and 95% interval over
 seeds) in the trio, in each pair that scored the student on that domain, and in the poisoned trio with
 auto-quarantine on and off, with the initial accuracy as a grey square. Every number comes from the results
-dict and its analysis (``opcod_core.bench.trio_analysis``); nothing is typed in by hand.
+dict and its analysis (``opcod_core.bench.trio_analysis``); nothing is typed in by hand. The summary paragraph
+near the top is ``opcod_core.bench.summary``'s, the same that ``opcod bench readme`` puts in the README.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from opcod_core.bench.aggregate import aggregate
 from opcod_core.bench.report import _feedback_table, _gate_table
 from opcod_core.bench.stats import Interval
+from opcod_core.bench.summary import summary_section, trio_summary
 from opcod_core.bench.trio import POISON_OFF, POISON_ON, TRIO
 
 SERIES = ((TRIO, "trio", "tab:red"), (POISON_ON, "poisoned, quarantine on", "tab:green"),
@@ -161,6 +163,7 @@ def write_trio_report(results: dict, path: Path, command: str, machine: str | No
     out += [f"- Command: `{command}`", f"- Machine: {machine or platform.platform()}, Python {platform.python_version()}",
             f"- Wall time: {results['wall_s'] / 60:.1f} min (seeds {p['seeds']}; runs read from the result cache count 0)",
             ""]
+    out += summary_section(trio_summary(results, path.name))
     out += _setup(results)
     out += ["## Trio vs pairs: final test accuracy per student and domain", "", f"![trio vs pairs]({png.name})", ""]
     out += _pairs_table(results) + [""]
