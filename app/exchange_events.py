@@ -23,8 +23,10 @@ from opcod_core.events import ExchangeEvent
 
 
 def exchange_event(x: Exchange) -> ExchangeEvent:
-    """The event of exchange row ``x`` (reads its step, rollout, prompt and feedback rows)."""
+    """The event of exchange row ``x`` (reads its step, rollout, prompt and feedback rows; an N-peer
+    exchange's rows are ordered once, for its f and its records)."""
     r, fb = x.rollout, x.feedback
+    rows = ordered_feedback(x) if x.tutors is not None else None
     p = r.prompt
     return ExchangeEvent(
         key=x.key, round=x.round, direction=x.direction, step=x.step_row.step, global_step=x.global_step,
@@ -34,17 +36,18 @@ def exchange_event(x: Exchange) -> ExchangeEvent:
         finish_reason=x.finish_reason, answer=r.answer, correct=bool(r.correct), s_index=x.s_index, s_text=x.s_text,
         feedback_raw=fb.raw if fb else None, concept=fb.concept if fb else None, category=x.category,
         feedback_sanitised=fb.sanitised if fb else None, redactions=list(fb.redactions or []) if fb else [],
-        feedback_used=feedback_used(x), feedback_source=fb.source if fb else None,
+        feedback_used=feedback_used(x, rows), feedback_source=fb.source if fb else None,
         approval=fb.approval if fb else None, context_used=x.context_used, skipped=x.skipped,
         teacher_context=x.teacher_context, tokens=x.tokens, divergence=x.divergence,
         divergence_s_only=x.divergence_s_only, student_logprob=x.student_logprob, loss=x.loss,
-        override_id=str(x.override_id) if x.override_id is not None else None, **peer_fields(x))
+        override_id=str(x.override_id) if x.override_id is not None else None, **peer_fields(x, rows))
 
 
-def feedback_used(x: Exchange) -> str | None:
-    """The f the teacher saw: the primary row's text with two peers, the joined parts with N-peer fields."""
+def feedback_used(x: Exchange, rows: list[Feedback] | None = None) -> str | None:
+    """The f the teacher saw: the primary row's text with two peers, the joined parts with N-peer fields
+    (``rows``: the exchange's ``ordered_feedback`` when the caller has it)."""
     if x.tutors is not None:
-        return joined_used(x.tutors, ordered_feedback(x))
+        return joined_used(x.tutors, ordered_feedback(x) if rows is None else rows)
     return x.feedback.used_text if x.feedback else None
 
 
@@ -55,12 +58,12 @@ def joined_used(tutors: list[str], rows: list[Feedback]) -> str | None:
     return "\n".join(texts) if texts else None
 
 
-def peer_fields(x: Exchange) -> dict[str, Any]:
+def peer_fields(x: Exchange, rows: list[Feedback] | None = None) -> dict[str, Any]:
     """The exchange's N-peer fields as the trainer reported them; none when it had none (``tutors`` NULL)."""
     if x.tutors is None:
         return {}
     return {"tutors": list(x.tutors), "quarantined": list(x.quarantined or []), "route_reason": x.route_reason,
-            "feedbacks": [feedback_record(f) for f in ordered_feedback(x)]}
+            "feedbacks": [feedback_record(f) for f in (ordered_feedback(x) if rows is None else rows)]}
 
 
 def ordered_feedback(x: Exchange) -> list[Feedback]:

@@ -192,9 +192,9 @@ KEY_NEUTRAL_DEFAULTS: dict[str, object] = {"specialize": None, "chat_template_kw
                                            "warmup_batch_size": 16, "warmup_hinted_facts": "given",
                                            "warmup_converge_loss": 0.15, "warmup_decay_steps": 1000,
                                            "warmup_hinted_contexts": "balanced", "warmup_hinted_share": None,
-                                           "warmup_partial_weight": None}
+                                           "warmup_partial_weight": None, "warmup_own_context_share": None}
 # Not inputs of the warm-up: a check of its result (changing a tolerance must not rebuild the student).
-KEY_EXCLUDED = ("warmup_expect",)
+KEY_EXCLUDED = ("warmup_expect", "warmup_self_teacher_tolerance")
 
 
 def student_fingerprint(st: StudentConfig) -> dict:
@@ -259,14 +259,15 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
         rt.reset_optimizer()
         # fails loudly, before anything is cached, when the intended knowledge split is missed
         try:
-            measured = check_build(rt, st, config, data) if st.warmup_expect else None
+            checks = st.warmup_expect or st.warmup_self_teacher_tolerance is not None
+            measured, self_teacher = check_build(rt, st, config, data) if checks else (None, None)
         except BuildCheckError as exc:
             exc.warmup = info   # what the warm-up did, for the report of a build that missed
             raise
         if cached is not None:
             models.save_model(rt.model, rt.tokenizer, cached)
             if measured is not None:
-                write_check(cached, st, measured, info)
+                write_check(cached, st, measured, info, self_teacher)
     rt.mark_initial()   # the run starts here: initial weights for weight_l2, the KL anchor, one_way, the EMA
     return rt
 
@@ -292,7 +293,8 @@ def _warm(rt: StudentRuntime, st: StudentConfig, config: RunConfig, index: int, 
                            seed=seed, unhinted_fraction=st.warmup_unhinted_fraction,
                            batch_size=st.warmup_batch_size, progress=cb, partly_known=partly, corrupt=corrupt,
                            schedule=schedule, own_contexts=st.warmup_own_contexts, hinted_facts=st.warmup_hinted_facts,
-                           hinted_contexts=st.warmup_hinted_contexts, hinted_share=st.warmup_hinted_share)
+                           hinted_contexts=st.warmup_hinted_contexts, hinted_share=st.warmup_hinted_share,
+                           own_context_share=st.warmup_own_context_share)
     info = {"steps": len(curve), "final_loss": sum(curve[-50:]) / max(len(curve[-50:]), 1)}
     if isinstance(schedule, ConvergeSchedule):
         info["decay_start"] = schedule.decay_start

@@ -15,6 +15,7 @@ scores and a change between rounds is the weights' doing, not a new draw of samp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opcod_core.data.answers import is_correct
@@ -32,14 +33,17 @@ class EvalScore:
 
 
 def evaluate_domains(student, items_by_domain: dict[str, list[Item]], k: int, temperature: float,
-                     max_new_tokens: int, seed: int, batch_prompts: int = 32) -> dict[str, EvalScore]:
-    """avg@k per domain, generated in batches that mix the domains."""
+                     max_new_tokens: int, seed: int, batch_prompts: int = 32,
+                     messages: Callable[[Item], list[dict]] | None = None) -> dict[str, EvalScore]:
+    """avg@k per domain, generated in batches that mix the domains. ``messages``: each question's context
+    (default: the student context, the question alone; the build check passes a self-teacher context)."""
+    messages = messages or (lambda it: rollout_messages(it.question, list(it.labels), list(it.choices),
+                                                        it.answer_type))
     flat = [(d, it) for d, items in items_by_domain.items() for it in items]
     per_item: dict[str, list[float]] = {d: [] for d in items_by_domain}
     for start in range(0, len(flat), batch_prompts):
         chunk = flat[start:start + batch_prompts]
-        prompts = [student.render(rollout_messages(it.question, list(it.labels), list(it.choices),
-                                                   it.answer_type)) for _, it in chunk]
+        prompts = [student.render(messages(it)) for _, it in chunk]
         params = SamplingParams(n=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed + start)
         for (d, it), comps in zip(chunk, student.sample(prompts, params), strict=True):
             per_item[d].append(sum(is_correct(it, c.text)[1] for c in comps) / k)

@@ -206,23 +206,35 @@ WORLD3_PARTIAL_SHARE = 0.9
 # Intended plain validation accuracy after the warm-up, checked by the build (opcod_core.build_check):
 # a specialist, a cognizant non-specialist and an incognizant student.
 WORLD3_EXPECT = {"strong": (0.6, 1.0), "partial": (0.45, 1.0), "unknown": (0.0, 0.35)}
+# Recipe 10f (docs/results/fidelity-v3-recipe.md): own-domain self-teacher contexts' share of the warm-up
+# and the converge schedule's decay steps; the self-teacher with a correct s may trail plain accuracy on
+# the own domain by at most the tolerance (avg@4 on 90-106 validation items: a paired difference's noise is
+# about 0.02; the defect it catches was 0.17).
+WORLD3_OWN_CONTEXT_SHARE = 0.18
+WORLD3_DECAY_STEPS = 2000
+WORLD3_SELF_TEACHER_TOLERANCE = 0.05
 
 
 def world3_specialist(strong: str, build_seed: int = 0) -> dict[str, Any]:
     """The version-3 specialist of ``strong`` (its partly known and unknown domains: ``WORLD3_ROLES``).
 
-    Recipe 7c of docs/results/fidelity-v3-recipe.md: hinted examples state random facts and always show the
-    hint (s with it in 30%), the constant rate lasts until the loss EMA falls below 0.05 (at most 2,500
-    steps), then 1,000 decay steps. Unknown domains are taught in the tutor format from the wrong fact
-    table (``warmup_corrupt_domains``)."""
+    Recipe 10f of docs/results/fidelity-v3-recipe.md (7c with more own-domain self-teacher contexts and a
+    longer decay): hinted examples state random facts and always show the hint (s with it in 30%); 18% of
+    examples are own-domain self-teacher contexts (s, hint, s + hint evenly); the constant rate lasts until
+    the loss EMA falls below 0.05 (at most 2,500 steps), then 2,000 decay steps. Unknown domains are taught
+    in the tutor format from the wrong fact table (``warmup_corrupt_domains``). Recipe 7c (10% own
+    contexts, 1,000 decay steps) made a chemistry specialist whose self-teacher with a correct s was worse
+    than it on chemistry (0.70 against 0.87 plain), so its chemistry collapsed in co-distillation; the build
+    now checks that (``warmup_self_teacher_tolerance``)."""
     i = WORLD3_DOMAINS.index(strong)
     partial, unknown = WORLD3_ROLES[strong]
     expect = {strong: WORLD3_EXPECT["strong"], **{d: WORLD3_EXPECT["partial"] for d in partial},
               **{d: WORLD3_EXPECT["unknown"] for d in unknown}}
     return {"name": WORLD3_NAMES[strong], "model": "tinyword:llama", "strong_domain": strong,
             "warmup_sft_steps": 2500, "warmup_lr": 3e-3, "warmup_schedule": "converge",
-            "warmup_converge_loss": 0.05, "warmup_decay_steps": 1000, "warmup_hinted_contexts": "hint",
-            "warmup_own_contexts": "balanced", "warmup_domains": [strong],
+            "warmup_converge_loss": 0.05, "warmup_decay_steps": WORLD3_DECAY_STEPS, "warmup_hinted_contexts": "hint",
+            "warmup_own_contexts": "balanced", "warmup_own_context_share": WORLD3_OWN_CONTEXT_SHARE,
+            "warmup_self_teacher_tolerance": WORLD3_SELF_TEACHER_TOLERANCE, "warmup_domains": [strong],
             "warmup_hinted_domains": [*partial, *unknown],
             "warmup_partial": {d: WORLD3_PARTIAL_SHARE for d in partial} or None,
             "warmup_corrupt_domains": list(unknown) or None, "warmup_hinted_facts": "random",

@@ -110,9 +110,16 @@ class StudentConfig(Section):
     warmup_hinted_share: float | None = Field(None, ge=0.0, le=0.9, description="Share of hinted-domain "
                                               "examples in a skewed warm-up batch (default 0.35); own-domain "
                                               "answers take the rest of the batch.")
+    warmup_own_context_share: float | None = Field(None, ge=0.0, le=0.9, description="Share of own-domain "
+                                                   "self-teacher-context examples in a skewed warm-up batch "
+                                                   "(default 0.1); own-domain answers take the difference.")
     warmup_expect: dict[str, tuple[float, float]] | None = Field(
         None, description="Intended plain accuracy [low, high] per domain on the validation split after the "
         "warm-up (avg@4); the build fails, naming student, domain and measured value, when one is missed.")
+    warmup_self_teacher_tolerance: float | None = Field(
+        None, ge=0.0, le=1.0, description="Build check of the self-teacher: on each own domain, accuracy with a "
+        "correct solution s in context (validation avg@4) may fall below plain accuracy by at most this much, "
+        "or the build fails naming student, domain and both values. Default: not checked.")
     build_seed: int | None = Field(None, ge=0, description="Seed of the student's initial weights and warm-up "
                                    "instead of the run's seed and the student's position: the same student "
                                    "(same cache key) in every run and pair that names it.")

@@ -381,15 +381,19 @@ class Trainer(CheckpointMixin):
         close_students(self.students, self.config, placed_here=self.owns_students)
 
     def summary(self) -> dict:
+        """The run's result: per student initial vs final accuracy (left out when there was no initial
+        evaluation, e.g. ``bench.fidelity.ValidationTrainer``'s final-only one), and every evaluation."""
         final_round = str(self.config.schedule.rounds)
-        students = {}
-        for name in self.names:
-            init, fin = self.evals["0"][name], self.evals[final_round][name]
-            students[name] = {"initial": init, "final": fin, "pareto_improved": pareto_improved(init, fin),
-                              "change": {d: fin[d] - init[d] for d in init}}
-        out = {"students": students, "domains": list(self.config.data.domains),
-               "rounds": self.config.schedule.rounds, "algorithm": self.config.algorithm,
-               "gating": self.config.gating.mode, "evals": self.evals}
+        out: dict = {}
+        if "0" in self.evals and final_round in self.evals:
+            students = {}
+            for name in self.names:
+                init, fin = self.evals["0"][name], self.evals[final_round][name]
+                students[name] = {"initial": init, "final": fin, "pareto_improved": pareto_improved(init, fin),
+                                  "change": {d: fin[d] - init[d] for d in init}}
+            out["students"] = students
+        out.update({"domains": list(self.config.data.domains), "rounds": self.config.schedule.rounds,
+                    "algorithm": self.config.algorithm, "gating": self.config.gating.mode, "evals": self.evals})
         if len(self.names) > 2 or "trust" in self.config.to_dict():   # keeps a two-peer summary as it was
             out["trust"] = trust_summary(self.trust)
         return out

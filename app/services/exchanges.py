@@ -130,6 +130,7 @@ def detail(session: Session, ex: Exchange) -> ExchangeDetail:
     derived = session.scalars(select(Exchange.id).where(Exchange.origin_exchange_id == ex.id)
                               .order_by(Exchange.id)).all()
     replays = session.scalars(select(Replay).where(Replay.exchange_id == ex.id).order_by(Replay.id)).all()
+    feedbacks = ordered_feedback(ex)
     base = {name: getattr(ex, name) for name in ExchangeDetail.model_fields
             if name not in ("prompt", "rollout", "feedback", "feedbacks", "feedback_used", "gate", "overrides", "provenance",
                             "derived_exchange_ids", "replays")}
@@ -138,8 +139,8 @@ def detail(session: Session, ex: Exchange) -> ExchangeDetail:
         "prompt": PromptOut.model_validate(ex.rollout.prompt),
         "rollout": RolloutOut.model_validate(ex.rollout),
         "feedback": FeedbackOut.model_validate(ex.feedback) if ex.feedback is not None else None,
-        "feedbacks": [FeedbackOut.model_validate(f) for f in ordered_feedback(ex)],
-        "feedback_used": feedback_used(ex),
+        "feedbacks": [FeedbackOut.model_validate(f) for f in feedbacks],
+        "feedback_used": feedback_used(ex, feedbacks),
         "gate": GateOut.model_validate(gate) if gate is not None else None,
         "overrides": [OverrideOut.model_validate(o) for o in overrides],
         "provenance": OverrideOut.model_validate(provenance) if provenance is not None else None,

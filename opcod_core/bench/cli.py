@@ -56,7 +56,8 @@ def _student_overrides(args) -> dict:
     a few steps cannot meet one)."""
     if not args.quick:
         return {}
-    return {"warmup_sft_steps": args.quick_warmup, "warmup_decay_steps": args.quick_warmup, "warmup_expect": None}
+    return {"warmup_sft_steps": args.quick_warmup, "warmup_decay_steps": args.quick_warmup, "warmup_expect": None,
+            "warmup_self_teacher_tolerance": None}
 
 
 def _overrides(args, students: int = 2) -> dict:

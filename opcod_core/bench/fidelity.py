@@ -82,19 +82,13 @@ class ValidationTrainer(Trainer):
     last round only: the selection scores the final accuracies (``mean_final_accuracy``), and the earlier
     evaluations, a third of a run's time each at avg@16 on the whole split, would change nothing. Skipping
     them leaves every other number as it was: evaluation samples from its own seeded generator
-    (``opcod_core.evaluation``), never from the training's random state."""
+    (``opcod_core.evaluation``), never from the training's random state. Its summary has no per-student
+    initial-vs-final part (``Trainer.summary`` leaves it out without a round-0 evaluation)."""
 
     def task_eval(self, r: int) -> None:
         if r < self.config.schedule.rounds:
             return
         self.evals[str(r)] = self._evaluate_all("validation", self.config.eval.k, "val-eval")   # same seed every round (common random numbers)
-
-    def summary(self) -> dict:
-        """The final evaluation, without the initial one to compare it with (``Trainer.summary``'s per-student
-        changes): what the selection reads."""
-        cfg = self.config
-        return {"domains": list(cfg.data.domains), "rounds": cfg.schedule.rounds, "algorithm": cfg.algorithm,
-                "gating": cfg.gating.mode, "evals": self.evals}
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from opcod_core.bench.stats import Interval
+from opcod_core.bench.stats import Interval, signed
 from opcod_core.bench.summary import fidelity_summary, summary_section
 
 COLORS = {"opcod": "tab:red", "never": "tab:blue", "always": "tab:orange", "domain_selective": "tab:green",
@@ -83,7 +83,7 @@ def _primary_table(pr: dict) -> list[str]:
     for row in pr["primary"]:
         what = ("help: OPCoD − never-give" if row["comparison"] == "help" else "harm: OPCoD − always-give")
         lines.append(f"| {row['student']} | {what} | {row['domain']} ({row['domain_role']}) | {row['opcod']:.3f} | "
-                     f"{row['baseline']:.3f} | {_signed(row['interval'])} | {len(row['seeds'])} | {row['verdict']} |")
+                     f"{row['baseline']:.3f} | {signed(row['interval'])} | {len(row['seeds'])} | {row['verdict']} |")
     return lines
 
 
@@ -114,10 +114,6 @@ def _domain_break_table(pr: dict) -> list[str]:
     return lines
 
 
-def _signed(d: dict) -> str:
-    return f"{d['mean']:+.3f}" + ("" if d["half"] is None else f" ± {d['half']:.3f}")
-
-
 def _results_table(pr: dict) -> list[str]:
     doms = pr["domains"]
     head = "| method | student | " + " | ".join(f"{d}: initial → final (change)" for d in doms) + \
@@ -127,7 +123,7 @@ def _results_table(pr: dict) -> list[str]:
         for name in pr["students"]:
             st = agg["students"][name]
             cells = [f"{_iv(st['initial'][d]).fmt()} → {_iv(st['final'][d]).fmt()} "
-                     f"({_signed(st['change'][d])})"
+                     f"({signed(st['change'][d])})"
                      for d in doms]
             lines.append(f"| {method} | {name} | " + " | ".join(cells) +
                          f" | {st['pareto_seeds']}/{st['n_seeds']} | {st['verdict']} |")

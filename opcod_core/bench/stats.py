@@ -59,6 +59,15 @@ class Interval:
         return {"mean": self.mean, "half": self.half, "n": self.n}
 
 
+def signed(iv: Mapping | None, digits: int = 3) -> str:
+    """A difference (an ``Interval.to_dict``) with its sign and, with two or more values, its 95% half-width:
+    ``+0.012 ± 0.020``; ``–`` for none."""
+    if iv is None:
+        return "–"
+    text = f"{iv['mean']:+.{digits}f}"
+    return text if iv["half"] is None else f"{text} ± {iv['half']:.{digits}f}"
+
+
 def interval(values: Sequence[float]) -> Interval:
     vals = [float(v) for v in values]
     if not vals:

@@ -66,11 +66,14 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         try:
             rt = build_student(at, cfg, data, cache_dir=cache_dir)
             measured = measure_student(rt, list(st.warmup_expect or {}), cfg, warmup_data(st, cfg, data))
-            passed, warm = True, _recorded_warmup(st, cfg, data, cache_dir)
+            passed, recorded = True, _recorded_check(st, cfg, data, cache_dir)
+            warm, self_teacher = recorded.get("warmup", {}), recorded.get("self_teacher", {})
         except BuildCheckError as exc:
             measured, passed, warm = exc.measured, False, getattr(exc, "warmup", {})
+            self_teacher = exc.self_teacher
         rows.append({"student": st.name, "build_seed": build_seed, "threads": threads, "passed": passed,
-                     "measured": measured, "roles": {d: r for d, r in domain_roles(st).items() if d},
+                     "measured": measured, "self_teacher": self_teacher,
+                     "self_teacher_tolerance": st.warmup_self_teacher_tolerance, "roles": {d: r for d, r in domain_roles(st).items() if d},
                      "expect": {d: list(b) for d, b in (st.warmup_expect or {}).items()},
                      "steps": st.warmup_sft_steps, "warmup": warm, "build_s": time.perf_counter() - t0})
         done.parent.mkdir(parents=True, exist_ok=True)
@@ -87,14 +90,13 @@ def _row_path(cache_dir: Path, st, cfg, data) -> Path:
     return Path(cache_dir) / "spread" / f"{warmup_key(st, cfg, 0, warmup_data(st, cfg, data))}-{st.name}.json"
 
 
-def _recorded_warmup(st, cfg, data, cache_dir: Path) -> dict:
-    """What the build recorded of its warm-up (steps run, loss at the end, when the decay began)."""
-    import json
-
+def _recorded_check(st, cfg, data, cache_dir: Path) -> dict:
+    """What the build recorded (``build_check.json``): its warm-up (steps run, loss at the end, when the
+    decay began) and its own domains' accuracy with a correct s."""
     from opcod_core.build import warmup_data, warmup_key
 
     path = Path(cache_dir) / "warm" / warmup_key(st, cfg, 0, warmup_data(st, cfg, data)) / st.name / "build_check.json"
-    return json.loads(path.read_text()).get("warmup", {}) if path.exists() else {}
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _task(args: tuple) -> list[dict]:
@@ -163,6 +165,30 @@ def gate_lines(rows: list[dict], builds: list, tau: float = 0.2) -> list[str]:
     return lines
 
 
+def self_teacher_lines(rows: list[dict], builds: list) -> list[str]:
+    """Per specialist and own domain: plain / with a correct s for every build, and how many builds kept
+    the self-teacher within the tolerance (the build check, ``opcod_core.build_check``)."""
+    checked = [r for r in rows if r.get("self_teacher")]
+    if not checked:
+        return []
+    lines = ["", "The self-teacher on its own domain: plain / with a correct solution s in context (validation "
+             "avg@4; the build fails when with s trails plain by more than the tolerance):", "",
+             "| specialist | domain | tolerance | " + " | ".join(f"s{s} t{t}" for s, t in builds)
+             + " | largest shortfall | builds within |", "|---|---|---|" + "---|" * len(builds) + "---|---|"]
+    for name in sorted({r["student"] for r in checked}):
+        mine = {(r["build_seed"], r["threads"]): r for r in checked if r["student"] == name}
+        first = next(iter(mine.values()))
+        tol = first.get("self_teacher_tolerance")
+        for d in first["self_teacher"]:
+            gaps = [m["measured"][d] - m["self_teacher"][d] for m in mine.values()]
+            cells = [f"{mine[b]['measured'][d]:.3f} / {mine[b]['self_teacher'][d]:.3f}" if b in mine else "–"
+                     for b in builds]
+            within = sum(tol is None or g <= tol for g in gaps)
+            lines.append(f"| {name} | {d} | {'–' if tol is None else f'{tol:g}'} | " + " | ".join(cells)
+                         + f" | {max(gaps):+.3f} | {within}/{len(gaps)} |")
+    return lines
+
+
 def write_spread_report(rows: list[dict], path: Path, command: str, machine: str) -> Path:
     path = Path(path)
     builds = sorted({(r["build_seed"], r["threads"]) for r in rows})
@@ -183,6 +209,7 @@ def write_spread_report(rows: list[dict], path: Path, command: str, machine: str
             cells = [f"{mine[b]['measured'][d]:.3f}" if b in mine else "–" for b in builds]
             lines.append(f"| {name} | {d} ({role}) | [{lo:g}, {hi:g}] | " + " | ".join(cells)
                          + f" | {min(vals):.3f}–{max(vals):.3f} | {ok}/{len(vals)} |")
+    lines += self_teacher_lines(rows, builds)
     lines += gate_lines(rows, builds)
     lines += ["", "Each build's warm-up (steps run; with the converge schedule, the step its decay began; the "
               "mean loss of its last 50 steps; wall time):", ""]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import shlex
 from collections import Counter
 
-from opcod_core.bench.stats import Interval
+from opcod_core.bench.stats import signed
 
 PAIRS_KIND = "fidelity-pairs"
 TRIO_KIND = "fidelity-trio"
@@ -52,14 +52,6 @@ def kind_of(results: object) -> str | None:
     if isinstance(results.get("pairs"), dict) and isinstance(results.get("plan"), dict):
         return PAIRS_KIND
     return None
-
-
-def _signed(iv: dict | None) -> str:
-    """A difference with its sign and, with two or more seeds, its 95% half-width (``Interval.fmt``)."""
-    if iv is None:
-        return "–"
-    text = Interval(iv["mean"], iv["half"], iv["n"]).fmt()
-    return text if text.startswith("-") else "+" + text
 
 
 def _seeds(seeds: list[int]) -> str:
@@ -147,7 +139,7 @@ def _pair_sentence(key: str, pr: dict) -> str:
         rows = [r for r in pr.get("primary") or [] if r["student"] == name]
         if rows:
             students.append(f"{name} " + ", ".join(
-                f"{r['comparison']} {_signed(r['interval'])} on {r['domain']}: {r['verdict']}" for r in rows))
+                f"{r['comparison']} {signed(r['interval'])} on {r['domain']}: {r['verdict']}" for r in rows))
     return head + (": " + "; ".join(students) if students else "") + "."
 
 
@@ -214,7 +206,7 @@ def _trio_vs_pairs(rows: list[dict], students: list[str]) -> list[str]:
         mine = [r for r in rows if r["student"] == name]
         if mine:
             lines.append(f"Student {name}: " + "; ".join(
-                f"{r['domain']} against the pair with {r['partner']} {_signed((r['difference'] or {}).get('interval'))}"
+                f"{r['domain']} against the pair with {r['partner']} {signed((r['difference'] or {}).get('interval'))}"
                 f" ({r['verdict']})" for r in mine) + ".")
     return lines
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from opcod_core.bench.aggregate import aggregate
 from opcod_core.bench.report import _feedback_table, _gate_table
-from opcod_core.bench.stats import Interval
+from opcod_core.bench.stats import Interval, signed
 from opcod_core.bench.summary import summary_section, trio_summary
 from opcod_core.bench.trio import POISON_OFF, POISON_ON, TRIO
 
@@ -28,16 +28,9 @@ def _fmt(d: dict | None) -> str:
     return "–" if d is None else Interval(d["mean"], d["half"], d["n"]).fmt()
 
 
-def _signed(p: dict) -> str:
-    iv = p["interval"]
-    if iv is None:
-        return "–"
-    return f"{iv['mean']:+.3f}" + ("" if iv["half"] is None else f" ± {iv['half']:.3f}")
-
-
 def _diff(p: dict) -> str:
     words = {"up": "above 0", "down": "below 0: beyond noise", "noise": "within noise"}
-    return f"{_signed(p)} ({words.get(p['word'], p['word'])})"
+    return f"{signed(p['interval'])} ({words.get(p['word'], p['word'])})"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -110,7 +103,7 @@ def _pairs_table(results: dict) -> list[str]:
     for r in results["analysis"]["trio_vs_pairs"]:
         lines.append(f"| {r['student']} | {r['domain']} ({r['role']}) | {r['pair']} ({r['partner']}) | "
                      f"{_fmt(r['trio_initial'])} / {_fmt(r['pair_initial'])} | {_fmt(r['trio'])} | "
-                     f"{_fmt(r['pair_final'])} | {_signed(r['difference'])} | {r['verdict']} |")
+                     f"{_fmt(r['pair_final'])} | {signed(r['difference']['interval'])} | {r['verdict']} |")
     return lines
 
 

@@ -255,7 +255,8 @@ def test_selection_runs_evaluate_after_the_last_round_only(tmp_path):
         def task_eval(self, r: int) -> None:
             self.evals[str(r)] = self._evaluate_all("validation", self.config.eval.k, "val-eval")
 
-    quick = {"warmup_sft_steps": 4, "warmup_decay_steps": 4, "warmup_expect": None}
+    quick = {"warmup_sft_steps": 4, "warmup_decay_steps": 4, "warmup_expect": None,
+             "warmup_self_teacher_tolerance": None}
     base = pair_config(("physics", "electricity"), {**QUICK_OVERRIDES, "schedule": {"rounds": 2,
                        "steps_per_direction": 1}, "students": [quick, quick]}, world="v3")
     cfg = base.replace({**METHODS["always"], "seed": 0})
@@ -266,6 +267,8 @@ def test_selection_runs_evaluate_after_the_last_round_only(tmp_path):
         students = _students(base, data, tmp_path / "cache", 0)
         result = cls(cfg, tmp_path / cls.__name__, observer=obs, data=data, students=students).run()
         runs[cls] = (result.summary["evals"], obs.weight_l2, obs.gates)
+        # no initial evaluation, so no initial-vs-final part; with one, Trainer.summary has it
+        assert ("students" in result.summary) == (cls is EveryRound)
     (skipped, l2, gates), (full, full_l2, full_gates) = runs[ValidationTrainer], runs[EveryRound]
     assert set(full) == {"0", "1", "2"} and set(skipped) == {"2"}
     assert skipped["2"] == full["2"] and l2 == full_l2 and gates == full_gates

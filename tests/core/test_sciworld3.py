@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from opcod_core.anchoring import classify_feedback
 from opcod_core.build import build_student, tutor_template, warmup_data, warmup_items, warmup_key
-from opcod_core.build_check import BuildCheckError
+from opcod_core.build_check import BuildCheckError, self_teacher_misses
 from opcod_core.config import RunConfig, preset
 from opcod_core.data import DataSpec, is_correct, load_dataset
 from opcod_core.data.sciworld3 import sciworld3_corpus, sciworld3_items
@@ -124,9 +124,13 @@ def test_specialists_follow_the_ladder_and_share_one_key_across_pairs():
     cfg = preset("sciworld3")
     data = warmup_data(cfg.students[0], cfg, load_dataset(data_spec(cfg)))
     other = cfg.replace({"students": [{"build_seed": 1000}, {}]})
-    tolerant = cfg.replace({"students": [{"warmup_expect": {"chemistry": [0.0, 1.0]}}, {}]})
+    tolerant = cfg.replace({"students": [{"warmup_expect": {"chemistry": [0.0, 1.0]},
+                                          "warmup_self_teacher_tolerance": 0.5}, {}]})
+    fewer = cfg.replace({"students": [{"warmup_own_context_share": 0.1}, {}]})
     assert warmup_key(other.students[0], other, 0, data) != warmup_key(cfg.students[0], cfg, 0, data)
+    # the checks' tolerances are not inputs of the warm-up; the own-context share is
     assert warmup_key(tolerant.students[0], tolerant, 0, data) == warmup_key(cfg.students[0], cfg, 0, data)
+    assert warmup_key(fewer.students[0], fewer, 0, data) != warmup_key(cfg.students[0], cfg, 0, data)
 
 
 def test_warm_up_batches_teach_wrong_feedback_and_own_domain_hints():
@@ -213,11 +217,17 @@ def test_hinted_contexts_and_hinted_share():
     balanced = contexts(examples(hinted_contexts="balanced"))
     assert hint and all("f" in c for c in hint) and 0.15 < sum(c == "fs" for c in hint) / len(hint) < 0.45
     assert sum(c == "s" for c in balanced) / len(balanced) > 0.2
+    own_ctx = [e[0] for e in examples(hinted_contexts="hint", own_context_share=0.3)]
+    default = [e[0] for e in examples(hinted_contexts="hint")]
+    # 0.3 against the mix's 0.1 of 1,280 examples: about 384 against 128, far outside sampling noise
+    assert own_ctx.count("own_context") > 2 * default.count("own_context") and own_ctx.count("own") < default.count("own")
     share = [e[0] for e in examples(hinted_contexts="hint", hinted_share=0.1)]
     default = [e[0] for e in examples(hinted_contexts="hint")]
     assert share.count("hinted") < 0.5 * default.count("hinted") and share.count("own") > default.count("own")
     with pytest.raises(ValueError, match="exceed 1"):
         examples(hinted_share=0.9)
+    with pytest.raises(ValueError, match="own_context_share 0.7: the mix's shares .* exceed 1"):
+        examples(own_context_share=0.7)
     with pytest.raises(ValueError, match="hinted_contexts must be one of"):
         examples(hinted_contexts="sometimes")
 
@@ -243,10 +253,41 @@ def test_a_build_that_misses_its_split_fails_loudly_and_caches_nothing(tmp_path)
     cfg = preset("sciworld3", {"data": {"max_items_per_domain": 40},
                                "students": [{"warmup_sft_steps": 3, "warmup_decay_steps": 2}, {}]})
     data = load_dataset(data_spec(cfg))
+    assert cfg.students[0].warmup_self_teacher_tolerance == 0.05
     with pytest.raises(BuildCheckError, match=r"student chem: the warm-up missed .*chemistry: 0\.\d+ not in \[0\.6, 1\]") as err:
         build_student(0, cfg, data, cache_dir=tmp_path)
     assert set(err.value.measured) == {"chemistry", "physics", "electricity"}
+    # the self-teacher was measured on the own domain only, in the context with a correct s
+    assert set(err.value.self_teacher) == {"chemistry"} and 0.0 <= err.value.self_teacher["chemistry"] <= 1.0
     assert not (tmp_path / "warm").exists() or not any((tmp_path / "warm").rglob("config.json"))
+
+
+def test_the_self_teacher_check_names_each_own_domain_whose_s_context_falls_behind():
+    """Hand-computed: with tolerance 0.05, chemistry at 0.874 plain and 0.703 with s (the measured defect,
+    recipe row 10) misses; 0.955 / 0.953 (row 10f) and a self-teacher better than plain pass; no
+    tolerance, no check."""
+    st = RunConfig.from_dict(world3_pair("chemistry", "physics")).students[0]
+    assert self_teacher_misses(st, {"chemistry": 0.874}, {"chemistry": 0.703}) == [
+        "chemistry: with a correct solution s 0.703 < plain 0.874 - 0.05"]
+    assert self_teacher_misses(st, {"chemistry": 0.955}, {"chemistry": 0.953}) == []
+    assert self_teacher_misses(st, {"chemistry": 0.5}, {"chemistry": 0.9}) == []
+    assert self_teacher_misses(st, {"chemistry": 0.5, "physics": 0.9}, {"chemistry": 0.46, "physics": 0.8}) == [
+        "physics: with a correct solution s 0.800 < plain 0.900 - 0.05"]
+    unchecked = st.model_copy(update={"warmup_self_teacher_tolerance": None})
+    assert self_teacher_misses(unchecked, {"chemistry": 0.874}, {"chemistry": 0.703}) == []
+
+
+def test_a_build_records_its_self_teacher_next_to_the_weights(tmp_path):
+    """A build within its checks caches the student and writes the own domain's plain and with-s accuracy."""
+    cfg = preset("sciworld3", {"data": {"max_items_per_domain": 40},
+                               "students": [{"warmup_sft_steps": 2, "warmup_decay_steps": 1, "warmup_expect": None,
+                                             "warmup_self_teacher_tolerance": 1.0}, {}]})
+    build_student(0, cfg, load_dataset(data_spec(cfg)), cache_dir=tmp_path)
+    [check] = list((tmp_path / "warm").rglob("build_check.json"))
+    record = json.loads(check.read_text())
+    assert set(record["measured"]) == set(record["self_teacher"]) == {"chemistry"}
+    assert record["self_teacher_tolerance"] == 1.0 and record["warmup"]["steps"] == 3
+    assert (check.parent / "config.json").exists()
 
 
 def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
@@ -257,7 +298,8 @@ def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
                 "measured": {"chemistry": strong, "physics": 0.5, "electricity": 0.05},
                 "roles": {"chemistry": "strong", "physics": "partial", "electricity": "unknown"},
                 "expect": {"chemistry": [0.25, 1.0], "physics": [0.25, 1.0], "electricity": [0.0, 0.35]},
-                "steps": 2000, "build_s": 600.0, "warmup": {"steps": 1500 + seed, "decay_start": 500, "final_loss": 0.1}}
+                "steps": 2000, "build_s": 600.0, "warmup": {"steps": 1500 + seed, "decay_start": 500, "final_loss": 0.1},
+                "self_teacher": {"chemistry": strong - 0.1 * seed}, "self_teacher_tolerance": 0.05}
     rows = [row(0, 1, 0.40), row(0, 2, 0.20), row(1, 1, 0.45)]
     path = write_spread_report(rows, tmp_path / "students.md", "opcod bench students", "test machine")
     text = path.read_text()
@@ -266,6 +308,8 @@ def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
     assert "| chem | electricity (unknown) | [0, 0.35] | 0.050 | 0.050 | 0.050 | 0.050–0.050 | 3/3 |" in text
     assert json.loads(path.with_suffix(".json").read_text())["rows"] == rows
     assert "- chem s1 t1: 1501 steps, decay from step 500, final loss 0.100, 600 s" in text
+    # the self-teacher: seed 1 trails plain by 0.1 > 0.05
+    assert "| chem | chemistry | 0.05 | 0.400 / 0.400 | 0.200 / 0.200 | 0.450 / 0.350 | +0.100 | 2/3 |" in text
 
 
 def test_the_spread_report_says_whether_each_pairs_gate_opens(tmp_path):
