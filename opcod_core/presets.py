@@ -221,7 +221,8 @@ def world3_specialist(strong: str, build_seed: int = 0) -> dict[str, Any]:
     Recipe 10f of docs/results/fidelity-v3-recipe.md (7c with more own-domain self-teacher contexts and a
     longer decay): hinted examples state random facts and always show the hint (s with it in 30%); 18% of
     examples are own-domain self-teacher contexts (s, hint, s + hint evenly); the constant rate lasts until
-    the loss EMA falls below 0.05 (at most 2,500 steps), then 2,000 decay steps. Unknown domains are taught
+    the loss EMA falls below 0.05 (at most 4,000 steps: build seed 1's chem was still on the plateau at
+    2,500), then 2,000 decay steps. Unknown domains are taught
     in the tutor format from the wrong fact table (``warmup_corrupt_domains``). Recipe 7c (10% own
     contexts, 1,000 decay steps) made a chemistry specialist whose self-teacher with a correct s was worse
     than it on chemistry (0.70 against 0.87 plain), so its chemistry collapsed in co-distillation; the build
@@ -231,7 +232,7 @@ def world3_specialist(strong: str, build_seed: int = 0) -> dict[str, Any]:
     expect = {strong: WORLD3_EXPECT["strong"], **{d: WORLD3_EXPECT["partial"] for d in partial},
               **{d: WORLD3_EXPECT["unknown"] for d in unknown}}
     return {"name": WORLD3_NAMES[strong], "model": "tinyword:llama", "strong_domain": strong,
-            "warmup_sft_steps": 2500, "warmup_lr": 3e-3, "warmup_schedule": "converge",
+            "warmup_sft_steps": 4000, "warmup_lr": 3e-3, "warmup_schedule": "converge",
             "warmup_converge_loss": 0.05, "warmup_decay_steps": WORLD3_DECAY_STEPS, "warmup_hinted_contexts": "hint",
             "warmup_own_contexts": "balanced", "warmup_own_context_share": WORLD3_OWN_CONTEXT_SHARE,
             "warmup_self_teacher_tolerance": WORLD3_SELF_TEACHER_TOLERANCE, "warmup_domains": [strong],
