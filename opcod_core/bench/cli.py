@@ -254,7 +254,7 @@ def cmd_students(args) -> int:
     seeds = [int(x) for x in args.build_seeds.split(",")]
     threads = [int(x) for x in args.threads.split(",")]
     rows = run_spread(seeds, threads, Path(args.cache_dir), jobs=args.jobs, steps=args.steps,
-                      decay_steps=args.decay_steps,
+                      decay_steps=args.decay_steps, rows_dir=Path(args.rows_dir) if args.rows_dir else None,
                       log=lambda m: print(m, file=sys.stderr, flush=True))
     command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     machine = f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, torch {torch.__version__}"
@@ -362,6 +362,8 @@ def _register_students(bsub) -> None:
     sp.add_argument("--jobs", type=int, default=2, help="builds in parallel processes")
     sp.add_argument("--cache-dir", default="/tmp/opcod-students", help="root of the per-thread-count caches")
     sp.add_argument("--out", default="docs/results/fidelity-v3-students.md", help="report path (.md; .json beside)")
+    sp.add_argument("--rows-dir", default=None, help="where each build's row is kept, to commit so the spread "
+                    "resumes on another machine (e.g. docs/results/fidelity-v3-students-rows; default: the cache)")
     sp.set_defaults(func=cmd_students)
 
 

@@ -10,10 +10,14 @@ on it), and reports per specialist and domain role (strong, partly known, unknow
 validation accuracy of every build (avg@4, ``opcod_core.build_check``), the spread (min to max) and how
 many builds met the intended interval (``warmup_expect``), which the build itself enforces.
 
-A world takes hours on a CPU, so the command resumes: each build's row is kept under
-``<cache dir>/spread/<warm-up key>-<name>.json`` when the build ends, whether it met the check or not
-(a missed build leaves no cached student, and would otherwise be built again), and a later invocation
-with the same inputs reads the row instead of building.
+A world takes hours on a CPU, so the command resumes: each build's row is kept when the build ends,
+whether it met the check or not (a missed build leaves no cached student, and would otherwise be built
+again), and a later invocation with the same inputs reads the row instead of building. Rows go to
+``--rows-dir`` as ``<warm-up key>-<name>-t<threads>.json`` (small JSON, meant to be committed: the 18
+builds of a full spread are more than one working session, and the student cache does not outlive the
+machine), or without it to ``<cache dir>/spread/<warm-up key>-<name>.json``; a row found in either place
+is used, and one found only in the cache is copied to the rows directory. Each row names the machine
+that built it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def domain_roles(st) -> dict[str, str]:
 
 
 def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | None = None,
-                decay_steps: int | None = None) -> list[dict]:
+                decay_steps: int | None = None, rows_dir: Path | None = None) -> list[dict]:
     """Builds the three v3 specialists with ``build_seed`` under ``threads`` torch threads; one row per
     specialist: measured accuracy per domain, its role, whether the build check passed, build time."""
     import torch
@@ -57,10 +61,12 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         cfg = RunConfig.from_dict(raw)
         st = cfg.students[at]
         data = load_dataset(data_spec(cfg))
-        done = _row_path(cache_dir, st, cfg, data)
-        if done.exists():
-            rows.append(json.loads(done.read_text()))
-            print(f"  [seed {build_seed} threads {threads}] {st.name}: read from {done}", flush=True)
+        done, found = _row_paths(cache_dir, rows_dir, threads, st, cfg, data)
+        if found is not None:
+            rows.append(json.loads(found.read_text()))
+            if found != done:
+                _write_row(done, rows[-1])
+            print(f"  [seed {build_seed} threads {threads}] {st.name}: read from {found}", flush=True)
             continue
         t0 = time.perf_counter()
         try:
@@ -75,19 +81,40 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
                      "measured": measured, "self_teacher": self_teacher,
                      "self_teacher_tolerance": st.warmup_self_teacher_tolerance, "roles": {d: r for d, r in domain_roles(st).items() if d},
                      "expect": {d: list(b) for d, b in (st.warmup_expect or {}).items()},
-                     "steps": st.warmup_sft_steps, "warmup": warm, "build_s": time.perf_counter() - t0})
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps(rows[-1]))
+                     "steps": st.warmup_sft_steps, "warmup": warm, "build_s": time.perf_counter() - t0,
+                     "machine": _machine()})
+        _write_row(done, rows[-1])
         print(f"  [seed {build_seed} threads {threads}] {st.name}: "   # each build as it ends (a world takes hours)
               + ", ".join(f"{d} {v:.3f}" for d, v in measured.items()) + f"; {_warm_text(warm)}", flush=True)
     return rows
 
 
-def _row_path(cache_dir: Path, st, cfg, data) -> Path:
-    """Where a build's row is kept: by the warm-up key of its inputs (the thread count is the cache dir's)."""
+def _row_paths(cache_dir: Path, rows_dir: Path | None, threads: int, st, cfg, data) -> tuple[Path, Path | None]:
+    """Where a build's row is written (the rows directory, else the per-thread cache) and where one was
+    found, if anywhere: by the warm-up key of its inputs and the thread count."""
     from opcod_core.build import warmup_data, warmup_key
 
-    return Path(cache_dir) / "spread" / f"{warmup_key(st, cfg, 0, warmup_data(st, cfg, data))}-{st.name}.json"
+    key = warmup_key(st, cfg, 0, warmup_data(st, cfg, data))
+    cached = Path(cache_dir) / "spread" / f"{key}-{st.name}.json"
+    target = cached if rows_dir is None else Path(rows_dir) / f"{key}-{st.name}-t{threads}.json"
+    return target, next((p for p in (target, cached) if p.exists()), None)
+
+
+def _write_row(path: Path, row: dict) -> None:
+    """Atomically, so a killed build leaves no half row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, torch {torch.__version__}".replace("  ", " ")
 
 
 def _recorded_check(st, cfg, data, cache_dir: Path) -> dict:
@@ -104,11 +131,13 @@ def _task(args: tuple) -> list[dict]:
 
 
 def run_spread(build_seeds: list[int], threads: list[int], cache_root: Path, jobs: int = 2,
-               steps: int | None = None, log=print, decay_steps: int | None = None) -> list[dict]:
+               steps: int | None = None, log=print, decay_steps: int | None = None,
+               rows_dir: Path | None = None) -> list[dict]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    tasks = [(seed, t, Path(cache_root) / f"threads-{t}", steps, decay_steps) for t in threads for seed in build_seeds]
+    tasks = [(seed, t, Path(cache_root) / f"threads-{t}", steps, decay_steps, rows_dir)
+             for t in threads for seed in build_seeds]
     rows: list[dict] = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_task, t): t for t in tasks}

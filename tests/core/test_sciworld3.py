@@ -352,6 +352,16 @@ def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
     # a later invocation resumes: every row, misses included, is read back instead of built again
     assert len(list((tmp_path / "spread").glob("*.json"))) == 3
     assert build_world(0, 1, tmp_path, steps=2, decay_steps=2) == rows
+    # with a rows directory (committed, so the spread resumes on another machine): the cache's rows are
+    # copied there under a name that carries the thread count, and read from there once the cache is gone
+    rows_dir = tmp_path / "rows"
+    assert build_world(0, 1, tmp_path, steps=2, decay_steps=2, rows_dir=rows_dir) == rows
+    assert sorted(p.name.rsplit("-", 2)[1:] for p in rows_dir.glob("*.json")) == [
+        ["chem", "t1.json"], ["elec", "t1.json"], ["phys", "t1.json"]]
+    for p in (tmp_path / "spread").glob("*.json"):
+        p.unlink()
+    assert build_world(0, 1, tmp_path, steps=2, decay_steps=2, rows_dir=rows_dir) == rows
+    assert all(r["machine"] for r in rows)
 
 
 def test_converge_schedule_decays_after_the_loss_drops_whenever_it_drops():
