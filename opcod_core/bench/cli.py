@@ -61,7 +61,7 @@ def _student_overrides(args) -> dict:
 
 
 def _overrides(args, students: int = 2) -> dict:
-    """The run-config overrides the flags ask for (quick mode, steps, evaluation size, lr); with ``students``
+    """The run-config overrides the flags ask for (quick mode, steps, evaluation size, lr, KL anchor); with ``students``
     0 the per-student ones are left out (``_student_overrides``)."""
     from opcod_core.bench.fidelity import QUICK_OVERRIDES
 
@@ -75,6 +75,8 @@ def _overrides(args, students: int = 2) -> dict:
         overrides = deep_merge(overrides, {"eval": ev})
     if args.lr is not None:
         overrides = deep_merge(overrides, {"optim": {"lr": args.lr}})
+    if getattr(args, "kl_anchor", None) is not None:
+        overrides = deep_merge(overrides, {"loss": {"kl_anchor": args.kl_anchor}})
     return overrides
 
 
@@ -313,6 +315,9 @@ def _register_fidelity(bsub, default_cache_dir) -> None:
     fi.add_argument("--eval-items", type=int, default=None,
                     help="test questions per domain (default: the preset's; all when larger than the split)")
     fi.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    fi.add_argument("--kl-anchor", type=float, default=None, metavar="COEF", help="loss.kl_anchor of every run, "
+                    "selection included: KL to the run's initial weights against forgetting (docs/results/drift-v3.md; "
+                    "default: the preset's, 0)")
     fi.add_argument("--select-lr", default=None, metavar="LR1,LR2,...",
                     help="choose the learning rate on the validation split from this grid first")
     fi.add_argument("--select-tau", default=None, metavar="TAU1,TAU2,...",

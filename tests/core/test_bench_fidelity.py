@@ -272,3 +272,18 @@ def test_selection_runs_evaluate_after_the_last_round_only(tmp_path):
     (skipped, l2, gates), (full, full_l2, full_gates) = runs[ValidationTrainer], runs[EveryRound]
     assert set(full) == {"0", "1", "2"} and set(skipped) == {"2"}
     assert skipped["2"] == full["2"] and l2 == full_l2 and gates == full_gates
+
+
+def test_kl_anchor_flag_reaches_every_run_config_and_is_validated():
+    from opcod_core.bench.cli import _overrides
+    from opcod_core.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "fidelity", "--world", "v3", "--lr", "1e-4", "--kl-anchor", "1.0"])
+    over = _overrides(args)
+    assert over["loss"] == {"kl_anchor": 1.0} and over["optim"] == {"lr": 1e-4}
+    cfg = pair_config(("chemistry", "physics"), over, world="v3")
+    assert cfg.loss.kl_anchor == 1.0 and cfg.replace(METHODS["opcod"]).loss.kl_anchor == 1.0
+    assert "loss" not in _overrides(build_parser().parse_args(["bench", "fidelity"]))   # the preset's, untouched
+    with pytest.raises(ValueError, match="kl_anchor"):
+        pair_config(("chemistry", "physics"), _overrides(build_parser().parse_args(
+            ["bench", "fidelity", "--kl-anchor", "-1"])), world="v3")
