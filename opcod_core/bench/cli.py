@@ -75,7 +75,7 @@ def _overrides(args, students: int = 2) -> dict:
         overrides = deep_merge(overrides, {"eval": ev})
     if args.lr is not None:
         overrides = deep_merge(overrides, {"optim": {"lr": args.lr}})
-    if getattr(args, "kl_anchor", None) is not None:
+    if args.kl_anchor is not None:
         overrides = deep_merge(overrides, {"loss": {"kl_anchor": args.kl_anchor}})
     return overrides
 
@@ -249,9 +249,7 @@ def cmd_drift(args) -> int:
 
 
 def cmd_students(args) -> int:
-    import torch
-
-    from opcod_core.bench.students import run_spread, write_spread_report
+    from opcod_core.bench.students import machine_text, run_spread, write_spread_report
 
     seeds = [int(x) for x in args.build_seeds.split(",")]
     threads = [int(x) for x in args.threads.split(",")]
@@ -259,8 +257,7 @@ def cmd_students(args) -> int:
                       decay_steps=args.decay_steps, rows_dir=Path(args.rows_dir) if args.rows_dir else None,
                       log=lambda m: print(m, file=sys.stderr, flush=True))
     command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
-    machine = f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    print(f"report: {write_spread_report(rows, Path(args.out), command, machine)}")
+    print(f"report: {write_spread_report(rows, Path(args.out), command, machine_text())}")
     return 0 if all(r["passed"] for r in rows) else 1
 
 

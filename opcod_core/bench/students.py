@@ -26,6 +26,8 @@ import json
 import time
 from pathlib import Path
 
+from opcod_core.bench import runcache
+
 ROLES = ("strong", "partial", "unknown")
 
 
@@ -65,7 +67,7 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         if found is not None:
             rows.append(json.loads(found.read_text()))
             if found != done:
-                _write_row(done, rows[-1])
+                runcache.store(done.parent, done.stem, rows[-1])
             print(f"  [seed {build_seed} threads {threads}] {st.name}: read from {found}", flush=True)
             continue
         t0 = time.perf_counter()
@@ -82,8 +84,8 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
                      "self_teacher_tolerance": st.warmup_self_teacher_tolerance, "roles": {d: r for d, r in domain_roles(st).items() if d},
                      "expect": {d: list(b) for d, b in (st.warmup_expect or {}).items()},
                      "steps": st.warmup_sft_steps, "warmup": warm, "build_s": time.perf_counter() - t0,
-                     "machine": _machine()})
-        _write_row(done, rows[-1])
+                     "machine": machine_text()})
+        runcache.store(done.parent, done.stem, rows[-1])   # atomically: a killed build leaves no half row
         print(f"  [seed {build_seed} threads {threads}] {st.name}: "   # each build as it ends (a world takes hours)
               + ", ".join(f"{d} {v:.3f}" for d, v in measured.items()) + f"; {_warm_text(warm)}", flush=True)
     return rows
@@ -100,21 +102,14 @@ def _row_paths(cache_dir: Path, rows_dir: Path | None, threads: int, st, cfg, da
     return target, next((p for p in (target, cached) if p.exists()), None)
 
 
-def _write_row(path: Path, row: dict) -> None:
-    """Atomically, so a killed build leaves no half row."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(row, indent=1, sort_keys=True))
-    tmp.replace(path)
-
-
-def _machine() -> str:
+def machine_text() -> str:
+    """The machine a build ran on, as the rows and the report name it."""
     import os
     import platform
 
     import torch
 
-    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, torch {torch.__version__}".replace("  ", " ")
+    return f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, torch {torch.__version__}"
 
 
 def _recorded_check(st, cfg, data, cache_dir: Path) -> dict:
