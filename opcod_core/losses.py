@@ -30,6 +30,19 @@ by adding probabilities. At beta = 0.5 this is the ordinary Jensen–Shannon div
 Unlike TRL, beta = 0 and beta = 1 are rejected instead of silently switching to the KLs: that
 switch makes the loss discontinuous in beta; ask for ``kind="forward_kl"`` / ``"reverse_kl"``.
 
+Saturation: which divergence can move a confidently wrong student
+-----------------------------------------------------------------
+The JSD is bounded (by the binary entropy of beta, log 2 at beta = 0.5), so it saturates where the
+student gives the teacher's token almost no mass. Its gradient w.r.t. the student's logits then dies
+like ``p_S(teacher's token) * gap``: at a logit gap of 12 between the student's token and the teacher's
+(JSD = log 2 - 2e-5) it is about 5e-5, 27,000 times smaller than the forward KL's, whose gradient is
+``p_S - p_T`` (norm about sqrt 2) however confident the student is. The reverse KL dies the same way
+(``p_S * (log p_S - log p_T - KL)``). So on a fact a student was taught *wrong* and believes firmly,
+only the forward KL transfers what its self-teacher (with the peer's feedback in context) knows.
+Measured on the v3 specialists (docs/results/divergence-v3.md): phys's self-teacher with chem's feedback
+answers 0.94 of chemistry, phys alone 0.01, and 100 JSD steps do not move it; the paper's JSD assumes
+students whose errors are not this confident. Tested in tests/core/test_losses.py.
+
 Top-k with a tail bucket (``topk=k``): for each position take the k token ids where the *teacher* is
 most likely, gather both log-distributions at those ids, and add one bucket for "everything else",
 ``log(1 - sum_{top-k} p) = logsumexp`` of the log-probabilities outside the top-k. That is the exact

@@ -21,8 +21,9 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
-from opcod_core.config import deep_merge
+from opcod_core.config import LossConfig, deep_merge
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:
@@ -47,8 +48,8 @@ def _partial(text: str) -> tuple[float, float]:
 
 TRIO_OUT = "docs/results/n-peers-trio.md"
 TRIO_ONLY = ("poison", "poison_from", "trust_threshold", "quarantine_within", "trio_gating")
-PAIRS_ONLY = ("pairs", "methods", "partial", "select_lr", "select_tau", "select_methods", "baseline_seeds",
-              "vary_students")
+PAIRS_ONLY = ("pairs", "methods", "partial", "select_lr", "select_kl_anchor", "select_tau", "select_methods",
+              "baseline_seeds", "vary_students")
 
 
 def _student_overrides(args) -> dict:
@@ -61,7 +62,7 @@ def _student_overrides(args) -> dict:
 
 
 def _overrides(args, students: int = 2) -> dict:
-    """The run-config overrides the flags ask for (quick mode, steps, evaluation size, lr, KL anchor); with ``students``
+    """The run-config overrides the flags ask for (quick mode, steps, evaluation size, lr, KL anchor, divergence); with ``students``
     0 the per-student ones are left out (``_student_overrides``)."""
     from opcod_core.bench.fidelity import QUICK_OVERRIDES
 
@@ -77,6 +78,8 @@ def _overrides(args, students: int = 2) -> dict:
         overrides = deep_merge(overrides, {"optim": {"lr": args.lr}})
     if args.kl_anchor is not None:
         overrides = deep_merge(overrides, {"loss": {"kl_anchor": args.kl_anchor}})
+    if args.divergence is not None:
+        overrides = deep_merge(overrides, {"loss": {"divergence": args.divergence}})
     return overrides
 
 
@@ -180,13 +183,31 @@ def cmd_fidelity(args) -> int:
         results = run_benchmark(plan, Path(args.cache_dir), Path(args.work_dir), log=log, lr_grid=grid,
                                 lr_methods=args.select_methods.split(",") if args.select_methods else None,
                                 world_items=8 if args.quick else (None if plan.world == "v3" else 48),
-                                tau_grid=[float(x) for x in args.select_tau.split(",")] if args.select_tau else None)
+                                tau_grid=[float(x) for x in args.select_tau.split(",")] if args.select_tau else None,
+                                anchor_grid=_anchor_grid(args))
     command, machine = _command_and_machine(args, plan.jobs, plan.threads)
     results.update(kind=PAIRS_KIND, command=command, machine=machine)
     save_results(results, out.with_suffix(".json"))
     path = write_report(results, out, command=command, machine=machine)
     print(f"report: {path}")
     return 0
+
+
+def _anchor_grid(args) -> list[float] | None:
+    """``--select-kl-anchor``: the KL-anchor coefficients crossed with ``--select-lr`` (None: not selected)."""
+    if not args.select_kl_anchor:
+        return None
+    if not args.select_lr:
+        raise SystemExit("--select-kl-anchor: needs --select-lr (the anchor is chosen together with the rate)")
+    if args.kl_anchor is not None:
+        raise SystemExit("--select-kl-anchor: conflicts with --kl-anchor (one fixes the anchor, the other selects it)")
+    try:
+        grid = [float(x) for x in args.select_kl_anchor.split(",")]
+    except ValueError:
+        raise SystemExit(f"--select-kl-anchor: expected comma-separated numbers, got {args.select_kl_anchor!r}") from None
+    if any(a < 0 for a in grid):
+        raise SystemExit(f"--select-kl-anchor: coefficients must be >= 0, got {grid}")
+    return grid
 
 
 def _trio_plan(args):
@@ -240,7 +261,8 @@ def cmd_drift(args) -> int:
         runs.append((label, directory))
     preamble = Path(args.preamble).read_text() if args.preamble else ""
     try:
-        path = write_drift_report(runs, args.out, block=args.block, preamble=preamble)
+        world = _knowledge_split(runs[0], args.knowledge_split, args.cache_dir) if args.knowledge_split else None
+        path = write_drift_report(runs, args.out, block=args.block, preamble=preamble, world=world)
     except (FileNotFoundError, ValueError) as exc:
         print(f"drift: {exc}", file=sys.stderr)
         return 2
@@ -274,7 +296,7 @@ def register(sub) -> None:
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     _register_fidelity(bsub, default_cache_dir)
     _register_students(bsub)
-    _register_drift(bsub)
+    _register_drift(bsub, default_cache_dir)
     _register_readme(bsub)
 
 
@@ -315,8 +337,15 @@ def _register_fidelity(bsub, default_cache_dir) -> None:
     fi.add_argument("--kl-anchor", type=float, default=None, metavar="COEF", help="loss.kl_anchor of every run, "
                     "selection included: KL to the run's initial weights against forgetting (docs/results/drift-v3.md; "
                     "default: the preset's, 0)")
+    fi.add_argument("--divergence", choices=get_args(LossConfig.model_fields["divergence"].annotation), default=None,
+                    help="loss.divergence of every run, selection included (default: the preset's, jsd): a JSD "
+                    "saturates at log 2 where the student is confidently wrong, so its gradient vanishes there "
+                    "(docs/results/divergence-v3.md)")
     fi.add_argument("--select-lr", default=None, metavar="LR1,LR2,...",
                     help="choose the learning rate on the validation split from this grid first")
+    fi.add_argument("--select-kl-anchor", default=None, metavar="A1,A2,...",
+                    help="with --select-lr: choose loss.kl_anchor together with the rate, over every (rate, anchor) "
+                    "of the two grids (0 = no anchor)")
     fi.add_argument("--select-tau", default=None, metavar="TAU1,TAU2,...",
                     help="then choose OPCoD's tau on the validation split from this grid (ties: the first)")
     fi.add_argument("--select-methods", default=None, help="methods scored in the lr selection (default: all)")
@@ -369,10 +398,35 @@ def _register_students(bsub) -> None:
     sp.set_defaults(func=cmd_students)
 
 
-def _register_drift(bsub) -> None:
+def _knowledge_split(run: tuple[str, str], k: int, cache_dir: str) -> dict:
+    """The knowledge split of the students ``run`` (LABEL, DIR) started from: its ``config.json``, the
+    students read from (or built into) ``cache_dir``, the whole validation split at avg@``k``."""
+    from opcod_core.bench.world import measure_world
+    from opcod_core.config import RunConfig
+    from opcod_core.data import load_dataset
+    from opcod_core.executors import build_students
+    from opcod_core.trainer import data_spec
+
+    path = Path(run[1]) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run[0]}: no config.json in {run[1]} (needed by --knowledge-split)")
+    cfg = RunConfig.from_dict(json.loads(path.read_text()))
+    data = load_dataset(data_spec(cfg))
+    world = measure_world(cfg, build_students(cfg, data, Path(cache_dir)), data, "validation", k=k, max_items=None)
+    return {"split": "validation", "k": k, "students": [st.name for st in cfg.students],
+            "domains": list(cfg.data.domains), "strong": {st.name: st.strong_domain for st in cfg.students},
+            "world": world}
+
+
+def _register_drift(bsub, default_cache_dir) -> None:
     dr = bsub.add_parser("drift", help="per-step drift metrics and per-round accuracy of headless runs, side by side")
     dr.add_argument("runs", nargs="+", metavar="LABEL=DIR", help="run directories written by `opcod train --out`")
     dr.add_argument("--out", default="docs/results/drift.md", help="report path (.md; a .json is written beside it)")
     dr.add_argument("--block", type=int, default=10, help="steps averaged per table row")
     dr.add_argument("--preamble", default=None, help="a Markdown file placed before the tables (the protocol)")
+    dr.add_argument("--knowledge-split", type=int, default=None, metavar="K",
+                    help="also measure the first run's students before training (validation avg@K: plain, with s, "
+                    "with f, with s+f, with the peer's feedback); they are read from --cache-dir")
+    dr.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache of the students "
+                    "(with --knowledge-split; default ~/.cache/opcod)")
     dr.set_defaults(func=cmd_drift)

@@ -55,15 +55,19 @@ def read_trace(label: str, run_dir: str | Path) -> RunTrace:
         elif e.get("type") == "step":
             trace.steps.append(e)
         elif e.get("type") == "exchange" and e.get("feedback_source") != "human":
-            trace.rollouts.append({k: e.get(k) for k in ("round", "direction", "step", "tutee", "domain", "correct",
-                                                         "finish_reason")})
+            div = e.get("divergence") or None   # per-token divergence to the self-teacher (absent: not trained on)
+            trace.rollouts.append({**{k: e.get(k) for k in ("round", "direction", "step", "tutee", "domain", "correct",
+                                                            "finish_reason")},
+                                   "div": sum(div) / len(div) if div else None})
     return trace
 
 
 def domain_rows(trace: RunTrace, block: int) -> list[dict]:
-    """Per (round, direction, question domain): rollout accuracy and the share cut at the length limit,
-    over the whole direction and over its last ``block`` steps (a drift confined to one domain, e.g.
-    a student's weak one, is diluted in the per-step means)."""
+    """Per (round, direction, question domain): rollout accuracy, the share cut at the length limit and
+    the mean per-token divergence to the self-teacher, over the whole direction and over its last
+    ``block`` steps (a drift confined to one domain, e.g. a student's weak one, is diluted in the
+    per-step means; a divergence pinned at the JSD's bound on a domain the rollouts never get right is
+    the saturation of ``opcod_core.losses``)."""
     groups: dict[tuple, list[dict]] = {}
     for r in trace.rollouts:
         groups.setdefault((r["round"], r["direction"], r["tutee"], r["domain"]), []).append(r)
@@ -75,7 +79,9 @@ def domain_rows(trace: RunTrace, block: int) -> list[dict]:
                      **{f"{k}{suffix}": sum(bool(test(r)) for r in part) / len(part)
                         for suffix, part in (("", rs), ("_tail", tail))
                         for k, test in (("acc", lambda r: r["correct"]),
-                                        ("cut", lambda r: r["finish_reason"] == "length"))}})
+                                        ("cut", lambda r: r["finish_reason"] == "length"))},
+                     **{f"div{suffix}": _mean([r["div"] for r in part if r["div"] is not None])
+                        for suffix, part in (("", rs), ("_tail", tail))}})
     return rows
 
 
@@ -108,9 +114,13 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def render_run(trace: RunTrace, block: int) -> list[str]:
     cfg = trace.config
     lines = [f"## {trace.label}", ""]
-    sched, optim = cfg.get("schedule", {}), cfg.get("optim", {})
+    sched, optim, loss = cfg.get("schedule", {}), cfg.get("optim", {}), cfg.get("loss", {})
+    kind = loss.get("divergence", "jsd")
+    divergence = f"{kind} (beta {loss.get('beta', 0.5)})" if kind == "jsd" else kind
     lines.append(f"Preset `{cfg.get('preset')}`, gating `{cfg.get('gating', {}).get('mode')}`, "
                  f"R x K = {sched.get('rounds')} x {sched.get('steps_per_direction')}, lr {optim.get('lr')}, "
+                 f"divergence {divergence}, "
+                 f"KL anchor {loss.get('kl_anchor', 0.0)}, "
                  f"score_eos {cfg.get('rollout', {}).get('score_eos', 'n/a (before the option)')}, seed {cfg.get('seed')}.")
     lines += ["", "Test accuracy per round (avg@k):", "", "| round | " + " | ".join(_cells(trace)) + " |",
               "|---|" + "---|" * len(_cells(trace))]
@@ -128,11 +138,13 @@ def render_run(trace: RunTrace, block: int) -> list[str]:
                          _fmt(row[k], 1 if k == "rollout/mean_length" else 3) for k in STEP_KEYS) + " |")
     rows = domain_rows(trace, block)
     if rows:
-        lines += ["", f"Rollouts per question domain (whole direction, and its last {block} steps):", "",
-                  "| round | dir | tutee | domain | rollouts | acc | cut | last steps: rollouts | acc | cut |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", f"Rollouts per question domain (whole direction, and its last {block} steps; div: mean "
+                  "per-token divergence to the self-teacher):", "",
+                  "| round | dir | tutee | domain | rollouts | acc | cut | div | last steps: rollouts | acc | cut | div |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['round']} | {r['direction']} | {r['tutee']} | {r['domain']} | {r['n']} | {r['acc']:.3f} | "
-                  f"{r['cut']:.3f} | {r['n_tail']} | {r['acc_tail']:.3f} | {r['cut_tail']:.3f} |" for r in rows]
+                  f"{r['cut']:.3f} | {_fmt(r['div'], 4)} | {r['n_tail']} | {r['acc_tail']:.3f} | {r['cut_tail']:.3f} | "
+                  f"{_fmt(r['div_tail'], 4)} |" for r in rows]
     return lines + [""]
 
 
@@ -145,13 +157,27 @@ def _cells(trace: RunTrace) -> list[str]:
     return [f"{s} on {d}" for s, d in _cell_keys(trace)]
 
 
+def render_world(split: dict) -> list[str]:
+    """The knowledge-split section: ``split`` as ``cmd_drift`` measures it (``opcod_core.bench.world``) for
+    the students every run starts from: plain accuracy next to the self-teacher's with s, with the
+    reference hint, with s and the hint, and with the peer's kept feedback (what the teacher of a run sees)."""
+    from opcod_core.bench.report import _world_table
+
+    return ["## Knowledge split before training", "",
+            f"The students the runs start from, on the whole {split['split']} split at avg@{split['k']} "
+            "(`opcod_core.bench.world.measure_world`):", "", *_world_table(split), ""]
+
+
 def write_drift_report(runs: list[tuple[str, str]], out: str | Path, block: int = 10,
-                       preamble: str = "") -> Path:
-    """Writes the Markdown report (and ``.json`` beside it) for ``runs`` = [(label, dir), ...]."""
+                       preamble: str = "", world: dict | None = None) -> Path:
+    """Writes the Markdown report (and ``.json`` beside it) for ``runs`` = [(label, dir), ...], with the
+    knowledge-split section first when ``world`` (``render_world``) is given."""
     traces = [read_trace(label, d) for label, d in runs]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [preamble.rstrip(), ""] if preamble else []
+    if world is not None:
+        lines += render_world(world)
     for t in traces:
         lines += render_run(t, block)
     notes = out.with_name(f"{out.stem}-notes.md")
@@ -159,8 +185,10 @@ def write_drift_report(runs: list[tuple[str, str]], out: str | Path, block: int 
         lines += ["## Reading", "", f"(from `{notes.name}`, written after reading the tables above)", "",
                   notes.read_text().strip(), ""]
     out.write_text("\n".join(lines))
-    out.with_suffix(".json").write_text(json.dumps(
-        [{"label": t.label, "config": t.config, "evals": t.evals,
-          "steps": [{k: s[k] for k in ("round", "direction", "step", "tutee", "loss", "metrics")} for s in t.steps]}
-         for t in traces], indent=1))
+    runs_json = [{"label": t.label, "config": t.config, "evals": t.evals,
+                  "steps": [{k: s[k] for k in ("round", "direction", "step", "tutee", "loss", "metrics")}
+                            for s in t.steps]} for t in traces]
+    # a list of runs as before; an object with the knowledge split next to them when it was measured
+    out.with_suffix(".json").write_text(json.dumps(runs_json if world is None else {"world": world, "runs": runs_json},
+                                                   indent=1))
     return out

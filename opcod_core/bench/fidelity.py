@@ -15,8 +15,10 @@ Methods (one framework, ``opcod_core.trainer``): ``opcod`` (cognizance gating, �
 strong domain), ``grpo`` (verifiable reward, group-normalised advantage) and ``one_way`` (a frozen
 copy of the peer's initial weights as a classic on-policy teacher). All use the same R × K schedule, batch, rollouts and learning
 rate. The learning rate can be chosen on the *validation* split (``select_lr``): each candidate runs
-every selected method for one seed, scored by mean final validation accuracy over both students and
-both domains; OPCoD's τ can then be chosen the same way (``select_tau``). The test split is read only by
+every selected method for the selection seeds, scored by mean final validation accuracy over both
+students and both domains, optionally together with the KL anchor (every (rate, anchor) of two grids,
+since drift-v3.md found the anchor to decide which rates keep the strong domain); OPCoD's τ can then be
+chosen the same way (``select_tau``). The test split is read only by
 the benchmark runs themselves. Runs go to worker processes (``run_many``); each is a pure function of
 its task, so the results do not depend on the number of workers.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -209,7 +212,8 @@ def _selection(base: RunConfig, variants: list[tuple[str, RunConfig, str]], data
     """Runs every (label, config, method) variant at every seed on the validation split; returns
     ``{label: {method: {"score", "scores", "weight_l2", "gates"}}}`` with score = mean over seeds of the
     mean final validation accuracy and weight_l2 = mean final ‖θ − θ₀‖ over seeds and tutees."""
-    tasks = [(cfg, m, seed, data, cache_dir, work / f"select-{label}", student_seed, True, results_dir)
+    tasks = [(cfg, m, seed, data, cache_dir, work / ("select-" + re.sub(r"[^\w.+-]+", "-", label)), student_seed,
+              True, results_dir)
              for label, cfg, m in variants for seed in seeds]
     labels = [label for label, _, _ in variants for _ in seeds]
     score = functools.partial(mean_final_accuracy, rounds=base.schedule.rounds)
@@ -235,14 +239,27 @@ def _mean(xs: list[float]) -> float:
 
 def select_lr(base: RunConfig, grid: list[float], methods: list[str], data, cache_dir: Path, work: Path,
               student_seed: int, log: Callable[[str], None] = print, jobs: int = 1, threads: int = 1,
-              seeds: list[int] | None = None, results_dir: Path | None = None) -> tuple[float, dict]:
+              seeds: list[int] | None = None, results_dir: Path | None = None,
+              anchors: list[float] | None = None) -> tuple[tuple[float, float | None], dict]:
     """Chooses the learning rate on the validation split: the rate with the best score summed over
     ``methods`` (each the mean over ``seeds`` of the mean final validation accuracy). The table also
-    gives each rate's weight distance, so a reader sees whether a rate moved the models at all."""
-    variants = [(f"{lr:g}", base.replace({"optim": {"lr": lr}}), m) for lr in grid for m in methods]
+    gives each rate's weight distance, so a reader sees whether a rate moved the models at all.
+
+    With ``anchors`` (coefficients of ``loss.kl_anchor``) the candidates are every (rate, anchor) of the
+    two grids, labelled ``"<lr> / KL anchor <a>"``; without, the base config's anchor is kept and the
+    labels are the rates alone. Returns ``((lr, anchor or None), table)``; ties go to the earlier candidate."""
+    candidates = [(lr, a) for lr in grid for a in (anchors or [None])]
+
+    def label(lr: float, a: float | None) -> str:
+        return f"{lr:g}" if a is None else f"{lr:g} / KL anchor {a:g}"
+
+    def config(lr: float, a: float | None) -> RunConfig:
+        return base.replace({"optim": {"lr": lr}, **({} if a is None else {"loss": {"kl_anchor": a}})})
+
+    variants = [(label(lr, a), config(lr, a), m) for lr, a in candidates for m in methods]
     table = _selection(base, variants, data, cache_dir, work, student_seed, seeds or [0], results_dir, log,
                        jobs, threads)
-    best = max(grid, key=lambda lr: sum(c["score"] for c in table[f"{lr:g}"].values()))
+    best = max(candidates, key=lambda c: (sum(x["score"] for x in table[label(*c)].values()), -candidates.index(c)))
     return best, table
 
 
@@ -266,15 +283,17 @@ def select_tau(base: RunConfig, grid: list[float], data, cache_dir: Path, work: 
 
 def _choose(base: RunConfig, plan: BenchPlan, data, cache_dir: Path, pwork: Path, log: Callable[[str], None],
             lr_grid: list[float] | None, lr_methods: list[str] | None, tau_grid: list[float] | None,
-            key: str) -> tuple[RunConfig, dict | None, dict | None]:
-    """The learning rate, then OPCoD's τ, chosen on the validation split (each when its grid is given)."""
+            key: str, anchor_grid: list[float] | None = None) -> tuple[RunConfig, dict | None, dict | None]:
+    """The learning rate (with the KL anchor when ``anchor_grid`` is given), then OPCoD's τ, chosen on the
+    validation split (each when its grid is given)."""
     lr_table = tau_table = None
     sel = {"seeds": plan.select_seeds, "results_dir": plan.results_dir}
     if lr_grid:
-        log(f"[{key}] choosing the learning rate on validation from {lr_grid}, seeds {plan.select_seeds}")
-        lr, lr_table = select_lr(base, lr_grid, lr_methods or plan.methods, data, cache_dir, pwork,
-                                 plan.student_seed, log, plan.jobs, plan.threads, **sel)
-        base = base.replace({"optim": {"lr": lr}})
+        log(f"[{key}] choosing the learning rate on validation from {lr_grid}"
+            f"{f' x KL anchor {anchor_grid}' if anchor_grid else ''}, seeds {plan.select_seeds}")
+        (lr, anchor), lr_table = select_lr(base, lr_grid, lr_methods or plan.methods, data, cache_dir, pwork,
+                                           plan.student_seed, log, plan.jobs, plan.threads, anchors=anchor_grid, **sel)
+        base = base.replace({"optim": {"lr": lr}, **({} if anchor is None else {"loss": {"kl_anchor": anchor}})})
     if tau_grid and "opcod" in plan.methods:
         log(f"[{key}] choosing OPCoD's tau on validation from {tau_grid}")
         tau, tau_table = select_tau(base, tau_grid, data, cache_dir, pwork, plan.student_seed, log,
@@ -303,7 +322,8 @@ def _measured_world(base: RunConfig, students: dict, data, plan: BenchPlan, worl
 
 def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[str], None] = print,
                   lr_grid: list[float] | None = None, lr_methods: list[str] | None = None,
-                  world_items: int | None = 48, tau_grid: list[float] | None = None) -> dict:
+                  world_items: int | None = 48, tau_grid: list[float] | None = None,
+                  anchor_grid: list[float] | None = None) -> dict:
     from opcod_core.bench.primary import primary_comparisons
 
     t0 = time.perf_counter()
@@ -324,7 +344,7 @@ def run_benchmark(plan: BenchPlan, cache_dir: Path, work: Path, log: Callable[[s
         world = _measured_world(base, students, data, plan, world_items, log, key)
         del students
         base, lr_table, tau_table = _choose(base, plan, data, cache_dir, pwork, log, lr_grid, lr_methods, tau_grid,
-                                            key)
+                                            key, anchor_grid)
         if plan.vary_students:  # build every seed's pair once, before the workers load them from the cache
             for seed in all_seeds:
                 _students(base, data, cache_dir, seed)

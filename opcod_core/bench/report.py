@@ -226,7 +226,9 @@ def _pair_section(key: str, pr: dict, path: Path) -> list[str]:
             "### Is the knowledge split real? (validation split, before training)", ""]
     out += _world_table(pr) + [""]
     if pr.get("lr_selection"):
-        out += ["### Learning rate chosen on validation", ""] + _selection_table(pr["lr_selection"], "lr") + [""]
+        anchored = any("KL anchor" in label for label in pr["lr_selection"])   # rate and anchor chosen together
+        out += [f"### Learning rate{' and KL anchor' if anchored else ''} chosen on validation", ""] + _selection_table(
+            pr["lr_selection"], "lr / KL anchor" if anchored else "lr") + [""]
     if pr.get("tau_selection"):
         out += ["### OPCoD's τ chosen on validation (at the chosen learning rate)", "",
                 "| τ | OPCoD mean final validation accuracy | tutor decisions |", "|---|---|---|"]

@@ -287,3 +287,59 @@ def test_kl_anchor_flag_reaches_every_run_config_and_is_validated():
     with pytest.raises(ValueError, match="kl_anchor"):
         pair_config(("chemistry", "physics"), _overrides(build_parser().parse_args(
             ["bench", "fidelity", "--kl-anchor", "-1"])), world="v3")
+
+
+def test_divergence_flag_reaches_every_run_config_and_offers_the_config_kinds(capsys):
+    from opcod_core.bench.cli import _overrides
+    from opcod_core.cli import build_parser
+    from opcod_core.losses import KINDS
+
+    args = build_parser().parse_args(["bench", "fidelity", "--world", "v3", "--divergence", "forward_kl",
+                                      "--kl-anchor", "1.0"])
+    over = _overrides(args)
+    assert over["loss"] == {"kl_anchor": 1.0, "divergence": "forward_kl"}
+    cfg = pair_config(("chemistry", "physics"), over, world="v3")
+    for method in METHODS:   # every method of the benchmark (selection and main run) trains with it
+        assert cfg.replace(METHODS[method]).loss.divergence == "forward_kl"
+    assert pair_config(("chemistry", "physics"), {}, world="v3").loss.divergence == "jsd"   # the preset's
+    for kind in KINDS:   # the flag offers exactly the divergences the loss implements
+        assert _overrides(build_parser().parse_args(["bench", "fidelity", "--divergence", kind]))["loss"] == {
+            "divergence": kind}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "fidelity", "--divergence", "kl"])
+    assert "--divergence" in capsys.readouterr().err
+
+
+def test_rate_and_kl_anchor_are_selected_together_and_the_main_runs_use_the_best(tmp_path):
+    """--select-kl-anchor crosses the anchor grid with the rate grid: every (rate, anchor) candidate runs
+    (its exact config is in the result cache's keys), the best-scoring one is what the main runs train with."""
+    from opcod_core.bench import runcache
+    from opcod_core.config import RunConfig
+
+    results = tmp_path / "runs"
+    args = ["bench", "fidelity", "--world", "v3", "--quick", "--quick-warmup", "4", "--pairs", "physics:electricity",
+            "--methods", "never", "--select-methods", "never", "--select-lr", "0.001,0.01", "--select-kl-anchor",
+            "0,1", "--jobs", "1", "--results-dir", str(results), "--cache-dir", str(tmp_path / "cache"),
+            "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "f.md")]
+    assert main(args) == 0
+    pr = json.loads((tmp_path / "f.json").read_text())["pairs"]["physics-electricity"]
+    table = pr["lr_selection"]
+    labels = [f"{lr} / KL anchor {a}" for lr in ("0.001", "0.01") for a in ("0", "1")]
+    assert list(table) == labels
+    chosen = RunConfig.from_dict(pr["config"])
+    best = max(labels, key=lambda k: (table[k]["never"]["score"], -labels.index(k)))
+    assert f"{chosen.optim.lr:g} / KL anchor {chosen.loss.kl_anchor:g}" == best
+    for lr in (0.001, 0.01):
+        for a in (0.0, 1.0):
+            cfg = chosen.replace({"optim": {"lr": lr}, "loss": {"kl_anchor": a}})
+            cfg = cfg.replace({**METHODS["never"], "seed": 0, "name": "fidelity-never-s0"})
+            assert runcache.load(results, runcache.run_key(cfg.to_json(), "never", 0, 0, True)) is not None
+    assert "### Learning rate and KL anchor chosen on validation" in (tmp_path / "f.md").read_text()
+    with pytest.raises(SystemExit, match="--select-kl-anchor: conflicts with --kl-anchor"):
+        main(args[:-2] + ["--kl-anchor", "1", "--out", str(tmp_path / "g.md")])
+    with pytest.raises(SystemExit, match="--select-kl-anchor: coefficients must be >= 0"):
+        main(args[:-2] + ["--select-kl-anchor", "0,-1", "--out", str(tmp_path / "g.md")])
+    no_rate = [a for a in args if a not in ("--select-lr", "0.001,0.01")]
+    with pytest.raises(SystemExit, match="--select-kl-anchor: needs --select-lr"):
+        main(no_rate[:-2] + ["--out", str(tmp_path / "g.md")])
+

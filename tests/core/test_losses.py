@@ -152,6 +152,34 @@ def test_jsd_limits_are_the_kls():
     assert tiny.max() < 1e-7
 
 
+def _confident_disagreement(gap: float, kind: str, beta: float = 0.5) -> tuple[float, float]:
+    """(divergence, gradient norm w.r.t. the student's logits) when the student puts logit ``gap`` on one
+    token and the teacher the same gap on another: a confidently wrong student, the tutee's state on a fact
+    its warm-up taught wrong (docs/results/divergence-v3.md)."""
+    student = torch.tensor([[[gap, 0.0, -5.0]]], dtype=torch.float64, requires_grad=True)
+    teacher = torch.tensor([[[0.0, gap, -5.0]]], dtype=torch.float64)
+    d = per_token_divergence(student, teacher, torch.ones(1, 1, dtype=torch.bool), kind=kind, beta=beta)
+    d.sum().backward()
+    return d.item(), student.grad.norm().item()
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 0.9])
+def test_jsd_gradient_vanishes_on_a_confidently_wrong_student_and_forward_kl_does_not(beta):
+    """The JSD is bounded (by log 2 at beta 0.5), so once the student gives the teacher's token almost no
+    mass its gradient dies like p_S(teacher's token) * gap; the forward KL's gradient w.r.t. the logits is
+    p_S - p_T, of size about sqrt(2) however confident the student is."""
+    jsd = {g: _confident_disagreement(g, "jsd", beta) for g in (4.0, 8.0, 12.0, 16.0)}
+    grads = [jsd[g][1] for g in sorted(jsd)]
+    assert all(b < a / 5 for a, b in zip(grads, grads[1:]))      # decays at least 5x per 4 logits of gap
+    assert jsd[12.0][1] < 1e-3
+    if beta == 0.5:
+        assert jsd[12.0][0] == pytest.approx(math.log(2), abs=1e-4)
+    for g in (4.0, 12.0, 16.0):
+        value, grad = _confident_disagreement(g, "forward_kl")
+        assert grad > 1.0 and value > g - 1
+    assert _confident_disagreement(12.0, "forward_kl")[1] > 1000 * jsd[12.0][1]
+
+
 # ---------------------------------------------------------------------------------------------
 # Masking
 # ---------------------------------------------------------------------------------------------

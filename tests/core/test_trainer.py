@@ -202,7 +202,26 @@ def test_cli_train_writes_the_headless_contract(tmp_path, tiny_cache):
     assert len(per_domain) == 2
     data = json.loads(report.with_suffix(".json").read_text())
     assert sorted(data[0]["evals"]) == ["0", "1", "2"] and len(data[0]["steps"]) == 4
+    assert "divergence jsd (beta 0.5), KL anchor 0.0" in text
+    # the div column: the mean per-token divergence of the direction's rollouts on that domain, from the events
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    divs = [sum(e["divergence"]) / len(e["divergence"]) for e in events if e["type"] == "exchange"
+            and (e["round"], e["direction"], e["domain"]) == (1, 1, "chemistry") and e["divergence"]]
+    cells = per_domain[0].split(" | ") if per_domain[0].startswith("| 1 | 1 |") else per_domain[1].split(" | ")
+    assert cells[7] == f"{sum(divs) / len(divs):.4f}"
     assert main(["bench", "drift", f"x={tmp_path / 'nowhere'}", "--out", str(report)]) == 2
+    # with the knowledge split of the students the run started from, measured before the tables
+    assert main(["bench", "drift", f"tiny={out}", "--out", str(report), "--knowledge-split", "1",
+                 "--cache-dir", str(tiny_cache)]) == 0
+    text, data = report.read_text(), json.loads(report.with_suffix(".json").read_text())
+    assert text.index("## Knowledge split before training") < text.index("## tiny")
+    assert data["runs"][0]["label"] == "tiny" and data["world"]["k"] == 1
+    for name, strong in (("chem", "chemistry"), ("phys", "physics")):
+        for dom in ("chemistry", "physics"):
+            w = data["world"]["world"][name][dom]
+            assert 0 <= w["plain"] <= 1 and 0 <= w["peer_hint"] <= 1 and w["n_items"] > 0
+            assert (f"| {name} ({strong}) | {dom} | {w['plain']:.3f} | {w['with_s']:.3f} | {w['reference_hint']:.3f} | "
+                    f"{w['with_s_f']:.3f} | {w['peer_hint']:.3f} |") in text
     assert main(["train", "--preset", "tiny", "--out", str(out), "--quiet", "--set", "rollout.n=0"]) == 2
 
 
