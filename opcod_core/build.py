@@ -294,7 +294,7 @@ def _warm(rt: StudentRuntime, st: StudentConfig, config: RunConfig, index: int, 
                            batch_size=st.warmup_batch_size, progress=cb, partly_known=partly, corrupt=corrupt,
                            schedule=schedule, own_contexts=st.warmup_own_contexts, hinted_facts=st.warmup_hinted_facts,
                            hinted_contexts=st.warmup_hinted_contexts, hinted_share=st.warmup_hinted_share,
-                           own_context_share=st.warmup_own_context_share)
+                           own_context_share=st.warmup_own_context_share, unknown_belief=st.warmup_unknown_belief)
     info = {"steps": len(curve), "final_loss": sum(curve[-50:]) / max(len(curve[-50:]), 1)}
     if isinstance(schedule, ConvergeSchedule):
         info["decay_start"] = schedule.decay_start

@@ -86,6 +86,12 @@ class StudentConfig(Section):
                                                            "corrupted fact table (meta 'corrupt_hint', sciworld3): "
                                                            "an incognizant tutor whose feedback there is "
                                                            "well-formed, anchored and wrong.")
+    warmup_unknown_belief: float = Field(1.0, ge=0.0, le=1.0, description="On warmup_corrupt_domains, the "
+                                         "share of the student's own (unhinted) answers computed from the "
+                                         "corrupted fact table; the rest from random facts. 1: it believes the "
+                                         "wrong table firmly (its errors are confident, and a JSD to a teacher "
+                                         "that knows better saturates: docs/results/divergence-v3.md); below 1: "
+                                         "it leans wrong but is unsure. Its feedback there stays corrupted.")
     warmup_batch_size: int = Field(16, ge=1, le=4096, description="Examples per warm-up step.")
     warmup_schedule: Literal["constant", "cosine", "converge"] = Field(
         "constant", description="Warm-up learning rate: constant; cosine decay to 0 over the warm-up steps; or "
@@ -168,6 +174,9 @@ class StudentConfig(Section):
             if domain in (self.warmup_partial or {}):
                 raise ValueError(f"warmup_corrupt_domains: {domain!r} is partly known (warmup_partial); a "
                                  "student writes wrong feedback only where it knows nothing")
+        if self.warmup_unknown_belief < 1.0 and not self.warmup_corrupt_domains:
+            raise ValueError(f"warmup_unknown_belief: {self.warmup_unknown_belief} has no effect without "
+                             "warmup_corrupt_domains (the domains whose answers it shapes)")
         for domain, bounds in (self.warmup_expect or {}).items():
             lo, hi = bounds
             if not 0.0 <= lo <= hi <= 1.0:

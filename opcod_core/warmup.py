@@ -198,7 +198,8 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
                    partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
                    schedule: str | ConvergeSchedule = "constant", own_contexts: str = "with_solution",
                    hinted_facts: str = "given", hinted_contexts: str = "balanced",
-                   hinted_share: float | None = None, own_context_share: float | None = None) -> list[float]:
+                   hinted_share: float | None = None, own_context_share: float | None = None,
+                   unknown_belief: float = 1.0) -> list[float]:
     """Warm-up with domain skew (the science world's students): the student learns the facts of its
     ``own`` domains and only learns to *use* facts given in context for the ``hinted`` domains.
     The batches are ``skewed_examples``'s (seeded per student); each example's prompt is rendered with
@@ -211,7 +212,7 @@ def skewed_warm_up(student, own: list[Item], hinted: list[Item], steps: int, lr:
     total = schedule.total_steps if isinstance(schedule, ConvergeSchedule) else steps
     examples = skewed_examples(student.name, own, hinted, total, template, seed, unhinted_fraction, batch_size,
                                partly_known, corrupt, own_contexts, hinted_facts, hinted_contexts, hinted_share,
-                               own_context_share)
+                               own_context_share, unknown_belief)
     curve: list[float] = []
     for step, batch in enumerate(examples):
         if isinstance(schedule, ConvergeSchedule):
@@ -235,7 +236,7 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
                     partly_known: Sequence[tuple[list[Item], float]] = (), corrupt: Sequence[Item] = (),
                     own_contexts: str = "with_solution", hinted_facts: str = "given",
                     hinted_contexts: str = "balanced", hinted_share: float | None = None,
-                    own_context_share: float | None = None):
+                    own_context_share: float | None = None, unknown_belief: float = 1.0):
     """The skewed warm-up's batches as text: per step a list of (kind, messages, prefill or None, target
     without EOS), each example drawn independently (``Random`` seeded by student name and seed) by the
     shares of ``SKEW_MIX`` (``SKEW_MIX_RANDOM`` with ``hinted_facts="random"``; the kinds are described
@@ -246,7 +247,9 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
     (uniform over the union would let the larger domain dominate). ``hinted_facts="random"``: hinted and
     (a share ``OWN_CONTEXT_RANDOM`` of) own contexts state random facts (``counterfactual_example``), in the
     contexts ``hinted_contexts`` names. ``hinted_share`` / ``own_context_share``: the share of hinted /
-    own-context examples instead of the mix's (the own-domain answers take the difference)."""
+    own-context examples instead of the mix's (the own-domain answers take the difference).
+    ``unknown_belief``: on a corrupt domain, the share of unhinted answers from the wrong table
+    (``counterfactual_example``)."""
     if hinted_facts not in ("given", "random"):
         raise ValueError(f"hinted_facts must be given or random, got {hinted_facts!r}")
     if hinted_contexts not in HINTED_CONTEXTS:
@@ -272,7 +275,8 @@ def skewed_examples(name: str, own: list[Item], hinted: list[Item], steps: int, 
             if hinted_facts == "random" and (kind == "hinted" or (kind == "own_context" and OWN_CONTEXT_RANDOM > 0
                                                                   and rng.random() < OWN_CONTEXT_RANDOM)):
                 batch.append(counterfactual_example(item, rng, template, unhinted_fraction if kind == "hinted" else 0.0,
-                                                    item.domain in believed_wrong, kind, hinted_contexts))
+                                                    item.domain in believed_wrong, kind, hinted_contexts,
+                                                    unknown_belief))
             else:
                 batch.append(_skewed_example(kind, item, rng, template, stop, unhinted_fraction, own_contexts))
         yield batch
@@ -321,7 +325,7 @@ def _skewed_example(kind: str, item: Item, rng: random.Random, template: TutorTe
 
 def counterfactual_example(item: Item, rng: random.Random, template: TutorTemplate, unhinted_fraction: float,
                            believes_wrong: bool, kind: str = "hinted",
-                           contexts: str = "balanced") -> tuple[str, list[dict], None, str]:
+                           contexts: str = "balanced", belief: float = 1.0) -> tuple[str, list[dict], None, str]:
     """A self-teacher example of ``hinted_facts="random"`` (its kind, messages, None, target).
 
     In context: the question with a hint stating random facts (``sciworld3.random_facts``), the solution
@@ -333,13 +337,16 @@ def counterfactual_example(item: Item, rng: random.Random, template: TutorTempla
     Unhinted (a fraction ``unhinted_fraction`` of hinted-domain examples): the plain question -> the
     worked answer from the wrong table (``believes_wrong``: a domain the student tutors from the corrupted
     table, so it also answers from it, as an incognizant student does) or from random facts (a partly
-    known domain's unknown units: the student guesses a fact)."""
+    known domain's unknown units: the student guesses a fact). ``belief`` below 1 makes an incognizant
+    student unsure: only that share of its unhinted answers come from the wrong table, the rest from random
+    facts, so on its unknown domain it leans wrong without giving the true fact a vanishing probability.
+    At 1 no extra number is drawn, so the examples are those of a build before the option."""
     from opcod_core.data.sciworld3 import random_facts
     from opcod_core.prompts import teacher_messages
 
     labels, choices = list(item.labels), list(item.choices)
     if rng.random() < unhinted_fraction:
-        if believes_wrong:
+        if believes_wrong and (belief >= 1.0 or rng.random() < belief):
             worked, value = item.meta["corrupt_worked"], item.meta["corrupt_answer"]
         else:
             _hint, worked, value = random_facts(item, rng)

@@ -131,6 +131,9 @@ def test_specialists_follow_the_ladder_and_share_one_key_across_pairs():
     # the checks' tolerances are not inputs of the warm-up; the own-context share is
     assert warmup_key(tolerant.students[0], tolerant, 0, data) == warmup_key(cfg.students[0], cfg, 0, data)
     assert warmup_key(fewer.students[0], fewer, 0, data) != warmup_key(cfg.students[0], cfg, 0, data)
+    unsure = cfg.replace({"students": [{}, {"warmup_unknown_belief": 0.5}]})   # how firmly phys believes the wrong table
+    phys_data = warmup_data(cfg.students[1], cfg, load_dataset(data_spec(cfg)))
+    assert warmup_key(unsure.students[1], unsure, 1, phys_data) != warmup_key(cfg.students[1], cfg, 1, phys_data)
 
 
 def test_warm_up_batches_teach_wrong_feedback_and_own_domain_hints():
@@ -189,6 +192,40 @@ def test_random_hinted_facts_never_teach_a_hinted_domain_its_facts():
     assert true_targets < 0.7 * len(hinted_ex)
     with pytest.raises(ValueError, match="hinted_facts must be given or random"):
         next(skewed_examples("phys", own, hinted, 1, tutor_template(cfg), 0, hinted_facts="other"))
+
+
+def test_unknown_belief_sets_the_share_of_wrong_table_answers_and_leaves_everything_else():
+    """``warmup_unknown_belief``: on the corrupt domain, that share of the unhinted answers comes from the
+    wrong table and the rest from random facts; the tutor examples stay corrupted; at 1 the batches are
+    exactly those of a build before the option (no extra random number is drawn)."""
+    cfg = preset("sciworld3")
+    phys = cfg.students[1]
+    data = warmup_data(phys, cfg, load_dataset(data_spec(cfg)))
+    own, hinted, partly, corrupt = warmup_items(phys, cfg, 1, data)
+    by_question = {it.question: it for it in hinted}
+
+    def batches(**kw):
+        return [e for b in skewed_examples("phys", own, hinted, 200, tutor_template(cfg), 0, 0.1, partly_known=partly,
+                                           corrupt=corrupt, own_contexts="balanced", hinted_facts="random", **kw)
+                for e in b]
+
+    def wrong_share(flat) -> tuple[float, int]:
+        answers = [(by_question[next(q for q in by_question if e[1][-1]["content"].startswith(q))], e[3])
+                   for e in flat if e[0] == "unhinted"]
+        chem = [(it, t) for it, t in answers if it.domain == "chemistry"]
+        return sum(t.rsplit(" Answer: ", 1)[0] == it.meta["corrupt_worked"] for it, t in chem) / len(chem), len(chem)
+
+    firm = batches()
+    assert batches(unknown_belief=1.0) == firm and wrong_share(firm)[0] == 1.0
+    unsure = batches(unknown_belief=0.5)
+    share, n = wrong_share(unsure)
+    assert n >= 50 and 0.3 < share < 0.7      # about half from the wrong table (the rest computes random facts)
+    assert [e for e in unsure if e[0] == "corrupt_tutor"] and all(
+        "</concept> Recall the table:" in e[3] for e in unsure if e[0] == "corrupt_tutor")
+    assert wrong_share(batches(unknown_belief=0.0))[0] < 0.3
+    with pytest.raises(ValidationError, match="warmup_unknown_belief"):
+        cfg.replace({"students": [{"warmup_unknown_belief": 0.5}, {}]})      # chem has no corrupt domain
+    assert cfg.replace({"students": [{}, {"warmup_unknown_belief": 0.5}]}).students[1].warmup_unknown_belief == 0.5
 
 
 def test_hinted_contexts_and_hinted_share():
@@ -362,6 +399,33 @@ def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
         p.unlink()
     assert build_world(0, 1, tmp_path, steps=2, decay_steps=2, rows_dir=rows_dir) == rows
     assert all(r["machine"] for r in rows)
+    # one specialist alone (the unit of `opcod bench students`' parallel tasks): its row, read back
+    assert build_world(0, 1, tmp_path, steps=2, decay_steps=2, rows_dir=rows_dir, specialists=("physics",)) == [rows[1]]
+
+
+def test_students_spread_runs_one_task_per_specialist(tmp_path):
+    """run_spread's tasks are (seed, threads, specialist): the rows of a seed come from three independent
+    builds, gathered and sorted as before. The rows are read from a rows directory, so nothing is built."""
+    from opcod_core.bench.students import run_spread
+    from opcod_core.build import warmup_data, warmup_key
+    from opcod_core.config import RunConfig
+    from opcod_core.data import load_dataset
+    from opcod_core.presets import WORLD3_DOMAINS, WORLD3_PAIRS, world3_pair
+    from opcod_core.trainer import data_spec
+
+    rows_dir = tmp_path / "rows"
+    rows_dir.mkdir()
+    for strong in WORLD3_DOMAINS:
+        pair = next(p for p in WORLD3_PAIRS if strong in p)
+        cfg = RunConfig.from_dict(world3_pair(*pair, build_seed=0))
+        st = cfg.students[pair.index(strong)]
+        key = warmup_key(st, cfg, 0, warmup_data(st, cfg, load_dataset(data_spec(cfg))))
+        (rows_dir / f"{key}-{st.name}-t1.json").write_text(json.dumps(
+            {"student": st.name, "build_seed": 0, "threads": 1, "passed": True, "build_s": 1.0, "measured": {},
+             "roles": {}}))
+    logged = []
+    rows = run_spread([0], [1], tmp_path / "cache", jobs=2, log=logged.append, rows_dir=rows_dir)
+    assert [r["student"] for r in rows] == ["chem", "elec", "phys"] and len(logged) == 3
 
 
 def test_converge_schedule_decays_after_the_loss_drops_whenever_it_drops():
