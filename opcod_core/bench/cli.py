@@ -1,5 +1,5 @@
-"""``opcod bench fidelity``: runs the fidelity benchmark and writes its report; ``opcod bench drift``
-puts the per-step drift metrics of headless runs side by side (``opcod_core.bench.drift``).
+"""``opcod bench fidelity``: runs the fidelity benchmark and writes its report (``opcod bench drift`` is
+registered from ``opcod_core.bench.drift_cli``).
 
 Full mode (default): the ``sciworld`` students for each pair, seeds 0-2, all six methods, the preset's
 schedule. ``--quick``: one seed, R × K = 1 × 2, small batches and evaluations, and students warmed up for
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import get_args
 
+from opcod_core.bench.drift_cli import register_drift
 from opcod_core.config import LossConfig, deep_merge
 
 
@@ -250,26 +251,6 @@ def cmd_trio(args) -> int:
     return 0
 
 
-def cmd_drift(args) -> int:
-    from opcod_core.bench.drift import write_drift_report
-
-    runs = []
-    for spec in args.runs:
-        label, sep, directory = spec.partition("=")
-        if not sep or not label or not directory:
-            raise SystemExit(f"drift: expected LABEL=DIR, got {spec!r}")
-        runs.append((label, directory))
-    preamble = Path(args.preamble).read_text() if args.preamble else ""
-    try:
-        world = _knowledge_split(runs[0], args.knowledge_split, args.cache_dir) if args.knowledge_split else None
-        path = write_drift_report(runs, args.out, block=args.block, preamble=preamble, world=world)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"drift: {exc}", file=sys.stderr)
-        return 2
-    print(f"report: {path}")
-    return 0
-
-
 def cmd_students(args) -> int:
     from opcod_core.bench.students import machine_text, run_spread, write_spread_report
 
@@ -296,7 +277,7 @@ def register(sub) -> None:
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     _register_fidelity(bsub, default_cache_dir)
     _register_students(bsub)
-    _register_drift(bsub, default_cache_dir)
+    register_drift(bsub, default_cache_dir)
     _register_readme(bsub)
 
 
@@ -329,6 +310,27 @@ def _register_fidelity(bsub, default_cache_dir) -> None:
                     "continues where it stopped")
     fi.add_argument("--select-seeds", type=int, default=1, help="training seeds of each lr / tau candidate")
     fi.add_argument("--methods", default=None, help="comma-separated subset of the methods")
+    _register_training(fi)
+    fi.add_argument("--quick", action="store_true", help="one seed, 1 x 2 steps, short warm-up: pipeline check")
+    fi.add_argument("--quick-warmup", type=int, default=30, help="warm-up steps of the quick mode's students")
+    fi.add_argument("--student-seed", type=int, default=0, help="seed of the students' build")
+    fi.add_argument("--partial", default=None, metavar="S1,S2",
+                    help="share of the other domain's knowledge units each student learns (default: the "
+                    "sciworld preset's 0.9,0; 0,0 = the two-sided split: hint use only)")
+    fi.add_argument("--vary-students", action="store_true", help="build a new student pair for every seed")
+    fi.add_argument("--report-only", action="store_true", help="re-write the report from its saved .json")
+    fi.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    fi.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
+                    help="runs in parallel worker processes (default: the CPU count, at most 4; results do "
+                    "not depend on it)")
+    fi.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache (default ~/.cache/opcod)")
+    fi.add_argument("--work-dir", default="/tmp/opcod-bench", help="scratch directory of the runs")
+    _register_trio(fi)
+    fi.set_defaults(func=cmd_fidelity)
+
+
+def _register_training(fi) -> None:
+    """The flags that set what every run trains with, and the validation selection of the rate (and anchor, τ)."""
     fi.add_argument("--steps", type=int, default=None, help="K, steps per direction (default: the preset's)")
     fi.add_argument("--eval-k", type=int, default=None, help="samples per test question (default: the preset's)")
     fi.add_argument("--eval-items", type=int, default=None,
@@ -349,22 +351,6 @@ def _register_fidelity(bsub, default_cache_dir) -> None:
     fi.add_argument("--select-tau", default=None, metavar="TAU1,TAU2,...",
                     help="then choose OPCoD's tau on the validation split from this grid (ties: the first)")
     fi.add_argument("--select-methods", default=None, help="methods scored in the lr selection (default: all)")
-    fi.add_argument("--quick", action="store_true", help="one seed, 1 x 2 steps, short warm-up: pipeline check")
-    fi.add_argument("--quick-warmup", type=int, default=30, help="warm-up steps of the quick mode's students")
-    fi.add_argument("--student-seed", type=int, default=0, help="seed of the students' build")
-    fi.add_argument("--partial", default=None, metavar="S1,S2",
-                    help="share of the other domain's knowledge units each student learns (default: the "
-                    "sciworld preset's 0.9,0; 0,0 = the two-sided split: hint use only)")
-    fi.add_argument("--vary-students", action="store_true", help="build a new student pair for every seed")
-    fi.add_argument("--report-only", action="store_true", help="re-write the report from its saved .json")
-    fi.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    fi.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
-                    help="runs in parallel worker processes (default: the CPU count, at most 4; results do "
-                    "not depend on it)")
-    fi.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache (default ~/.cache/opcod)")
-    fi.add_argument("--work-dir", default="/tmp/opcod-bench", help="scratch directory of the runs")
-    _register_trio(fi)
-    fi.set_defaults(func=cmd_fidelity)
 
 
 def _register_trio(fi) -> None:
@@ -396,37 +382,3 @@ def _register_students(bsub) -> None:
     sp.add_argument("--rows-dir", default=None, help="where each build's row is kept, to commit so the spread "
                     "resumes on another machine (e.g. docs/results/fidelity-v3-students-rows; default: the cache)")
     sp.set_defaults(func=cmd_students)
-
-
-def _knowledge_split(run: tuple[str, str], k: int, cache_dir: str) -> dict:
-    """The knowledge split of the students ``run`` (LABEL, DIR) started from: its ``config.json``, the
-    students read from (or built into) ``cache_dir``, the whole validation split at avg@``k``."""
-    from opcod_core.bench.world import measure_world
-    from opcod_core.config import RunConfig
-    from opcod_core.data import load_dataset
-    from opcod_core.executors import build_students
-    from opcod_core.trainer import data_spec
-
-    path = Path(run[1]) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{run[0]}: no config.json in {run[1]} (needed by --knowledge-split)")
-    cfg = RunConfig.from_dict(json.loads(path.read_text()))
-    data = load_dataset(data_spec(cfg))
-    world = measure_world(cfg, build_students(cfg, data, Path(cache_dir)), data, "validation", k=k, max_items=None)
-    return {"split": "validation", "k": k, "students": [st.name for st in cfg.students],
-            "domains": list(cfg.data.domains), "strong": {st.name: st.strong_domain for st in cfg.students},
-            "world": world}
-
-
-def _register_drift(bsub, default_cache_dir) -> None:
-    dr = bsub.add_parser("drift", help="per-step drift metrics and per-round accuracy of headless runs, side by side")
-    dr.add_argument("runs", nargs="+", metavar="LABEL=DIR", help="run directories written by `opcod train --out`")
-    dr.add_argument("--out", default="docs/results/drift.md", help="report path (.md; a .json is written beside it)")
-    dr.add_argument("--block", type=int, default=10, help="steps averaged per table row")
-    dr.add_argument("--preamble", default=None, help="a Markdown file placed before the tables (the protocol)")
-    dr.add_argument("--knowledge-split", type=int, default=None, metavar="K",
-                    help="also measure the first run's students before training (validation avg@K: plain, with s, "
-                    "with f, with s+f, with the peer's feedback); they are read from --cache-dir")
-    dr.add_argument("--cache-dir", default=str(default_cache_dir()), help="warm-up cache of the students "
-                    "(with --knowledge-split; default ~/.cache/opcod)")
-    dr.set_defaults(func=cmd_drift)
