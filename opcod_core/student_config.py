@@ -91,7 +91,9 @@ class StudentConfig(Section):
                                          "corrupted fact table; the rest from random facts. 1: it believes the "
                                          "wrong table firmly (its errors are confident, and a JSD to a teacher "
                                          "that knows better saturates: docs/results/divergence-v3.md); below 1: "
-                                         "it leans wrong but is unsure. Its feedback there stays corrupted.")
+                                         "it leans wrong but is unsure (its feedback there stays corrupted). "
+                                         "At 0.5 phys still did not learn chemistry and lost some of its "
+                                         "physics (docs/results/belief-v3.md), so the v3 preset keeps 1.")
     warmup_batch_size: int = Field(16, ge=1, le=4096, description="Examples per warm-up step.")
     warmup_schedule: Literal["constant", "cosine", "converge"] = Field(
         "constant", description="Warm-up learning rate: constant; cosine decay to 0 over the warm-up steps; or "
