@@ -192,7 +192,8 @@ KEY_NEUTRAL_DEFAULTS: dict[str, object] = {"specialize": None, "chat_template_kw
                                            "warmup_batch_size": 16, "warmup_hinted_facts": "given",
                                            "warmup_converge_loss": 0.15, "warmup_decay_steps": 1000,
                                            "warmup_hinted_contexts": "balanced", "warmup_hinted_share": None,
-                                           "warmup_partial_weight": None, "warmup_own_context_share": None}
+                                           "warmup_partial_weight": None, "warmup_own_context_share": None,
+                                           "warmup_unknown_belief": 1.0}
 # Not inputs of the warm-up: a check of its result (changing a tolerance must not rebuild the student).
 KEY_EXCLUDED = ("warmup_expect", "warmup_self_teacher_tolerance")
 
