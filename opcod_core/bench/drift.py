@@ -189,6 +189,7 @@ def write_drift_report(runs: list[tuple[str, str]], out: str | Path, block: int 
                   "steps": [{k: s[k] for k in ("round", "direction", "step", "tutee", "loss", "metrics")}
                             for s in t.steps]} for t in traces]
     # a list of runs as before; an object with the knowledge split next to them when it was measured
+    # compact: every step of every run is in it, and indentation alone doubled a report of eight runs
     out.with_suffix(".json").write_text(json.dumps(runs_json if world is None else {"world": world, "runs": runs_json},
-                                                   indent=1))
+                                                   separators=(",", ":")))
     return out
