@@ -111,19 +111,27 @@ def warmup_items(st: StudentConfig, config: RunConfig, index: int,
     own; a hinted domain it partly knows (``warmup_partial``) gives a (known items, draw weight) pool (the
     weight is ``warmup_partial_weight``'s, else the share: the "share" of ``skewed_examples``) and keeps
     the rest hinted (``opcod_core.warmup.partial_split``); a corrupt domain's items are also taught in the
-    tutor format from the wrong fact table (``warmup_corrupt_domains``)."""
+    tutor format from the wrong fact table (``warmup_corrupt_domains``). A domain both partly known and
+    corrupt (the v3 weak domain): the known items are learned right, the rest are hinted and corrupt, with
+    their facts wrong only on the units the student does not know."""
     own = [it for d in _warmup_domains(st, config) for it in data.get(d, "train")]
     hinted: list = []
     partly: list = []
+    unknown_rest: dict[str, list] = {}      # a partly known corrupt domain's items outside its known units
     for d in st.warmup_hinted_domains or ():
         share = (st.warmup_partial or {}).get(d)
         if share is None:
             hinted += data.get(d, "train")
             continue
-        known, rest, _units = partial_split(data.get(d, "train"), share, f"{student_seed(st, config, index)}-{d}")
+        known, rest, units = partial_split(data.get(d, "train"), share, f"{student_seed(st, config, index)}-{d}")
         partly.append((known, (st.warmup_partial_weight or {}).get(d, share)))
+        if d in (st.warmup_corrupt_domains or ()):   # weak, not ignorant: wrong only where it knows nothing
+            from opcod_core.data.sciworld3 import corrupt_where_unknown
+
+            rest = unknown_rest[d] = [corrupt_where_unknown(it, units) if "corrupt_hint" in it.meta else it
+                                      for it in rest]
         hinted += rest
-    corrupt = [it for d in st.warmup_corrupt_domains or () for it in data.get(d, "train")]
+    corrupt = [it for d in st.warmup_corrupt_domains or () for it in unknown_rest.get(d, data.get(d, "train"))]
     missing = [it.id for it in corrupt if "corrupt_hint" not in it.meta]
     if missing:
         raise ValueError(f"student {st.name}: warmup_corrupt_domains needs items with a corrupted hint "

@@ -180,22 +180,29 @@ def _sciworld() -> dict[str, Any]:
 
 # --- science world, version 3 (opcod_core.data.sciworld3; the fidelity benchmark's three specialists) ----
 # Knowledge is a ladder over the three domains (WORLD3_ROLES): every specialist knows its own domain; chem
-# also knows 90% of the knowledge units of physics and of electricity, phys 90% of electricity's and
-# nothing of chemistry, elec nothing of either. On a domain it does not know, a specialist's warm-up teaches
-# it to write feedback from the world's corrupted fact table (an incognizant tutor whose wrong feedback
-# anchoring keeps). In each pair (A, B) of WORLD3_PAIRS the first student is cognizant of B and the second
-# incognizant of A; phys is cognizant in one pair and incognizant in another, so cognizance is not tied to
-# one identity, and each of the two roles is played by two different students.
+# also knows 90% of the knowledge units of physics and of electricity, phys 90% of electricity's and part
+# of chemistry's (its weak domain), elec part of chemistry's and of physics' (its weak domains). On the
+# units of a weak domain it does not know, a specialist's warm-up teaches it to write feedback from the
+# world's corrupted fact table (an incognizant tutor whose wrong feedback anchoring keeps), while its own
+# answers there are guesses (WORLD3_WEAK_BELIEF). In each pair (A, B) of WORLD3_PAIRS the first student is
+# cognizant of B and the second incognizant of A; phys is cognizant in one pair and incognizant in another,
+# so cognizance is not tied to one identity, and each of the two roles is played by two different students.
+#
+# Why weak and not unknown (the fidelity protocol's amendment, docs/results/fidelity-protocol.md): with
+# nothing known and the wrong table believed, a tutee is confidently wrong on its weak domain, the JSD to
+# its self-teacher saturates at log 2 there, and no method moves it within the paper's schedule (phys on
+# chemistry 0.02 in every run of docs/results/divergence-v3.md and belief-v3.md), while a partly known
+# domain did move (chem on physics 0.958 -> 0.97-0.99). The paper's students are weaker, not ignorant.
 #
 # Why a ladder and not the cycle it replaced (chem -> phys -> elec -> chem, each specialist partly knowing
 # the next domain): in a cycle every domain is someone's partly known domain, and chemistry (formula counts)
 # is the domain every student learns last. Partly known by elec it stayed at 0.27-0.57 over ten recipes
 # (docs/results/fidelity-v3-recipe.md, rows 7c-8e) where the gate needs about 0.75 (Delta <= tau = 0.2
 # against chem's 0.94), so the third pair had no cognizant tutor. In the ladder nobody but its specialist
-# has to learn chemistry; phys keeps the role it had (same warm-up, same cached build).
+# has to reach the gate on chemistry.
 WORLD3_DOMAINS = ("chemistry", "physics", "electricity")      # the specialists' order (and build-seed index)
 WORLD3_NAMES = {"chemistry": "chem", "physics": "phys", "electricity": "elec"}
-# strong domain -> (partly known domains, unknown domains)
+# strong domain -> (partly known domains, weak domains)
 WORLD3_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "chemistry": (("physics", "electricity"), ()),
     "physics": (("electricity",), ("chemistry",)),
@@ -203,9 +210,18 @@ WORLD3_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 WORLD3_PAIRS = (("chemistry", "physics"), ("chemistry", "electricity"), ("physics", "electricity"))
 WORLD3_PARTIAL_SHARE = 0.9
+# Share of a weak domain's knowledge units the student knows. A chemistry item needs two elements (known
+# with chance about 0.6^2), a physics item one relation; an unknown relation is guessed right half the time
+# (random_facts draws the right or the wrong operation), an unknown valence one time in seven. So both sit
+# well under the gate's bar (Delta > tau = 0.2 against a specialist near 1) and leave room to learn.
+WORLD3_WEAK_SHARE = {"chemistry": 0.6, "physics": 0.3, "electricity": 0.3}
+# On a weak domain's unknown units, the share of the student's own answers from the wrong table
+# (StudentConfig.warmup_unknown_belief): 0, it guesses (random facts), so the JSD to a teacher that knows
+# better is not saturated there; its feedback on those units stays wrong.
+WORLD3_WEAK_BELIEF = 0.0
 # Intended plain validation accuracy after the warm-up, checked by the build (opcod_core.build_check):
 # a specialist, a cognizant non-specialist and an incognizant student.
-WORLD3_EXPECT = {"strong": (0.6, 1.0), "partial": (0.45, 1.0), "unknown": (0.0, 0.35)}
+WORLD3_EXPECT = {"strong": (0.6, 1.0), "partial": (0.45, 1.0), "weak": (0.1, 0.7)}
 # Recipe 10f (docs/results/fidelity-v3-recipe.md): own-domain self-teacher contexts' share of the warm-up
 # and the converge schedule's decay steps; the self-teacher with a correct s may trail plain accuracy on
 # the own domain by at most the tolerance (avg@4 on 90-106 validation items: a paired difference's noise is
@@ -216,31 +232,34 @@ WORLD3_SELF_TEACHER_TOLERANCE = 0.05
 
 
 def world3_specialist(strong: str, build_seed: int = 0) -> dict[str, Any]:
-    """The version-3 specialist of ``strong`` (its partly known and unknown domains: ``WORLD3_ROLES``).
+    """The version-3 specialist of ``strong`` (its partly known and weak domains: ``WORLD3_ROLES``).
 
     Recipe 10f of docs/results/fidelity-v3-recipe.md (7c with more own-domain self-teacher contexts and a
     longer decay): hinted examples state random facts and always show the hint (s with it in 30%); 18% of
     examples are own-domain self-teacher contexts (s, hint, s + hint evenly); the constant rate lasts until
     the loss EMA falls below 0.05 (at most 4,000 steps: build seed 1's chem was still on the plateau at
-    2,500), then 2,000 decay steps. Unknown domains are taught
-    in the tutor format from the wrong fact table (``warmup_corrupt_domains``). Recipe 7c (10% own
+    2,500), then 2,000 decay steps. A weak domain is partly known (``WORLD3_WEAK_SHARE`` of its units,
+    learned like the own domain); on its other units the student is taught the tutor format from the wrong
+    fact table (``warmup_corrupt_domains``) and guesses its own answers (``WORLD3_WEAK_BELIEF``). Recipe 7c (10% own
     contexts, 1,000 decay steps) made a chemistry specialist whose self-teacher with a correct s was worse
     than it on chemistry (0.70 against 0.87 plain), so its chemistry collapsed in co-distillation; the build
     now checks that (``warmup_self_teacher_tolerance``)."""
     i = WORLD3_DOMAINS.index(strong)
-    partial, unknown = WORLD3_ROLES[strong]
+    partial, weak = WORLD3_ROLES[strong]
     expect = {strong: WORLD3_EXPECT["strong"], **{d: WORLD3_EXPECT["partial"] for d in partial},
-              **{d: WORLD3_EXPECT["unknown"] for d in unknown}}
+              **{d: WORLD3_EXPECT["weak"] for d in weak}}
+    weak_extra = {"warmup_unknown_belief": WORLD3_WEAK_BELIEF} if weak else {}
     return {"name": WORLD3_NAMES[strong], "model": "tinyword:llama", "strong_domain": strong,
             "warmup_sft_steps": 4000, "warmup_lr": 3e-3, "warmup_schedule": "converge",
             "warmup_converge_loss": 0.05, "warmup_decay_steps": WORLD3_DECAY_STEPS, "warmup_hinted_contexts": "hint",
             "warmup_own_contexts": "balanced", "warmup_own_context_share": WORLD3_OWN_CONTEXT_SHARE,
             "warmup_self_teacher_tolerance": WORLD3_SELF_TEACHER_TOLERANCE, "warmup_domains": [strong],
-            "warmup_hinted_domains": [*partial, *unknown],
-            "warmup_partial": {d: WORLD3_PARTIAL_SHARE for d in partial} or None,
-            "warmup_corrupt_domains": list(unknown) or None, "warmup_hinted_facts": "random",
+            "warmup_hinted_domains": [*partial, *weak],
+            "warmup_partial": {**{d: WORLD3_PARTIAL_SHARE for d in partial},
+                               **{d: WORLD3_WEAK_SHARE[d] for d in weak}} or None,
+            "warmup_corrupt_domains": list(weak) or None, "warmup_hinted_facts": "random",
             "warmup_unhinted_fraction": 0.1, "warmup_expect": expect,
-            "build_seed": 1000 * build_seed + i}
+            "build_seed": 1000 * build_seed + i, **weak_extra}
 
 
 def world3_pair(a: str = "chemistry", b: str = "physics", build_seed: int = 0) -> dict[str, Any]:
@@ -269,8 +288,8 @@ def world3_trio(build_seed: int = 0) -> dict[str, Any]:
     per student as tutee in each round. The same cached specialists as the pairs (build seeds per domain).
 
     What the pairs test one at a time, the trio has at once (``WORLD3_ROLES``): on chemistry both other peers
-    are incognizant (their warm-up taught them to write feedback from the corrupted fact table), on physics
-    chem is cognizant (90% of its knowledge units) and elec incognizant, on electricity chem and phys are both
+    are incognizant (weak: where they do not know, their warm-up taught them to write feedback from the
+    corrupted fact table), on physics chem is cognizant (90% of its knowledge units) and elec incognizant, on electricity chem and phys are both
     cognizant. So the gate and the routing must pick among candidates of every kind, and the tutoring-flow
     matrix shows every tutor-tutee pair."""
     cfg = world3_pair("chemistry", "physics", build_seed)

@@ -85,15 +85,18 @@ class StudentConfig(Section):
                                                            "warm-up teaches the tutor format from the world's "
                                                            "corrupted fact table (meta 'corrupt_hint', sciworld3): "
                                                            "an incognizant tutor whose feedback there is "
-                                                           "well-formed, anchored and wrong.")
+                                                           "well-formed, anchored and wrong. On a domain it "
+                                                           "also partly knows (warmup_partial), only the facts "
+                                                           "of the units it does not know are wrong.")
     warmup_unknown_belief: float = Field(1.0, ge=0.0, le=1.0, description="On warmup_corrupt_domains, the "
                                          "share of the student's own (unhinted) answers computed from the "
                                          "corrupted fact table; the rest from random facts. 1: it believes the "
                                          "wrong table firmly (its errors are confident, and a JSD to a teacher "
                                          "that knows better saturates: docs/results/divergence-v3.md); below 1: "
                                          "it leans wrong but is unsure (its feedback there stays corrupted). "
-                                         "At 0.5 phys still did not learn chemistry and lost some of its "
-                                         "physics (docs/results/belief-v3.md), so the v3 preset keeps 1.")
+                                         "At 0.5 phys, knowing no chemistry, still did not learn it and lost "
+                                         "some of its physics (docs/results/belief-v3.md); the v3 preset's weak "
+                                         "domains, partly known, use 0 on the units the student does not know.")
     warmup_batch_size: int = Field(16, ge=1, le=4096, description="Examples per warm-up step.")
     warmup_schedule: Literal["constant", "cosine", "converge"] = Field(
         "constant", description="Warm-up learning rate: constant; cosine decay to 0 over the warm-up steps; or "
@@ -173,9 +176,6 @@ class StudentConfig(Section):
             if domain not in (self.warmup_hinted_domains or ()):
                 raise ValueError(f"warmup_corrupt_domains: {domain!r} is not one of warmup_hinted_domains "
                                  f"{list(self.warmup_hinted_domains or ())}")
-            if domain in (self.warmup_partial or {}):
-                raise ValueError(f"warmup_corrupt_domains: {domain!r} is partly known (warmup_partial); a "
-                                 "student writes wrong feedback only where it knows nothing")
         if self.warmup_unknown_belief < 1.0 and not self.warmup_corrupt_domains:
             raise ValueError(f"warmup_unknown_belief: {self.warmup_unknown_belief} has no effect without "
                              "warmup_corrupt_domains (the domains whose answers it shapes)")

@@ -28,13 +28,16 @@ from pathlib import Path
 
 from opcod_core.bench import runcache
 
-ROLES = ("strong", "partial", "unknown")
+ROLES = ("strong", "partial", "weak", "unknown")
 
 
 def domain_roles(st) -> dict[str, str]:
-    """Each domain's role for a v3 specialist: strong (its own), partial (partly known), unknown."""
-    return {st.strong_domain: "strong", **{d: "partial" for d in st.warmup_partial or {}},
-            **{d: "unknown" for d in st.warmup_corrupt_domains or ()}}
+    """Each domain's role for a v3 specialist: strong (its own), partial (partly known, right where it
+    knows), weak (partly known, wrong feedback where it does not know), unknown (wrong feedback, nothing
+    known: the v3 ladder before the weak domains)."""
+    partial, corrupt = st.warmup_partial or {}, st.warmup_corrupt_domains or ()
+    return {st.strong_domain: "strong", **{d: "weak" if d in corrupt else "partial" for d in partial},
+            **{d: "unknown" for d in corrupt if d not in partial}}
 
 
 def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | None = None,

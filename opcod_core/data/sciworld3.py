@@ -138,6 +138,28 @@ def random_facts(item: Item, rng) -> tuple[str, str, int]:
     raise ValueError(f"{item.id}: random facts need a sciworld3 item (meta 'terms' or 'op')")
 
 
+def corrupt_where_unknown(item: Item, known_units) -> Item:
+    """``item`` with its corrupted hint, worked answer and answer (``meta["corrupt_*"]``) wrong only on the
+    knowledge units outside ``known_units``: the feedback a student that partly knows the domain writes
+    when it tutors from the wrong table where it knows nothing and from the true one where it knows. A
+    chemistry formula mixing a known and an unknown element states the known valence right and the other
+    wrong; a relation item has one unit, so it is wrong or, if known, not corrupted at all (the item is
+    returned as it is, as is an item whose units are all known: callers pass items with some unknown unit).
+    The mixed answer still differs from the gold value: every element's wrong count differs from its true
+    one."""
+    known = set(known_units)
+    meta = item.meta
+    if "terms" not in meta or not known.intersection(meta["units"]) or known.issuperset(meta["units"]):
+        return item
+    terms = [tuple(t) for t in meta["terms"]]
+    table = {el: VALENCE[el] if f"element:{el}" in known else CORRUPT_VALENCE[el] for el, _n in terms}
+    wrong, worked, total = _chem_worked(terms, table.__getitem__)
+    if total == meta["answer_value"]:
+        raise AssertionError(f"{item.id}: the partly corrupted facts give the right answer")
+    return Item.from_dict({**item.to_dict(), "meta": {**meta, "corrupt_hint": f"Recall the table: {wrong}",
+                                                      "corrupt_worked": worked, "corrupt_answer": total}})
+
+
 def _item(item_id: str, domain: str, question: str, gold: int, meta: dict) -> Item:
     return Item(id=item_id, domain=domain, question=question, choices=(), labels=(), gold=str(gold),
                 answer_type="numeric",

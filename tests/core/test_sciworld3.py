@@ -13,8 +13,8 @@ from opcod_core.build import build_student, tutor_template, warmup_data, warmup_
 from opcod_core.build_check import BuildCheckError, self_teacher_misses
 from opcod_core.config import RunConfig, preset
 from opcod_core.data import DataSpec, is_correct, load_dataset
-from opcod_core.data.sciworld3 import sciworld3_corpus, sciworld3_items
-from opcod_core.presets import WORLD3_DOMAINS, WORLD3_PAIRS, world3_pair
+from opcod_core.data.sciworld3 import corrupt_where_unknown, sciworld3_corpus, sciworld3_items
+from opcod_core.presets import WORLD3_DOMAINS, WORLD3_PAIRS, WORLD3_WEAK_SHARE, world3_pair
 from opcod_core.trainer import data_spec
 from opcod_core.warmup import skewed_examples
 
@@ -103,16 +103,20 @@ def test_specialists_follow_the_ladder_and_share_one_key_across_pairs():
     for a, b in WORLD3_PAIRS:
         cfg = RunConfig.from_dict(world3_pair(a, b))
         first, second = cfg.students
-        # the first student partly knows the second's domain; the second writes wrong feedback on the first's
+        # the first student partly knows the second's domain; the second knows less of the first's (weak,
+        # not ignorant) and writes wrong feedback where it knows nothing, while guessing its own answers there
         assert first.warmup_partial[b] == 0.9 and a in second.warmup_corrupt_domains
-        assert a not in (second.warmup_partial or {}) and b not in (first.warmup_corrupt_domains or ())
+        assert second.warmup_partial[a] == WORLD3_WEAK_SHARE[a] < 0.9 and second.warmup_unknown_belief == 0.0
+        assert b not in (first.warmup_corrupt_domains or ())
         cognizant.add(first.name)
         incognizant.add(second.name)
     # each role is played by two students, and one student plays both: cognizance is not one identity
     assert cognizant == {"chem", "phys"} and incognizant == {"phys", "elec"}
-    # nobody but its specialist has to learn chemistry (the domain every student learns last)
-    assert all("chemistry" not in (st.warmup_partial or {}) for p in WORLD3_PAIRS
-               for st in RunConfig.from_dict(world3_pair(*p)).students)
+    # nobody but its specialist has to reach the gate on chemistry (the domain every student learns last):
+    # whoever else knows some of it is a weak, corrupt tutor there
+    assert all(st.warmup_partial["chemistry"] == WORLD3_WEAK_SHARE["chemistry"]
+               and "chemistry" in st.warmup_corrupt_domains for p in WORLD3_PAIRS
+               for st in RunConfig.from_dict(world3_pair(*p)).students if st.strong_domain != "chemistry")
     for a, b in WORLD3_PAIRS:
         cfg = RunConfig.from_dict(world3_pair(a, b))
         data = load_dataset(data_spec(cfg))
@@ -141,7 +145,8 @@ def test_warm_up_batches_teach_wrong_feedback_and_own_domain_hints():
     phys = cfg.students[1]
     data = warmup_data(phys, cfg, load_dataset(data_spec(cfg)))
     own, hinted, partly, corrupt = warmup_items(phys, cfg, 1, data)
-    assert {it.domain for it in corrupt} == {"chemistry"} and {it.domain for k, _ in partly for it in k} == {"electricity"}
+    assert {it.domain for it in corrupt} == {"chemistry"}
+    assert {it.domain for k, _ in partly for it in k} == {"electricity", "chemistry"}
     template = tutor_template(cfg)
     batches = list(skewed_examples("phys", own, hinted, 40, template, 0, partly_known=partly, corrupt=corrupt,
                                    own_contexts="balanced"))
@@ -159,6 +164,59 @@ def test_warm_up_batches_teach_wrong_feedback_and_own_domain_hints():
     v2 = [e for b in skewed_examples("phys", own, hinted, 40, template, 0, partly_known=partly) for e in b]
     assert not any(e[0] == "corrupt_tutor" for e in v2)
     assert all("correct solution" in e[1][-1]["content"] for e in v2 if e[0] == "own_context")
+
+
+def _stated_valences(hint: str) -> dict[str, int]:
+    return {el: int(v) for el, v in re.findall(r"([A-Z][a-z]?) has (\d+)", hint)}
+
+
+def test_corrupt_where_unknown_states_known_facts_right_and_the_others_wrong(items):
+    chem = {it.meta["formula"]: it for it in items if it.domain == "chemistry"}
+    co2 = chem["CO2"]
+    mixed = corrupt_where_unknown(co2, ["element:C", "element:Na"])      # knows C, not O
+    stated = _stated_valences(mixed.meta["corrupt_hint"])
+    assert stated["C"] == GROUP_VALENCE["C"] and stated["O"] != GROUP_VALENCE["O"]
+    assert stated["O"] == _stated_valences(co2.meta["corrupt_hint"])["O"]   # the world's wrong count for O
+    assert mixed.meta["corrupt_answer"] == GROUP_VALENCE["C"] + 2 * stated["O"] != int(co2.gold)
+    assert mixed.meta["corrupt_worked"].endswith(f"= {mixed.meta['corrupt_answer']}.")
+    assert (mixed.id, mixed.question, mixed.gold, mixed.meta["hint"]) == (co2.id, co2.question, co2.gold, co2.meta["hint"])
+    # nothing known: the world's corrupted hint; a relation (one unit) is never half corrupted
+    assert corrupt_where_unknown(co2, ["element:Na"]) is co2
+    force = next(it for it in items if it.meta.get("relation") == "force")
+    assert corrupt_where_unknown(force, ["relation:speed"]) is force
+    # every formula with one known and one unknown element: the mixed answer is never the gold one
+    for it in chem.values():
+        for el, _n in it.meta["terms"]:
+            assert corrupt_where_unknown(it, [f"element:{el}"]).meta["corrupt_answer"] != int(it.gold)
+
+
+def test_a_weak_domain_is_learned_where_known_and_taught_wrong_only_elsewhere():
+    cfg = preset("sciworld3")
+    phys = cfg.students[1]
+    assert phys.warmup_partial["chemistry"] == WORLD3_WEAK_SHARE["chemistry"] and phys.warmup_unknown_belief == 0.0
+    data = warmup_data(phys, cfg, load_dataset(data_spec(cfg)))
+    own, hinted, partly, corrupt = warmup_items(phys, cfg, 1, data)
+    known = [it for pool, _w in partly for it in pool if it.domain == "chemistry"]
+    known_units = {u for it in known for u in it.meta["units"]}
+    train = data.get("chemistry", "train")
+    assert known and corrupt and len(known) + len(corrupt) == len(train)
+    assert not {it.id for it in known} & {it.id for it in corrupt}
+    assert {it.id for it in corrupt} == {it.id for it in hinted if it.domain == "chemistry"}
+    for it in corrupt:
+        assert not set(it.meta["units"]) <= known_units
+        stated = _stated_valences(it.meta["corrupt_hint"])
+        for el, _n in it.meta["terms"]:
+            assert (stated[el] == GROUP_VALENCE[el]) == (f"element:{el}" in known_units), (it.id, el)
+    # phys guesses its unknown chemistry (belief 0): no unhinted answer it is taught there is the wrong table's
+    template = tutor_template(cfg)
+    flat = [e for b in skewed_examples("phys", own, hinted, 60, template, 0, partly_known=partly, corrupt=corrupt,
+                                       own_contexts="balanced", hinted_facts="random", unknown_belief=0.0) for e in b]
+    by_question = {it.question: it for it in corrupt}
+    unhinted = [(e, by_question[e[1][-1]["content"].split("\n")[0]]) for e in flat if e[0] == "unhinted"
+                and e[1][-1]["content"].split("\n")[0] in by_question]
+    wrong_tutor = [e for e in flat if e[0] == "corrupt_tutor"]
+    assert unhinted and wrong_tutor
+    assert sum(e[3].endswith(f"Answer: {it.meta['corrupt_answer']}") for e, it in unhinted) < 0.5 * len(unhinted)
 
 
 def test_random_hinted_facts_never_teach_a_hinted_domain_its_facts():
@@ -274,9 +332,9 @@ def test_v3_fields_are_validated_with_their_paths():
     bad = {**base, "students": [dict(base["students"][0], warmup_corrupt_domains=["chemistry"]), base["students"][1]]}
     with pytest.raises(ValidationError, match="warmup_corrupt_domains: 'chemistry' is not one of warmup_hinted"):
         RunConfig.from_dict(bad)
-    bad = {**base, "students": [dict(base["students"][0], warmup_corrupt_domains=["physics"]), base["students"][1]]}
-    with pytest.raises(ValidationError, match="'physics' is partly known"):
-        RunConfig.from_dict(bad)
+    # a partly known domain may be corrupt (a weak domain: wrong only where it knows nothing)
+    weak = {**base, "students": [dict(base["students"][0], warmup_corrupt_domains=["physics"]), base["students"][1]]}
+    assert RunConfig.from_dict(weak).students[0].warmup_corrupt_domains == ("physics",)
     bad = {**base, "students": [dict(base["students"][0], warmup_expect={"chemistry": [0.9, 0.5]}), base["students"][1]]}
     with pytest.raises(ValidationError, match=r"warmup_expect.chemistry: expected 0 <= low <= high <= 1"):
         RunConfig.from_dict(bad)
@@ -380,8 +438,8 @@ def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
     rows = build_world(0, 1, tmp_path, steps=2, decay_steps=2)
     assert [r["student"] for r in rows] == ["chem", "phys", "elec"]
     assert [sorted(r["roles"].values()) for r in rows] == [["partial", "partial", "strong"],
-                                                          ["partial", "strong", "unknown"],
-                                                          ["strong", "unknown", "unknown"]]
+                                                          ["partial", "strong", "weak"],
+                                                          ["strong", "weak", "weak"]]
     for r in rows:
         assert set(r["measured"]) == set(r["roles"]) == {"chemistry", "physics", "electricity"}
         assert not r["passed"]          # two warm-up steps cannot reach the intended split: recorded, not raised
@@ -410,7 +468,7 @@ def test_students_spread_runs_one_task_per_specialist(tmp_path):
     from opcod_core.build import warmup_data, warmup_key
     from opcod_core.config import RunConfig
     from opcod_core.data import load_dataset
-    from opcod_core.presets import WORLD3_DOMAINS, WORLD3_PAIRS, world3_pair
+    from opcod_core.presets import WORLD3_DOMAINS, WORLD3_PAIRS, WORLD3_WEAK_SHARE, world3_pair
     from opcod_core.trainer import data_spec
 
     rows_dir = tmp_path / "rows"

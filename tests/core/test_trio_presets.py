@@ -65,11 +65,12 @@ def test_sciworld3_trio_is_the_pairs_specialists_at_the_pairs_schedule():
     assert trio.students[:2] == pair.students
     assert list(trio.data.domains) == list(WORLD3_DOMAINS) and trio.data.source == "sciworld3"
     # the ladder (WORLD3_ROLES): on every domain one specialist; chemistry has two incognizant peers
-    # (corrupted facts), physics one cognizant (partly known) and one incognizant, electricity two cognizant
-    roles = {d: sorted(("strong" if s.strong_domain == d else "partial" if d in (s.warmup_partial or {})
-                        else "corrupt" if d in (s.warmup_corrupt_domains or ()) else "?") for s in trio.students)
+    # (weak: partly known, corrupted facts elsewhere), physics one cognizant (partly known) and one
+    # incognizant, electricity two cognizant
+    roles = {d: sorted(("strong" if s.strong_domain == d else "weak" if d in (s.warmup_corrupt_domains or ())
+                        else "partial" if d in (s.warmup_partial or {}) else "?") for s in trio.students)
              for d in WORLD3_DOMAINS}
-    assert roles == {"chemistry": ["corrupt", "corrupt", "strong"], "physics": ["corrupt", "partial", "strong"],
+    assert roles == {"chemistry": ["strong", "weak", "weak"], "physics": ["partial", "strong", "weak"],
                      "electricity": ["partial", "partial", "strong"]}
     for section in ("schedule", "rollout", "tutor", "gating", "optim", "eval", "loss", "break_rate"):
         assert getattr(trio, section) == getattr(pair, section), section
