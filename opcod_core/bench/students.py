@@ -114,7 +114,21 @@ def machine_text() -> str:
 
     import torch
 
-    return f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    return f"{platform.machine()} Linux, {_cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), since a build at one thread differs between CPU vendors
+    (seed 0's chem: 3,049 warm-up steps on an Intel Xeon, 2,970 on an AMD EPYC; fidelity-v3-students.md)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
 
 
 def _recorded_check(st, cfg, data, cache_dir: Path) -> dict:
