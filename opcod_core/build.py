@@ -37,7 +37,7 @@ from opcod_core.student import StudentRuntime
 from opcod_core.tiny_corpus import tiny_corpus
 from opcod_core.warmup import ConvergeSchedule, partial_split, skewed_warm_up, warm_up
 
-WARMUP_VERSION = 2  # 2: partly known domains in skewed_warm_up
+WARMUP_VERSION = 3  # 2: partly known domains in skewed_warm_up; 3: the code digest covers the item helpers
 
 
 def tutor_template(config: RunConfig) -> TutorTemplate:
@@ -63,14 +63,15 @@ def _tiny(ref: str, seed: int, template: TutorTemplate):
 
 
 def load_base(st: StudentConfig, index: int, config: RunConfig, aliases: dict[str, str],
-              cache_dir: Path | None = None):
+              cache_dir: Path | None = None, attempt: int = 0):
     ref = aliases.get(st.model, st.model)
     ref = resolve_local_model(ref, cache_dir) or ref
     if ref.startswith("tiny:"):
-        return _tiny(ref, seed=student_seed(st, config, index), template=tutor_template(config))
+        return _tiny(ref, seed=student_seed(st, config, index, attempt), template=tutor_template(config))
     if ref.startswith("tinyword:"):  # word-level tokenizer over the data source's texts (opcod_core.wordtok)
         from opcod_core.wordtok import build_word_student
-        return build_word_student(ref, student_seed(st, config, index), tutor_template(config), config.data.source)
+        return build_word_student(ref, student_seed(st, config, index, attempt), tutor_template(config),
+                                  config.data.source)
     return models.load_causal_lm(ref, device="cpu", dtype=config.dtype)
 
 
@@ -100,9 +101,18 @@ def specialize_items(st: StudentConfig, data: SplitDataset) -> list:
     return [it for d in _specialize_domains(st) for it in data.get(d, "train")]
 
 
-def student_seed(st: StudentConfig, config: RunConfig, index: int) -> int:
-    """Seed of a student's initial weights and warm-up: ``build_seed``, else the run's seed and position."""
-    return st.build_seed if st.build_seed is not None else config.seed * 7 + index
+# Seed offset of a build's later attempts (``warmup_attempts``): far above every build seed's own range
+# (1000 x build seed + position), so an attempt never reuses another specialist's or build seed's draws.
+ATTEMPT_SEED_STRIDE = 100_000
+
+
+def student_seed(st: StudentConfig, config: RunConfig, index: int, attempt: int = 0) -> int:
+    """Seed of a student's initial weights and warm-up: ``build_seed``, else the run's seed and position;
+    a later build attempt adds ``ATTEMPT_SEED_STRIDE`` per attempt (attempt 0 is the seed itself, so a
+    build that passes at once is the build from before attempts existed). What the student knows (its
+    known units) stays keyed by attempt 0's seed: an attempt redraws weights and batches, not knowledge."""
+    base = st.build_seed if st.build_seed is not None else config.seed * 7 + index
+    return base + ATTEMPT_SEED_STRIDE * attempt
 
 
 def warmup_items(st: StudentConfig, config: RunConfig, index: int,
@@ -177,11 +187,21 @@ def _items_digest(data: SplitDataset, domains) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _warmup_code_digest() -> str:
-    """Hash of the warm-up procedure's source (opcod_core/warmup.py): editing it must not reload students
-    warmed up by the old code (WARMUP_VERSION alone relied on people remembering to bump it)."""
-    from opcod_core import warmup
+    """Hash of the warm-up procedure's source: editing it must not reload students warmed up by the old
+    code (WARMUP_VERSION alone relied on people remembering to bump it). That is opcod_core/warmup.py, the
+    attempts and pools of this module (``warmup_items``, ``_warm_checked``, ``student_seed``) and the
+    science world's module, whose helpers (``corrupt_where_unknown``, ``random_facts``) rewrite items at
+    warm-up time, after the items digest has read them."""
+    import inspect
 
-    return hashlib.sha256(Path(warmup.__file__).read_bytes()).hexdigest()[:16]
+    from opcod_core import warmup
+    from opcod_core.data import sciworld3
+
+    h = hashlib.sha256(Path(warmup.__file__).read_bytes())
+    for fn in (warmup_items, _warm_checked, student_seed):
+        h.update(inspect.getsource(fn).encode())
+    h.update(Path(sciworld3.__file__).read_bytes())
+    return h.hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=1)
@@ -201,7 +221,7 @@ KEY_NEUTRAL_DEFAULTS: dict[str, object] = {"specialize": None, "chat_template_kw
                                            "warmup_converge_loss": 0.15, "warmup_decay_steps": 1000,
                                            "warmup_hinted_contexts": "balanced", "warmup_hinted_share": None,
                                            "warmup_partial_weight": None, "warmup_own_context_share": None,
-                                           "warmup_unknown_belief": 1.0}
+                                           "warmup_unknown_belief": 1.0, "warmup_attempts": 1}
 # Not inputs of the warm-up: a check of its result (changing a tolerance must not rebuild the student).
 KEY_EXCLUDED = ("warmup_expect", "warmup_self_teacher_tolerance")
 
@@ -249,7 +269,6 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
     data = warmup_data(st, config, data)
     device = resolve_device(config.device)
     warms = st.warmup_sft_steps > 0 or st.specialize is not None
-    seed = student_seed(st, config, index)
     cached = None
     if warms and cache_dir is not None:
         cached = Path(cache_dir) / "warm" / warmup_key(st, config, index, data) / st.name
@@ -259,20 +278,9 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
     else:
         model, tok = load_base(st, index, config, aliases, cache_dir)
         needs_warmup = warms
-    rt = StudentRuntime(st.name, model, tok, make_backend(config, model, tok, device, seed=config.seed * 7 + index),
-                        config.optim, device=device, chat_template_kwargs=st.chat_template_kwargs,
-                        ema_rate=config.teacher.ema_rate,
-                        total_updates=config.schedule.rounds * config.schedule.steps_per_direction)
+    rt = _runtime(st, index, config, model, tok, device)
     if needs_warmup:
-        info = _warm(rt, st, config, index, data, seed, progress)
-        rt.reset_optimizer()
-        # fails loudly, before anything is cached, when the intended knowledge split is missed
-        try:
-            checks = st.warmup_expect or st.warmup_self_teacher_tolerance is not None
-            measured, self_teacher = check_build(rt, st, config, data) if checks else (None, None)
-        except BuildCheckError as exc:
-            exc.warmup = info   # what the warm-up did, for the report of a build that missed
-            raise
+        rt, info, measured, self_teacher = _warm_checked(rt, st, config, index, data, aliases, cache_dir, progress)
         if cached is not None:
             models.save_model(rt.model, rt.tokenizer, cached)
             if measured is not None:
@@ -281,22 +289,70 @@ def build_student(index: int, config: RunConfig, data: SplitDataset, cache_dir: 
     return rt
 
 
+def _runtime(st: StudentConfig, index: int, config: RunConfig, model, tok, device: str) -> StudentRuntime:
+    return StudentRuntime(st.name, model, tok, make_backend(config, model, tok, device, seed=config.seed * 7 + index),
+                          config.optim, device=device, chat_template_kwargs=st.chat_template_kwargs,
+                          ema_rate=config.teacher.ema_rate,
+                          total_updates=config.schedule.rounds * config.schedule.steps_per_direction)
+
+
+def _warm_checked(rt: StudentRuntime, st: StudentConfig, config: RunConfig, index: int, data: SplitDataset,
+                  aliases: dict[str, str], cache_dir: Path | None, progress):
+    """Warms the student up and checks its knowledge split (``check_build``), over up to ``warmup_attempts``
+    attempts: an attempt whose converge-schedule loss has not converged by its step limit is given up there,
+    and one that misses the check is discarded; the next starts from fresh weights and batches
+    (``student_seed``'s attempt offset), the same known units. The last attempt is checked like a
+    single-attempt build and fails loudly. Returns (runtime, what the warm-up did, measured, self-teacher);
+    the record names the attempt that passed and what each discarded one did, so a report states how often
+    a recipe needs a restart."""
+    attempts = st.warmup_attempts
+    discarded: list[dict] = []
+    for attempt in range(attempts):
+        last = attempt == attempts - 1
+        if attempt:
+            model, tok = load_base(st, index, config, aliases, cache_dir, attempt=attempt)
+            rt = _runtime(st, index, config, model, tok, rt.device)
+        info = _warm(rt, st, config, index, data, student_seed(st, config, index, attempt), progress,
+                     give_up=not last, attempt=attempt)
+        if attempts > 1:
+            info["attempt"] = attempt
+        if info.get("gave_up"):
+            discarded.append(info)
+            continue
+        rt.reset_optimizer()
+        # fails loudly, before anything is cached, when the intended knowledge split is missed
+        try:
+            checks = st.warmup_expect or st.warmup_self_teacher_tolerance is not None
+            measured, self_teacher = check_build(rt, st, config, data) if checks else (None, None)
+        except BuildCheckError as exc:
+            if not last:
+                discarded.append({**info, "measured": exc.measured})
+                continue
+            exc.warmup = {**info, **({"discarded": discarded} if discarded else {})}
+            raise
+        return rt, {**info, **({"discarded": discarded} if discarded else {})}, measured, self_teacher
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def _warm(rt: StudentRuntime, st: StudentConfig, config: RunConfig, index: int, data: SplitDataset, seed: int,
-          progress) -> dict:
+          progress, give_up: bool = False, attempt: int = 0) -> dict:
     """Runs the student's warm-up or specialisation; returns what the build check records of it (steps
-    run and, with the converge schedule, the step at which the decay began)."""
+    run and, with the converge schedule, the step at which the decay began, or ``gave_up`` when the loss
+    had not converged by the limit and ``give_up`` let the attempt end there)."""
     if st.specialize is not None:
         cb = (lambda i, n, loss, _name=st.name: progress(f"specialise {_name}", i, n, loss)) if progress else None
         specialize(rt, specialize_items(st, data), st.specialize, seed=seed, progress=cb)
         return {}
     items, hinted, partly, corrupt = warmup_items(st, config, index, data)
-    cb = (lambda i, n, loss, _name=st.name: progress(f"warm-up {_name}", i, n, loss)) if progress else None
+    label = f"warm-up {st.name}" + (f" (attempt {attempt + 1}/{st.warmup_attempts})" if st.warmup_attempts > 1 else "")
+    cb = (lambda i, n, loss, _label=label: progress(_label, i, n, loss)) if progress else None
     if not st.warmup_hinted_domains:
         curve = warm_up(rt, items, st.warmup_sft_steps, st.warmup_lr, tutor_template(config), seed=seed,
                         batch_size=st.warmup_batch_size, progress=cb)
         return {"steps": len(curve)}
     # domain skew: facts of own domains, hint use for the others
-    schedule = (ConvergeSchedule(st.warmup_lr, st.warmup_sft_steps, st.warmup_decay_steps, st.warmup_converge_loss)
+    schedule = (ConvergeSchedule(st.warmup_lr, st.warmup_sft_steps, st.warmup_decay_steps, st.warmup_converge_loss,
+                                 give_up=give_up)
                 if st.warmup_schedule == "converge" else st.warmup_schedule)
     curve = skewed_warm_up(rt, items, hinted, st.warmup_sft_steps, st.warmup_lr, tutor_template(config),
                            seed=seed, unhinted_fraction=st.warmup_unhinted_fraction,
@@ -305,6 +361,19 @@ def _warm(rt: StudentRuntime, st: StudentConfig, config: RunConfig, index: int, 
                            hinted_contexts=st.warmup_hinted_contexts, hinted_share=st.warmup_hinted_share,
                            own_context_share=st.warmup_own_context_share, unknown_belief=st.warmup_unknown_belief)
     info = {"steps": len(curve), "final_loss": sum(curve[-50:]) / max(len(curve[-50:]), 1)}
+    info["loss_curve"] = loss_curve(curve)
     if isinstance(schedule, ConvergeSchedule):
         info["decay_start"] = schedule.decay_start
+        if schedule.gave_up:
+            info["gave_up"] = True
     return info
+
+
+# Window of the recorded warm-up loss curve (mean training loss per window of steps): enough to see a
+# plateau and the transition that ends it (ConvergeSchedule) in a build row, not every step's loss.
+LOSS_CURVE_WINDOW = 250
+
+
+def loss_curve(curve: list[float], window: int = LOSS_CURVE_WINDOW) -> list[float]:
+    """The mean of ``curve`` over consecutive windows of ``window`` steps (the last one may be shorter)."""
+    return [round(sum(part) / len(part), 4) for part in (curve[i:i + window] for i in range(0, len(curve), window))]

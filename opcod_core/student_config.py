@@ -107,6 +107,12 @@ class StudentConfig(Section):
                                         "converge schedule (exponential moving average, weight 0.02).")
     warmup_decay_steps: int = Field(1000, ge=1, le=100_000, description="Cosine decay steps after the "
                                     "constant phase of the converge schedule.")
+    warmup_attempts: int = Field(1, ge=1, le=10, description="Warm-up attempts of a build: an attempt "
+                                 "whose converge-schedule loss has not converged by warmup_sft_steps, or "
+                                 "that misses its build check (warmup_expect, warmup_self_teacher_tolerance), "
+                                 "is discarded and the next starts from fresh weights and batches (same "
+                                 "known units); the last fails loudly. The build's record names the attempt "
+                                 "that passed. 1: one attempt, as before the option.")
     warmup_own_contexts: Literal["with_solution", "balanced"] = Field(
         "with_solution", description="Own-domain self-teacher contexts in the skewed warm-up: always with a "
         "solution s (and the hint in half), or balanced over s, hint alone and s + hint, so that a hint on "

@@ -152,14 +152,22 @@ class ConvergeSchedule:
     already cut the rate, and that build ended on the plateau (plain accuracy about 0.05 everywhere). Here
     the decay starts when the loss's exponential moving average (weight ``EMA``) falls below ``loss``, or
     at ``max_steps`` if it never does (the build check then fails loudly), so every build ends converged,
-    whenever its transition came. ``decay_start`` records when the decay began."""
+    whenever its transition came. ``decay_start`` records when the decay began.
+
+    ``give_up``: a loss that has not converged by ``max_steps`` ends the warm-up there, without the decay
+    (``gave_up``), for a build that will start another attempt (``StudentConfig.warmup_attempts``): in every
+    v3 build measured, a warm-up whose loss had not converged by the limit missed its split or sat at the
+    edge of it (fidelity-v3-recipe.md, row 11d), so the decay's steps are better spent on a fresh start."""
 
     EMA = 0.02
 
-    def __init__(self, lr: float, max_steps: int, decay_steps: int, loss: float):
+    def __init__(self, lr: float, max_steps: int, decay_steps: int, loss: float, give_up: bool = False):
         self.lr, self.max_steps, self.decay_steps, self.loss = lr, max_steps, decay_steps, loss
+        self.give_up = give_up
         self.ema: float | None = None
         self.decay_start: int | None = None
+        self.converged = False
+        self.gave_up = False
 
     @property
     def total_steps(self) -> int:
@@ -167,7 +175,12 @@ class ConvergeSchedule:
 
     def lr_at(self, step: int) -> float | None:
         """The rate of ``step``, or None once the decay is over (the warm-up ends)."""
-        if self.decay_start is None and (step >= self.max_steps or (self.ema is not None and self.ema < self.loss)):
+        if self.decay_start is None and self.ema is not None and self.ema < self.loss:
+            self.decay_start, self.converged = step, True
+        elif self.decay_start is None and step >= self.max_steps:
+            if self.give_up:
+                self.gave_up = True
+                return None
             self.decay_start = step
         if self.decay_start is None:
             return self.lr

@@ -42,10 +42,11 @@ def domain_roles(st) -> dict[str, str]:
 
 def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | None = None,
                 decay_steps: int | None = None, rows_dir: Path | None = None,
-                specialists: tuple[str, ...] | None = None) -> list[dict]:
+                specialists: tuple[str, ...] | None = None, progress=None) -> list[dict]:
     """Builds the v3 specialists (those of ``specialists``, strong domains; default all three) with
     ``build_seed`` under ``threads`` torch threads; one row per specialist: measured accuracy per domain,
-    its role, whether the build check passed, build time."""
+    its role, whether the build check passed, build time. ``progress``: ``build_student``'s callback (label,
+    step, steps, loss), for a build watched while it runs."""
     import torch
 
     from opcod_core.build import build_student, warmup_data
@@ -77,7 +78,7 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
             continue
         t0 = time.perf_counter()
         try:
-            rt = build_student(at, cfg, data, cache_dir=cache_dir)
+            rt = build_student(at, cfg, data, cache_dir=cache_dir, progress=progress)
             measured = measure_student(rt, list(st.warmup_expect or {}), cfg, warmup_data(st, cfg, data))
             passed, recorded = True, _recorded_check(st, cfg, data, cache_dir)
             warm, self_teacher = recorded.get("warmup", {}), recorded.get("self_teacher", {})
@@ -172,7 +173,14 @@ def _warm_text(w: dict) -> str:
     if not w:
         return "not recorded"
     decay = f", decay from step {w['decay_start']}" if w.get("decay_start") is not None else ""
-    return f"{w.get('steps')} steps{decay}, final loss {w.get('final_loss', float('nan')):.3f}"
+    text = f"{w.get('steps')} steps{decay}, final loss {w.get('final_loss', float('nan')):.3f}"
+    if "attempt" not in w:
+        return text
+    discarded = [f"attempt {d['attempt'] + 1} " + (
+        f"given up unconverged at step {d['steps']} (loss {d.get('final_loss', float('nan')):.3f})" if d.get("gave_up")
+        else "missed (" + ", ".join(f"{dom} {v:.3f}" for dom, v in (d.get("measured") or {}).items()) + ")")
+        for d in w.get("discarded", ())]
+    return f"attempt {w['attempt'] + 1}: {text}" + (f"; before it: {'; '.join(discarded)}" if discarded else "")
 
 
 def pair_gaps(rows: list[dict], tau: float = 0.2) -> list[dict]:
