@@ -29,6 +29,10 @@ def items():
     return sciworld3_items()
 
 
+def _stated_valences(hint: str) -> dict[str, int]:
+    return {el: int(v) for el, v in re.findall(r"([A-Z][a-z]?) has (\d+)", hint)}
+
+
 def test_open_numeric_questions_with_recomputed_gold(items):
     assert {it.domain for it in items} == set(WORLD3_DOMAINS)
     assert sum(it.domain == "chemistry" for it in items) == 7 + 13 * 6 * 9
@@ -63,8 +67,8 @@ def test_corrupted_hints_are_anchored_wrong_and_consistent(items):
     wrong = {}
     for it in items:
         if it.domain == "chemistry":
-            for el, n in re.findall(r"([A-Z][a-z]?) has (\d)", it.meta["corrupt_hint"]):
-                wrong.setdefault(GROUP_VALENCE[el], set()).add(int(n))
+            for el, n in _stated_valences(it.meta["corrupt_hint"]).items():
+                wrong.setdefault(GROUP_VALENCE[el], set()).add(n)
     assert any(len(v) > 1 for v in wrong.values()) and all(n not in wrong.get(n, ()) for n in wrong)
 
 
@@ -79,7 +83,7 @@ def test_random_fact_variants_compute_from_the_facts_they_state(items):
         hint, worked, value = random_facts(it, rng)
         assert hint.split(": ", 1)[1] in worked and worked.endswith(f"= {value}.")
         if it.domain == "chemistry":
-            stated = {el: int(n) for el, n in re.findall(r"([A-Z][a-z]?) has (\d)", hint)}
+            stated = _stated_valences(hint)
             formula = re.search(r"one (\S+) unit", it.question).group(1)
             assert value == sum(stated[el] * int(n or 1) for el, n in re.findall(r"([A-Z][a-z]?)(\d?)", formula))
         else:
@@ -164,10 +168,6 @@ def test_warm_up_batches_teach_wrong_feedback_and_own_domain_hints():
     v2 = [e for b in skewed_examples("phys", own, hinted, 40, template, 0, partly_known=partly) for e in b]
     assert not any(e[0] == "corrupt_tutor" for e in v2)
     assert all("correct solution" in e[1][-1]["content"] for e in v2 if e[0] == "own_context")
-
-
-def _stated_valences(hint: str) -> dict[str, int]:
-    return {el: int(v) for el, v in re.findall(r"([A-Z][a-z]?) has (\d+)", hint)}
 
 
 def test_corrupt_where_unknown_states_known_facts_right_and_the_others_wrong(items):
