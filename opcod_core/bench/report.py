@@ -13,7 +13,7 @@ import platform
 from pathlib import Path
 
 from opcod_core.bench.stats import Interval, signed
-from opcod_core.bench.summary import fidelity_summary, summary_section
+from opcod_core.bench.summary import fidelity_summary, run_compute, summary_section
 
 COLORS = {"opcod": "tab:red", "never": "tab:blue", "always": "tab:orange", "domain_selective": "tab:green",
           "grpo": "tab:purple", "one_way": "tab:brown"}
@@ -268,6 +268,9 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
                       f"- Students built once with seed {results['plan']['student_seed']}"
                       + (" per seed" if results["plan"]["vary_students"] else
                          "; every run starts from the same two students, the seeds vary training and evaluation"),
+                      *([f"- Runs: {compute} (run {results['plan'].get('jobs', 1)} at a time; the "
+                         "learning-rate selection's validation runs are not counted)"]
+                        if (compute := run_compute(results)) else []),
                       ""]
     protocol = path.with_name(f"{path.stem}-protocol.md")
     if protocol.exists():   # the protocol, fixed before the main run and stated before any number

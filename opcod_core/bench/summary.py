@@ -75,10 +75,24 @@ def _header(results: dict, report_path: str, details: list[str]) -> list[str]:
     if "wall_s" in results:
         details = details + [f"wall time {results['wall_s'] / 60:.1f} min, not counting runs read from the "
                              "result cache"]
+    compute = run_compute(results)
+    if compute:
+        details = details + [compute]
     lines = [f"Result of [{report_path}]({report_path})" + (f" ({'; '.join(details)})." if details else ".")]
     if _quick(results):
         lines.append("Quick mode: a pipeline check, not evidence of anything.")
     return lines
+
+
+def run_compute(results: dict) -> str | None:
+    """The runs' own compute, cached runs included (a benchmark resumed over several sessions reads most
+    of its runs from the result cache, so the last invocation's wall time says little about its cost)."""
+    pairs = results.get("pairs")
+    runs = [r for pr in pairs.values() for r in pr.get("runs") or []] if isinstance(pairs, dict) else []
+    walls = [r["wall_s"] for r in runs if isinstance(r, dict) and "wall_s" in r]
+    if not walls:
+        return None
+    return f"compute {sum(walls) / 3600:.1f} h summed over the {len(walls)} runs, each timed on its own"
 
 
 def _quick(results: dict) -> bool:

@@ -79,6 +79,17 @@ def test_pairs_paragraph_states_the_json_verdicts():
     assert "fails for 1" in changed and "chem help +0.200 ± 0.000 on physics: fails: OPCoD is worse" in changed
 
 
+def test_pairs_paragraph_counts_the_compute_of_cached_runs():
+    """A benchmark resumed across sessions reads its runs from the cache: the runs' own wall times give its cost."""
+    res = _pairs_results()
+    for i, run in enumerate(res["pairs"]["chemistry-physics"]["runs"]):
+        run["wall_s"] = 400.0 + 100.0 * (i % 2)          # 9 runs: 5 x 400 s + 4 x 500 s = 4000 s
+    assert "compute 1.1 h summed over the 9 runs, each timed on its own" in fidelity_summary(res, "r.md")
+    for run in res["pairs"]["chemistry-physics"]["runs"]:
+        del run["wall_s"]
+    assert "compute" not in fidelity_summary(res, "r.md")
+
+
 def test_pairs_pareto_count_is_read_from_the_aggregate_verdicts():
     res = _pairs_results()
     agg = res["pairs"]["chemistry-physics"]["aggregate"]["opcod"]["students"]
