@@ -268,8 +268,8 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
                       f"- Students built once with seed {results['plan']['student_seed']}"
                       + (" per seed" if results["plan"]["vary_students"] else
                          "; every run starts from the same two students, the seeds vary training and evaluation"),
-                      *([f"- Runs: {compute} (run {results['plan'].get('jobs', 1)} at a time; the "
-                         "learning-rate selection's validation runs are not counted)"]
+                      *([f"- Runs: {compute} (the learning-rate selection's validation runs are not "
+                         "counted)"]
                         if (compute := run_compute(results)) else []),
                       ""]
     protocol = path.with_name(f"{path.stem}-protocol.md")

@@ -89,7 +89,7 @@ def run_compute(results: dict) -> str | None:
     of its runs from the result cache, so the last invocation's wall time says little about its cost)."""
     pairs = results.get("pairs")
     runs = [r for pr in pairs.values() for r in pr.get("runs") or []] if isinstance(pairs, dict) else []
-    walls = [r["wall_s"] for r in runs if isinstance(r, dict) and "wall_s" in r]
+    walls = [r["wall_s"] for r in runs if "wall_s" in r]
     if not walls:
         return None
     return f"compute {sum(walls) / 3600:.1f} h summed over the {len(walls)} runs, each timed on its own"
