@@ -13,7 +13,7 @@ import platform
 from pathlib import Path
 
 from opcod_core.bench.stats import Interval, signed
-from opcod_core.bench.summary import fidelity_summary, run_compute, summary_section
+from opcod_core.bench.summary import cache_note, fidelity_summary, run_compute, summary_section
 
 COLORS = {"opcod": "tab:red", "never": "tab:blue", "always": "tab:orange", "domain_selective": "tab:green",
           "grpo": "tab:purple", "one_way": "tab:brown"}
@@ -263,8 +263,7 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
                       f"- Machine: {machine or platform.platform()}, Python {platform.python_version()}",
                       f"- Wall time: {results['wall_s'] / 60:.1f} min "
                       f"(seeds {results['plan'].get('seeds_by_method') or results['plan']['seeds']}, "
-                      f"methods {', '.join(results['plan']['methods'])}; runs read from the result cache "
-                      f"count 0)",
+                      f"methods {', '.join(results['plan']['methods'])}; {cache_note(results)})",
                       f"- Students built once with seed {results['plan']['student_seed']}"
                       + (" per seed" if results["plan"]["vary_students"] else
                          "; every run starts from the same two students, the seeds vary training and evaluation"),

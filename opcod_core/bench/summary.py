@@ -84,12 +84,25 @@ def _header(results: dict, report_path: str, details: list[str]) -> list[str]:
     return lines
 
 
+def _all_runs(results: dict) -> list[dict]:
+    """Every run of a results JSON: a pairs report keeps them per pair, a trio report in one list."""
+    pairs = results.get("pairs")
+    if isinstance(pairs, dict):
+        return [r for pr in pairs.values() for r in pr.get("runs") or []]
+    return list(results.get("runs") or [])
+
+
+def cache_note(results: dict) -> str:
+    """How many of the runs this invocation read from the result cache (they cost it no wall time)."""
+    runs = _all_runs(results)
+    n = sum(1 for r in runs if r.get("cached"))
+    return f"{n} of {len(runs)} runs read from the result cache, which add nothing to this wall time"
+
+
 def run_compute(results: dict) -> str | None:
     """The runs' own compute, cached runs included (a benchmark resumed over several sessions reads most
     of its runs from the result cache, so the last invocation's wall time says little about its cost)."""
-    pairs = results.get("pairs")
-    runs = [r for pr in pairs.values() for r in pr.get("runs") or []] if isinstance(pairs, dict) else []
-    walls = [r["wall_s"] for r in runs if "wall_s" in r]
+    walls = [r["wall_s"] for r in _all_runs(results) if "wall_s" in r]
     if not walls:
         return None
     return f"compute {sum(walls) / 3600:.1f} h summed over the {len(walls)} runs, each timed on its own"

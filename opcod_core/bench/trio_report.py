@@ -16,7 +16,7 @@ from pathlib import Path
 from opcod_core.bench.aggregate import aggregate
 from opcod_core.bench.report import _feedback_table, _gate_table
 from opcod_core.bench.stats import Interval, signed
-from opcod_core.bench.summary import summary_section, trio_summary
+from opcod_core.bench.summary import cache_note, summary_section, trio_summary
 from opcod_core.bench.trio import POISON_OFF, POISON_ON, TRIO
 
 SERIES = ((TRIO, "trio", "tab:red"), (POISON_ON, "poisoned, quarantine on", "tab:green"),
@@ -154,7 +154,7 @@ def write_trio_report(results: dict, path: Path, command: str, machine: str | No
     if p.get("quick"):
         out += ["**Quick mode: a pipeline check on tiny, barely warmed-up students. Not evidence of anything.**", ""]
     out += [f"- Command: `{command}`", f"- Machine: {machine or platform.platform()}, Python {platform.python_version()}",
-            f"- Wall time: {results['wall_s'] / 60:.1f} min (seeds {p['seeds']}; runs read from the result cache count 0)",
+            f"- Wall time: {results['wall_s'] / 60:.1f} min (seeds {p['seeds']}; {cache_note(results)})",
             ""]
     out += summary_section(trio_summary(results, path.name))
     out += _setup(results)

@@ -356,7 +356,11 @@ def test_report_writers_put_the_summary_near_the_top(tmp_path):
         pr["config"].update(schedule={"rounds": 1, "steps_per_direction": 2}, rollout={"batch_prompts": 2, "n": 4},
                             eval={"k": 1, "max_items": 8, "temperature": 1.0})
     res["plan"].update(student_seed=0, vary_students=False)
+    runs = res["pairs"]["chemistry-physics"]["runs"]
+    for run in runs[:4]:                    # read from the result cache by this invocation
+        run["cached"] = True
     out = write_report(res, tmp_path / "fidelity.md", command="opcod bench fidelity", machine="test")
     text = out.read_text()
+    assert f"4 of {len(runs)} runs read from the result cache, which add nothing to this wall time" in text
     head = "## Summary (generated from this report's JSON)\n\n" + fidelity_summary(res, "fidelity.md") + "\n"
     assert head in text and text.index(head) < text.index("## Pair chemistry-physics")

@@ -196,3 +196,8 @@ def test_quick_trio_with_a_poisoned_peer_writes_its_report(tmp_path):
     out.unlink()
     assert main(["bench", "fidelity", "--mode", "trio", "--report-only", "--out", str(out)]) == 0
     assert out.read_text() == text
+    assert "0 of 6 runs read from the result cache" in text
+    # run again: every run comes from the result cache, and the header says so
+    again = tmp_path / "again.md"
+    assert main(args + ["--out", str(again)]) == 0
+    assert "6 of 6 runs read from the result cache" in again.read_text()
