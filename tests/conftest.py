@@ -3,13 +3,21 @@ tiny-preset run that several tests read.
 
 Numeric robustness: ``OPCOD_TEST_THREADS`` sets torch's thread count for the whole session (another
 reduction order changes the floats the way another CPU does) and ``OPCOD_TEST_SEED`` the seed of the
-tiny runs below; the suite must pass under any of them (``make test`` runs the defaults)."""
+tiny runs below; the suite must pass under any of them (``make test`` runs the defaults). The session runs
+on the benchmarks' pinned float path (AVX2 kernels on x86), set below before torch loads."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from opcod_core.bench.floatpath import PINNED, pin
+
+# The benchmark commands pin the CPU float path before torch loads and refuse to run on another path once
+# it has loaded (opcod_core.bench.floatpath). Tests call those commands in this process, so the session
+# takes the same path from the start, before any test module imports torch.
+pin(PINNED)
 
 
 def pytest_configure(config):

@@ -8,7 +8,8 @@ schedule. ``--quick``: one seed, R × K = 1 × 2, small batches and evaluations,
 poisoned variant under ``--poison TUTOR`` (``opcod_core.bench.trio``); ``--quick`` works the same way there.
 Each results JSON names its kind (``fidelity-pairs`` or ``fidelity-trio``), which ``opcod bench readme``
 reads to put the report's generated paragraph between that kind's markers in the README
-(``opcod_core.bench.readme_sync``).
+(``opcod_core.bench.readme_sync``). ``fidelity``, ``students`` and ``drift`` pin the CPU float path before
+torch loads (``--float-path``, ``opcod_core.bench.floatpath``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import get_args
 
 from opcod_core.bench.drift_cli import register_drift
+from opcod_core.bench.floatpath import CHOICES as FLOAT_CHOICES
+from opcod_core.bench.floatpath import PINNED, machine_note, pin, student_cache
 from opcod_core.config import LossConfig, deep_merge
 
 
@@ -148,7 +151,7 @@ def _command_and_machine(args, jobs: int, threads: int) -> tuple[str, str | None
 
     command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     machine = (f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, {jobs} worker process(es) × "
-               f"{threads} torch thread(s), torch {torch.__version__}, no GPU"
+               f"{threads} torch thread(s), torch {torch.__version__}, {machine_note()}, no GPU"
                if not torch.cuda.is_available() else None)
     return command, machine
 
@@ -279,6 +282,26 @@ def register(sub) -> None:
     _register_students(bsub)
     register_drift(bsub, default_cache_dir)
     _register_readme(bsub)
+    for name in ("fidelity", "students", "drift"):
+        _add_float_path(bsub.choices[name])
+
+
+def _add_float_path(parser) -> None:
+    """``--float-path`` on a command that builds or reads students: pinned before torch loads, and the
+    student cache of a native path kept apart (``opcod_core.bench.floatpath``)."""
+    parser.add_argument("--float-path", choices=FLOAT_CHOICES, default=PINNED, help="CPU kernels: avx2 (default) "
+                        "pins ATen, MKL and oneDNN to AVX2 so that students and runs are the same on any x86 CPU; "
+                        "native lets torch choose (kept apart in the result and student caches)")
+    parser.set_defaults(func=_pinned(parser.get_default("func")))
+
+
+def _pinned(cmd):
+    def run(args) -> int:
+        pin(args.float_path)
+        args.cache_dir = str(student_cache(Path(args.cache_dir)))
+        return cmd(args)
+
+    return run
 
 
 def _register_readme(bsub) -> None:

@@ -13,7 +13,11 @@ of running it again. The key covers:
   trainer, a loss or the data generator must), hashed as its syntax tree without docstrings
   (``code_fingerprint``): a comment or docstring edit, which the benchmark's main run, spread over
   several working sessions, would otherwise pay for with every cached run, changes no key;
-* the torch version (kernels change floats).
+* the torch version (kernels change floats);
+* the CPU float path (``floatpath``), when it is not the benchmarks' pinned AVX2 path: a run made on
+  another CPU's native kernels is another run. Pinned runs keep the keys they had before the pin existed
+  (they were made on AVX2 machines); ``floatpath.py`` is left out of the code digest for the same reason,
+  its effect enters the key here.
 
 Entries are small JSON files (the run's summary, gate records, feedback categories, break samples and
 per-context divergence; no per-token arrays), written atomically, so a killed run leaves no half entry.
@@ -31,7 +35,7 @@ from pathlib import Path
 # Files whose edits cannot change a run's numbers (reporting and command lines).
 CODE_EXCLUDED = ("bench/report.py", "bench/cli.py", "bench/drift.py", "bench/drift_cli.py", "bench/runcache.py",
                  "bench/primary.py", "bench/trio_analysis.py", "bench/trio_report.py", "bench/summary.py",
-                 "bench/readme_sync.py", "bench/students.py", "cli.py")
+                 "bench/readme_sync.py", "bench/students.py", "bench/floatpath.py", "cli.py")
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,12 +66,19 @@ def code_fingerprint(source: str) -> str:
     return ast.dump(tree)
 
 
-def run_key(config_json: str, method: str, seed: int, student_seed: int, validation: bool) -> str:
+def run_key(config_json: str, method: str, seed: int, student_seed: int, validation: bool,
+            float_path: str | None = None) -> str:
+    """``float_path``: ``floatpath.describe()`` unless given; the pinned path adds nothing to the key."""
     import torch
 
-    blob = json.dumps({"config": json.loads(config_json), "method": method, "seed": seed,
-                       "student_seed": student_seed, "validation": validation, "code": code_digest(),
-                       "torch": torch.__version__.split("+")[0]}, sort_keys=True)
+    from opcod_core.bench.floatpath import PINNED, describe
+
+    parts = {"config": json.loads(config_json), "method": method, "seed": seed, "student_seed": student_seed,
+             "validation": validation, "code": code_digest(), "torch": torch.__version__.split("+")[0]}
+    float_path = describe() if float_path is None else float_path
+    if float_path != PINNED:
+        parts["float_path"] = float_path
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

@@ -115,7 +115,10 @@ def machine_text() -> str:
 
     import torch
 
-    return f"{platform.machine()} Linux, {_cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    from opcod_core.bench.floatpath import machine_note
+
+    return (f"{platform.machine()} Linux, {_cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+            f"{machine_note()}")
 
 
 def _cpu_model() -> str:
