@@ -299,6 +299,8 @@ def _pinned(cmd):
     def run(args) -> int:
         pin(args.float_path)
         args.cache_dir = str(student_cache(Path(args.cache_dir)))
+        if getattr(args, "rows_dir", None):  # `bench students`: a native build's row is another build's row
+            args.rows_dir = str(student_cache(Path(args.rows_dir)))
         return cmd(args)
 
     return run
