@@ -128,3 +128,13 @@ def test_bench_commands_pinned_use_the_given_folders():
                   "print(args.cache_dir, args.rows_dir)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["/c", "None"]
+
+
+@needs_avx2
+def test_float_path_probe_runs_the_pin_and_is_deterministic_under_it():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import float_path
+
+    first, second = (float_path.run(float_path.SETTINGS["pinned"], 2) for _ in range(2))
+    assert first["capability"] == "AVX2" and first["step_ms"] > 0
+    assert {k: v for k, v in first.items() if k != "step_ms"} == {k: v for k, v in second.items() if k != "step_ms"}
