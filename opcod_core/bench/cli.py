@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import get_args
 
 from opcod_core.bench.drift_cli import register_drift
-from opcod_core.bench.floatpath import CHOICES as FLOAT_CHOICES
-from opcod_core.bench.floatpath import PINNED, machine_note, pin, student_cache
+from opcod_core.bench.floatpath import add_float_path, machine_note
 from opcod_core.config import LossConfig, deep_merge
 
 
@@ -283,27 +282,8 @@ def register(sub) -> None:
     register_drift(bsub, default_cache_dir)
     _register_readme(bsub)
     for name in ("fidelity", "students", "drift"):
-        _add_float_path(bsub.choices[name])
+        add_float_path(bsub.choices[name])
 
-
-def _add_float_path(parser) -> None:
-    """``--float-path`` on a command that builds or reads students: pinned before torch loads, and the
-    student cache of a native path kept apart (``opcod_core.bench.floatpath``)."""
-    parser.add_argument("--float-path", choices=FLOAT_CHOICES, default=PINNED, help="CPU kernels: avx2 (default) "
-                        "pins ATen, MKL and oneDNN to AVX2 so that students and runs are the same on any x86 CPU; "
-                        "native lets torch choose (kept apart in the result and student caches)")
-    parser.set_defaults(func=_pinned(parser.get_default("func")))
-
-
-def _pinned(cmd):
-    def run(args) -> int:
-        pin(args.float_path)
-        args.cache_dir = str(student_cache(Path(args.cache_dir)))
-        if getattr(args, "rows_dir", None):  # `bench students`: a native build's row is another build's row
-            args.rows_dir = str(student_cache(Path(args.rows_dir)))
-        return cmd(args)
-
-    return run
 
 
 def _register_readme(bsub) -> None:

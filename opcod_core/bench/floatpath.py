@@ -88,3 +88,25 @@ def machine_note(path: str | None = None) -> str:
     if path == PINNED:
         return "CPU kernels pinned to AVX2 (ATen, MKL, oneDNN)"
     return f"CPU kernels native ({path}, not pinned)"
+
+
+def add_float_path(parser) -> None:
+    """``--float-path`` on a bench command that builds or reads students: its command pinned before torch
+    loads (``pinned``), a native path's student cache and build rows kept apart."""
+    parser.add_argument("--float-path", choices=CHOICES, default=PINNED, help="CPU kernels: avx2 (default) "
+                        "pins ATen, MKL and oneDNN to AVX2 so that students and runs are the same on any x86 CPU; "
+                        "native lets torch choose (kept apart in the result and student caches)")
+    parser.set_defaults(func=pinned(parser.get_default("func")))
+
+
+def pinned(cmd):
+    """``cmd(args)`` after ``pin(args.float_path)``, with ``args.cache_dir`` (and ``args.rows_dir`` where
+    given) moved to the float path's own folder (``student_cache``)."""
+    def run(args) -> int:
+        pin(args.float_path)
+        args.cache_dir = str(student_cache(Path(args.cache_dir)))
+        if getattr(args, "rows_dir", None):  # `bench students`: a native build's row is another build's row
+            args.rows_dir = str(student_cache(Path(args.rows_dir)))
+        return cmd(args)
+
+    return run

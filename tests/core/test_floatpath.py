@@ -112,8 +112,8 @@ def test_report_note_names_the_path():
 
 def test_bench_commands_keep_a_native_paths_students_and_rows_apart():
     out = _python("from argparse import Namespace\n"
-                  "from opcod_core.bench.cli import _pinned\n"
-                  "args = _pinned(lambda a: a)(Namespace(float_path='native', cache_dir='/c', rows_dir='/r'))\n"
+                  "from opcod_core.bench.floatpath import pinned\n"
+                  "args = pinned(lambda a: a)(Namespace(float_path='native', cache_dir='/c', rows_dir='/r'))\n"
                   "print(args.cache_dir, args.rows_dir)", ATEN_CPU_CAPABILITY="default")
     assert out.returncode == 0, out.stderr
     folder = "float-native-" + "".join(c if c.isalnum() else "-" for c in platform.machine()) + "-DEFAULT"
@@ -123,8 +123,8 @@ def test_bench_commands_keep_a_native_paths_students_and_rows_apart():
 @needs_avx2
 def test_bench_commands_pinned_use_the_given_folders():
     out = _python("from argparse import Namespace\n"
-                  "from opcod_core.bench.cli import _pinned\n"
-                  "args = _pinned(lambda a: a)(Namespace(float_path='avx2', cache_dir='/c', rows_dir=None))\n"
+                  "from opcod_core.bench.floatpath import pinned\n"
+                  "args = pinned(lambda a: a)(Namespace(float_path='avx2', cache_dir='/c', rows_dir=None))\n"
                   "print(args.cache_dir, args.rows_dir)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["/c", "None"]
