@@ -285,7 +285,6 @@ def register(sub) -> None:
         add_float_path(bsub.choices[name])
 
 
-
 def _register_readme(bsub) -> None:
     rd = bsub.add_parser("readme", help="put each report's generated result paragraph into the README between "
                          "its <!-- result:KIND:BEGIN/END --> markers")
