@@ -40,8 +40,8 @@ def _x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
-def pin(path: str) -> str:
-    """Sets the float path for this process and the workers it spawns; returns ``describe()``.
+def pin(path: str) -> None:
+    """Sets the float path for this process and the workers it spawns (``describe()`` then says which runs).
 
     Raises SystemExit when torch was loaded before the pin and runs another path (the pin would be
     half applied: MKL and oneDNN may have read their setting already)."""
@@ -51,12 +51,12 @@ def pin(path: str) -> str:
         if "torch" in sys.modules:
             import torch
 
-            if torch.backends.cpu.get_cpu_capability() != "AVX2":
+            capability = torch.backends.cpu.get_cpu_capability()
+            if capability != "AVX2":
                 raise SystemExit("--float-path avx2: torch was loaded before the pin, with CPU capability "
-                                 f"{torch.backends.cpu.get_cpu_capability()}; pin before importing torch")
+                                 f"{capability}; pin before importing torch")
         for name, value in PIN_ENV.items():
             os.environ[name] = value
-    return describe()
 
 
 def describe() -> str:

@@ -42,7 +42,11 @@ CODE_EXCLUDED = ("bench/report.py", "bench/cli.py", "bench/drift.py", "bench/dri
 def code_digest() -> str:
     import opcod_core
 
-    root = Path(opcod_core.__file__).parent
+    return tree_digest(Path(opcod_core.__file__).parent)
+
+
+def tree_digest(root: Path) -> str:
+    """The digest of the package tree at ``root``: every module's ``code_fingerprint`` but CODE_EXCLUDED's."""
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +42,9 @@ def _python(code: str, **env_extra: str) -> subprocess.CompletedProcess:
 
 @needs_avx2
 def test_pin_before_torch_runs_the_avx2_kernels():
-    out = _python("from opcod_core.bench.floatpath import pin\n"
-                  "print(pin('avx2'))\n"
+    out = _python("from opcod_core.bench.floatpath import describe, pin\n"
+                  "pin('avx2')\n"
+                  "print(describe())\n"
                   "import os, torch\n"
                   "print(torch.backends.cpu.get_cpu_capability())\n"
                   "print(os.environ['MKL_CBWR'], os.environ['ONEDNN_MAX_CPU_ISA'])")
@@ -61,9 +63,10 @@ def test_pin_after_torch_loaded_on_another_path_is_refused():
 
 
 def test_native_leaves_the_environment_and_says_what_runs():
-    out = _python("from opcod_core.bench.floatpath import pin\n"
+    out = _python("from opcod_core.bench.floatpath import describe, pin\n"
                   "import os, torch\n"
-                  "print(pin('native'))\n"
+                  "pin('native')\n"
+                  "print(describe())\n"
                   "print(any(k in os.environ for k in ('ATEN_CPU_CAPABILITY', 'MKL_CBWR', 'ONEDNN_MAX_CPU_ISA')))\n"
                   "print(torch.backends.cpu.get_cpu_capability())")
     assert out.returncode == 0, out.stderr
@@ -94,8 +97,20 @@ def test_pinned_keys_are_the_keys_from_before_the_pin_and_native_keys_differ():
     assert len({pinned, native, other}) == 3
 
 
-def test_floatpath_module_is_outside_the_code_digest_and_inside_the_key():
-    assert "bench/floatpath.py" in runcache.CODE_EXCLUDED
+def test_floatpath_module_is_outside_the_code_digest_and_inside_the_key(tmp_path):
+    import opcod_core
+
+    tree = tmp_path / "opcod_core"
+    shutil.copytree(Path(opcod_core.__file__).parent, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    assert runcache.tree_digest(tree) == runcache.code_digest()
+    floatpath = tree / "bench" / "floatpath.py"
+    floatpath.write_text(floatpath.read_text() + "\nPINNED_TOO = 'avx2'\n")
+    assert runcache.tree_digest(tree) == runcache.code_digest()  # the pin's code keys no run...
+    trainer = tree / "bench" / "fidelity.py"
+    trainer.write_text(trainer.read_text() + "\nCHANGED = 1\n")
+    assert runcache.tree_digest(tree) != runcache.code_digest()  # ...while the benchmark's code does
+    key = runcache.run_key("{}", "opcod", 0, 0, False, float_path=PINNED)
+    assert runcache.run_key("{}", "opcod", 0, 0, False, float_path="native:x86_64:AVX512") != key
 
 
 def test_student_cache_keeps_native_builds_apart(tmp_path):
