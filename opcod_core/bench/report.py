@@ -13,7 +13,7 @@ import platform
 from pathlib import Path
 
 from opcod_core.bench.stats import Interval, signed
-from opcod_core.bench.summary import cache_note, fidelity_summary, run_compute, summary_section
+from opcod_core.bench.summary import cache_note, chosen_label, fidelity_summary, run_compute, summary_section
 
 COLORS = {"opcod": "tab:red", "never": "tab:blue", "always": "tab:orange", "domain_selective": "tab:green",
           "grpo": "tab:purple", "one_way": "tab:brown"}
@@ -87,18 +87,20 @@ def _primary_table(pr: dict) -> list[str]:
     return lines
 
 
-def _selection_table(table: dict, what: str) -> list[str]:
+def _selection_table(table: dict, what: str, chosen: str | None = None) -> list[str]:
     """The lr (or τ) selection: score per method (mean final validation accuracy over the selection
-    seeds) and the mean final weight distance, so a rate that does not move the models shows."""
+    seeds), the mean final weight distance, so a rate that does not move the models shows, and the sum
+    over methods the selection rule maximises, with the row the runs used in bold."""
     methods = list(next(iter(table.values())))
     if not isinstance(next(iter(next(iter(table.values())).values())), dict):   # reports before weight distance
         return [f"| {what} | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)] + [
             f"| {k} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |" for k, row in table.items()]
-    lines = [f"| {what} | " + " | ".join(f"{m}: accuracy (‖θ−θ₀‖)" for m in methods) + " |",
-             "|---|" + "---|" * len(methods)]
+    lines = [f"| {what} | " + " | ".join(f"{m}: accuracy (‖θ−θ₀‖)" for m in methods) + " | sum (the rule) |",
+             "|---|" + "---|" * (len(methods) + 1)]
     for k, row in table.items():
+        total = f"{sum(row[m]['score'] for m in methods):.4f}"
         lines.append(f"| {k} | " + " | ".join(f"{row[m]['score']:.3f} ({row[m]['weight_l2']:.3g})" for m in methods)
-                     + " |")
+                     + (f" | **{total}** (chosen) |" if k == chosen else f" | {total} |"))
     return lines
 
 
@@ -228,7 +230,7 @@ def _pair_section(key: str, pr: dict, path: Path) -> list[str]:
     if pr.get("lr_selection"):
         anchored = any("KL anchor" in label for label in pr["lr_selection"])   # rate and anchor chosen together
         out += [f"### Learning rate{' and KL anchor' if anchored else ''} chosen on validation", ""] + _selection_table(
-            pr["lr_selection"], "lr / KL anchor" if anchored else "lr") + [""]
+            pr["lr_selection"], "lr / KL anchor" if anchored else "lr", chosen_label(pr)) + [""]
     if pr.get("tau_selection"):
         out += ["### OPCoD's τ chosen on validation (at the chosen learning rate)", "",
                 "| τ | OPCoD mean final validation accuracy | tutor decisions |", "|---|---|---|"]
@@ -266,7 +268,7 @@ def write_report(results: dict, path: Path, command: str, machine: str | None = 
                       f"methods {', '.join(results['plan']['methods'])}; {cache_note(results)})",
                       f"- Students built once with seed {results['plan']['student_seed']}"
                       + (" per seed" if results["plan"]["vary_students"] else
-                         "; every run starts from the same two students, the seeds vary training and evaluation"),
+                         "; every run of a pair starts from the same two students, the seeds vary training and evaluation"),
                       *([f"- Runs: {compute} (the learning-rate selection's validation runs are not "
                          "counted)"]
                         if (compute := run_compute(results)) else []),

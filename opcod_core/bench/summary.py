@@ -151,12 +151,24 @@ def _tally(rows: list[dict], comparison: str, first: bool) -> str | None:
     return f"{COMPARISON_TEXT[comparison]} {_and(parts)}"
 
 
+def chosen_label(pr: dict) -> str | None:
+    """The selection row the pair's runs used, as the selection labels it ("0.0001 / KL anchor 0.1")."""
+    cfg = pr.get("config") or {}
+    if "optim" not in cfg or not pr.get("lr_selection"):
+        return None
+    label = f"{cfg['optim']['lr']:g}"
+    anchored = any("KL anchor" in k for k in pr["lr_selection"])
+    return f"{label} / KL anchor {cfg['loss'].get('kl_anchor', 0.0):g}" if anchored and "loss" in cfg else label
+
+
 def _pair_sentence(key: str, pr: dict) -> str:
     """The pair's settings and, per student, its primary comparisons with the JSON's verdicts."""
     cfg = pr.get("config") or {}
     settings = []
     if "optim" in cfg:
-        settings.append(f"learning rate {cfg['optim']['lr']:g}" +
+        chosen = chosen_label(pr) or ""
+        anchor = f" and KL anchor {chosen.split('KL anchor ')[1]}" if "KL anchor" in chosen else ""
+        settings.append(f"learning rate {cfg['optim']['lr']:g}{anchor}" +
                         (" chosen on validation" if pr.get("lr_selection") else ""))
     if "gating" in cfg:
         settings.append(f"τ = {cfg['gating']['tau']:g}" + (" chosen on validation" if pr.get("tau_selection") else ""))

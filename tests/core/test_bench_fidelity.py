@@ -334,7 +334,10 @@ def test_rate_and_kl_anchor_are_selected_together_and_the_main_runs_use_the_best
             cfg = chosen.replace({"optim": {"lr": lr}, "loss": {"kl_anchor": a}})
             cfg = cfg.replace({**METHODS["never"], "seed": 0, "name": "fidelity-never-s0"})
             assert runcache.load(results, runcache.run_key(cfg.to_json(), "never", 0, 0, True)) is not None
-    assert "### Learning rate and KL anchor chosen on validation" in (tmp_path / "f.md").read_text()
+    md = (tmp_path / "f.md").read_text()
+    assert "### Learning rate and KL anchor chosen on validation" in md
+    chosen_rows = [line for line in md.splitlines() if line.endswith("(chosen) |")]
+    assert len(chosen_rows) == 1 and chosen_rows[0].startswith(f"| {best} |")   # the row the runs used, marked
     with pytest.raises(SystemExit, match="--select-kl-anchor: conflicts with --kl-anchor"):
         main(args[:-2] + ["--kl-anchor", "1", "--out", str(tmp_path / "g.md")])
     with pytest.raises(SystemExit, match="--select-kl-anchor: coefficients must be >= 0"):

@@ -15,7 +15,7 @@ import pytest
 from opcod_core.bench.aggregate import aggregate
 from opcod_core.bench.primary import primary_comparisons
 from opcod_core.bench.readme_sync import markers
-from opcod_core.bench.summary import PAIRS_KIND, TRIO_KIND, fidelity_summary, kind_of, trio_summary
+from opcod_core.bench.summary import PAIRS_KIND, TRIO_KIND, chosen_label, fidelity_summary, kind_of, trio_summary
 from opcod_core.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -364,3 +364,20 @@ def test_report_writers_put_the_summary_near_the_top(tmp_path):
     assert f"4 of {len(runs)} runs read from the result cache, which add nothing to this wall time" in text
     head = "## Summary (generated from this report's JSON)\n\n" + fidelity_summary(res, "fidelity.md") + "\n"
     assert head in text and text.index(head) < text.index("## Pair chemistry-physics")
+
+
+def test_the_chosen_rate_and_anchor_are_named_from_the_config():
+    res = _pairs_results()
+    pr = res["pairs"]["chemistry-physics"]
+    assert chosen_label(pr) == "0.0003"                       # a selection over rates alone
+    pr["lr_selection"] = {f"{lr:g} / KL anchor {a:g}": {m: {"score": 0.5, "weight_l2": 0.01} for m in ("never",)}
+                          for lr in (3e-5, 1e-4) for a in (0.0, 0.1)}
+    pr["config"].update(optim={"lr": 1e-4}, loss={"kl_anchor": 0.0})
+    assert chosen_label(pr) == "0.0001 / KL anchor 0"
+    assert "learning rate 0.0001 and KL anchor 0 chosen on validation" in fidelity_summary(res, "f.md")
+    pr["config"]["loss"]["kl_anchor"] = 0.1
+    assert "learning rate 0.0001 and KL anchor 0.1 chosen on validation" in fidelity_summary(res, "f.md")
+    del pr["lr_selection"]
+    assert chosen_label(pr) is None
+    assert "(learning rate 0.0001, τ = 0.35)" in fidelity_summary(res, "f.md")   # not selected: neither chosen nor anchor
+
