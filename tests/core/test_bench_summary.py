@@ -380,4 +380,3 @@ def test_the_chosen_rate_and_anchor_are_named_from_the_config():
     del pr["lr_selection"]
     assert chosen_label(pr) is None
     assert "(learning rate 0.0001, τ = 0.35)" in fidelity_summary(res, "f.md")   # not selected: neither chosen nor anchor
-
