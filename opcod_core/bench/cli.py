@@ -114,7 +114,7 @@ def _report_only(out: Path) -> int:
     import json
 
     from opcod_core.bench.aggregate import aggregate
-    from opcod_core.bench.fidelity import save_results
+    from opcod_core.bench.report import save_results
     from opcod_core.bench.primary import primary_comparisons
     from opcod_core.bench.report import write_report
     from opcod_core.bench.summary import PAIRS_KIND
@@ -168,7 +168,8 @@ def _check_mode_flags(args) -> None:
 def cmd_fidelity(args) -> int:
     import torch
 
-    from opcod_core.bench.fidelity import run_benchmark, save_results
+    from opcod_core.bench.fidelity import run_benchmark
+    from opcod_core.bench.report import save_results
     from opcod_core.bench.report import write_report
     from opcod_core.bench.summary import PAIRS_KIND
 
@@ -226,7 +227,7 @@ def _trio_plan(args):
 
 def cmd_trio(args) -> int:
     """``--mode trio``: run (or, with ``--report-only``, re-analyse) and write the trio report."""
-    from opcod_core.bench.fidelity import save_results
+    from opcod_core.bench.report import save_results
     from opcod_core.bench.summary import TRIO_KIND
     from opcod_core.bench.trio import poison_settings, run_trio_benchmark, trio_config
     from opcod_core.bench.trio_analysis import analyse
