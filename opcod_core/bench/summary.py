@@ -151,14 +151,21 @@ def _tally(rows: list[dict], comparison: str, first: bool) -> str | None:
     return f"{COMPARISON_TEXT[comparison]} {_and(parts)}"
 
 
+def chosen_anchor(pr: dict) -> float | None:
+    """The KL anchor the pair's runs used, when its selection was over rates and anchors (else None)."""
+    cfg = pr.get("config") or {}
+    if "loss" not in cfg or not any("KL anchor" in k for k in pr.get("lr_selection") or {}):
+        return None
+    return float(cfg["loss"].get("kl_anchor", 0.0))
+
+
 def chosen_label(pr: dict) -> str | None:
     """The selection row the pair's runs used, as the selection labels it ("0.0001 / KL anchor 0.1")."""
     cfg = pr.get("config") or {}
     if "optim" not in cfg or not pr.get("lr_selection"):
         return None
-    label = f"{cfg['optim']['lr']:g}"
-    anchored = any("KL anchor" in k for k in pr["lr_selection"])
-    return f"{label} / KL anchor {cfg['loss'].get('kl_anchor', 0.0):g}" if anchored and "loss" in cfg else label
+    anchor = chosen_anchor(pr)
+    return f"{cfg['optim']['lr']:g}" + ("" if anchor is None else f" / KL anchor {anchor:g}")
 
 
 def _pair_sentence(key: str, pr: dict) -> str:
@@ -166,8 +173,8 @@ def _pair_sentence(key: str, pr: dict) -> str:
     cfg = pr.get("config") or {}
     settings = []
     if "optim" in cfg:
-        chosen = chosen_label(pr) or ""
-        anchor = f" and KL anchor {chosen.split('KL anchor ')[1]}" if "KL anchor" in chosen else ""
+        anchor = chosen_anchor(pr)
+        anchor = "" if anchor is None else f" and KL anchor {anchor:g}"
         settings.append(f"learning rate {cfg['optim']['lr']:g}{anchor}" +
                         (" chosen on validation" if pr.get("lr_selection") else ""))
     if "gating" in cfg:
