@@ -144,8 +144,25 @@ def _recorded_check(st, cfg, data, cache_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+class StepLog:
+    """A build's progress as log lines, every ``every`` steps: the mean loss of those steps. A spread's
+    build runs for 30-80 minutes in a worker process, and without it the log is silent until it ends."""
+
+    def __init__(self, prefix: str, every: int = 500):
+        self.prefix, self.every, self.losses = prefix, every, []
+
+    def __call__(self, label: str, step: int, steps: int, loss: float) -> None:
+        self.losses.append(loss)
+        if step % self.every == 0 or step == steps:
+            mean = sum(self.losses) / len(self.losses)
+            print(f"  [{self.prefix}] {label}: step {step}/{steps}, mean loss {mean:.4f} over "
+                  f"{len(self.losses)} steps", flush=True)
+            self.losses.clear()
+
+
 def _task(args: tuple) -> list[dict]:
-    return build_world(*args)
+    seed, threads, *_rest, specialists = args
+    return build_world(*args, progress=StepLog(f"seed {seed} threads {threads} {'/'.join(specialists)}"))
 
 
 def run_spread(build_seeds: list[int], threads: list[int], cache_root: Path, jobs: int = 2,

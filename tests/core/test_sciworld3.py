@@ -432,10 +432,13 @@ def test_the_spread_report_says_whether_each_pairs_gate_opens(tmp_path):
 
 
 @pytest.mark.slow
-def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
-    from opcod_core.bench.students import build_world
+def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path, capsys):
+    from opcod_core.bench.students import StepLog, build_world
 
-    rows = build_world(0, 1, tmp_path, steps=2, decay_steps=2)
+    rows = build_world(0, 1, tmp_path, steps=2, decay_steps=2, progress=StepLog("warm-up s0 t1", every=1))
+    # a spread's build runs for up to 80 minutes in a worker: its log shows the warm-up as it goes
+    logged = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  [warm-up s0 t1] ")]
+    assert len(logged) >= 3 * 4 and all("mean loss" in ln and "over 1 steps" in ln for ln in logged)
     assert [r["student"] for r in rows] == ["chem", "phys", "elec"]
     assert [sorted(r["roles"].values()) for r in rows] == [["partial", "partial", "strong"],
                                                           ["partial", "strong", "weak"],
@@ -459,6 +462,17 @@ def test_students_spread_builds_each_specialist_and_records_a_miss(tmp_path):
     assert all(r["machine"] for r in rows)
     # one specialist alone (the unit of `opcod bench students`' parallel tasks): its row, read back
     assert build_world(0, 1, tmp_path, steps=2, decay_steps=2, rows_dir=rows_dir, specialists=("physics",)) == [rows[1]]
+
+
+def test_the_step_log_prints_the_mean_loss_every_few_steps_and_at_the_last(capsys):
+    from opcod_core.bench.students import StepLog
+
+    log = StepLog("seed 0 threads 1 physics", every=3)
+    for step, loss in enumerate([4.0, 2.0, 3.0, 1.0], start=1):
+        log("warm-up phys", step, 4, loss)
+    assert capsys.readouterr().out.splitlines() == [
+        "  [seed 0 threads 1 physics] warm-up phys: step 3/4, mean loss 3.0000 over 3 steps",
+        "  [seed 0 threads 1 physics] warm-up phys: step 4/4, mean loss 1.0000 over 1 steps"]
 
 
 def test_students_spread_runs_one_task_per_specialist(tmp_path):
