@@ -204,12 +204,15 @@ def _warm_text(w: dict) -> str:
 
 
 def pair_gaps(rows: list[dict], tau: float = 0.2) -> list[dict]:
-    """Does the gate let each pair's cognizant tutor speak? Per build (seed, threads) and pair (A, B) of
-    ``WORLD3_PAIRS``: A knows B partly, and the gate (``opcod_core.gating``) lets A tutor iff its gap
-    Delta_A = sum over the pair's domains d of (s*_d - s^A_d) / s*_d is at most tau, with s*_d the
-    better of the two on d. The per-student build check cannot see this (it needs the other student),
-    so it is checked here, on the build check's plain validation accuracies (avg@4, not the gate's own
-    avg@8 at run time: an estimate of the decision, close to the threshold a coin flip)."""
+    """Does the gate tell each pair's two tutors apart? Per build (seed, threads) and pair (A, B) of
+    ``WORLD3_PAIRS``: A knows B's domain partly (the cognizant tutor, meant to be let through) and B is weak
+    on A's (the incognizant tutor, whose wrong feedback is the harm the gate is there to block). The gate
+    (``opcod_core.gating``) lets a student tutor iff its gap Delta = sum over the pair's domains d of
+    (s*_d - s_d) / s*_d is at most tau, with s*_d the better of the two on d. The per-student build check
+    cannot see this (it needs the other student), so it is checked here, on the build check's plain
+    validation accuracies (avg@4, not the gate's own avg@8 at run time: an estimate of the decision, close
+    to the threshold a coin flip). ``intended``: the cognizant tutor's gate opens, the incognizant's stays
+    shut."""
     from opcod_core.gating import cognizance_gap
     from opcod_core.presets import WORLD3_NAMES, WORLD3_PAIRS
 
@@ -221,9 +224,13 @@ def pair_gaps(rows: list[dict], tau: float = 0.2) -> list[dict]:
             if na not in mine or nb not in mine:
                 continue
             scores = {na: {x: mine[na].get(x, 0.0) for x in (a, d)}, nb: {x: mine[nb].get(x, 0.0) for x in (a, d)}}
-            gap = cognizance_gap(scores)[na]
-            out.append({"build": b, "tutor": na, "tutee": nb, "domain": d, "tutor_score": scores[na][d],
-                        "best": max(scores[na][d], scores[nb][d]), "delta": gap, "opens": gap <= tau + 1e-9})
+            gaps = cognizance_gap(scores)
+            for tutor, tutee, domain, cognizant in ((na, nb, d, True), (nb, na, a, False)):
+                opens = gaps[tutor] <= tau + 1e-9
+                out.append({"build": b, "tutor": tutor, "tutee": tutee, "domain": domain, "cognizant": cognizant,
+                            "tutor_score": scores[tutor][domain],
+                            "best": max(scores[na][domain], scores[nb][domain]), "delta": gaps[tutor],
+                            "opens": opens, "intended": opens == cognizant})
     return out
 
 
@@ -231,12 +238,16 @@ def gate_lines(rows: list[dict], builds: list, tau: float = 0.2) -> list[str]:
     gaps = pair_gaps(rows, tau)
     if not gaps:
         return []
-    lines = ["", f"Does the gate open for each pair's cognizant tutor (Delta <= tau = {tau:g}, `pair_gaps`)?", "",
-             "| build | tutor -> tutee | domain | tutor's score | best score | Delta | gate |", "|---|---|---|---|---|---|---|"]
+    lines = ["", f"Does the gate tell each pair's tutors apart (Delta <= tau = {tau:g} opens it, `pair_gaps`)? The "
+             "cognizant tutor's gate is meant to open, the incognizant's to stay shut; a build in which both open "
+             "has no harm for the gate to block.", "",
+             "| build | tutor -> tutee | domain | tutor | tutor's score | best score | Delta | gate | as intended |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for g in gaps:
         lines.append(f"| s{g['build'][0]} t{g['build'][1]} | {g['tutor']} -> {g['tutee']} | {g['domain']} | "
+                     f"{'cognizant' if g['cognizant'] else 'incognizant'} | "
                      f"{g['tutor_score']:.3f} | {g['best']:.3f} | {g['delta']:.3f} | "
-                     f"{'opens' if g['opens'] else 'stays shut'} |")
+                     f"{'opens' if g['opens'] else 'stays shut'} | {'yes' if g['intended'] else 'NO'} |")
     return lines
 
 

@@ -419,16 +419,28 @@ def test_the_spread_report_says_whether_each_pairs_gate_opens(tmp_path):
             row("phys", {"physics": 0.94, "electricity": 0.88, "chemistry": 0.02}),
             row("elec", {"electricity": 0.95, "chemistry": 0.01, "physics": 0.01})]
     gaps = {(g["tutor"], g["tutee"]): g for g in pair_gaps(rows)}
-    assert set(gaps) == {("chem", "phys"), ("chem", "elec"), ("phys", "elec")}
+    cognizant = {("chem", "phys"), ("chem", "elec"), ("phys", "elec")}
+    assert set(gaps) == cognizant | {(b, a) for a, b in cognizant}
+    assert all(g["cognizant"] == (k in cognizant) for k, g in gaps.items())
     assert gaps[("chem", "phys")]["delta"] == pytest.approx((0.94 - 0.90) / 0.94) and gaps[("chem", "phys")]["opens"]
     assert gaps[("phys", "elec")]["delta"] == pytest.approx((0.95 - 0.88) / 0.95) and gaps[("phys", "elec")]["opens"]
     assert gaps[("chem", "elec")]["delta"] == pytest.approx((0.95 - 0.56) / 0.95)
-    assert not gaps[("chem", "elec")]["opens"]
+    assert not gaps[("chem", "elec")]["opens"] and not gaps[("chem", "elec")]["intended"]
+    # the incognizant tutor's gap covers both domains: phys on chemistry in chem-phys
+    assert gaps[("phys", "chem")]["delta"] == pytest.approx((0.93 - 0.02) / 0.93)
+    assert gaps[("phys", "chem")]["domain"] == "chemistry" and not gaps[("phys", "chem")]["opens"]
+    assert gaps[("phys", "chem")]["intended"]
     rows[0]["measured"]["electricity"] = 0.77                      # 0.77 >= 0.8 x 0.95: opens
-    assert {(g["tutor"], g["tutee"], g["opens"]) for g in pair_gaps(rows)} == {
+    assert {(g["tutor"], g["tutee"], g["opens"]) for g in pair_gaps(rows) if g["cognizant"]} == {
         ("chem", "phys", True), ("chem", "elec", True), ("phys", "elec", True)}
     text = write_spread_report(rows, tmp_path / "s.md", "cmd", "m").read_text()
-    assert "| s0 t1 | chem -> elec | electricity | 0.770 | 0.950 | 0.189 | opens |" in text
+    assert "| s0 t1 | chem -> elec | electricity | cognizant | 0.770 | 0.950 | 0.189 | opens | yes |" in text
+    # an incognizant tutor close enough to the best on the pair's domains is let through: not as intended
+    rows[2]["measured"]["physics"] = 0.80                          # elec on physics, phys 0.94 there: Delta 0.149
+    gaps = {(g["tutor"], g["tutee"]): g for g in pair_gaps(rows)}
+    assert gaps[("elec", "phys")]["opens"] and not gaps[("elec", "phys")]["intended"]
+    text = write_spread_report(rows, tmp_path / "s.md", "cmd", "m").read_text()
+    assert "| s0 t1 | elec -> phys | physics | incognizant | 0.800 | 0.940 | 0.149 | opens | NO |" in text
 
 
 @pytest.mark.slow
