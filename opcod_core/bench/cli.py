@@ -259,10 +259,18 @@ def cmd_students(args) -> int:
 
     seeds = [int(x) for x in args.build_seeds.split(",")]
     threads = [int(x) for x in args.threads.split(",")]
+    command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+    if args.probe_steps:
+        from opcod_core.bench.students import probe_path
+        from opcod_core.bench.threads_check import run_probe, write_probe
+
+        results = run_probe(seeds, threads, args.probe_steps, jobs=args.jobs,
+                            log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(f"probe: {write_probe(results, probe_path(args.out), command, machine_text(), args.probe_steps)}")
+        return 0 if all(r["identical"] for r in results) else 1
     rows = run_spread(seeds, threads, Path(args.cache_dir), jobs=args.jobs, steps=args.steps,
                       decay_steps=args.decay_steps, rows_dir=Path(args.rows_dir) if args.rows_dir else None,
                       log=lambda m: print(m, file=sys.stderr, flush=True))
-    command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     print(f"report: {write_spread_report(rows, Path(args.out), command, machine_text())}")
     return 0 if all(r["passed"] for r in rows) else 1
 
@@ -386,4 +394,7 @@ def _register_students(bsub) -> None:
     sp.add_argument("--out", default="docs/results/fidelity-v3-students.md", help="report path (.md; .json beside)")
     sp.add_argument("--rows-dir", default=None, help="where each build's row is kept, to commit so the spread "
                     "resumes on another machine (e.g. docs/results/fidelity-v3-students-rows; default: the cache)")
+    sp.add_argument("--probe-steps", type=int, default=0, help="instead of building: run the first N warm-up "
+                    "steps of every specialist's first attempt under each thread count and compare them step by step "
+                    "(opcod_core.bench.threads_check; kept next to --out as <stem>-threads-probe.json, read by the report)")
     sp.set_defaults(func=cmd_students)

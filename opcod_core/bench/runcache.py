@@ -35,7 +35,8 @@ from pathlib import Path
 # Files whose edits cannot change a run's numbers (reporting and command lines).
 CODE_EXCLUDED = ("bench/report.py", "bench/cli.py", "bench/drift.py", "bench/drift_cli.py", "bench/runcache.py",
                  "bench/primary.py", "bench/trio_analysis.py", "bench/trio_report.py", "bench/summary.py",
-                 "bench/readme_sync.py", "bench/students.py", "bench/floatpath.py", "cli.py")
+                 "bench/readme_sync.py", "bench/students.py", "bench/floatpath.py", "bench/threads_check.py",
+                 "cli.py")
 
 
 @functools.lru_cache(maxsize=1)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from opcod_core.bench import runcache
+from opcod_core.bench.threads_check import probe_lines, thread_lines
 
 ROLES = ("strong", "partial", "weak", "unknown")
 
@@ -72,7 +73,9 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         done, found = _row_paths(cache_dir, rows_dir, threads, st, cfg, data)
         if found is not None:
             rows.append(json.loads(found.read_text()))
-            if found != done:
+            digest = _digest_of(rows[-1], cache_dir, st, cfg, data)
+            if found != done or digest != rows[-1].get("weights_sha256"):
+                rows[-1]["weights_sha256"] = digest
                 runcache.store(done.parent, done.stem, rows[-1])
             print(f"  [seed {build_seed} threads {threads}] {st.name}: read from {found}", flush=True)
             continue
@@ -91,6 +94,7 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
                      "expect": {d: list(b) for d, b in (st.warmup_expect or {}).items()},
                      "steps": st.warmup_sft_steps, "warmup": warm, "build_s": time.perf_counter() - t0,
                      "machine": machine_text()})
+        rows[-1]["weights_sha256"] = _digest_of(rows[-1], cache_dir, st, cfg, data)   # None when it missed
         runcache.store(done.parent, done.stem, rows[-1])   # atomically: a killed build leaves no half row
         print(f"  [seed {build_seed} threads {threads}] {st.name}: "   # each build as it ends (a world takes hours)
               + ", ".join(f"{d} {v:.3f}" for d, v in measured.items()) + f"; {_warm_text(warm)}", flush=True)
@@ -106,6 +110,19 @@ def _row_paths(cache_dir: Path, rows_dir: Path | None, threads: int, st, cfg, da
     cached = Path(cache_dir) / "spread" / f"{key}-{st.name}.json"
     target = cached if rows_dir is None else Path(rows_dir) / f"{key}-{st.name}-t{threads}.json"
     return target, next((p for p in (target, cached) if p.exists()), None)
+
+
+def _digest_of(row: dict, cache_dir: Path, st, cfg, data) -> str | None:
+    """The digest of the student a passed build cached (``threads_check.student_digest``): the one its
+    row records, else the one in this cache (a row built before rows kept it), else None."""
+    if not row.get("passed"):
+        return None
+    if row.get("weights_sha256"):
+        return row["weights_sha256"]
+    from opcod_core.bench.threads_check import student_digest
+    from opcod_core.build import warmup_data, warmup_key
+
+    return student_digest(Path(cache_dir) / "warm" / warmup_key(st, cfg, 0, warmup_data(st, cfg, data)) / st.name)
 
 
 def machine_text() -> str:
@@ -275,6 +292,11 @@ def self_teacher_lines(rows: list[dict], builds: list) -> list[str]:
     return lines
 
 
+def probe_path(report: Path) -> Path:
+    """Where the thread probe of a students report is kept (``threads_check.write_probe``)."""
+    return Path(report).with_name(f"{Path(report).stem}-threads-probe.json")
+
+
 def write_spread_report(rows: list[dict], path: Path, command: str, machine: str) -> Path:
     path = Path(path)
     builds = sorted({(r["build_seed"], r["threads"]) for r in rows})
@@ -297,6 +319,8 @@ def write_spread_report(rows: list[dict], path: Path, command: str, machine: str
                          + f" | {min(vals):.3f}–{max(vals):.3f} | {ok}/{len(vals)} |")
     lines += self_teacher_lines(rows, builds)
     lines += gate_lines(rows, builds)
+    lines += thread_lines(rows)
+    lines += probe_lines(probe_path(path))
     lines += ["", "Each build's warm-up (steps run; with the converge schedule, the step its decay began; the "
               "mean loss of its last 50 steps; wall time):", ""]
     lines += [f"- {r['student']} s{r['build_seed']} t{r['threads']}: {_warm_text(r.get('warmup') or {})}, "

@@ -1,0 +1,161 @@
+"""Does a v3 specialist's build depend on the torch thread count? (the fidelity issue, point 5)
+
+A different thread count can change the order of a reduction, and so the last bits of the floats, the
+way another CPU's kernels do; a warm-up of thousands of steps at a high learning rate can amplify those
+bits into another student. The benchmarks pin the float path (``floatpath``), and whether that pin also
+makes the build independent of the thread count is a question for measurement, answered two ways here:
+
+* **whole builds**: a build's row keeps the digest of the student it cached (``weights_sha256``, the
+  SHA-256 of its saved tensors in name order); two builds of one specialist and build seed under
+  different thread counts are the same student iff the digests are equal (``thread_lines``). A build
+  that missed caches nothing, and is compared by what it measured and what its warm-up did instead;
+* **a probe** (``opcod bench students --probe-steps N``): the first N warm-up steps of every specialist's
+  first attempt, under each thread count in its own spawned process, compared step by step (every
+  step's training loss, exactly) and by the weights after them. It takes minutes where the builds take
+  hours, and says at which step, if any, two thread counts first part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+
+def tensors_digest(tensors: dict) -> str:
+    """SHA-256 of the tensors' bytes in name order (the same floats give the same digest)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def student_digest(student_dir: Path) -> str | None:
+    """The digest of a cached student's saved tensors (``model.safetensors``), or None when there is none."""
+    path = Path(student_dir) / "model.safetensors"
+    if not path.exists():
+        return None
+    from safetensors.torch import load_file
+
+    return tensors_digest(load_file(str(path)))
+
+
+def thread_lines(rows: list[dict]) -> list[str]:
+    """Per specialist and build seed built under more than one thread count: are the builds the same?"""
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        groups.setdefault((r["student"], r["build_seed"]), {})[r["threads"]] = r
+    compared = {k: v for k, v in sorted(groups.items()) if len(v) > 1}
+    if not compared:
+        return []
+    lines = ["", "Does the build depend on the torch thread count (`threads_check`)? Builds that passed are "
+             "compared by the digest of the student they cached, builds that missed by what they measured and "
+             "what their warm-up did:", "", "| specialist | build seed | threads | compared by | same build |",
+             "|---|---|---|---|---|"]
+    for (name, seed), by_threads in compared.items():
+        builds = [by_threads[t] for t in sorted(by_threads)]
+        digests = [b.get("weights_sha256") for b in builds]
+        if all(digests):
+            how, same = "weights", len(set(digests)) == 1
+        else:
+            how = "measured split and warm-up record"
+            same = len({json.dumps([b["passed"], b["measured"], b.get("warmup")], sort_keys=True) for b in builds}) == 1
+        lines.append(f"| {name} | {seed} | {', '.join(str(t) for t in sorted(by_threads))} | {how} | "
+                     f"{'yes' if same else 'NO'} |")
+    return lines
+
+
+def probe(build_seed: int, strong: str, threads: int, steps: int) -> dict:
+    """The first ``steps`` warm-up steps of the ``strong`` specialist's first attempt at ``build_seed``
+    under ``threads`` torch threads: a real build of the preset's student with only its length changed
+    (``warmup_sft_steps``, a constant rate: the converge schedule's rate before its decay), no build check
+    and no cache. Returns every step's loss (``repr``, exact) and the digest of the weights after them."""
+    import torch
+
+    from opcod_core.build import build_student
+    from opcod_core.config import RunConfig
+    from opcod_core.data import load_dataset
+    from opcod_core.presets import WORLD3_PAIRS, world3_pair
+    from opcod_core.trainer import data_spec
+
+    torch.set_num_threads(threads)
+    pair = next(p for p in WORLD3_PAIRS if strong in p)
+    at = pair.index(strong)
+    raw = world3_pair(*pair, build_seed=build_seed)
+    raw["students"][at].update(warmup_sft_steps=steps, warmup_schedule="constant", warmup_attempts=1,
+                               warmup_expect=None, warmup_self_teacher_tolerance=None)
+    cfg = RunConfig.from_dict(raw)
+    losses: list[str] = []
+    rt = build_student(at, cfg, load_dataset(data_spec(cfg)), cache_dir=None,
+                       progress=lambda _label, _step, _steps, loss: losses.append(repr(float(loss))))
+    return {"student": cfg.students[at].name, "build_seed": build_seed, "threads": threads, "steps": len(losses),
+            "losses": losses, "weights_sha256": tensors_digest(rt.model.state_dict()),
+            "torch_threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _probe_task(args: tuple) -> dict:
+    return probe(*args)
+
+
+def run_probe(build_seeds: list[int], threads: list[int], steps: int, jobs: int = 2, log=print,
+              specialists: tuple[str, ...] | None = None) -> list[dict]:
+    """``probe`` for every build seed, specialist (``specialists``' strong domains; default all three) and
+    thread count, each in its own spawned process (the pinned float path is inherited through the
+    environment); one result per (specialist, build seed) comparing the thread counts."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from opcod_core.presets import WORLD3_DOMAINS
+
+    domains = specialists or WORLD3_DOMAINS
+    tasks = [(seed, strong, t, steps) for seed in build_seeds for strong in domains for t in threads]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_probe_task, tasks))
+    out = []
+    for seed in build_seeds:
+        for strong in domains:
+            mine = [r for r, task in zip(results, tasks) if task[0] == seed and task[1] == strong]
+            out.append(compare_probes(mine))
+            log(f"  probe seed {seed} {out[-1]['student']}: threads {out[-1]['threads']} "
+                + ("identical" if out[-1]["identical"] else f"part at step {out[-1]['first_difference']}"))
+    return out
+
+
+def compare_probes(probes: list[dict]) -> dict:
+    """One specialist's probes under several thread counts: identical (every loss and the final weights)
+    or the first step (1-based) at which a loss differs from the first thread count's."""
+    first = probes[0]
+    parted = [next((i + 1 for i, (a, b) in enumerate(zip(first["losses"], p["losses"])) if a != b), None)
+              for p in probes[1:]]
+    steps_differ = any(len(p["losses"]) != len(first["losses"]) for p in probes[1:])
+    same_weights = all(p["weights_sha256"] == first["weights_sha256"] for p in probes[1:])
+    known = [s for s in parted if s is not None]
+    return {"student": first["student"], "build_seed": first["build_seed"], "threads": [p["threads"] for p in probes],
+            "steps": first["steps"], "identical": not known and not steps_differ and same_weights,
+            "first_difference": min(known) if known else None, "same_weights": same_weights,
+            "first_losses": first["losses"][:3], "capability": sorted({p["capability"] for p in probes})}
+
+
+def probe_lines(path: Path) -> list[str]:
+    """The probe's section of the students report, from its JSON (``write_probe``), if there is one."""
+    if not Path(path).exists():
+        return []
+    data = json.loads(Path(path).read_text())
+    lines = ["", f"Probe (`{data['command']}`, {data['machine']}): the first {data['steps']} warm-up steps of each "
+             "specialist's first attempt under each thread count, compared step by step (every training loss, "
+             "exactly) and by the weights after them:", "",
+             "| specialist | build seed | threads | steps | every loss equal | weights equal | first step that differs |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        lines.append(f"| {r['student']} | {r['build_seed']} | {', '.join(map(str, r['threads']))} | {r['steps']} | "
+                     f"{'no' if r['first_difference'] else 'yes'} | {'yes' if r['same_weights'] else 'no'} | "
+                     f"{r['first_difference'] or '–'} |")
+    return lines
+
+
+def write_probe(results: list[dict], path: Path, command: str, machine: str, steps: int) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"command": command, "machine": machine, "steps": steps, "results": results}, indent=1))
+    return path
