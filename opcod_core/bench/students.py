@@ -52,31 +52,19 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
 
     from opcod_core.build import build_student, warmup_data
     from opcod_core.build_check import BuildCheckError, measure_student
-    from opcod_core.config import RunConfig
     from opcod_core.data import load_dataset
-    from opcod_core.presets import WORLD3_DOMAINS, WORLD3_PAIRS, world3_pair
+    from opcod_core.presets import WORLD3_DOMAINS
     from opcod_core.trainer import data_spec
 
     torch.set_num_threads(threads)
     rows = []
     for strong in specialists or WORLD3_DOMAINS:
-        pair = next(p for p in WORLD3_PAIRS if strong in p)     # any pair that holds it: one key across pairs
-        at = pair.index(strong)
-        raw = world3_pair(*pair, build_seed=build_seed)
-        if steps is not None:
-            raw["students"][at]["warmup_sft_steps"] = steps
-        if decay_steps is not None:
-            raw["students"][at]["warmup_decay_steps"] = decay_steps
-        cfg = RunConfig.from_dict(raw)
+        at, cfg = _specialist_config(strong, build_seed, steps, decay_steps)
         st = cfg.students[at]
         data = load_dataset(data_spec(cfg))
         done, found = _row_paths(cache_dir, rows_dir, threads, st, cfg, data)
         if found is not None:
-            rows.append(json.loads(found.read_text()))
-            digest = _digest_of(rows[-1], cache_dir, st, cfg, data)
-            if found != done or digest != rows[-1].get("weights_sha256"):
-                rows[-1]["weights_sha256"] = digest
-                runcache.store(done.parent, done.stem, rows[-1])
+            rows.append(_read_row(found, done, cache_dir, st, cfg, data))
             print(f"  [seed {build_seed} threads {threads}] {st.name}: read from {found}", flush=True)
             continue
         t0 = time.perf_counter()
@@ -99,6 +87,33 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         print(f"  [seed {build_seed} threads {threads}] {st.name}: "   # each build as it ends (a world takes hours)
               + ", ".join(f"{d} {v:.3f}" for d, v in measured.items()) + f"; {_warm_text(warm)}", flush=True)
     return rows
+
+
+def _specialist_config(strong: str, build_seed: int, steps: int | None, decay_steps: int | None):
+    """(position, run config) of the specialist of ``strong``: any pair that holds it (one warm-up key
+    across pairs), its warm-up length overridden where asked."""
+    from opcod_core.config import RunConfig
+    from opcod_core.presets import WORLD3_PAIRS, world3_pair
+
+    pair = next(p for p in WORLD3_PAIRS if strong in p)
+    at = pair.index(strong)
+    raw = world3_pair(*pair, build_seed=build_seed)
+    if steps is not None:
+        raw["students"][at]["warmup_sft_steps"] = steps
+    if decay_steps is not None:
+        raw["students"][at]["warmup_decay_steps"] = decay_steps
+    return at, RunConfig.from_dict(raw)
+
+
+def _read_row(found: Path, done: Path, cache_dir: Path, st, cfg, data) -> dict:
+    """A build's row read back; copied to where rows are written, with the digest of its cached student
+    when it lacked one (``_digest_of``)."""
+    row = json.loads(found.read_text())
+    digest = _digest_of(row, cache_dir, st, cfg, data)
+    if found != done or digest != row.get("weights_sha256"):
+        row["weights_sha256"] = digest
+        runcache.store(done.parent, done.stem, row)
+    return row
 
 
 def _row_paths(cache_dir: Path, rows_dir: Path | None, threads: int, st, cfg, data) -> tuple[Path, Path | None]:
