@@ -199,7 +199,7 @@ def _task(args: tuple) -> list[dict]:
 
 def run_spread(build_seeds: list[int], threads: list[int], cache_root: Path, jobs: int = 2,
                steps: int | None = None, log=print, decay_steps: int | None = None,
-               rows_dir: Path | None = None) -> list[dict]:
+               rows_dir: Path | None = None, specialists: tuple[str, ...] | None = None) -> list[dict]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -208,7 +208,7 @@ def run_spread(build_seeds: list[int], threads: list[int], cache_root: Path, job
     # one task per specialist, not per world: the three builds of a seed are independent, and the longest
     # one (about 35 min at one thread) then bounds a seed's wall time instead of the sum (about 75 min)
     tasks = [(seed, t, Path(cache_root) / f"threads-{t}", steps, decay_steps, rows_dir, (strong,))
-             for t in threads for seed in build_seeds for strong in WORLD3_DOMAINS]
+             for t in threads for seed in build_seeds for strong in specialists or WORLD3_DOMAINS]
     rows: list[dict] = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_task, t): t for t in tasks}

@@ -110,7 +110,9 @@ def run_probe(build_seeds: list[int], threads: list[int], steps: int, jobs: int 
 
     domains = specialists or WORLD3_DOMAINS
     tasks = [(seed, strong, t, steps) for seed in build_seeds for strong in domains for t in threads]
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # one process per task (max_tasks_per_child): a thread count is never changed inside a process
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
         results = list(pool.map(_probe_task, tasks))
     out = []
     for seed in build_seeds:

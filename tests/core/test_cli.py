@@ -48,3 +48,8 @@ def test_train_never_deletes_an_earlier_run_unless_told(tmp_path: Path):
     assert res.returncode == 2 and "--resume" in res.stderr and "--overwrite" in res.stderr
     assert (out / "events.jsonl").read_text() == '{"type": "run_start"}\n'   # untouched
     assert (out / "checkpoints" / "task-000003").is_dir() and not (out / "config.json").exists()
+
+
+def test_bench_students_names_an_unknown_specialist():
+    res = run("bench", "students", "--specialists", "physics,biology", "--probe-steps", "1", "--out", "/tmp/x.md")
+    assert res.returncode != 0 and "--specialists: biology not among chemistry, physics, electricity" in res.stderr

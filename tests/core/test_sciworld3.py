@@ -510,6 +510,9 @@ def test_students_spread_runs_one_task_per_specialist(tmp_path):
     logged = []
     rows = run_spread([0], [1], tmp_path / "cache", jobs=2, log=logged.append, rows_dir=rows_dir)
     assert [r["student"] for r in rows] == ["chem", "elec", "phys"] and len(logged) == 3
+    # --specialists: one build of a seed alone (a spread at two threads runs them one at a time)
+    assert [r["student"] for r in run_spread([0], [1], tmp_path / "cache", jobs=1, log=logged.append,
+                                             rows_dir=rows_dir, specialists=("electricity",))] == ["elec"]
 
 
 def test_converge_schedule_decays_after_the_loss_drops_whenever_it_drops():
