@@ -335,7 +335,7 @@ def write_spread_report(rows: list[dict], path: Path, command: str, machine: str
     lines += self_teacher_lines(rows, builds)
     lines += gate_lines(rows, builds)
     lines += thread_lines(rows)
-    lines += probe_lines(probe_path(path))
+    lines += probe_lines(probe_path(path), rows)
     lines += ["", "Each build's warm-up (steps run; with the converge schedule, the step its decay began; the "
               "mean loss of its last 50 steps; wall time):", ""]
     lines += [f"- {r['student']} s{r['build_seed']} t{r['threads']}: {_warm_text(r.get('warmup') or {})}, "

@@ -136,23 +136,50 @@ def compare_probes(probes: list[dict]) -> dict:
     return {"student": first["student"], "build_seed": first["build_seed"], "threads": [p["threads"] for p in probes],
             "steps": first["steps"], "identical": not known and not steps_differ and same_weights,
             "first_difference": min(known) if known else None, "same_weights": same_weights,
-            "first_losses": first["losses"][:3], "capability": sorted({p["capability"] for p in probes})}
+            "first_losses": first["losses"][:3], "mean_loss": round(sum(map(float, first["losses"])) / len(first["losses"]), 4),
+            "capability": sorted({p["capability"] for p in probes})}
 
 
-def probe_lines(path: Path) -> list[str]:
-    """The probe's section of the students report, from its JSON (``write_probe``), if there is one."""
+def first_window(rows: list[dict], student: str, build_seed: int, threads: int) -> float | None:
+    """The mean loss of the first recorded window (``build.LOSS_CURVE_WINDOW`` steps) of a build's first
+    attempt, from its row: the attempt that passed if it was the first, else the first discarded one."""
+    for r in rows:
+        if (r["student"], r["build_seed"], r["threads"]) != (student, build_seed, threads):
+            continue
+        warm = r.get("warmup") or {}
+        first = warm if warm.get("attempt", 0) == 0 else next(
+            (d for d in warm.get("discarded", ()) if d.get("attempt") == 0), {})
+        curve = first.get("loss_curve") or []
+        return curve[0] if curve else None
+    return None
+
+
+def probe_lines(path: Path, rows: list[dict] = ()) -> list[str]:
+    """The probe's section of the students report, from its JSON (``write_probe``), if there is one. With
+    ``rows`` and a probe of one loss window: does the probe follow the build (its mean loss against the
+    first window of the build's first attempt, to the row's 4 decimals)?"""
+    from opcod_core.build import LOSS_CURVE_WINDOW
+
     if not Path(path).exists():
         return []
     data = json.loads(Path(path).read_text())
+    window = data["steps"] == LOSS_CURVE_WINDOW
     lines = ["", f"Probe (`{data['command']}`, {data['machine']}): the first {data['steps']} warm-up steps of each "
              "specialist's first attempt under each thread count, compared step by step (every training loss, "
-             "exactly) and by the weights after them:", "",
-             "| specialist | build seed | threads | steps | every loss equal | weights equal | first step that differs |",
-             "|---|---|---|---|---|---|---|"]
+             "exactly) and by the weights after them" + (
+                 "; the probe's mean loss against the build row's first window (the same steps of the same attempt "
+                 "at one thread: equal when the probe follows the build)" if window else "") + ":", "",
+             "| specialist | build seed | threads | steps | every loss equal | weights equal | first step that differs |"
+             + (" probe's mean loss | build's first window |" if window else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if window else "")]
     for r in data["results"]:
-        lines.append(f"| {r['student']} | {r['build_seed']} | {', '.join(map(str, r['threads']))} | {r['steps']} | "
-                     f"{'no' if r['first_difference'] else 'yes'} | {'yes' if r['same_weights'] else 'no'} | "
-                     f"{r['first_difference'] or '–'} |")
+        line = (f"| {r['student']} | {r['build_seed']} | {', '.join(map(str, r['threads']))} | {r['steps']} | "
+                f"{'no' if r['first_difference'] else 'yes'} | {'yes' if r['same_weights'] else 'no'} | "
+                f"{r['first_difference'] or '–'} |")
+        if window:
+            built = first_window(rows, r["student"], r["build_seed"], 1)
+            line += f" {r['mean_loss']:.4f} | {'–' if built is None else f'{built:.4f}'} |"
+        lines.append(line)
     return lines
 
 

@@ -122,3 +122,29 @@ def test_the_probe_runs_each_specialists_first_steps_under_each_thread_count(tmp
     for r in results:
         assert (f"| {r['student']} | 0 | 1, 2 | 2 | {'no' if r['first_difference'] else 'yes'} | "
                 f"{'yes' if r['same_weights'] else 'no'} |") in text
+
+
+def test_a_probe_of_one_loss_window_is_checked_against_the_builds_first_window(tmp_path):
+    """The build rows keep the mean loss per 250 steps; a probe of 250 steps follows the build when its mean
+    loss equals the first window of the build's first attempt (the discarded one when a later one passed)."""
+    from opcod_core.bench.threads_check import first_window, probe_lines, write_probe
+    from opcod_core.build import LOSS_CURVE_WINDOW
+
+    rows = [{"student": "chem", "build_seed": 0, "threads": 1, "warmup": {"attempt": 0, "loss_curve": [1.2094, 0.328]}},
+            {"student": "elec", "build_seed": 0, "threads": 1,
+             "warmup": {"attempt": 1, "loss_curve": [1.4097], "discarded": [{"attempt": 0, "loss_curve": [1.4722]}]}},
+            {"student": "phys", "build_seed": 0, "threads": 1, "warmup": {"steps": 10}}]
+    assert first_window(rows, "chem", 0, 1) == 1.2094 and first_window(rows, "elec", 0, 1) == 1.4722
+    assert first_window(rows, "phys", 0, 1) is None and first_window(rows, "chem", 1, 1) is None
+
+    def result(name, mean, parted=None):
+        return {"student": name, "build_seed": 0, "threads": [1, 2], "steps": LOSS_CURVE_WINDOW,
+                "identical": parted is None, "first_difference": parted, "same_weights": parted is None,
+                "mean_loss": mean}
+    path = write_probe([result("chem", 1.2094), result("elec", 1.5, parted=7), result("phys", 1.3)],
+                       tmp_path / "p.json", "opcod bench students --probe-steps 250", "m", LOSS_CURVE_WINDOW)
+    lines = probe_lines(path, rows)
+    assert "| chem | 0 | 1, 2 | 250 | yes | yes | – | 1.2094 | 1.2094 |" in lines
+    assert "| elec | 0 | 1, 2 | 250 | no | no | 7 | 1.5000 | 1.4722 |" in lines
+    assert "| phys | 0 | 1, 2 | 250 | yes | yes | – | 1.3000 | – |" in lines
+    assert probe_lines(tmp_path / "missing.json", rows) == []
