@@ -1,5 +1,6 @@
 """``opcod bench fidelity``: runs the fidelity benchmark and writes its report (``opcod bench drift`` is
-registered from ``opcod_core.bench.drift_cli``).
+registered from ``opcod_core.bench.drift_cli``, ``opcod bench students`` from
+``opcod_core.bench.students_cli``).
 
 Full mode (default): the ``sciworld`` students for each pair, seeds 0-2, all six methods, the preset's
 schedule. ``--quick``: one seed, R × K = 1 × 2, small batches and evaluations, and students warmed up for
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import get_args
 
 from opcod_core.bench.drift_cli import register_drift
+from opcod_core.bench.students_cli import register_students
 from opcod_core.bench.floatpath import add_float_path, machine_note
 from opcod_core.config import LossConfig, deep_merge
 
@@ -254,41 +256,6 @@ def cmd_trio(args) -> int:
     return 0
 
 
-def _specialists(text: str | None) -> tuple[str, ...] | None:
-    """``--specialists``: the strong domains of the specialists to build (default all of the v3 world)."""
-    from opcod_core.presets import WORLD3_DOMAINS
-
-    if not text:
-        return None
-    names = tuple(x.strip() for x in text.split(","))
-    unknown = [n for n in names if n not in WORLD3_DOMAINS]
-    if unknown:
-        raise SystemExit(f"--specialists: {', '.join(unknown)} not among {', '.join(WORLD3_DOMAINS)}")
-    return names
-
-
-def cmd_students(args) -> int:
-    from opcod_core.bench.students import machine_text, run_spread, write_spread_report
-
-    seeds = [int(x) for x in args.build_seeds.split(",")]
-    threads = [int(x) for x in args.threads.split(",")]
-    command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
-    if args.probe_steps:
-        from opcod_core.bench.students import probe_path
-        from opcod_core.bench.threads_check import run_probe, write_probe
-
-        results = run_probe(seeds, threads, args.probe_steps, jobs=args.jobs, specialists=_specialists(args.specialists),
-                            log=lambda m: print(m, file=sys.stderr, flush=True))
-        print(f"probe: {write_probe(results, probe_path(args.out), command, machine_text(), args.probe_steps)}")
-        return 0 if all(r["identical"] for r in results) else 1
-    rows = run_spread(seeds, threads, Path(args.cache_dir), jobs=args.jobs, steps=args.steps,
-                      decay_steps=args.decay_steps, rows_dir=Path(args.rows_dir) if args.rows_dir else None,
-                      specialists=_specialists(args.specialists),
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(f"report: {write_spread_report(rows, Path(args.out), command, machine_text())}")
-    return 0 if all(r["passed"] for r in rows) else 1
-
-
 def cmd_readme(args) -> int:
     from opcod_core.bench.readme_sync import run
 
@@ -301,7 +268,7 @@ def register(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks of the algorithm (science-world fidelity)")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     _register_fidelity(bsub, default_cache_dir)
-    _register_students(bsub)
+    register_students(bsub)
     register_drift(bsub, default_cache_dir)
     _register_readme(bsub)
     for name in ("fidelity", "students", "drift"):
@@ -392,25 +359,3 @@ def _register_trio(fi) -> None:
                     "automatic quarantine in the poisoned runs (default: the config's, 0.5)")
     fi.add_argument("--quarantine-within", type=int, default=None, metavar="STEPS", help="trio: the stated bound, "
                     "in global steps after the poison, within which auto-quarantine must catch the tutor (default 2K)")
-
-
-def _register_students(bsub) -> None:
-    sp = bsub.add_parser("students", help="build the v3 specialists per build seed and torch thread count, "
-                         "report the spread of their knowledge split")
-    sp.add_argument("--build-seeds", default="0,1,2", help="build seeds (comma-separated)")
-    sp.add_argument("--threads", default="1,2", help="torch thread counts (comma-separated)")
-    sp.add_argument("--steps", type=int, default=None,
-                    help="warm-up steps, with the converge schedule the most before the decay (default: the preset's)")
-    sp.add_argument("--decay-steps", type=int, default=None, help="decay steps of the converge schedule "
-                    "(default: the preset's)")
-    sp.add_argument("--jobs", type=int, default=2, help="builds in parallel processes")
-    sp.add_argument("--cache-dir", default="/tmp/opcod-students", help="root of the per-thread-count caches")
-    sp.add_argument("--out", default="docs/results/fidelity-v3-students.md", help="report path (.md; .json beside)")
-    sp.add_argument("--rows-dir", default=None, help="where each build's row is kept, to commit so the spread "
-                    "resumes on another machine (e.g. docs/results/fidelity-v3-students-rows; default: the cache)")
-    sp.add_argument("--specialists", default=None, help="strong domains of the specialists to build or probe "
-                    "(comma-separated; default: chemistry,physics,electricity)")
-    sp.add_argument("--probe-steps", type=int, default=0, help="instead of building: run the first N warm-up "
-                    "steps of every specialist's first attempt under each thread count and compare them step by step "
-                    "(opcod_core.bench.threads_check; kept next to --out as <stem>-threads-probe.json, read by the report)")
-    sp.set_defaults(func=cmd_students)
