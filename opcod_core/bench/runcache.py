@@ -36,7 +36,7 @@ from pathlib import Path
 CODE_EXCLUDED = ("bench/report.py", "bench/cli.py", "bench/drift.py", "bench/drift_cli.py", "bench/runcache.py",
                  "bench/primary.py", "bench/trio_analysis.py", "bench/trio_report.py", "bench/summary.py",
                  "bench/readme_sync.py", "bench/students.py", "bench/floatpath.py", "bench/threads_check.py",
-                 "bench/students_cli.py", "cli.py")
+                 "bench/students_cli.py", "bench/students_report.py", "cli.py")
 
 
 @functools.lru_cache(maxsize=1)

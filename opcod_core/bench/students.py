@@ -27,10 +27,8 @@ import time
 from pathlib import Path
 
 from opcod_core.bench import runcache
-from opcod_core.bench.threads_check import probe_lines, thread_lines
-
-ROLES = ("strong", "partial", "weak", "unknown")
-
+from opcod_core.bench.students_report import warm_text
+from opcod_core.bench.threads_check import compare_probes, tensors_digest
 
 def domain_roles(st) -> dict[str, str]:
     """Each domain's role for a v3 specialist: strong (its own), partial (partly known, right where it
@@ -59,7 +57,7 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
     torch.set_num_threads(threads)
     rows = []
     for strong in specialists or WORLD3_DOMAINS:
-        at, cfg = _specialist_config(strong, build_seed, steps, decay_steps)
+        at, cfg = specialist_config(strong, build_seed, steps, decay_steps)
         st = cfg.students[at]
         data = load_dataset(data_spec(cfg))
         done, found = _row_paths(cache_dir, rows_dir, threads, st, cfg, data)
@@ -85,23 +83,24 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         rows[-1]["weights_sha256"] = _digest_of(rows[-1], cache_dir, st, cfg, data)   # None when it missed
         runcache.store(done.parent, done.stem, rows[-1])   # atomically: a killed build leaves no half row
         print(f"  [seed {build_seed} threads {threads}] {st.name}: "   # each build as it ends (a world takes hours)
-              + ", ".join(f"{d} {v:.3f}" for d, v in measured.items()) + f"; {_warm_text(warm)}", flush=True)
+              + ", ".join(f"{d} {v:.3f}" for d, v in measured.items()) + f"; {warm_text(warm)}", flush=True)
     return rows
 
 
-def _specialist_config(strong: str, build_seed: int, steps: int | None, decay_steps: int | None):
+def specialist_config(strong: str, build_seed: int, steps: int | None = None, decay_steps: int | None = None,
+                      **overrides):
     """(position, run config) of the specialist of ``strong``: any pair that holds it (one warm-up key
-    across pairs), its warm-up length overridden where asked."""
+    across pairs), its warm-up length and any other student field (``overrides``) overridden where asked."""
     from opcod_core.config import RunConfig
     from opcod_core.presets import WORLD3_PAIRS, world3_pair
 
     pair = next(p for p in WORLD3_PAIRS if strong in p)
     at = pair.index(strong)
     raw = world3_pair(*pair, build_seed=build_seed)
-    if steps is not None:
-        raw["students"][at]["warmup_sft_steps"] = steps
-    if decay_steps is not None:
-        raw["students"][at]["warmup_decay_steps"] = decay_steps
+    for name, value in (("warmup_sft_steps", steps), ("warmup_decay_steps", decay_steps)):
+        if value is not None:
+            raw["students"][at][name] = value
+    raw["students"][at].update(overrides)
     return at, RunConfig.from_dict(raw)
 
 
@@ -221,130 +220,53 @@ def run_spread(build_seeds: list[int], threads: list[int], cache_root: Path, job
     return sorted(rows, key=lambda r: (r["student"], r["build_seed"], r["threads"]))
 
 
-def _warm_text(w: dict) -> str:
-    if not w:
-        return "not recorded"
-    decay = f", decay from step {w['decay_start']}" if w.get("decay_start") is not None else ""
-    text = f"{w.get('steps')} steps{decay}, final loss {w.get('final_loss', float('nan')):.3f}"
-    if "attempt" not in w:
-        return text
-    discarded = [f"attempt {d['attempt'] + 1} " + (
-        f"given up unconverged at step {d['steps']} (loss {d.get('final_loss', float('nan')):.3f})" if d.get("gave_up")
-        else "missed (" + ", ".join(f"{dom} {v:.3f}" for dom, v in (d.get("measured") or {}).items()) + ")")
-        for d in w.get("discarded", ())]
-    return f"attempt {w['attempt'] + 1}: {text}" + (f"; before it: {'; '.join(discarded)}" if discarded else "")
+def probe(build_seed: int, strong: str, threads: int, steps: int) -> dict:
+    """The first ``steps`` warm-up steps of the ``strong`` specialist's first attempt at ``build_seed``
+    under ``threads`` torch threads: a real build of the preset's student with only its length changed
+    (``warmup_sft_steps``, a constant rate: the converge schedule's rate before its decay), no build check
+    and no cache. Returns every step's loss (``repr``, exact) and the digest of the weights after them."""
+    import torch
+
+    from opcod_core.build import build_student
+    from opcod_core.data import load_dataset
+    from opcod_core.trainer import data_spec
+
+    torch.set_num_threads(threads)
+    at, cfg = specialist_config(strong, build_seed, steps=steps, warmup_schedule="constant", warmup_attempts=1,
+                                warmup_expect=None, warmup_self_teacher_tolerance=None)
+    losses: list[str] = []
+    rt = build_student(at, cfg, load_dataset(data_spec(cfg)), cache_dir=None,
+                       progress=lambda _label, _step, _steps, loss: losses.append(repr(float(loss))))
+    return {"student": cfg.students[at].name, "build_seed": build_seed, "threads": threads, "steps": len(losses),
+            "losses": losses, "weights_sha256": tensors_digest(rt.model.state_dict()),
+            "torch_threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def pair_gaps(rows: list[dict], tau: float = 0.2) -> list[dict]:
-    """Does the gate tell each pair's two tutors apart? Per build (seed, threads) and pair (A, B) of
-    ``WORLD3_PAIRS``: A knows B's domain partly (the cognizant tutor, meant to be let through) and B is weak
-    on A's (the incognizant tutor, whose wrong feedback is the harm the gate is there to block). The gate
-    (``opcod_core.gating``) lets a student tutor iff its gap Delta = sum over the pair's domains d of
-    (s*_d - s_d) / s*_d is at most tau, with s*_d the better of the two on d. The per-student build check
-    cannot see this (it needs the other student), so it is checked here, on the build check's plain
-    validation accuracies (avg@4, not the gate's own avg@8 at run time: an estimate of the decision, close
-    to the threshold a coin flip). ``intended``: the cognizant tutor's gate opens, the incognizant's stays
-    shut."""
-    from opcod_core.gating import cognizance_gap
-    from opcod_core.presets import WORLD3_NAMES, WORLD3_PAIRS
+def _probe_task(args: tuple) -> dict:
+    return probe(*args)
 
+
+def run_probe(build_seeds: list[int], threads: list[int], steps: int, jobs: int = 2, log=print,
+              specialists: tuple[str, ...] | None = None) -> list[dict]:
+    """``probe`` for every build seed, specialist (``specialists``' strong domains; default all three) and
+    thread count, each in its own spawned process (the pinned float path is inherited through the
+    environment); one result per (specialist, build seed) comparing the thread counts."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from opcod_core.presets import WORLD3_DOMAINS
+
+    domains = specialists or WORLD3_DOMAINS
+    tasks = [(seed, strong, t, steps) for seed in build_seeds for strong in domains for t in threads]
+    # one process per task (max_tasks_per_child): a thread count is never changed inside a process
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        results = list(pool.map(_probe_task, tasks))
     out = []
-    for b in sorted({(r["build_seed"], r["threads"]) for r in rows}):
-        mine = {r["student"]: r["measured"] for r in rows if (r["build_seed"], r["threads"]) == b}
-        for a, d in WORLD3_PAIRS:
-            na, nb = WORLD3_NAMES[a], WORLD3_NAMES[d]
-            if na not in mine or nb not in mine:
-                continue
-            scores = {na: {x: mine[na].get(x, 0.0) for x in (a, d)}, nb: {x: mine[nb].get(x, 0.0) for x in (a, d)}}
-            gaps = cognizance_gap(scores)
-            for tutor, tutee, domain, cognizant in ((na, nb, d, True), (nb, na, a, False)):
-                opens = gaps[tutor] <= tau + 1e-9
-                out.append({"build": b, "tutor": tutor, "tutee": tutee, "domain": domain, "cognizant": cognizant,
-                            "tutor_score": scores[tutor][domain],
-                            "best": max(scores[na][domain], scores[nb][domain]), "delta": gaps[tutor],
-                            "opens": opens, "intended": opens == cognizant})
+    for seed in build_seeds:
+        for strong in domains:
+            mine = [r for r, task in zip(results, tasks) if task[0] == seed and task[1] == strong]
+            out.append(compare_probes(mine))
+            log(f"  probe seed {seed} {out[-1]['student']}: threads {out[-1]['threads']} "
+                + ("identical" if out[-1]["identical"] else f"part at step {out[-1]['first_difference']}"))
     return out
-
-
-def gate_lines(rows: list[dict], builds: list, tau: float = 0.2) -> list[str]:
-    gaps = pair_gaps(rows, tau)
-    if not gaps:
-        return []
-    lines = ["", f"Does the gate tell each pair's tutors apart (Delta <= tau = {tau:g} opens it, `pair_gaps`)? The "
-             "cognizant tutor's gate is meant to open, the incognizant's to stay shut; a build in which both open "
-             "has no harm for the gate to block.", "",
-             "| build | tutor -> tutee | domain | tutor | tutor's score | best score | Delta | gate | as intended |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for g in gaps:
-        lines.append(f"| s{g['build'][0]} t{g['build'][1]} | {g['tutor']} -> {g['tutee']} | {g['domain']} | "
-                     f"{'cognizant' if g['cognizant'] else 'incognizant'} | "
-                     f"{g['tutor_score']:.3f} | {g['best']:.3f} | {g['delta']:.3f} | "
-                     f"{'opens' if g['opens'] else 'stays shut'} | {'yes' if g['intended'] else 'NO'} |")
-    return lines
-
-
-def self_teacher_lines(rows: list[dict], builds: list) -> list[str]:
-    """Per specialist and own domain: plain / with a correct s for every build, and how many builds kept
-    the self-teacher within the tolerance (the build check, ``opcod_core.build_check``)."""
-    checked = [r for r in rows if r.get("self_teacher")]
-    if not checked:
-        return []
-    lines = ["", "The self-teacher on its own domain: plain / with a correct solution s in context (validation "
-             "avg@4; the build fails when with s trails plain by more than the tolerance):", "",
-             "| specialist | domain | tolerance | " + " | ".join(f"s{s} t{t}" for s, t in builds)
-             + " | largest shortfall | builds within |", "|---|---|---|" + "---|" * len(builds) + "---|---|"]
-    for name in sorted({r["student"] for r in checked}):
-        mine = {(r["build_seed"], r["threads"]): r for r in checked if r["student"] == name}
-        first = next(iter(mine.values()))
-        tol = first.get("self_teacher_tolerance")
-        for d in first["self_teacher"]:
-            gaps = [m["measured"][d] - m["self_teacher"][d] for m in mine.values()]
-            cells = [f"{mine[b]['measured'][d]:.3f} / {mine[b]['self_teacher'][d]:.3f}" if b in mine else "–"
-                     for b in builds]
-            within = sum(tol is None or g <= tol for g in gaps)
-            lines.append(f"| {name} | {d} | {'–' if tol is None else f'{tol:g}'} | " + " | ".join(cells)
-                         + f" | {max(gaps):+.3f} | {within}/{len(gaps)} |")
-    return lines
-
-
-def probe_path(report: Path) -> Path:
-    """Where the thread probe of a students report is kept (``threads_check.write_probe``)."""
-    return Path(report).with_name(f"{Path(report).stem}-threads-probe.json")
-
-
-def write_spread_report(rows: list[dict], path: Path, command: str, machine: str) -> Path:
-    path = Path(path)
-    builds = sorted({(r["build_seed"], r["threads"]) for r in rows})
-    lines = ["# Version-3 specialists: the knowledge split across build seeds and torch thread counts", "",
-             "Generated by `opcod bench students`; every number comes from the JSON next to this file.", "",
-             f"- Command: `{command}`", f"- Machine: {machine}",
-             f"- Builds: {len(builds)} (build seed, threads) = {builds}; each specialist warmed up "
-             f"{rows[0]['steps'] if rows else '?'} steps, measured by plain avg@4 on the whole validation split",
-             "", "| specialist | domain (role) | intended | " + " | ".join(f"s{s} t{t}" for s, t in builds)
-             + " | spread (min–max) | builds in interval |", "|---|---|---|" + "---|" * len(builds) + "---|---|"]
-    for name in sorted({r["student"] for r in rows}):
-        mine = {(r["build_seed"], r["threads"]): r for r in rows if r["student"] == name}
-        first = next(iter(mine.values()))
-        for d, role in sorted(first["roles"].items(), key=lambda kv: ROLES.index(kv[1])):
-            vals = [mine[b]["measured"].get(d) for b in builds if b in mine]
-            lo, hi = first["expect"].get(d, [0.0, 1.0])
-            ok = sum(v is not None and lo <= v <= hi for v in vals)
-            cells = [f"{mine[b]['measured'][d]:.3f}" if b in mine else "–" for b in builds]
-            lines.append(f"| {name} | {d} ({role}) | [{lo:g}, {hi:g}] | " + " | ".join(cells)
-                         + f" | {min(vals):.3f}–{max(vals):.3f} | {ok}/{len(vals)} |")
-    lines += self_teacher_lines(rows, builds)
-    lines += gate_lines(rows, builds)
-    lines += thread_lines(rows)
-    lines += probe_lines(probe_path(path), rows)
-    lines += ["", "Each build's warm-up (steps run; with the converge schedule, the step its decay began; the "
-              "mean loss of its last 50 steps; wall time):", ""]
-    lines += [f"- {r['student']} s{r['build_seed']} t{r['threads']}: {_warm_text(r.get('warmup') or {})}, "
-              f"{r['build_s']:.0f} s" for r in rows]
-    lines.append("")
-    notes = path.with_name(f"{path.stem}-notes.md")
-    if notes.exists():
-        lines += ["## Discussion", "", notes.read_text().strip(), ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-    path.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows}, indent=1))
-    return path

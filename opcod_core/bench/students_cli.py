@@ -22,17 +22,16 @@ def _specialists(text: str | None) -> tuple[str, ...] | None:
 
 
 def cmd_students(args) -> int:
-    from opcod_core.bench.students import machine_text, run_spread, write_spread_report
+    from opcod_core.bench.students import machine_text, run_probe, run_spread
+    from opcod_core.bench.students_report import probe_path, write_spread_report
+    from opcod_core.bench.threads_check import write_probe
 
     seeds = [int(x) for x in args.build_seeds.split(",")]
     threads = [int(x) for x in args.threads.split(",")]
     command = "opcod " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     if args.probe_steps:
-        from opcod_core.bench.students import probe_path
-        from opcod_core.bench.threads_check import run_probe, write_probe
-
-        results = run_probe(seeds, threads, args.probe_steps, jobs=args.jobs, specialists=_specialists(args.specialists),
-                            log=lambda m: print(m, file=sys.stderr, flush=True))
+        results = run_probe(seeds, threads, args.probe_steps, jobs=args.jobs,
+                            specialists=_specialists(args.specialists), log=lambda m: print(m, file=sys.stderr, flush=True))
         print(f"probe: {write_probe(results, probe_path(args.out), command, machine_text(), args.probe_steps)}")
         return 0 if all(r["identical"] for r in results) else 1
     rows = run_spread(seeds, threads, Path(args.cache_dir), jobs=args.jobs, steps=args.steps,

@@ -9,7 +9,7 @@ makes the build independent of the thread count is a question for measurement, a
   SHA-256 of its saved tensors in name order); two builds of one specialist and build seed under
   different thread counts are the same student iff the digests are equal (``thread_lines``). A build
   that missed caches nothing, and is compared by what it measured and what its warm-up did instead;
-* **a probe** (``opcod bench students --probe-steps N``): the first N warm-up steps of every specialist's
+* **a probe** (``opcod bench students --probe-steps N``, run by ``students.run_probe``): the first N warm-up steps of every specialist's
   first attempt, under each thread count in its own spawned process, compared step by step (every
   step's training loss, exactly) and by the weights after them. It takes minutes where the builds take
   hours, and says at which step, if any, two thread counts first part.
@@ -64,64 +64,6 @@ def thread_lines(rows: list[dict]) -> list[str]:
         lines.append(f"| {name} | {seed} | {', '.join(str(t) for t in sorted(by_threads))} | {how} | "
                      f"{'yes' if same else 'NO'} |")
     return lines
-
-
-def probe(build_seed: int, strong: str, threads: int, steps: int) -> dict:
-    """The first ``steps`` warm-up steps of the ``strong`` specialist's first attempt at ``build_seed``
-    under ``threads`` torch threads: a real build of the preset's student with only its length changed
-    (``warmup_sft_steps``, a constant rate: the converge schedule's rate before its decay), no build check
-    and no cache. Returns every step's loss (``repr``, exact) and the digest of the weights after them."""
-    import torch
-
-    from opcod_core.build import build_student
-    from opcod_core.config import RunConfig
-    from opcod_core.data import load_dataset
-    from opcod_core.presets import WORLD3_PAIRS, world3_pair
-    from opcod_core.trainer import data_spec
-
-    torch.set_num_threads(threads)
-    pair = next(p for p in WORLD3_PAIRS if strong in p)
-    at = pair.index(strong)
-    raw = world3_pair(*pair, build_seed=build_seed)
-    raw["students"][at].update(warmup_sft_steps=steps, warmup_schedule="constant", warmup_attempts=1,
-                               warmup_expect=None, warmup_self_teacher_tolerance=None)
-    cfg = RunConfig.from_dict(raw)
-    losses: list[str] = []
-    rt = build_student(at, cfg, load_dataset(data_spec(cfg)), cache_dir=None,
-                       progress=lambda _label, _step, _steps, loss: losses.append(repr(float(loss))))
-    return {"student": cfg.students[at].name, "build_seed": build_seed, "threads": threads, "steps": len(losses),
-            "losses": losses, "weights_sha256": tensors_digest(rt.model.state_dict()),
-            "torch_threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability()}
-
-
-def _probe_task(args: tuple) -> dict:
-    return probe(*args)
-
-
-def run_probe(build_seeds: list[int], threads: list[int], steps: int, jobs: int = 2, log=print,
-              specialists: tuple[str, ...] | None = None) -> list[dict]:
-    """``probe`` for every build seed, specialist (``specialists``' strong domains; default all three) and
-    thread count, each in its own spawned process (the pinned float path is inherited through the
-    environment); one result per (specialist, build seed) comparing the thread counts."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from opcod_core.presets import WORLD3_DOMAINS
-
-    domains = specialists or WORLD3_DOMAINS
-    tasks = [(seed, strong, t, steps) for seed in build_seeds for strong in domains for t in threads]
-    # one process per task (max_tasks_per_child): a thread count is never changed inside a process
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                             max_tasks_per_child=1) as pool:
-        results = list(pool.map(_probe_task, tasks))
-    out = []
-    for seed in build_seeds:
-        for strong in domains:
-            mine = [r for r, task in zip(results, tasks) if task[0] == seed and task[1] == strong]
-            out.append(compare_probes(mine))
-            log(f"  probe seed {seed} {out[-1]['student']}: threads {out[-1]['threads']} "
-                + ("identical" if out[-1]["identical"] else f"part at step {out[-1]['first_difference']}"))
-    return out
 
 
 def compare_probes(probes: list[dict]) -> dict:

@@ -111,7 +111,7 @@ def test_one_attempt_keeps_the_key_of_a_build_from_before_the_option():
 
 
 def test_the_students_report_states_each_builds_attempts(tmp_path):
-    from opcod_core.bench.students import write_spread_report
+    from opcod_core.bench.students_report import write_spread_report
 
     warm = {"attempt": 2, "steps": 3200, "decay_start": 1200, "final_loss": 0.004,
             "discarded": [{"attempt": 0, "steps": 4000, "gave_up": True, "final_loss": 0.071},

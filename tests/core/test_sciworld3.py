@@ -386,7 +386,7 @@ def test_a_build_records_its_self_teacher_next_to_the_weights(tmp_path):
 
 
 def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
-    from opcod_core.bench.students import write_spread_report
+    from opcod_core.bench.students_report import write_spread_report
 
     def row(seed, threads, strong):
         return {"student": "chem", "build_seed": seed, "threads": threads, "passed": strong >= 0.25,
@@ -410,7 +410,7 @@ def test_students_spread_report_states_every_build_and_the_interval(tmp_path):
 def test_the_spread_report_says_whether_each_pairs_gate_opens(tmp_path):
     """The gate lets A tutor B's domain iff A's gap (over the pair's two domains) is at most tau: with phys
     at 0.95 on electricity, chem needs 0.8 x 0.95 = 0.76 there. Checked on hand-computed gaps."""
-    from opcod_core.bench.students import pair_gaps, write_spread_report
+    from opcod_core.bench.students_report import pair_gaps, write_spread_report
 
     def row(name, measured):
         return {"student": name, "build_seed": 0, "threads": 1, "passed": True, "measured": measured,

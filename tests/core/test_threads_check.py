@@ -98,8 +98,9 @@ def test_the_probe_runs_each_specialists_first_steps_under_each_thread_count(tmp
     """The probe is a real warm-up of the preset's students (their first steps, no check, no cache), each
     thread count in its own process. Whether the thread counts agree depends on this CPU's kernels, so the
     test checks what the probe records and that a probe repeated under one thread count is the same."""
-    from opcod_core.bench.students import probe_path, write_spread_report
-    from opcod_core.bench.threads_check import probe, run_probe, write_probe
+    from opcod_core.bench.students import probe, run_probe
+    from opcod_core.bench.students_report import probe_path, write_spread_report
+    from opcod_core.bench.threads_check import write_probe
 
     torch_threads = torch.get_num_threads()
     try:
