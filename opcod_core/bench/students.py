@@ -41,11 +41,12 @@ def domain_roles(st) -> dict[str, str]:
 
 def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | None = None,
                 decay_steps: int | None = None, rows_dir: Path | None = None,
-                specialists: tuple[str, ...] | None = None, progress=None) -> list[dict]:
+                specialists: tuple[str, ...] | None = None, progress=None, read_only: bool = False) -> list[dict]:
     """Builds the v3 specialists (those of ``specialists``, strong domains; default all three) with
     ``build_seed`` under ``threads`` torch threads; one row per specialist: measured accuracy per domain,
     its role, whether the build check passed, build time. ``progress``: ``build_student``'s callback (label,
-    step, steps, loss), for a build watched while it runs."""
+    step, steps, loss), for a build watched while it runs. ``read_only``: the rows already built, nothing
+    built (a report over a spread that is not complete yet)."""
     import torch
 
     from opcod_core.build import build_student, warmup_data
@@ -64,6 +65,8 @@ def build_world(build_seed: int, threads: int, cache_dir: Path, steps: int | Non
         if found is not None:
             rows.append(_read_row(found, done, cache_dir, st, cfg, data))
             print(f"  [seed {build_seed} threads {threads}] {st.name}: read from {found}", flush=True)
+            continue
+        if read_only:
             continue
         t0 = time.perf_counter()
         try:
@@ -198,7 +201,10 @@ def _task(args: tuple) -> list[dict]:
 
 def run_spread(build_seeds: list[int], threads: list[int], cache_root: Path, jobs: int = 2,
                steps: int | None = None, log=print, decay_steps: int | None = None,
-               rows_dir: Path | None = None, specialists: tuple[str, ...] | None = None) -> list[dict]:
+               rows_dir: Path | None = None, specialists: tuple[str, ...] | None = None,
+               read_only: bool = False) -> list[dict]:
+    """Every (seed, threads, specialist) build's row, built in ``jobs`` spawned processes where it is not
+    found; ``read_only``: only the rows found, read in this process (``opcod bench students --report-only``)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -209,6 +215,9 @@ def run_spread(build_seeds: list[int], threads: list[int], cache_root: Path, job
     tasks = [(seed, t, Path(cache_root) / f"threads-{t}", steps, decay_steps, rows_dir, (strong,))
              for t in threads for seed in build_seeds for strong in specialists or WORLD3_DOMAINS]
     rows: list[dict] = []
+    if read_only:
+        rows = [r for task in tasks for r in build_world(*task, read_only=True)]
+        return sorted(rows, key=lambda r: (r["student"], r["build_seed"], r["threads"]))
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_task, t): t for t in tasks}
         for fut in as_completed(futures):

@@ -36,10 +36,10 @@ def cmd_students(args) -> int:
         return 0 if all(r["identical"] for r in results) else 1
     rows = run_spread(seeds, threads, Path(args.cache_dir), jobs=args.jobs, steps=args.steps,
                       decay_steps=args.decay_steps, rows_dir=Path(args.rows_dir) if args.rows_dir else None,
-                      specialists=_specialists(args.specialists),
+                      specialists=_specialists(args.specialists), read_only=args.report_only,
                       log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"report: {write_spread_report(rows, Path(args.out), command, machine_text())}")
-    return 0 if all(r["passed"] for r in rows) else 1
+    return 0 if rows and all(r["passed"] for r in rows) else 1
 
 
 def register_students(bsub) -> None:
@@ -58,6 +58,8 @@ def register_students(bsub) -> None:
                     "resumes on another machine (e.g. docs/results/fidelity-v3-students-rows; default: the cache)")
     sp.add_argument("--specialists", default=None, help="strong domains of the specialists to build or probe "
                     "(comma-separated; default: chemistry,physics,electricity)")
+    sp.add_argument("--report-only", action="store_true", help="build nothing: the report over the rows already "
+                    "built for these seeds, thread counts and specialists (a spread that spans sessions)")
     sp.add_argument("--probe-steps", type=int, default=0, help="instead of building: run the first N warm-up "
                     "steps of every specialist's first attempt under each thread count and compare them step by step "
                     "(opcod_core.bench.threads_check; kept next to --out as <stem>-threads-probe.json, read by the report)")

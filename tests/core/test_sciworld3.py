@@ -513,6 +513,11 @@ def test_students_spread_runs_one_task_per_specialist(tmp_path):
     # --specialists: one build of a seed alone (a spread at two threads runs them one at a time)
     assert [r["student"] for r in run_spread([0], [1], tmp_path / "cache", jobs=1, log=logged.append,
                                              rows_dir=rows_dir, specialists=("electricity",))] == ["elec"]
+    # --report-only: the rows found for these seeds and thread counts, nothing built for the others
+    assert [(r["student"], r["build_seed"], r["threads"]) for r in run_spread(
+        [0, 1], [1, 2], tmp_path / "cache", rows_dir=rows_dir, read_only=True)] == [
+        ("chem", 0, 1), ("elec", 0, 1), ("phys", 0, 1)]
+    assert not (tmp_path / "cache" / "threads-2").exists() or not any((tmp_path / "cache" / "threads-2").rglob("*.json"))
 
 
 def test_converge_schedule_decays_after_the_loss_drops_whenever_it_drops():
