@@ -17,7 +17,10 @@ again), and a later invocation with the same inputs reads the row instead of bui
 builds of a full spread are more than one working session, and the student cache does not outlive the
 machine), or without it to ``<cache dir>/spread/<warm-up key>-<name>.json``; a row found in either place
 is used, and one found only in the cache is copied to the rows directory. Each row names the machine
-that built it.
+that built it, and a passed build's row the digest of the student it cached (``threads_check``), so that
+builds under different thread counts can be compared. ``--report-only`` reports the rows built so far;
+``--probe-steps N`` (``run_probe``) compares the first N warm-up steps across thread counts instead of
+building. The report is ``students_report``'s.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from pathlib import Path
 
 from opcod_core.bench import runcache
 from opcod_core.bench.students_report import warm_text
-from opcod_core.bench.threads_check import compare_probes, tensors_digest
+from opcod_core.bench.threads_check import compare_probes, student_digest, tensors_digest
+
 
 def domain_roles(st) -> dict[str, str]:
     """Each domain's role for a v3 specialist: strong (its own), partial (partly known, right where it
@@ -136,7 +140,6 @@ def _digest_of(row: dict, cache_dir: Path, st, cfg, data) -> str | None:
         return None
     if row.get("weights_sha256"):
         return row["weights_sha256"]
-    from opcod_core.bench.threads_check import student_digest
     from opcod_core.build import warmup_data, warmup_key
 
     return student_digest(Path(cache_dir) / "warm" / warmup_key(st, cfg, 0, warmup_data(st, cfg, data)) / st.name)
