@@ -161,7 +161,9 @@ def replay_recent(results: dict, recent: int) -> dict:
     p = results.get("poison") or {}
     z = (results.get("config") or {}).get("trust", {}).get("z", 1.96)
     threshold = p.get("threshold", 0.5)
-    rows = [replay(r, recent, threshold, z) for r in results["runs"] if r["method"] in (TRIO, POISON_ON, POISON_OFF)]
+    order = (TRIO, POISON_ON, POISON_OFF)
+    rows = [replay(r, recent, threshold, z) for r in sorted((r for r in results["runs"] if r["method"] in order),
+                                                            key=lambda r: (order.index(r["method"]), r["seed"]))]
     tutor, start, within = p.get("tutor"), p.get("from_step"), p.get("within")
     for row in rows:
         f, poisoned = row["first"], row["variant"] != TRIO
