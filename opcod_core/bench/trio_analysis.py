@@ -27,7 +27,7 @@ poisoned variant did. Pure functions of the results dict; the report (``trio_rep
 * **Claims** (pre-registered in docs/results/n-peers.md): (1) with auto-quarantine on the poisoned tutor
   is quarantined within the stated number of steps at every seed; (2) no other student's accuracy on any
   domain falls beyond noise (on − clean). Each is ``holds``, ``fails: ...`` or, with one seed for (2),
-  ``1 seed: no interval``.
+  ``1 seed: no interval``; (2) says ``holds vacuously`` when no poisoned run quarantined anyone (on = off).
 """
 
 from __future__ import annotations
@@ -195,6 +195,9 @@ def claims(quarantines: list[dict], others: list[dict], within: int) -> dict:
         noise = "1 seed: no interval"
     else:
         noise = "holds" if rows else "not run"
+    if noise == "holds" and on and all(q["quarantine_step"] is None for q in on):
+        noise += (" vacuously: nobody was quarantined, so the runs with quarantine on are the runs without it, and "
+                  "this says the poison's own damage is within this test's noise")
     return {"quarantined_within": {"bound": within, "verdict": caught},
             "others_within_noise": {"verdict": noise}}
 

@@ -140,7 +140,7 @@ def test_others_accuracy_compares_on_and_off_with_the_clean_trio():
     assert chem["on_minus_clean"]["word"] == "noise" and chem["off_minus_clean"]["word"] == "down"
     assert chem["on_minus_off"]["word"] == "up" and chem["off"]["mean"] == pytest.approx(0.31)
     assert [r["poisoned_tutor"] for r in out["others"]].count(True) == 3
-    assert out["claims"]["others_within_noise"]["verdict"] == "holds"
+    assert out["claims"]["others_within_noise"]["verdict"].startswith("holds vacuously: nobody was quarantined")
     assert out["claims"]["quarantined_within"]["verdict"] == "fails: seed 0: never quarantined; seed 1: never " \
                                                             "quarantined; seed 2: never quarantined"
 
