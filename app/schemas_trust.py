@@ -56,6 +56,18 @@ class TrustChangeOut(BaseModel):
     created_at: datetime
 
 
+class TrustRecent(BaseModel):
+    """A tutor's last ``recent`` opportunities on one domain (the rule's recent window, ``opcod_core.trust``)."""
+
+    domain: str
+    opportunities: int = Field(description="The last trust.recent opportunities on this domain since the tutor's "
+                                           "last human lift (fewer when it has had fewer).")
+    breaks: int
+    rate: float | None
+    lower: float = Field(description="Wilson lower bound of this window's rate at the run's z.")
+    over: bool = Field(description="The lower bound exceeds the threshold.")
+
+
 class TutorTrust(BaseModel):
     tutor: str
     quarantined: bool = Field(description="Quarantined at the end of the stored changes.")
@@ -69,6 +81,8 @@ class TutorTrust(BaseModel):
     over_threshold: list[str] = Field(description="Domains whose cumulative Wilson lower bound exceeds the "
                                                   "threshold (the automatic rule judges a window after a human "
                                                   "lift; these are the cumulative counts).")
+    recent: list[TrustRecent] = Field(default_factory=list, description="With trust.recent set: its recent window "
+                                      "per domain with opportunities, in the run's domain order (empty when off).")
     points: list[TrustPoint] = Field(description="Every domain together, one point per step with probes.")
     domains: list[TrustDomain] = Field(description="Per domain of the tutee's questions, in the run's domain order.")
     periods: list[QuarantinePeriod]
@@ -81,6 +95,8 @@ class TrustOut(BaseModel):
                                          "domain's Wilson lower bound exceeds it, with auto_quarantine).")
     z: float = Field(description="The run's trust.z (z of the Wilson score intervals).")
     auto_quarantine: bool
+    recent: int | None = Field(None, description="The run's trust.recent: the automatic rule also judges each "
+                                                 "tutor's last N opportunities per domain; null: off.")
     students: int = Field(description="Students of the run.")
     last_step: int | None = Field(description="The newest stored step's global step (the reputations' x range).")
     domains: list[str]

@@ -51,6 +51,9 @@ class TrustConfig(Section):
     threshold: float = Field(DEFAULT_THRESHOLD, ge=0.0, le=1.0, description="Break-rate threshold of the "
                              "automatic quarantine (strict: the lower bound must exceed it).")
     z: float = Field(DEFAULT_Z, gt=0.0, le=10.0, description="z of the Wilson score interval (1.96: 95%).")
+    recent: int | None = Field(None, ge=1, le=100_000, description="Also judge each tutor's last N opportunities "
+                               "per domain alone (a tutor that turns bad after a clean record is caught without "
+                               "waiting for its whole-run rate); empty: the whole run's counts only.")
 
 
 #: Sections added for N peers, at their defaults (left out of ``RunConfig.to_dict`` while unchanged).

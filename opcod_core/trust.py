@@ -11,15 +11,7 @@ opportunity in which it was wrong once the tutor's feedback was added (s+f: brea
 The break rate is breaks / opportunities, undefined (None, never 0) with no opportunity. Counts are
 summed over steps, never averaged rates (``breakrate.break_counts`` counts each group of probes).
 
-Wilson score interval. With k breaks in n opportunities, p = k/n and z (default 1.96, 95 %):
-
-    centre = (p + z^2 / (2n)) / (1 + z^2 / n)
-    half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
-    interval = (centre - half, centre + half)
-
-with the exact limits lower = 0 when k = 0 and upper = 1 when k = n (the formula gives them up to
-float rounding), and (0, 1) when n = 0: no evidence, every rate possible. Example: k = 3, n = 10 gives
-(0.1078, 0.6032).
+Wilson score interval: ``opcod_core.wilson`` (its docstring has the formula and a worked example).
 
 Quarantine rule (``auto_quarantine`` on, the default). A tutor is quarantined automatically when the
 Wilson LOWER bound of its break rate on some domain exceeds ``threshold`` (default 0.5, strict >): we
@@ -29,6 +21,19 @@ quarantine is lifted automatically once the lower bound is at or below the thres
 (the rule is re-applied after every update). With ``auto_quarantine`` off nothing is quarantined
 automatically (turning it off lifts the automatic quarantines in force), and counts and intervals are
 still tracked.
+
+Recent window (``recent``, off by default). The counts of a whole run are slow to notice a tutor that
+turns bad after a clean record: its early opportunities hold the bound down long after its feedback
+went wrong (docs/results/n-peers.md: a poisoned tutor broke 31 of 33 chemistry opportunities and stayed
+at a lower bound of 0.28 over its 82). With ``recent`` = W the rule also judges, per (tutor, domain), its
+last W opportunities alone (counted since its last human lift, like the window below), and a tutor is
+over the threshold on a domain when EITHER lower bound exceeds it; it is lifted automatically when both
+are at or below it on every domain. The last W outcomes are kept in the order the probes were added
+(``observe_samples``: the caller's order); an aggregate ``observe`` adds its breaks first, then its other
+opportunities, so a window that cuts through one aggregate keeps its non-breaks (the conservative side).
+The outcomes are kept only while ``recent`` is set: a window set or widened mid-run starts from the
+outcomes it holds (none, or the last W of the narrower one). At z = 1.96 and threshold 0.5, W = 20 takes
+15 breaks in the last 20 opportunities.
 
 People. A person may quarantine or lift any tutor; each human decision holds against the evidence
 that existed when it was made:
@@ -47,56 +52,22 @@ domain) that the caller emits as an event and, for human ones, writes to the aud
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Literal, Mapping
 
 from opcod_core.breakrate import break_counts
+from opcod_core.wilson import DEFAULT_Z, Tally, check_counts as _check_counts, check_z as _check_z, wilson_interval
 
 Action = Literal["quarantine", "lift"]
 Source = Literal["auto", "human"]
-DEFAULT_Z = 1.96
 DEFAULT_THRESHOLD = 0.5
 
 
-def wilson_interval(breaks: int, opportunities: int, z: float = DEFAULT_Z) -> tuple[float, float]:
-    """The Wilson score interval of ``breaks / opportunities`` (module docstring); (0, 1) when n = 0."""
-    _check_counts("wilson_interval", opportunities, breaks)
-    _check_z(z)
-    n, k = opportunities, breaks
-    if n == 0:
-        return 0.0, 1.0
-    p, z2 = k / n, z * z
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    lower = 0.0 if k == 0 else max(0.0, centre - half)
-    upper = 1.0 if k == n else min(1.0, centre + half)
-    return lower, upper
+class Unchanged:
+    """The type of ``UNCHANGED``: a setting ``reconfigure`` leaves as it is (where None means "off")."""
 
 
-@dataclass(frozen=True)
-class Tally:
-    """Break counts of one (tutor, domain)."""
-
-    opportunities: int = 0
-    breaks: int = 0
-
-    def __post_init__(self) -> None:
-        _check_counts("tally", self.opportunities, self.breaks)
-
-    @property
-    def rate(self) -> float | None:
-        return self.breaks / self.opportunities if self.opportunities else None
-
-    def __add__(self, other: "Tally") -> "Tally":
-        return Tally(self.opportunities + other.opportunities, self.breaks + other.breaks)
-
-    def __sub__(self, other: "Tally") -> "Tally":
-        return Tally(self.opportunities - other.opportunities, self.breaks - other.breaks)
-
-    def to_dict(self) -> dict:
-        return {"opportunities": self.opportunities, "breaks": self.breaks}
+UNCHANGED = Unchanged()
 
 
 @dataclass(frozen=True)
@@ -158,6 +129,8 @@ class TrustState:
     counts: dict[str, dict[str, Tally]] = field(default_factory=dict)      # tutor -> domain -> tally
     quarantines: dict[str, TrustChange] = field(default_factory=dict)      # tutor -> the change in force
     baselines: dict[str, Baseline] = field(default_factory=dict)           # tutor -> its last human lift
+    recent: int | None = None                                               # W of the recent window; None: off
+    history: dict[str, dict[str, tuple[bool, ...]]] = field(default_factory=dict)  # tutor -> domain -> last W
 
     def __post_init__(self) -> None:
         t = self.threshold
@@ -166,6 +139,7 @@ class TrustState:
         _check_z(self.z)
         if not isinstance(self.auto_quarantine, bool):
             raise ValueError(f"auto_quarantine: expected true or false, got {self.auto_quarantine!r}")
+        _check_recent(self.recent)
 
     # --- reading ------------------------------------------------------------------------------------
     def tally(self, tutor: str, domain: str) -> Tally:
@@ -176,6 +150,11 @@ class TrustState:
         """The counts the automatic rule judges: cumulative, minus the snapshot of the last human lift."""
         base = self.baselines.get(tutor)
         return self.tally(tutor, domain) - (base.counts.get(domain, Tally()) if base else Tally())
+
+    def recent_window(self, tutor: str, domain: str) -> Tally:
+        """The counts of the last ``recent`` opportunities (module docstring); empty when ``recent`` is off."""
+        outcomes = self.history.get(tutor, {}).get(domain, ())
+        return Tally(len(outcomes), sum(outcomes))
 
     def interval(self, tutor: str, domain: str) -> tuple[float, float]:
         t = self.tally(tutor, domain)
@@ -200,7 +179,8 @@ class TrustState:
                 step: int) -> tuple["TrustState", tuple[TrustChange, ...]]:
         """Add ``breaks`` in ``opportunities`` of ``tutor`` on ``domain``, then apply the automatic rule."""
         _check_counts("observe", opportunities, breaks)
-        return self._add({(tutor, domain): Tally(opportunities, breaks)}, step)
+        outcomes = (True,) * breaks + (False,) * (opportunities - breaks)
+        return self._add({(tutor, domain): Tally(opportunities, breaks)}, step, {(tutor, domain): outcomes})
 
     def observe_samples(self, samples: Iterable[Mapping],
                         step: int) -> tuple["TrustState", tuple[TrustChange, ...]]:
@@ -208,43 +188,60 @@ class TrustState:
         groups: dict[tuple[str, str], list[Mapping]] = {}
         for s in samples:
             groups.setdefault((s["tutor"], s["domain"]), []).append(s)
-        tallies = {}
+        tallies, outcomes = {}, {}
         for key, group in groups.items():
             c = break_counts(group)
             tallies[key] = Tally(c["eligible"], c["broken"])
-        return self._add(tallies, step)
+            outcomes[key] = tuple(bool(s["broken"]) for s in group if s["correct_without_f"])
+        return self._add(tallies, step, outcomes)
 
-    def _add(self, tallies: Mapping[tuple[str, str], Tally],
-             step: int) -> tuple["TrustState", tuple[TrustChange, ...]]:
+    def _add(self, tallies: Mapping[tuple[str, str], Tally], step: int,
+             outcomes: Mapping[tuple[str, str], tuple[bool, ...]]) -> tuple["TrustState", tuple[TrustChange, ...]]:
         _check_step(step)
         counts = {t: dict(per) for t, per in self.counts.items()}
+        history = {t: dict(per) for t, per in self.history.items()}
         for (tutor, domain), tally in tallies.items():
             _check_name("tutor", tutor)
             _check_name("domain", domain)
             per = counts.setdefault(tutor, {})
             per[domain] = per.get(domain, Tally()) + tally
-        return replace(self, counts=counts)._apply_rule(step)
+            if self.recent is not None:
+                held = history.setdefault(tutor, {})
+                held[domain] = (held.get(domain, ()) + outcomes[(tutor, domain)])[-self.recent:]
+        return replace(self, counts=counts, history=history)._apply_rule(step)
 
     # --- settings -------------------------------------------------------------------------------------
     def reconfigure(self, step: int, *, threshold: float | None = None, z: float | None = None,
-                    auto_quarantine: bool | None = None) -> tuple["TrustState", tuple[TrustChange, ...]]:
-        """New settings (None: unchanged), then the automatic rule re-applied under them."""
+                    auto_quarantine: bool | None = None,
+                    recent: int | None | Unchanged = UNCHANGED) -> tuple["TrustState", tuple[TrustChange, ...]]:
+        """New settings (None, or for ``recent`` UNCHANGED: unchanged; ``recent=None`` turns the window off),
+        then the automatic rule re-applied under them."""
         _check_step(step)
+        window = self.recent if recent is UNCHANGED else recent
+        _check_recent(window)
+        history = {} if window is None else {t: {d: o[-window:] for d, o in per.items()}
+                                             for t, per in self.history.items()}
         new = replace(self, threshold=self.threshold if threshold is None else threshold,
                       z=self.z if z is None else z,
-                      auto_quarantine=self.auto_quarantine if auto_quarantine is None else auto_quarantine)
+                      auto_quarantine=self.auto_quarantine if auto_quarantine is None else auto_quarantine,
+                      recent=window, history=history)
         return new._apply_rule(step)
 
     # --- the automatic rule ---------------------------------------------------------------------------
-    def worst(self, tutor: str) -> tuple[str, Tally, float] | None:
-        """(domain, window counts, Wilson lower bound) of the domain with the highest lower bound of
-        ``tutor``'s window (ties: first domain by name); None without counts."""
+    def worst(self, tutor: str) -> tuple[str, Tally, float, bool] | None:
+        """(domain, counts, Wilson lower bound, whether the counts are the recent window) of the highest
+        lower bound of ``tutor``'s evidence: its since-lift window on every domain and, with ``recent``
+        set, its recent window (ties: first domain by name, the since-lift window first); None without
+        counts."""
         best = None
         for domain in sorted(self.counts.get(tutor, {})):
-            w = self.window(tutor, domain)
-            lo = wilson_interval(w.breaks, w.opportunities, self.z)[0]
-            if best is None or lo > best[2]:
-                best = (domain, w, lo)
+            candidates = [(self.window(tutor, domain), False)]
+            if self.recent is not None:
+                candidates.append((self.recent_window(tutor, domain), True))
+            for w, is_recent in candidates:
+                lo = wilson_interval(w.breaks, w.opportunities, self.z)[0]
+                if best is None or lo > best[2]:
+                    best = (domain, w, lo, is_recent)
         return best
 
     def _apply_rule(self, step: int) -> tuple["TrustState", tuple[TrustChange, ...]]:
@@ -273,12 +270,13 @@ class TrustState:
             changes.append(change)
         return replace(self, quarantines=quarantines), tuple(changes)
 
-    def _evidence(self, tutor: str, worst: tuple[str, Tally, float], cmp: str) -> str:
-        domain, w, lo = worst
+    def _evidence(self, tutor: str, worst: tuple[str, Tally, float, bool], cmp: str) -> str:
+        domain, w, lo, is_recent = worst
         rate = "undefined" if w.rate is None else f"{w.rate:.3f}"
         base = self.baselines.get(tutor)
         since = f" since the human lift at step {base.step}" if base else ""
-        return (f"on {domain!r} {w.breaks} breaks in {w.opportunities} opportunities{since} (rate {rate}), "
+        last = f" in its last {self.recent} opportunities" if is_recent else ""
+        return (f"on {domain!r} {w.breaks} breaks in {w.opportunities} opportunities{last}{since} (rate {rate}), "
                 f"Wilson lower bound {lo:.3f} {cmp} threshold {self.threshold:g} (z={self.z:g})")
 
     # --- people -----------------------------------------------------------------------------------------
@@ -308,14 +306,18 @@ class TrustState:
                              f"human: {reason or 'lifted by a person'} (was {current.source}: {current.reason})")
         quarantines = {t: c for t, c in self.quarantines.items() if t != tutor}
         baselines = {**self.baselines, tutor: Baseline(step, dict(self.counts.get(tutor, {})))}
-        return replace(self, quarantines=quarantines, baselines=baselines), change
+        history = {t: per for t, per in self.history.items() if t != tutor}    # its recent window starts afresh
+        return replace(self, quarantines=quarantines, baselines=baselines, history=history), change
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"threshold": self.threshold, "z": self.z, "auto_quarantine": self.auto_quarantine,
                 "counts": {t: {d: tally.to_dict() for d, tally in per.items()} for t, per in self.counts.items()},
                 "quarantines": {t: c.to_dict() for t, c in self.quarantines.items()},
-                "baselines": {t: b.to_dict() for t, b in self.baselines.items()}}
+                "baselines": {t: b.to_dict() for t, b in self.baselines.items()},
+                "recent": self.recent,
+                "history": {t: {d: [int(o) for o in outcomes] for d, outcomes in per.items()}
+                            for t, per in self.history.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "TrustState":
@@ -324,20 +326,15 @@ class TrustState:
                    counts={t: {dom: Tally(**tally) for dom, tally in per.items()}
                            for t, per in d.get("counts", {}).items()},
                    quarantines={t: TrustChange.from_dict(c) for t, c in d.get("quarantines", {}).items()},
-                   baselines={t: Baseline.from_dict(b) for t, b in d.get("baselines", {}).items()})
+                   baselines={t: Baseline.from_dict(b) for t, b in d.get("baselines", {}).items()},
+                   recent=d.get("recent"),
+                   history={t: {dom: tuple(bool(o) for o in outcomes) for dom, outcomes in per.items()}
+                            for t, per in d.get("history", {}).items()})
 
 
-def _check_counts(field: str, opportunities: object, breaks: object) -> None:
-    for name, v in (("opportunities", opportunities), ("breaks", breaks)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{field}.{name}: expected an integer >= 0, got {v!r}")
-    if breaks > opportunities:
-        raise ValueError(f"{field}: {breaks} breaks in {opportunities} opportunities (breaks <= opportunities)")
-
-
-def _check_z(z: object) -> None:
-    if isinstance(z, bool) or not isinstance(z, (int, float)) or not math.isfinite(z) or z <= 0:
-        raise ValueError(f"z: expected a finite number > 0, got {z!r}")
+def _check_recent(recent: object) -> None:
+    if recent is not None and (isinstance(recent, bool) or not isinstance(recent, int) or recent < 1):
+        raise ValueError(f"recent: expected a whole number of opportunities >= 1, or none, got {recent!r}")
 
 
 def _check_step(step: object) -> None:

@@ -4,7 +4,8 @@ quarantine rule).
 
 Rules of a run:
 
-* Settings: ``config.trust`` (``auto_quarantine`` off by default, ``threshold`` 0.5, ``z`` 1.96).
+* Settings: ``config.trust`` (``auto_quarantine`` off by default, ``threshold`` 0.5, ``z`` 1.96, ``recent``
+  off: the recent window of ``TrustState``).
   Counts and intervals are tracked whatever the settings; only quarantines need ``auto_quarantine``
   or a person.
 * Evidence: after every step, the step's break probes (``opcod_core.breakrate``: each attributed to the
@@ -34,7 +35,7 @@ TRUST_OVERRIDES = ("quarantine", "lift")
 
 def initial_trust(config) -> TrustState:
     t = config.trust
-    return TrustState(threshold=t.threshold, z=t.z, auto_quarantine=t.auto_quarantine)
+    return TrustState(threshold=t.threshold, z=t.z, auto_quarantine=t.auto_quarantine, recent=t.recent)
 
 
 def trust_event(change: TrustChange, round: int, override_id: str | None = None) -> TrustEvent:
@@ -67,7 +68,7 @@ def restore_trust(trainer, state: dict | None, round: int, global_step: int) -> 
         return
     t = trainer.config.trust
     trainer.trust, changes = TrustState.from_dict(state).reconfigure(
-        global_step, threshold=t.threshold, z=t.z, auto_quarantine=t.auto_quarantine)
+        global_step, threshold=t.threshold, z=t.z, auto_quarantine=t.auto_quarantine, recent=t.recent)
     for change in changes:
         trainer.emit(trust_event(change, round))
 

@@ -20,6 +20,10 @@ is open (a person taking an automatic quarantine over) closes the open period at
 a period still open has ``to_step`` None. A lift with nothing open changes no period (it is listed in
 ``changes``).
 
+Recent window (with ``trust.recent`` = W, ``opcod_core.trust``): per (tutor, domain), the last W opportunities
+at or after the tutor's last human lift, newest first by (global step, id), which is the order the trainer
+added them in; ``recent`` lists their counts and whether their lower bound exceeds the threshold (``over``).
+
 Read with one GROUP BY over the probes (``ix_break_sample_run_id_trust`` covers it) and the run's few
 trust-change rows; the settings come from the run's config (``opcod_core.peer_config.TrustConfig``).
 """
@@ -29,12 +33,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
 from app.models import BreakSample, Run, Step, TrustChange
-from app.schemas_trust import (QuarantinePeriod, TrustChangeOut, TrustDomain, TrustOut, TrustPoint, TutorTrust)
+from app.schemas_trust import (QuarantinePeriod, TrustChangeOut, TrustDomain, TrustOut, TrustPoint, TrustRecent,
+                               TutorTrust)
 from app.services import SessionFactory, get_run
 from app.services.reads import domains_of, student_names
 from opcod_core.peer_config import TrustConfig
@@ -51,6 +56,39 @@ def probe_counts_query(run_id: int):
     return (select(*groups, func.count(), _count(BreakSample.correct_without_f.is_(True)),
                    _count(BreakSample.broken.is_(True)), _count(BreakSample.shadow.is_(True)))
             .where(BreakSample.run_id == run_id).group_by(*groups))
+
+
+def recent_counts_query(run_id: int, window: int, lifts: dict[str, int]):
+    """Per (tutor, domain): opportunities and breaks among its last ``window`` opportunities, counting only
+    probes at or after the tutor's last human lift (``lifts``: tutor -> step)."""
+    after = [and_(BreakSample.tutor == t, BreakSample.global_step >= step) for t, step in lifts.items()]
+    unlifted = BreakSample.tutor.notin_(list(lifts)) if lifts else True
+    rank = func.row_number().over(partition_by=(BreakSample.tutor, BreakSample.domain),
+                                  order_by=(BreakSample.global_step.desc(), BreakSample.id.desc())).label("rank")
+    newest = (select(BreakSample.tutor, BreakSample.domain, BreakSample.broken, rank)
+              .where(BreakSample.run_id == run_id, BreakSample.correct_without_f.is_(True),
+                     BreakSample.domain.is_not(None), or_(unlifted, *after))
+              .subquery())
+    return (select(newest.c.tutor, newest.c.domain, func.count(), _count(newest.c.broken.is_(True)))
+            .where(newest.c.rank <= window).group_by(newest.c.tutor, newest.c.domain))
+
+
+def _recent(s: Session, run: Run, cfg: TrustConfig, changes: dict[str, list[TrustChange]],
+            domains: list[str]) -> dict[str, list[TrustRecent]]:
+    """Every tutor's recent window per domain (module docstring); empty without ``trust.recent``."""
+    if cfg.recent is None:
+        return {}
+    lifts = {t: [c.step for c in cs if c.action == "lift" and c.source == "human"] for t, cs in changes.items()}
+    tallies = {(t, d): Tally(int(n), int(k or 0)) for t, d, n, k in
+               s.execute(recent_counts_query(run.id, cfg.recent, {t: steps[-1] for t, steps in lifts.items() if steps}))}
+    out: dict[str, list[TrustRecent]] = defaultdict(list)
+    position = {d: i for i, d in enumerate(domains)}
+    for (tutor, domain) in sorted(tallies, key=lambda k: (k[0], position.get(k[1], len(position)), k[1])):
+        t = tallies[(tutor, domain)]
+        lo = wilson_interval(t.breaks, t.opportunities, cfg.z)[0]
+        out[tutor].append(TrustRecent(domain=domain, opportunities=t.opportunities, breaks=t.breaks, rate=t.rate,
+                                      lower=lo, over=lo > cfg.threshold))
+    return out
 
 
 def settings_of(run: Run) -> TrustConfig:
@@ -127,6 +165,7 @@ def trust_view(s: Session, run: Run) -> TrustOut:
     for c in s.scalars(select(TrustChange).where(TrustChange.run_id == run.id).order_by(TrustChange.id)):
         changes[c.tutor].append(c)
     domains = _ordered(domains_of(run.config or {}), {d for _, d in by_domain})
+    recent = _recent(s, run, cfg, changes, domains)
     tutors = []
     for tutor in _ordered(student_names(run), set(pooled) | set(changes)):
         points, total = _points(pooled.get(tutor, {}), cfg.z)
@@ -144,10 +183,11 @@ def trust_view(s: Session, run: Run) -> TrustOut:
             tutor=tutor, quarantined=bool(periods) and periods[-1].to_step is None,
             probes=sum(p.probes for p in points), shadow_probes=shadow.get(tutor, 0),
             opportunities=total.opportunities, breaks=total.breaks, rate=total.rate, lower=lo, upper=hi,
-            over_threshold=over, points=points, domains=per_domain, periods=periods,
+            over_threshold=over, recent=recent.get(tutor, []), points=points, domains=per_domain, periods=periods,
             changes=[_change_out(c) for c in changes.get(tutor, [])]))
     last = s.scalar(select(func.max(Step.global_step)).where(Step.run_id == run.id))
     return TrustOut(run_id=run.id, threshold=cfg.threshold, z=cfg.z, auto_quarantine=cfg.auto_quarantine,
+                    recent=cfg.recent,
                     students=len(student_names(run)), last_step=last, domains=domains, tutors=tutors,
                     undomained_probes=undomained)
 

@@ -83,6 +83,8 @@ def _panel(t: dict[str, Any], end: float, domains: list[str], threshold: float) 
     return {
         "tutor": t["tutor"], "quarantined": t["quarantined"], "rate_text": _rate_text(t),
         "over_threshold": t["over_threshold"], "shadow_probes": t["shadow_probes"], "probes": t["probes"],
+        "recent_over": [f"{r['domain']} ({r['breaks']} of its last {r['opportunities']}, lower bound {r['lower']:.2f})"
+                        for r in t.get("recent", []) if r["over"]],
         "band": _band(pts, end),
         "rate_line": _steps([(p["global_step"], p["rate"]) for p in pts if p["rate"] is not None], end),
         "domain_lines": [{"domain": d["domain"], "color": color.get(d["domain"], "#495057"),
@@ -104,7 +106,7 @@ def trust_block(m: dict[str, Any]) -> dict[str, Any]:
     ticks = sorted({0, int(end) // 2, int(end)})
     return {
         "show": m["students"] > 2 or has_data, "threshold": m["threshold"], "z": m["z"],
-        "auto_quarantine": m["auto_quarantine"], "w": W, "h": H, "x0": X0, "x1": X1, "y0": Y0, "y1": Y1,
+        "auto_quarantine": m["auto_quarantine"], "recent": m.get("recent"), "w": W, "h": H, "x0": X0, "x1": X1, "y0": Y0, "y1": Y1,
         "y_threshold": _y(m["threshold"]), "end": int(end),
         "xticks": [{"v": v, "x": _x(v, end)} for v in ticks],
         "yticks": [{"v": v, "y": _y(v)} for v in (0.0, 0.5, 1.0)],

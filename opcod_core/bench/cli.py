@@ -52,7 +52,8 @@ def _partial(text: str) -> tuple[float, float]:
 
 
 TRIO_OUT = "docs/results/n-peers-trio.md"
-TRIO_ONLY = ("poison", "poison_from", "trust_threshold", "quarantine_within", "trio_gating")
+TRIO_ONLY = ("poison", "poison_from", "trust_threshold", "quarantine_within", "trio_gating", "trust_recent",
+             "replay_recent")
 PAIRS_ONLY = ("pairs", "methods", "partial", "select_lr", "select_kl_anchor", "select_tau", "select_methods",
               "baseline_seeds", "vary_students")
 
@@ -165,6 +166,12 @@ def _check_mode_flags(args) -> None:
         raise SystemExit(f"{given[0]}: not an option of --mode {args.mode}")
     if args.mode == "trio" and args.world == "v2":
         raise SystemExit("--world: --mode trio runs the v3 specialists (sciworld3); leave --world out or pass v3")
+    for name in ("trust_recent", "replay_recent"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')}: expected a whole number of opportunities >= 1, "
+                             f"got {getattr(args, name)}")
+    if args.trust_recent is not None and args.poison is None:
+        raise SystemExit("--trust-recent: sets the poisoned runs' trust.recent; give --poison too")
 
 
 def cmd_fidelity(args) -> int:
@@ -224,7 +231,8 @@ def _trio_plan(args):
                     student_seed=args.student_seed, jobs=args.jobs or 1, threads=args.threads or 1,
                     results_dir=Path(args.results_dir) if args.results_dir else None,
                     gating=args.trio_gating or "cognizance", poison=args.poison, poison_from=args.poison_from,
-                    threshold=args.trust_threshold, quarantine_within=args.quarantine_within, quick=args.quick)
+                    threshold=args.trust_threshold, quarantine_within=args.quarantine_within, quick=args.quick,
+                    recent=args.trust_recent)
 
 
 def cmd_trio(args) -> int:
@@ -238,6 +246,7 @@ def cmd_trio(args) -> int:
     out = Path(args.out or TRIO_OUT)
     if args.report_only:
         results = json.loads(out.with_suffix(".json").read_text())
+        results["replay_recent"] = args.replay_recent or results.get("replay_recent")
     else:
         plan = _trio_plan(args)
         if plan.poison is not None:   # checked before any build: a bad --poison / --poison-from names its flag
@@ -249,6 +258,7 @@ def cmd_trio(args) -> int:
         with _log_to(out.with_suffix(".log")) as log:
             results = run_trio_benchmark(plan, Path(args.cache_dir), Path(args.work_dir), log=log)
         results.update(zip(("command", "machine"), _command_and_machine(args, plan.jobs, plan.threads)))
+        results["replay_recent"] = args.replay_recent
     results["kind"] = TRIO_KIND
     results["analysis"] = analyse(results)
     save_results(results, out.with_suffix(".json"))
@@ -359,3 +369,8 @@ def _register_trio(fi) -> None:
                     "automatic quarantine in the poisoned runs (default: the config's, 0.5)")
     fi.add_argument("--quarantine-within", type=int, default=None, metavar="STEPS", help="trio: the stated bound, "
                     "in global steps after the poison, within which auto-quarantine must catch the tutor (default 2K)")
+    fi.add_argument("--trust-recent", type=int, default=None, metavar="N", help="trio: trust.recent of the poisoned "
+                    "runs (the automatic rule also judges each tutor's last N opportunities per domain; default off)")
+    fi.add_argument("--replay-recent", type=int, default=None, metavar="N", help="trio: the report also replays "
+                    "every run without a quarantine under trust.recent = N (exact up to its first quarantine; "
+                    "--report-only keeps the results' value unless given)")

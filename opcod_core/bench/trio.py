@@ -70,6 +70,7 @@ class TrioPlan:
     threshold: float | None = None      # auto-quarantine threshold (None: the config's)
     quarantine_within: int | None = None  # the stated bound, in global steps (None: 2K)
     quick: bool = False                 # quick mode: a pipeline check (the report says so)
+    recent: int | None = None           # trust.recent of the poisoned runs (None: the whole-run rule alone)
 
 
 def trio_config(plan: TrioPlan) -> RunConfig:
@@ -100,8 +101,8 @@ def poison_settings(plan: TrioPlan, trio: RunConfig) -> dict:
         raise ValueError(f"poison_from: global step {start} is outside the trio's steps 0..{total - 1}")
     threshold = trio.trust.threshold if plan.threshold is None else plan.threshold
     within = 2 * sc.steps_per_direction if plan.quarantine_within is None else plan.quarantine_within
-    return {"tutor": plan.poison, "from_step": start, "threshold": threshold, "within": within,
-            "total_steps": total}
+    out = {"tutor": plan.poison, "from_step": start, "threshold": threshold, "within": within, "total_steps": total}
+    return {**out, "recent": plan.recent} if plan.recent is not None else out
 
 
 def variants(plan: TrioPlan) -> list[tuple[str, RunConfig, RunConfig]]:
@@ -113,7 +114,8 @@ def variants(plan: TrioPlan) -> list[tuple[str, RunConfig, RunConfig]]:
         p = poison_settings(plan, trio)
         for label, auto in ((POISON_ON, True), (POISON_OFF, False)):
             out.append((label, trio.replace({"faults": {"poison": {"tutor": p["tutor"], "from_step": p["from_step"]}},
-                                             "trust": {"auto_quarantine": auto, "threshold": p["threshold"]}}), trio))
+                                             "trust": {"auto_quarantine": auto, "threshold": p["threshold"],
+                                                       **({"recent": plan.recent} if plan.recent else {})}}), trio))
     return out
 
 
@@ -148,7 +150,7 @@ def _plan_record(plan: TrioPlan) -> dict:
     return {"seeds": plan.seeds, "overrides": plan.overrides, "student_overrides": plan.student_overrides,
             "student_seed": plan.student_seed, "jobs": plan.jobs, "threads": plan.threads, "gating": plan.gating,
             "poison": plan.poison, "poison_from": plan.poison_from, "threshold": plan.threshold,
-            "quarantine_within": plan.quarantine_within, "quick": plan.quick}
+            "quarantine_within": plan.quarantine_within, "quick": plan.quick, "recent": plan.recent}
 
 
 def _logger(log: Callable[[str], None]):

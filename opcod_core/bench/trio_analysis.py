@@ -16,16 +16,25 @@ poisoned variant did. Pure functions of the results dict; the report (``trio_rep
 * **Others' accuracy**: for every student but the poisoned one and every domain, final accuracy in the clean
   trio, with auto-quarantine on and off, and the paired differences on − clean, off − clean and on − off.
   "Falls beyond noise" = the 95% interval of the paired difference lies entirely below 0.
+* **Recent-window replay** (the protocol's amendment, ``replay_recent``): a run in which nobody was quarantined
+  is, step for step, the run that a rule with ``trust.recent`` = W would have made up to its first
+  quarantine (the quarantine is the only thing it would change). So that first quarantine (tutor, step,
+  evidence) comes exactly from replaying ``TrustState``, the trainer's own rule, over the run's recorded
+  probes, grouped by step in their recorded order (probes of step g are observed at g + 1, as the trainer
+  does). The replay is checked first: without the window it must give the run's own final counts per
+  (tutor, domain), else the row says so and has no result. A first quarantine before the poison, or of
+  another tutor, is a false alarm (and ends what the replay can say).
 * **Claims** (pre-registered in docs/results/n-peers.md): (1) with auto-quarantine on the poisoned tutor
   is quarantined within the stated number of steps at every seed; (2) no other student's accuracy on any
   domain falls beyond noise (on − clean). Each is ``holds``, ``fails: ...`` or, with one seed for (2),
-  ``1 seed: no interval``.
+  ``1 seed: no interval``; (2) says ``holds vacuously`` when no poisoned run quarantined anyone (on = off).
 """
 
 from __future__ import annotations
 
 from opcod_core.bench.stats import TOL, interval
 from opcod_core.bench.trio import POISON_OFF, POISON_ON, TRIO
+from opcod_core.trust import TrustState
 
 
 def finals(runs: list[dict], label: str, which: str = "final") -> dict[int, dict[str, dict[str, float]]]:
@@ -120,6 +129,57 @@ def others_accuracy(results: dict) -> list[dict]:
     return rows
 
 
+def replay(run: dict, recent: int, threshold: float, z: float) -> dict:
+    """The first quarantine the recent-window rule would have made in ``run`` (module docstring)."""
+    steps: dict[int, list[dict]] = {}
+    for b in run["breaks"]:
+        steps.setdefault(b["step"], []).append(b)
+    plain = TrustState(threshold=threshold, z=z, auto_quarantine=False)
+    for g in sorted(steps):
+        plain, _ = plain.observe_samples(steps[g], step=g + 1)
+    recorded = {(r["tutor"], r["domain"]): (r["opportunities"], r["breaks"]) for r in run["summary"]["trust"]["rows"]}
+    replayed = {(r.tutor, r.domain): (r.opportunities, r.breaks) for r in plain.rows()}
+    out = {"seed": run["seed"], "variant": run["method"], "reproduces": replayed == recorded, "first": None}
+    if not out["reproduces"] or run.get("trust"):
+        return {**out, "why": "the recorded probes do not give the run's counts" if not out["reproduces"]
+                else "the run quarantined someone: it is not the run without quarantines"}
+    state = TrustState(threshold=threshold, z=z, auto_quarantine=True, recent=recent)
+    for g in sorted(steps):
+        state, changes = state.observe_samples(steps[g], step=g + 1)
+        q = next((c for c in changes if c.action == "quarantine"), None)
+        if q is not None:
+            w = state.recent_window(q.tutor, q.domain)
+            out["first"] = {"tutor": q.tutor, "step": q.step, "domain": q.domain, "reason": q.reason,
+                            "recent": {"opportunities": w.opportunities, "breaks": w.breaks}}
+            break
+    return out
+
+
+def replay_recent(results: dict, recent: int) -> dict:
+    """The replay of every run of the trio's variants (clean ones included: a quarantine there is a false
+    alarm), and claim 1 under the window rule: the poisoned tutor first, within the bound, at every seed."""
+    p = results.get("poison") or {}
+    z = (results.get("config") or {}).get("trust", {}).get("z", 1.96)
+    threshold = p.get("threshold", 0.5)
+    order = (TRIO, POISON_ON, POISON_OFF)
+    rows = [replay(r, recent, threshold, z) for r in sorted((r for r in results["runs"] if r["method"] in order),
+                                                            key=lambda r: (order.index(r["method"]), r["seed"]))]
+    tutor, start, within = p.get("tutor"), p.get("from_step"), p.get("within")
+    for row in rows:
+        f, poisoned = row["first"], row["variant"] != TRIO
+        row["false_alarm"] = f is not None and (not poisoned or f["tutor"] != tutor or f["step"] <= start)
+        row["steps_after_poison"] = (f["step"] - start if f and poisoned and not row["false_alarm"] else None)
+        row["within"] = row["steps_after_poison"] is not None and row["steps_after_poison"] <= within
+    off = [r for r in rows if r["variant"] == POISON_OFF]
+    missed = [f"seed {r['seed']}: " + ("false alarm" if r["false_alarm"] else "not replayable" if not r["reproduces"]
+                                       else "never" if r["first"] is None else f"after {r['steps_after_poison']} steps")
+              for r in off if not r["within"]]
+    alarms = [f"{r['variant']} seed {r['seed']}" for r in rows if r["false_alarm"]]
+    verdict = ("not run" if not off else "holds" if not missed else "fails: " + "; ".join(missed))
+    return {"recent": recent, "threshold": threshold, "z": z, "rows": rows, "verdict": verdict,
+            "false_alarms": alarms}
+
+
 def claims(quarantines: list[dict], others: list[dict], within: int) -> dict:
     """The two pre-registered claims' verdicts (module docstring)."""
     on = [q for q in quarantines if q["variant"] == POISON_ON]
@@ -135,12 +195,16 @@ def claims(quarantines: list[dict], others: list[dict], within: int) -> dict:
         noise = "1 seed: no interval"
     else:
         noise = "holds" if rows else "not run"
+    if noise == "holds" and on and all(q["quarantine_step"] is None for q in on):
+        noise += (" vacuously: nobody was quarantined, so the runs with quarantine on are the runs without it, and "
+                  "this says the poison's own damage is within this test's noise")
     return {"quarantined_within": {"bound": within, "verdict": caught},
             "others_within_noise": {"verdict": noise}}
 
 
 def analyse(results: dict) -> dict:
-    """Everything the report shows, from the results dict (re-run by ``--report-only``)."""
+    """Everything the report shows, from the results dict (re-run by ``--report-only``); the recent-window
+    replay when ``results["replay_recent"]`` names a window."""
     out: dict = {"trio_vs_pairs": trio_vs_pairs(results)}
     p = results.get("poison")
     if p:
@@ -148,4 +212,6 @@ def analyse(results: dict) -> dict:
               if r["method"] in (POISON_ON, POISON_OFF)]
         others = others_accuracy(results)
         out.update(quarantine=qs, others=others, claims=claims(qs, others, p["within"]))
+        if results.get("replay_recent"):
+            out["replay"] = replay_recent(results, results["replay_recent"])
     return out

@@ -139,6 +139,33 @@ def _poison_section(results: dict) -> list[str]:
         who = f"{r['student']} (poisoned tutor)" if r["poisoned_tutor"] else r["student"]
         out.append(f"| {who} | {r['domain']} | {_fmt(r['clean'])} | {_fmt(r['on'])} | {_fmt(r['off'])} | "
                    f"{_diff(r['on_minus_clean'])} | {_diff(r['off_minus_clean'])} | {_diff(r['on_minus_off'])} |")
+    return out + [""] + _replay_section(results)
+
+
+def _replay_section(results: dict) -> list[str]:
+    r = results["analysis"].get("replay")
+    if not r:
+        return []
+    p = results["poison"]
+    out = [f"### Recent-window rule, replayed (trust.recent = {r['recent']}; the protocol's amendment)", "",
+           f"Each run without a quarantine is replayed through `TrustState` with `recent` = {r['recent']}, threshold "
+           f"{r['threshold']:g}, z {r['z']:g}: up to its first quarantine it is exactly the run that rule would have "
+           "made (`trio_analysis.replay`). A first quarantine of another tutor, before the poison, or in a clean "
+           "run is a false alarm.", "",
+           f"| claim 1 under the window rule: {p['tutor']} quarantined within {p['within']} steps of the poison, at every "
+           f"seed (poison-off runs) | false alarms |", "|---|---|",
+           f"| {r['verdict']} | {', '.join(r['false_alarms']) or 'none'} |", "",
+           "| variant | seed | replay gives the run's counts | first quarantine (tutor @ step, domain) | its last "
+           f"{r['recent']}: breaks / opportunities | steps after the poison | within the bound | false alarm |",
+           "|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        f = row["first"]
+        first = f"{f['tutor']} @ {f['step']}, {f['domain']}" if f else ("–" if row["reproduces"] else row.get("why", "–"))
+        window = f"{f['recent']['breaks']} / {f['recent']['opportunities']}" if f else "–"
+        after = row["steps_after_poison"] if row["steps_after_poison"] is not None else "–"
+        within = "–" if row["variant"] == TRIO else ("yes" if row["within"] else "no")
+        out.append(f"| {row['variant']} | {row['seed']} | {'yes' if row['reproduces'] else 'no'} | {first} | {window} | "
+                   f"{after} | {within} | {'yes' if row['false_alarm'] else 'no'} |")
     return out + [""]
 
 

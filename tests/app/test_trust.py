@@ -180,6 +180,7 @@ def test_the_trust_api_matches_the_stored_rows(api):
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["threshold"], body["z"], body["auto_quarantine"], body["students"]) == (0.5, 1.96, False, 3)
+    assert body["recent"] is None and all(t["recent"] == [] for t in body["tutors"])
     assert body["last_step"] == STEPS - 1 and body["domains"] == list(DOMAINS) and body["undomained_probes"] == 0
     assert [t["tutor"] for t in body["tutors"]] == list(STUDENTS)
     want = expected_trust(db, seeded.run_id, body["z"])
@@ -201,6 +202,50 @@ def test_the_trust_api_matches_the_stored_rows(api):
     assert (phys["from_step"], phys["to_step"], phys["override_id"], phys["lift_source"]) == (3, 4, 900001, "human")
     assert not any(t["quarantined"] for t in body["tutors"]) and tutors["chem"]["periods"] == []
     assert sum(len(t["points"]) for t in body["tutors"]) > len(STUDENTS)   # a point per probed step
+
+
+@pytest.mark.parametrize("window, threshold", [(2, 0.5), (5, 0.2)])
+def test_the_recent_window_matches_the_last_stored_opportunities(api, window, threshold):
+    """With trust.recent set, each tutor's recent window per domain is its last W opportunities since its last
+    human lift (phys is lifted by a person at step 4), counted here in plain Python from the stored rows."""
+    client, db = api
+    _, seeded = _seed(db, name=f"recent-{window}")
+    with session_scope(db) as s:
+        run = s.get(Run, seeded.run_id)
+        run.config = {**run.config, "trust": {**run.config.get("trust", {}), "recent": window, "threshold": threshold}}
+        # a person lifted chem at step 3 (a stored trust change as the recorder writes one)
+        s.add(TrustChange(run_id=seeded.run_id, tutor="chem", action="lift", source="human", step=3, round=2,
+                          reason="human: checked by hand"))
+        s.flush()
+        probes = s.scalars(select(BreakSample).where(BreakSample.run_id == seeded.run_id)
+                           .order_by(BreakSample.global_step, BreakSample.id)).all()
+        lifts = {c.tutor: c.step for c in s.scalars(select(TrustChange).where(
+            TrustChange.run_id == seeded.run_id, TrustChange.action == "lift", TrustChange.source == "human"))}
+        want = {}
+        for tutor in STUDENTS:
+            for d in DOMAINS:
+                kept = [b.broken for b in probes if b.tutor == tutor and b.domain == d and b.correct_without_f
+                        and b.global_step >= lifts.get(tutor, 0)][-window:]
+                if kept:
+                    lo = wilson_interval(sum(kept), len(kept))[0]
+                    want.setdefault(tutor, []).append({"domain": d, "opportunities": len(kept), "breaks": sum(kept),
+                                                       "lower": lo, "over": lo > threshold})
+    assert lifts == {"phys": 4, "chem": 3}
+    body = client.get(f"{V1}/runs/{seeded.run_id}/trust").json()
+    assert body["recent"] == window
+    got = {t["tutor"]: [{k: r[k] for k in ("domain", "opportunities", "breaks", "lower", "over")} for r in t["recent"]]
+           for t in body["tutors"] if t["recent"]}
+    assert got == want and {"chem", "bio"} <= set(got)
+    # chem's opportunities before its lift are left out: the window starts afresh there
+    assert any(b.tutor == "chem" and b.correct_without_f and b.global_step < 3 for b in probes)
+    assert all(r["opportunities"] <= window for rows in got.values() for r in rows)
+    page = client.get(f"/runs/{seeded.run_id}").text
+    assert f"over its last {window} opportunities there" in page
+    over = [(t, r) for t, rows in want.items() for r in rows if r["over"]]
+    assert bool(over) == (threshold < 0.5)          # 0.2: some recent window is over it; 0.5: none of these
+    for tutor, r in over:
+        assert f"{r['domain']} ({r['breaks']} of its last {r['opportunities']}, lower bound {r['lower']:.2f})" in page
+    assert ("recently over the threshold on" in page) == bool(over)
 
 
 def test_an_open_quarantine_and_a_run_without_probes(api):

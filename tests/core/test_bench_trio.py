@@ -140,7 +140,7 @@ def test_others_accuracy_compares_on_and_off_with_the_clean_trio():
     assert chem["on_minus_clean"]["word"] == "noise" and chem["off_minus_clean"]["word"] == "down"
     assert chem["on_minus_off"]["word"] == "up" and chem["off"]["mean"] == pytest.approx(0.31)
     assert [r["poisoned_tutor"] for r in out["others"]].count(True) == 3
-    assert out["claims"]["others_within_noise"]["verdict"] == "holds"
+    assert out["claims"]["others_within_noise"]["verdict"].startswith("holds vacuously: nobody was quarantined")
     assert out["claims"]["quarantined_within"]["verdict"] == "fails: seed 0: never quarantined; seed 1: never " \
                                                             "quarantined; seed 2: never quarantined"
 
@@ -152,6 +152,10 @@ def test_others_accuracy_compares_on_and_off_with_the_clean_trio():
     (["--mode", "trio", "--world", "v2"], "--world: --mode trio runs the v3 specialists"),
     (["--mode", "trio", "--quick", "--poison", "bio"], "--poison: expected one of"),
     (["--mode", "trio", "--quick", "--poison", "chem", "--poison-from", "6"], "--poison-from: global step 6 is outside"),
+    (["--mode", "trio", "--quick", "--poison", "chem", "--trust-recent", "0"], "--trust-recent: expected a whole number"),
+    (["--mode", "trio", "--quick", "--trust-recent", "5"], "--trust-recent: sets the poisoned runs' trust.recent"),
+    (["--mode", "trio", "--quick", "--replay-recent", "-1"], "--replay-recent: expected a whole number"),
+    (["--replay-recent", "5"], "--replay-recent: not an option of --mode pairs"),
 ])
 def test_bad_flags_are_refused_before_any_build(tmp_path, argv, message):
     with pytest.raises(SystemExit, match=message):
@@ -166,14 +170,16 @@ def test_quick_trio_with_a_poisoned_peer_writes_its_report(tmp_path):
     would compare noise); chem's feedback is poisoned from the first step."""
     out = tmp_path / "trio.md"
     args = ["bench", "fidelity", "--mode", "trio", "--quick", "--quick-warmup", "4", "--trio-gating", "always",
-            "--poison", "chem", "--poison-from", "0", "--jobs", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--poison", "chem", "--poison-from", "0", "--replay-recent", "4", "--jobs", "2",
+            "--cache-dir", str(tmp_path / "cache"),
             "--work-dir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "runs")]
     assert main(args + ["--out", str(out)]) == 0
     text = out.read_text()
     for section in ("Quick mode: a pipeline check", "## Setup", "every student is tutee for R · K = 2 steps",
                     "## Trio vs pairs: final test accuracy per student and domain", "## Tutoring in the trio runs",
                     "## Poisoned peer", "### Quarantine of the poisoned tutor",
-                    "### Final test accuracy with the poisoned peer (paired by seed)", "| chem (poisoned tutor) |"):
+                    "### Final test accuracy with the poisoned peer (paired by seed)", "| chem (poisoned tutor) |",
+                    "### Recent-window rule, replayed (trust.recent = 4"):
         assert section in text, section
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.with_suffix(".log").exists()
     results = json.loads(out.with_suffix(".json").read_text())
@@ -192,6 +198,10 @@ def test_quick_trio_with_a_poisoned_peer_writes_its_report(tmp_path):
     assert off["poison"]["chem"]["written"] == sum(off["categories"]["chem"].values()) > 0   # routing gave chem
     assert off["poison"]["chem"]["used"] <= off["poison"]["chem"]["kept"] <= off["poison"]["chem"]["written"]
     assert off["trust"] == [] and results["analysis"]["quarantine"][1]["quarantine_step"] is None
+    # the recorded probes of every run without a quarantine give back that run's own trust counts
+    replayed = results["analysis"]["replay"]
+    assert replayed["recent"] == 4 and {r["variant"] for r in replayed["rows"]} == {TRIO, POISON_ON, POISON_OFF}
+    assert all(r["reproduces"] for r in replayed["rows"])
     # the report is rewritten from its JSON alone
     out.unlink()
     assert main(["bench", "fidelity", "--mode", "trio", "--report-only", "--out", str(out)]) == 0

@@ -75,6 +75,8 @@ def test_routing_and_trust_sections_are_validated():
     assert any(line.startswith("routing") and "max_tutors" in line for line in errors({"routing": {"max_tutors": 2}}))
     assert any(line.startswith("trust.threshold") for line in errors({"trust": {"threshold": 1.5}}))
     assert any(line.startswith("trust.z") for line in errors({"trust": {"z": 0}}))
+    assert any(line.startswith("trust.recent") for line in errors({"trust": {"recent": 0}}))
+    assert cfg.trust.recent is None and preset("tiny", {"trust": {"recent": 20}}).trust.recent == 20
     d = cfg.to_dict()
     assert d["routing"] == {"mode": "all", "max_tutors": 2} and d["trust"]["threshold"] == 0.4
     assert RunConfig.from_dict(d) == cfg and RunConfig.from_yaml(cfg.to_yaml()) == cfg
