@@ -287,7 +287,21 @@ def trio_summary(results: dict, report_path: str) -> str:
     analysis = _trio_analysis(results)
     lines += _trio_vs_pairs(analysis.get("trio_vs_pairs") or [], results.get("students") or [])
     lines += _poison_lines(results.get("poison"), analysis.get("claims"))
+    lines += _replay_lines(results.get("poison"), analysis.get("replay"))
     return "\n".join(lines)
+
+
+def _replay_lines(poison: dict | None, replay: dict | None) -> list[str]:
+    """The recent-window replay (``trio_analysis.replay_recent``): when it would have quarantined the poisoned
+    tutor at each seed, claim 1 under it, and its false alarms."""
+    if not poison or not replay:
+        return []
+    tutor = poison["tutor"]
+    steps = [f"seed {r['seed']} {r['steps_after_poison'] if r['steps_after_poison'] is not None else 'never'}"
+             for r in replay["rows"] if r["variant"] == "trio-poison-off"]
+    return [f"Recent-window rule replayed (trust.recent = {replay['recent']}): {tutor} quarantined this many steps "
+            f"after the poison: {', '.join(steps)}; claim 1 under it: {replay['verdict']}; false alarms: "
+            f"{', '.join(replay['false_alarms']) or 'none'}."]
 
 
 SUMMARIES = {PAIRS_KIND: fidelity_summary, TRIO_KIND: trio_summary}

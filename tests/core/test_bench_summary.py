@@ -194,6 +194,13 @@ def test_trio_paragraph_states_the_analysis_verdicts_and_claims():
     changed = trio_summary(res, "r.md")
     assert "(auto-quarantine on): fails: seed 1: after 14 steps." in changed
     assert "(quarantine on − clean trio): fails: falls beyond noise for phys on physics." in changed
+    assert "Recent-window rule" not in changed                       # no replay asked for
+    res["analysis"]["replay"] = {"recent": 20, "verdict": "fails: seed 2: after 110 steps", "false_alarms": [],
+                                 "rows": [{"variant": "trio-poison-off", "seed": s, "steps_after_poison": n}
+                                          for s, n in ((0, 105), (1, 71), (2, None))]}
+    assert ("Recent-window rule replayed (trust.recent = 20): chem quarantined this many steps after the poison: "
+            "seed 0 105, seed 1 71, seed 2 never; claim 1 under it: fails: seed 2: after 110 steps; false alarms: "
+            "none.") in trio_summary(res, "r.md")
 
 
 def test_trio_paragraph_without_analysis_or_poison():
