@@ -61,14 +61,13 @@ def probe_counts_query(run_id: int):
 def recent_counts_query(run_id: int, window: int, lifts: dict[str, int]):
     """Per (tutor, domain): opportunities and breaks among its last ``window`` opportunities, counting only
     probes at or after the tutor's last human lift (``lifts``: tutor -> step)."""
-    after = [and_(BreakSample.tutor == t, BreakSample.global_step >= step) for t, step in lifts.items()]
-    unlifted = BreakSample.tutor.notin_(list(lifts)) if lifts else True
+    where = [BreakSample.run_id == run_id, BreakSample.correct_without_f.is_(True), BreakSample.domain.is_not(None)]
+    if lifts:
+        where.append(or_(BreakSample.tutor.notin_(list(lifts)),
+                         *(and_(BreakSample.tutor == t, BreakSample.global_step >= step) for t, step in lifts.items())))
     rank = func.row_number().over(partition_by=(BreakSample.tutor, BreakSample.domain),
                                   order_by=(BreakSample.global_step.desc(), BreakSample.id.desc())).label("rank")
-    newest = (select(BreakSample.tutor, BreakSample.domain, BreakSample.broken, rank)
-              .where(BreakSample.run_id == run_id, BreakSample.correct_without_f.is_(True),
-                     BreakSample.domain.is_not(None), or_(unlifted, *after))
-              .subquery())
+    newest = select(BreakSample.tutor, BreakSample.domain, BreakSample.broken, rank).where(*where).subquery()
     return (select(newest.c.tutor, newest.c.domain, func.count(), _count(newest.c.broken.is_(True)))
             .where(newest.c.rank <= window).group_by(newest.c.tutor, newest.c.domain))
 

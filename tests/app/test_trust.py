@@ -248,6 +248,25 @@ def test_the_recent_window_matches_the_last_stored_opportunities(api, window, th
     assert ("recently over the threshold on" in page) == bool(over)
 
 
+def test_the_recent_window_without_any_human_lift(api):
+    """No lift at all: every tutor's window is simply its last W opportunities."""
+    client, db = api
+    events = [e for e in trust_events() if not (isinstance(e, ev.TrustEvent) and e.action == "lift")
+              and not (isinstance(e, ev.OverrideEvent) and e.kind == "lift")]
+    seeded = seed_events(db, events, name="recent-unlifted", students=STUDENTS, domains=DOMAINS)
+    with session_scope(db) as s:
+        run = s.get(Run, seeded.run_id)
+        run.config = {**run.config, "trust": {"recent": 3}}
+        probes = s.scalars(select(BreakSample).where(BreakSample.run_id == seeded.run_id)
+                           .order_by(BreakSample.global_step, BreakSample.id)).all()
+        want = {t: {d: [b.broken for b in probes if (b.tutor, b.domain) == (t, d) and b.correct_without_f][-3:]
+                    for d in DOMAINS} for t in STUDENTS}
+    body = client.get(f"{V1}/runs/{seeded.run_id}/trust").json()
+    got = {t["tutor"]: {r["domain"]: (r["opportunities"], r["breaks"]) for r in t["recent"]} for t in body["tutors"]}
+    assert got == {t: {d: (len(k), sum(k)) for d, k in per.items() if k} for t, per in want.items()}
+    assert any(got.values())
+
+
 def test_an_open_quarantine_and_a_run_without_probes(api):
     client, db = api
     events = [e for e in trust_events() if not (isinstance(e, ev.TrustEvent) and e.action == "lift")
