@@ -77,9 +77,10 @@ def _recent(s: Session, run: Run, cfg: TrustConfig, changes: dict[str, list[Trus
     """Every tutor's recent window per domain (module docstring); empty without ``trust.recent``."""
     if cfg.recent is None:
         return {}
-    lifts = {t: [c.step for c in cs if c.action == "lift" and c.source == "human"] for t, cs in changes.items()}
+    last_lift = {t: max(lifted) for t, cs in changes.items()
+                 if (lifted := [c.step for c in cs if c.action == "lift" and c.source == "human"])}
     tallies = {(t, d): Tally(int(n), int(k or 0)) for t, d, n, k in
-               s.execute(recent_counts_query(run.id, cfg.recent, {t: steps[-1] for t, steps in lifts.items() if steps}))}
+               s.execute(recent_counts_query(run.id, cfg.recent, last_lift))}
     out: dict[str, list[TrustRecent]] = defaultdict(list)
     position = {d: i for i, d in enumerate(domains)}
     for (tutor, domain) in sorted(tallies, key=lambda k: (k[0], position.get(k[1], len(position)), k[1])):

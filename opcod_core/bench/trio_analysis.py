@@ -34,7 +34,8 @@ from __future__ import annotations
 
 from opcod_core.bench.stats import TOL, interval
 from opcod_core.bench.trio import POISON_OFF, POISON_ON, TRIO
-from opcod_core.trust import TrustState
+from opcod_core.trust import DEFAULT_THRESHOLD, TrustState
+from opcod_core.wilson import DEFAULT_Z
 
 
 def finals(runs: list[dict], label: str, which: str = "final") -> dict[int, dict[str, dict[str, float]]]:
@@ -159,8 +160,8 @@ def replay_recent(results: dict, recent: int) -> dict:
     """The replay of every run of the trio's variants (clean ones included: a quarantine there is a false
     alarm), and claim 1 under the window rule: the poisoned tutor first, within the bound, at every seed."""
     p = results.get("poison") or {}
-    z = (results.get("config") or {}).get("trust", {}).get("z", 1.96)
-    threshold = p.get("threshold", 0.5)
+    z = (results.get("config") or {}).get("trust", {}).get("z", DEFAULT_Z)
+    threshold = p.get("threshold", DEFAULT_THRESHOLD)
     order = (TRIO, POISON_ON, POISON_OFF)
     rows = [replay(r, recent, threshold, z) for r in sorted((r for r in results["runs"] if r["method"] in order),
                                                             key=lambda r: (order.index(r["method"]), r["seed"]))]
