@@ -265,6 +265,7 @@ def _poison_lines(poison: dict | None, claims: dict | None) -> list[str]:
     lines = [f"Poisoned variant: {tutor}'s feedback corrupted from global step {poison['from_step']}"
              + (f" of {poison['total_steps']}" if "total_steps" in poison else "")
              + (f", auto-quarantine threshold {poison['threshold']:g}" if poison.get("threshold") is not None else "")
+             + (f" with trust.recent = {poison['recent']}" if poison.get("recent") else "")
              + "."]
     within = claims.get("quarantined_within")
     if within:

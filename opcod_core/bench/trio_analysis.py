@@ -178,7 +178,28 @@ def replay_recent(results: dict, recent: int) -> dict:
     alarms = [f"{r['variant']} seed {r['seed']}" for r in rows if r["false_alarm"]]
     verdict = ("not run" if not off else "holds" if not missed else "fails: " + "; ".join(missed))
     return {"recent": recent, "threshold": threshold, "z": z, "rows": rows, "verdict": verdict,
-            "false_alarms": alarms}
+            "false_alarms": alarms, "real": real_against_replay(results, rows, recent)}
+
+
+def real_against_replay(results: dict, rows: list[dict], recent: int) -> list[dict]:
+    """When the poisoned runs with auto-quarantine on used this same window (``--trust-recent`` = ``recent``), the
+    real run is what the replay of its twin without quarantine predicts: per seed, the on run's first automatic
+    quarantine (tutor @ step, or None) against the replay's first quarantine of the off run, and whether they are
+    the same. Empty when the on runs used another rule (then there is nothing real to check the replay against)."""
+    p = results.get("poison") or {}
+    if p.get("recent") != recent:
+        return []
+    replayed = {r["seed"]: r["first"] for r in rows if r["variant"] == POISON_OFF and r["reproduces"]}
+    out = []
+    for run in sorted((r for r in results["runs"] if r["method"] == POISON_ON), key=lambda r: r["seed"]):
+        if run["seed"] not in replayed:
+            continue
+        q = next((e for e in run.get("trust") or [] if e["action"] == "quarantine" and e["source"] == "auto"), None)
+        f = replayed[run["seed"]]
+        real = f"{q['tutor']}@{q['step']}" if q else None
+        predicted = f"{f['tutor']}@{f['step']}" if f else None
+        out.append({"seed": run["seed"], "real": real, "replayed": predicted, "equal": real == predicted})
+    return out
 
 
 def claims(quarantines: list[dict], others: list[dict], within: int) -> dict:

@@ -113,7 +113,8 @@ def _poison_section(results: dict) -> list[str]:
     out = ["## Poisoned peer", "",
            f"Tutor **{p['tutor']}**'s feedback is replaced by its corrupted hint from global step {p['from_step']} of "
            f"{p['total_steps']} (`faults.poison`, a benchmark fault); the trio runs again with `trust.auto_quarantine` "
-           f"on and off, threshold {p['threshold']:g}.", "",
+           f"on and off, threshold {p['threshold']:g}"
+           + (f", with the recent window `trust.recent` = {p['recent']} when on" if p.get("recent") else "") + ".", "",
            "| pre-registered claim | verdict |", "|---|---|",
            f"| quarantine on: {p['tutor']} is quarantined within {p['within']} steps of the poison, at every seed | "
            f"{c['quarantined_within']['verdict']} |",
@@ -160,13 +161,27 @@ def _replay_section(results: dict) -> list[str]:
            "|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         f = row["first"]
-        first = f"{f['tutor']} @ {f['step']}, {f['domain']}" if f else ("–" if row["reproduces"] else row.get("why", "–"))
+        first = f"{f['tutor']} @ {f['step']}, {f['domain']}" if f else row.get("why", "–")
         window = f"{f['recent']['breaks']} / {f['recent']['opportunities']}" if f else "–"
         after = row["steps_after_poison"] if row["steps_after_poison"] is not None else "–"
-        within = "–" if row["variant"] == TRIO else ("yes" if row["within"] else "no")
+        within = "–" if row["variant"] == TRIO or "why" in row else ("yes" if row["within"] else "no")
         out.append(f"| {row['variant']} | {row['seed']} | {'yes' if row['reproduces'] else 'no'} | {first} | {window} | "
                    f"{after} | {within} | {'yes' if row['false_alarm'] else 'no'} |")
-    return out + [""]
+    return out + [""] + _real_lines(r)
+
+
+def _real_lines(replay: dict) -> list[str]:
+    """The replay checked against the runs that really used the window (``trio_analysis.real_against_replay``)."""
+    real = replay.get("real") or []
+    if not real:
+        return []
+    cells = "; ".join(f"seed {x['seed']}: real {x['real'] or 'none'}, replayed {x['replayed'] or 'none'}" for x in real)
+    same = all(x["equal"] for x in real)
+    return [f"The runs with auto-quarantine on used this window (`--trust-recent {replay['recent']}`), so the replay of "
+            f"each run without quarantine is checked against its real twin: {cells}. "
+            + ("The replay predicted every real first quarantine." if same else
+               "**The replay and the real run differ** at seed(s) "
+               + ", ".join(str(x["seed"]) for x in real if not x["equal"]) + "."), ""]
 
 
 def write_trio_report(results: dict, path: Path, command: str, machine: str | None = None) -> Path:

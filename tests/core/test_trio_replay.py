@@ -89,3 +89,28 @@ def test_the_poisoned_runs_carry_the_window_when_asked():
     assert runs[TRIO].trust.recent is None
     assert poison_settings(plan, trio_config(plan))["recent"] == 20
     assert "recent" not in poison_settings(TrioPlan(seeds=[0], poison="chem"), trio_config(plan))
+
+
+def test_the_replay_is_checked_against_the_real_runs_that_used_the_same_window():
+    from opcod_core.bench.trio_report import _real_lines
+
+    def quarantine(step):
+        return [{"tutor": "chem", "action": "quarantine", "source": "auto", "step": step}]
+
+    runs = [_run(POISON_OFF, 0, _poisoned(0)), _run(POISON_OFF, 1, _poisoned(1, bad_from=15)),   # replayed: 14, 19
+            _run(POISON_ON, 0, _poisoned(0), trust=quarantine(14)),                              # real: the same
+            _run(POISON_ON, 1, _poisoned(1, bad_from=15), trust=quarantine(18))]                 # real: one earlier
+    windowed = {**_results(runs), "poison": {**POISON, "recent": 8}}
+    out = replay_recent(windowed, recent=8)
+    assert out["real"] == [{"seed": 0, "real": "chem@14", "replayed": "chem@14", "equal": True},
+                           {"seed": 1, "real": "chem@18", "replayed": "chem@19", "equal": False}]
+    text = " ".join(_real_lines(out))
+    assert "differ** at seed(s) 1" in text and "seed 0: real chem@14, replayed chem@14" in text
+    same = replay_recent({**windowed, "runs": runs[:1] + runs[2:3]}, recent=8)
+    assert [x["equal"] for x in same["real"]] == [True] and "predicted every" in _real_lines(same)[0]
+    # the on runs used another rule (the whole-run one, or another window): nothing real to check against
+    assert replay_recent(_results(runs), recent=8)["real"] == [] and _real_lines(replay_recent(_results(runs), 8)) == []
+    assert replay_recent({**windowed, "poison": {**POISON, "recent": 20}}, recent=8)["real"] == []
+    # a quarantine-on run that never quarantined against a replay that did
+    never = replay_recent({**windowed, "runs": runs[:1] + [_run(POISON_ON, 0, _poisoned(0))]}, recent=8)
+    assert never["real"] == [{"seed": 0, "real": None, "replayed": "chem@14", "equal": False}]
