@@ -23,7 +23,9 @@ poisoned variant did. Pure functions of the results dict; the report (``trio_rep
   probes, grouped by step in their recorded order (probes of step g are observed at g + 1, as the trainer
   does). The replay is checked first: without the window it must give the run's own final counts per
   (tutor, domain), else the row says so and has no result. A first quarantine before the poison, or of
-  another tutor, is a false alarm (and ends what the replay can say).
+  another tutor, is a false alarm (and ends what the replay can say). When the poisoned runs with auto-quarantine
+  on used the same window (``--trust-recent`` = W), their real first quarantines are set against the replays of
+  their twins without quarantine (``real_against_replay``): the replay's claim checked on real runs.
 * **Claims** (pre-registered in docs/results/n-peers.md): (1) with auto-quarantine on the poisoned tutor
   is quarantined within the stated number of steps at every seed; (2) no other student's accuracy on any
   domain falls beyond noise (on − clean). Each is ``holds``, ``fails: ...`` or, with one seed for (2),
