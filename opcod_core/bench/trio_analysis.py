@@ -187,7 +187,8 @@ def real_against_replay(results: dict, rows: list[dict], recent: int) -> list[di
     """When the poisoned runs with auto-quarantine on used this same window (``--trust-recent`` = ``recent``), the
     real run is what the replay of its twin without quarantine predicts: per seed, the on run's first automatic
     quarantine (tutor @ step, or None) against the replay's first quarantine of the off run, and whether they are
-    the same. Empty when the on runs used another rule (then there is nothing real to check the replay against)."""
+    the same. A seed whose off run does not replay (its probes do not give its counts) is left out. Empty when the
+    on runs used another rule (then there is nothing real to check the replay against)."""
     p = results.get("poison") or {}
     if p.get("recent") != recent:
         return []
