@@ -114,3 +114,7 @@ def test_the_replay_is_checked_against_the_real_runs_that_used_the_same_window()
     # a quarantine-on run that never quarantined against a replay that did
     never = replay_recent({**windowed, "runs": runs[:1] + [_run(POISON_ON, 0, _poisoned(0))]}, recent=8)
     assert never["real"] == [{"seed": 0, "real": None, "replayed": "chem@14", "equal": False}]
+    # an off run whose probes do not give its counts has no replay to check: its seed is left out
+    lossy = _run(POISON_OFF, 1, _poisoned(1, bad_from=15))
+    lossy["breaks"] = lossy["breaks"][:-1]
+    assert [x["seed"] for x in replay_recent({**windowed, "runs": [runs[0], lossy] + runs[2:]}, 8)["real"]] == [0]
