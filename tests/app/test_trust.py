@@ -248,11 +248,16 @@ def test_the_recent_window_matches_the_last_stored_opportunities(api, window, th
     assert ("recently over the threshold on" in page) == bool(over)
 
 
+def _without_lifts() -> list:
+    """The trust scenario's events without any lift, automatic or human (a quarantine stays open)."""
+    return [e for e in trust_events() if not (isinstance(e, ev.TrustEvent) and e.action == "lift")
+            and not (isinstance(e, ev.OverrideEvent) and e.kind == "lift")]
+
+
 def test_the_recent_window_without_any_human_lift(api):
     """No lift at all: every tutor's window is simply its last W opportunities."""
     client, db = api
-    events = [e for e in trust_events() if not (isinstance(e, ev.TrustEvent) and e.action == "lift")
-              and not (isinstance(e, ev.OverrideEvent) and e.kind == "lift")]
+    events = _without_lifts()
     seeded = seed_events(db, events, name="recent-unlifted", students=STUDENTS, domains=DOMAINS)
     with session_scope(db) as s:
         run = s.get(Run, seeded.run_id)
@@ -269,8 +274,7 @@ def test_the_recent_window_without_any_human_lift(api):
 
 def test_an_open_quarantine_and_a_run_without_probes(api):
     client, db = api
-    events = [e for e in trust_events() if not (isinstance(e, ev.TrustEvent) and e.action == "lift")
-              and not (isinstance(e, ev.OverrideEvent) and e.kind == "lift")]
+    events = _without_lifts()
     seeded = seed_events(db, events, name="open", students=STUDENTS, domains=DOMAINS)
     body = client.get(f"{V1}/runs/{seeded.run_id}/trust").json()
     tutors = {t["tutor"]: t for t in body["tutors"]}

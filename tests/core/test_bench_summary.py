@@ -195,6 +195,9 @@ def test_trio_paragraph_states_the_analysis_verdicts_and_claims():
     assert "(auto-quarantine on): fails: seed 1: after 14 steps." in changed
     assert "(quarantine on − clean trio): fails: falls beyond noise for phys on physics." in changed
     assert "Recent-window rule" not in changed                       # no replay asked for
+    assert "with trust.recent" not in changed                        # the poisoned runs used the whole-run rule
+    res["poison"]["recent"] = 20
+    assert "auto-quarantine threshold 0.5 with trust.recent = 20." in trio_summary(res, "r.md")
     res["analysis"]["replay"] = {"recent": 20, "verdict": "fails: seed 2: after 110 steps", "false_alarms": [],
                                  "rows": [{"variant": "trio-poison-off", "seed": s, "steps_after_poison": n}
                                           for s, n in ((0, 105), (1, 71), (2, None))]}
